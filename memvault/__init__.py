@@ -1,0 +1,22 @@
+"""memvault: long-term memory for AI agents that cannot silently lose what it remembers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["Memory", "MemoryClient", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that `import memvault` stays cheap for the CLI's cold start.
+    if name == "Memory":
+        from memvault.memory import Memory
+
+        return Memory
+    if name == "MemoryClient":
+        from memvault.client import MemoryClient  # arrives with the server
+
+        return MemoryClient
+    raise AttributeError(name)

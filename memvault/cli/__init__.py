@@ -1,0 +1,5 @@
+"""The command line: `memvault ...`."""
+
+from memvault.cli.app import app, main
+
+__all__ = ["app", "main"]

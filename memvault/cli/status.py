@@ -1,0 +1,99 @@
+"""`memvault status`: what the store is, what it holds, and whether it can be searched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memvault.cli.output import console, print_table
+from memvault.errors import MemvaultError
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+
+
+def collect_status(flags: dict[str, Any]) -> dict[str, Any]:
+    """The status report (same JSON as GET /status). Never raises for store or embedder faults:
+    those become CRITICAL checks."""
+    from memvault.config import load_settings, redact_url
+    from memvault.memory import Memory
+
+    settings = load_settings(flags)
+    checks: list[dict[str, Any]] = []
+    report: dict[str, Any] = {"database_url": redact_url(settings.database_url or "")}
+    try:
+        memory = Memory(settings, actor="status")
+    except MemvaultError as exc:
+        checks.append({"name": "store", "state": CRITICAL, "message": str(exc)})
+        return _finish(report, checks)
+    with memory:
+        report.update(memory_status(memory, checks))
+    return _finish(report, checks)
+
+
+def memory_status(memory: Any, checks: list[dict[str, Any]]) -> dict[str, Any]:
+    store = memory.store
+    meta = store.meta()
+    counts = store.counts()
+    vectors = store.vector_counts()
+    total = sum(counts.values())
+    section: dict[str, Any] = {
+        "store": {
+            "store_id": meta.store_id,
+            "lineage_id": meta.lineage_id,
+            "backend": meta.backend,
+            "location": meta.location,
+            "created_at": meta.created_at,
+            "schema_version": meta.schema_version,
+            "last_seq": store.last_seq(),
+        },
+        "memories": {"total": total, "namespaces": counts},
+        "embedders": {
+            "active": meta.active_embedder,
+            "configured": None,
+            "vectors": vectors,
+        },
+    }
+    checks.append({"name": "store", "state": OK, "message": f"{meta.backend} store reachable"})
+    try:
+        identity = memory.embedder_identity()
+        section["embedders"]["configured"] = identity.describe()
+        checks.append({"name": "embedder", "state": OK,
+                       "message": f"{identity.key} matches the store"})
+    except MemvaultError as exc:
+        checks.append({"name": "embedder", "state": CRITICAL, "message": str(exc)})
+    active = store.meta().active_embedder
+    unqueryable = total - vectors.get(active, 0) if active else total
+    section["memories"]["unqueryable"] = unqueryable
+    if unqueryable > 0:
+        checks.append({"name": "vectors", "state": WARNING,
+                       "message": f"{unqueryable} memories have no vector from {active}"})
+    if total == 0:
+        checks.append({"name": "contents", "state": WARNING, "message": "the store is empty"})
+    return section
+
+
+def _finish(report: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, Any]:
+    worst = max((c["state"] for c in checks), default=UNKNOWN)
+    for check in checks:
+        check["status"] = STATE_NAMES[check.pop("state")]
+    report["checks"] = checks
+    report["status"] = STATE_NAMES[worst]
+    report["exit_code"] = worst
+    return report
+
+
+def render_status(report: dict[str, Any]) -> None:
+    colour = {"OK": "green", "WARNING": "yellow", "CRITICAL": "red"}.get(report["status"], "red")
+    console.print(f"[bold {colour}]{report['status']}[/]  {report.get('database_url', '')}")
+    store = report.get("store")
+    if store:
+        console.print(f"store {store['store_id']} ({store['backend']}, schema "
+                      f"{store['schema_version']}, journal seq {store['last_seq']})")
+        embedders = report["embedders"]
+        configured = (embedders["configured"] or {}).get("key", "unavailable")
+        console.print(f"embedder: active {embedders['active']}, configured {configured}")
+        namespaces = report["memories"]["namespaces"]
+        print_table(f"{report['memories']['total']} memories", ["namespace", "memories"],
+                    [[ns, n] for ns, n in namespaces.items()])
+    print_table("checks", ["check", "status", "message"],
+                [[c["name"], c["status"], c["message"]] for c in report["checks"]])

@@ -1,0 +1,11 @@
+"""Configuration: one settings object, its sources and its redacted description."""
+
+from memvault.config.settings import (
+    Settings,
+    describe_settings,
+    load_settings,
+    public_settings,
+    redact_url,
+)
+
+__all__ = ["Settings", "describe_settings", "load_settings", "public_settings", "redact_url"]

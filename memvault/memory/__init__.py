@@ -1,0 +1,5 @@
+"""The memory service (mem0's Python API) and its input checks."""
+
+from memvault.memory.service import Memory, format_history, format_record, text_hash
+
+__all__ = ["Memory", "format_history", "format_record", "text_hash"]

@@ -1,0 +1,405 @@
+"""The memory service: mem0's Python `Memory` API over a Store and an Embedder."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from typing import Any
+
+import numpy as np
+
+from memvault.config import Settings, load_settings
+from memvault.embed import Embedder, EmbedderIdentity, make_embedder
+from memvault.errors import EmbedderMismatch, InvalidInput, LLMError, NotFound
+from memvault.memory import validation as check
+from memvault.store import MemoryRecord, Store, open_store, parse_filters, utc_now
+from memvault.store.filters import Bool, Cond, Node, entity_constraints
+from memvault.store.records import ENTITY_KEYS, JournalEntry
+
+log = logging.getLogger("memvault.memory")
+
+_UNSET: Any = object()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8")).hexdigest()
+
+
+def format_record(record: MemoryRecord, score: float | None = None, *, with_score: bool = False
+                  ) -> dict[str, Any]:
+    """A record in mem0's response shape (optional keys only when set)."""
+    item: dict[str, Any] = {
+        "id": record.id,
+        "memory": record.memory,
+        "hash": record.hash,
+        "metadata": record.metadata,
+    }
+    if with_score:
+        item["score"] = score
+    item["created_at"] = record.created_at
+    item["updated_at"] = record.updated_at
+    for key in (*ENTITY_KEYS, "actor_id", "role", "expiration_date", "memory_type"):
+        value = getattr(record, key)
+        if value is not None:
+            item[key] = value
+    return item
+
+
+def format_history(entry: JournalEntry) -> dict[str, Any]:
+    before, after = entry.before or {}, entry.after or {}
+    current = after or before
+    return {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"memvault:{entry.memory_id}:{entry.seq}")),
+        "memory_id": entry.memory_id,
+        "old_memory": before.get("memory"),
+        "new_memory": after.get("memory"),
+        "event": entry.op,
+        "created_at": current.get("created_at"),
+        "updated_at": entry.ts if entry.op != "ADD" else None,
+        "is_deleted": entry.op == "DELETE",
+        "actor_id": current.get("actor_id"),
+        "role": current.get("role"),
+    }
+
+
+class Memory:
+    """mem0-compatible memory API. Thread-safe; one instance per store is enough."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: Store | None = None,
+        embedder: Embedder | None = None,
+        actor: str = "python",
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.store = store or open_store(self.settings)
+        self._embedder = embedder
+        self._identity: EmbedderIdentity | None = None
+        self._embedder_lock = threading.Lock()
+        self.actor = actor
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None = None) -> Memory:
+        """Accepts memvault's own keys (as in memvault.toml) and mem0's nested config shape."""
+        return cls(load_settings(_translate_mem0_config(config or {})))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ embedder
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            with self._embedder_lock:
+                if self._embedder is None:
+                    self._embedder = make_embedder(self.settings.embedder, self.settings)
+        return self._embedder
+
+    def embedder_identity(self) -> EmbedderIdentity:
+        """The configured embedder's identity, checked against the store once per process."""
+        if self._identity is None:
+            identity = self.embedder.identity()
+            self._check_embedder(identity)
+            self._identity = identity
+        return self._identity
+
+    def _check_embedder(self, identity: EmbedderIdentity) -> None:
+        store = self.store
+        active = store.meta().active_embedder
+        known = store.embedders()
+        if active is None or (active != identity.key and store.total() == 0):
+            # A new (or still empty) store adopts the configured embedder.
+            store.register_embedder(identity)
+            store.set_active_embedder(identity.key)
+            if active is not None:
+                log.warning("empty store switched embedder from %s to %s", active, identity.key)
+            return
+        if active != identity.key:
+            raise EmbedderMismatch(
+                f"the store's vectors were made by {active}, but the configured embedder is "
+                f"{identity.key}",
+                hint=f"set MEMVAULT_EMBEDDER back, or run `memvault reembed --embedder "
+                f"{self.settings.embedder}` to re-embed the store",
+            )
+        stored = known.get(active)
+        if stored is not None and not stored.same_model(identity):
+            raise EmbedderMismatch(
+                f"the embedder {identity.key} answers probe texts differently from the model "
+                f"that made the store's vectors (similarity {stored.probe_similarity(identity):.3f}"
+                f", fingerprint {identity.fingerprint} vs {stored.fingerprint})",
+                hint="the model behind this name was swapped; restore the original model or "
+                "re-embed the store",
+            )
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        self.embedder_identity()
+        return self.embedder.embed(texts)
+
+    # ------------------------------------------------------------------ writes
+
+    def add(
+        self,
+        messages: Any,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        infer: bool = True,
+        expiration_date: str | None = None,
+        memory_type: str | None = None,
+        prompt: str | None = None,
+        actor: str | None = None,
+    ) -> dict[str, Any]:
+        entities = check.check_entities(user_id, agent_id, run_id)
+        items = check.normalize_messages(messages)
+        meta = check.check_metadata(metadata)
+        expires = check.check_expiration(expiration_date)
+        if memory_type is not None and not isinstance(memory_type, str):
+            raise InvalidInput("memory_type must be a string")
+        if not isinstance(infer, bool):
+            raise InvalidInput("infer must be true or false")
+        if infer and self.settings.llm:
+            raise LLMError(
+                f"fact extraction with {self.settings.llm} is not available in this version",
+                hint="pass infer=False to store the messages verbatim",
+            )
+        # No LLM configured: infer stores the messages verbatim (PRODUCT.md, MEMVAULT_LLM).
+        now = utc_now()
+        records = [
+            MemoryRecord(
+                id=str(uuid.uuid4()),
+                memory=item["content"],
+                hash=text_hash(item["content"]),
+                created_at=now,
+                updated_at=now,
+                metadata=meta,
+                actor_id=item["name"],
+                role=item["role"],
+                expiration_date=expires,
+                memory_type=memory_type,
+                **entities,
+            )
+            for item in items
+            if item["role"] != "system"
+        ]
+        if not records:
+            raise InvalidInput("messages hold only system messages; nothing to remember")
+        return {"results": self.add_records(records, actor=actor)}
+
+    def add_records(
+        self,
+        records: list[MemoryRecord],
+        vectors: np.ndarray | None = None,
+        *,
+        actor: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Store prepared records (vectors computed here unless given, e.g. by the bench)."""
+        identity = self.embedder_identity()
+        if vectors is None:
+            vectors = self.embedder.embed([r.memory for r in records])
+        elif vectors.shape != (len(records), identity.dims):
+            raise InvalidInput(
+                f"vectors have shape {vectors.shape}, expected ({len(records)}, {identity.dims})"
+            )
+        outcomes = self.store.add(records, vectors, identity.key, actor or self.actor)
+        results = []
+        for record, outcome in zip(records, outcomes, strict=True):
+            results.append({
+                "id": outcome.id,
+                "memory": record.memory,
+                "event": "ADD" if outcome.created else "NONE",
+                "actor_id": record.actor_id,
+                "role": record.role,
+            })
+        return results
+
+    def update(
+        self,
+        memory_id: str,
+        text: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        expiration_date: Any = _UNSET,
+        data: str | None = None,
+        *,
+        actor: str | None = None,
+    ) -> dict[str, str]:
+        memory_id = check.check_memory_id(memory_id)
+        text = text if text is not None else data
+        if text is None and metadata is None and expiration_date is _UNSET:
+            raise InvalidInput("nothing to update: give text, metadata or expiration_date")
+        current = self._require(memory_id)
+        changes: dict[str, Any] = {"updated_at": utc_now()}
+        vector = None
+        if text is not None:
+            text = check.check_text(text)
+            changes["memory"] = text
+            changes["hash"] = text_hash(text)
+            if text != current.memory:
+                vector = self._embed([text])[0]
+        if metadata is not None:
+            changes["metadata"] = check.check_metadata(metadata)
+        if expiration_date is not _UNSET:
+            changes["expiration_date"] = check.check_expiration(expiration_date)
+        key = self.embedder_identity().key if vector is not None else ""
+        self.store.update(current.evolve(**changes), vector, key, actor or self.actor)
+        return {"message": "Memory updated successfully!"}
+
+    def delete(self, memory_id: str, *, actor: str | None = None) -> dict[str, str]:
+        memory_id = check.check_memory_id(memory_id)
+        self._require(memory_id)
+        self.store.delete([memory_id], actor or self.actor)
+        return {"message": "Memory deleted successfully!"}
+
+    def delete_all(
+        self,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        *,
+        actor: str | None = None,
+    ) -> dict[str, str]:
+        """Delete every memory matching all the given ids; never wider (mem0 fix)."""
+        entities = check.check_entities(user_id, agent_id, run_id)
+        node = _entity_node(entities)
+        ids = [r.id for r in self.store.list(node)]
+        self.store.delete(ids, actor or self.actor)
+        return {"message": "Memories deleted successfully!"}
+
+    def reset(self, *, actor: str | None = None) -> None:
+        """Delete every memory (journaled, so a backup can still bring them back)."""
+        ids = [r.id for r in self.store.list(None)]
+        self.store.delete(ids, actor or self.actor)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, memory_id: str) -> dict[str, Any] | None:
+        record = self.store.get(check.check_memory_id(memory_id))
+        return format_record(record) if record else None
+
+    def _require(self, memory_id: str) -> MemoryRecord:
+        record = self.store.get(memory_id)
+        if record is None:
+            raise NotFound(f"Memory with id {memory_id} not found")
+        return record
+
+    def get_all(
+        self,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        filters: dict[str, Any] | None = None,
+        top_k: int = 20,
+        limit: int | None = None,
+        show_expired: bool = False,
+    ) -> dict[str, Any]:
+        node = self._scoped_filter(user_id, agent_id, run_id, filters)
+        top_k = check.check_top_k(limit if limit is not None else top_k)
+        records = self.store.list(node, limit=top_k, include_expired=bool(show_expired))
+        return {"results": [format_record(r) for r in records]}
+
+    def search(
+        self,
+        query: str,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        filters: dict[str, Any] | None = None,
+        top_k: int = 20,
+        limit: int | None = None,
+        threshold: float | None = 0.1,
+        rerank: bool = False,
+        explain: bool = False,
+        show_expired: bool = False,
+    ) -> dict[str, Any]:
+        query = check.check_text(query, "query")
+        node = self._scoped_filter(user_id, agent_id, run_id, filters)
+        top_k = check.check_top_k(limit if limit is not None else top_k)
+        threshold = check.check_threshold(threshold)
+        vector = self._embed([query])[0]
+        key = self.embedder_identity().key
+        hits = self.store.search(vector, key, node, top_k, threshold, bool(show_expired))
+        results = []
+        for record, similarity in hits:
+            score = max(0.0, similarity)
+            item = format_record(record, score, with_score=True)
+            if explain:
+                item["score_details"] = {"cosine_similarity": similarity, "embedder": key}
+            results.append(item)
+        return {"results": results}
+
+    def history(self, memory_id: str) -> list[dict[str, Any]]:
+        memory_id = check.check_memory_id(memory_id)
+        return [format_history(e) for e in self.store.history(memory_id)]
+
+    def entities(self) -> list[dict[str, Any]]:
+        return self.store.entities()
+
+    def _scoped_filter(
+        self, user_id: Any, agent_id: Any, run_id: Any, filters: Any
+    ) -> Node:
+        entities = check.check_entities(user_id, agent_id, run_id, required=False)
+        parsed = parse_filters(filters)
+        parts: list[Node] = [_entity_node(entities)] if entities else []
+        if parsed is not None:
+            parts.append(parsed)
+        node: Node | None = parts[0] if len(parts) == 1 else (Bool("AND", tuple(parts))
+                                                              if parts else None)
+        if not entity_constraints(node):
+            raise InvalidInput(
+                "filters must name user_id, agent_id or run_id",
+                hint="e.g. filters={'user_id': 'alice'}; memories are always scoped",
+            )
+        assert node is not None
+        return node
+
+
+def _entity_node(entities: dict[str, str]) -> Node:
+    conds = tuple(Cond(key, "eq", value) for key, value in entities.items())
+    return conds[0] if len(conds) == 1 else Bool("AND", conds)
+
+
+def _translate_mem0_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Map mem0's {"embedder": {"provider", "config": {...}}, ...} onto memvault settings."""
+    settings: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in ("embedder", "llm") and isinstance(value, dict):
+            provider = value.get("provider")
+            inner = value.get("config") or {}
+            model = inner.get("model")
+            if provider in ("openai", "ollama") and model:
+                settings[key] = f"{provider}:{model}"
+            elif provider in ("local", None) and key == "embedder":
+                settings[key] = "local"
+            else:
+                raise InvalidInput(f"unsupported {key} provider {provider!r}",
+                                   hint="use openai (any compatible endpoint) or ollama")
+            base = inner.get("openai_base_url") or inner.get("ollama_base_url")
+            if base:
+                settings[f"{key}_url"] = base
+            if inner.get("api_key"):
+                settings[f"{key}_api_key"] = inner["api_key"]
+        elif key == "vector_store" and isinstance(value, dict):
+            inner = value.get("config") or {}
+            if inner.get("connection_string"):
+                settings["database_url"] = inner["connection_string"]
+            elif inner.get("path"):
+                settings["database_url"] = f"sqlite:///{inner['path']}"
+        elif key in ("history_db_path", "version", "custom_fact_extraction_prompt"):
+            continue  # mem0 knobs with no memvault equivalent: history lives in the journal
+        else:
+            settings[key] = value
+    return settings

@@ -1,0 +1,165 @@
+"""Checks on caller input. Each failure raises InvalidInput naming the field and the fix."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import date
+from typing import Any
+
+from memvault.errors import InvalidInput
+from memvault.store.records import ENTITY_KEYS
+
+MAX_TEXT_BYTES = 64 * 1024
+MAX_METADATA_BYTES = 64 * 1024
+MAX_ID_CHARS = 256
+MAX_TOP_K = 1000
+MAX_MESSAGES = 1000
+# Keys that decide a memory's tenant: never taken from caller metadata (mem0 fix).
+RESERVED_METADATA_KEYS = {*ENTITY_KEYS, "actor_id"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def check_text(value: Any, field: str = "text") -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string, got {type(value).__name__}")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInput(
+            f"{field} is not valid UTF-8 (it contains a lone surrogate)",
+            hint="decode the input as UTF-8 with errors='strict' before sending it",
+        ) from None
+    if not value.strip():
+        raise InvalidInput(f"{field} is empty", hint="send the text to remember")
+    if size > MAX_TEXT_BYTES:
+        raise InvalidInput(
+            f"{field} is {size} bytes, over the limit of {MAX_TEXT_BYTES}",
+            hint="split long documents into separate memories",
+        )
+    if "\x00" in value:
+        raise InvalidInput(f"{field} contains a NUL character")
+    return value
+
+
+def check_entity_id(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string, got {type(value).__name__}")
+    if not value.strip() or len(value) > MAX_ID_CHARS or _CONTROL.search(value):
+        raise InvalidInput(
+            f"{name} must be 1-{MAX_ID_CHARS} printable characters, got {value[:40]!r}"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{name} is not valid UTF-8") from None
+    return value
+
+
+def check_entities(
+    user_id: Any, agent_id: Any, run_id: Any, *, required: bool = True
+) -> dict[str, str]:
+    ids = {
+        name: check_entity_id(name, value)
+        for name, value in zip(ENTITY_KEYS, (user_id, agent_id, run_id), strict=True)
+    }
+    present = {k: v for k, v in ids.items() if v is not None}
+    if required and not present:
+        raise InvalidInput(
+            "at least one of user_id, agent_id or run_id is required",
+            hint="memories are always scoped to a user, an agent or a run",
+        )
+    return present
+
+
+def check_metadata(metadata: Any) -> dict[str, Any] | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise InvalidInput(f"metadata must be an object, got {type(metadata).__name__}")
+    cleaned = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str):
+            raise InvalidInput(f"metadata keys must be strings, got {key!r}")
+        if key in RESERVED_METADATA_KEYS:
+            continue
+        cleaned[key] = value
+    try:
+        encoded = json.dumps(cleaned, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"metadata must be JSON-serialisable: {exc}") from None
+    except UnicodeEncodeError:
+        raise InvalidInput("metadata contains text that is not valid UTF-8") from None
+    if len(encoded) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"metadata is {len(encoded)} bytes, over {MAX_METADATA_BYTES}")
+    return cleaned or None
+
+
+def check_expiration(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, date):
+        return value.isoformat()
+    if not isinstance(value, str):
+        raise InvalidInput("expiration_date must be a string YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise InvalidInput(f"expiration_date must be YYYY-MM-DD, got {value[:40]!r}") from None
+
+
+def check_memory_id(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"memory_id must be a UUID string, got {type(value).__name__}")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidInput(f"memory_id {value[:60]!r} is not a valid UUID") from None
+
+
+def check_top_k(value: Any, name: str = "top_k") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{name} must be an integer, got {type(value).__name__}")
+    if not 1 <= value <= MAX_TOP_K:
+        raise InvalidInput(f"{name} must be between 1 and {MAX_TOP_K}, got {value}")
+    return value
+
+
+def check_threshold(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"threshold must be a number, got {type(value).__name__}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise InvalidInput(f"threshold must be between 0 and 1, got {value}")
+    return float(value)
+
+
+def normalize_messages(messages: Any) -> list[dict[str, Any]]:
+    """mem0 accepts a string, one message dict or a list of message dicts."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    elif isinstance(messages, dict):
+        messages = [messages]
+    if not isinstance(messages, list) or not messages:
+        raise InvalidInput("messages must be a string, a message object or a non-empty list")
+    if len(messages) > MAX_MESSAGES:
+        raise InvalidInput(f"at most {MAX_MESSAGES} messages per call, got {len(messages)}")
+    result = []
+    for position, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidInput(f"messages[{position}] must be an object with role and content")
+        role = message.get("role", "user")
+        if role not in ("user", "assistant", "system", "tool"):
+            raise InvalidInput(
+                f"messages[{position}].role must be user, assistant, system or tool, got {role!r}"
+            )
+        content = check_text(message.get("content"), f"messages[{position}].content")
+        name = message.get("name")
+        if name is not None and not isinstance(name, str):
+            raise InvalidInput(f"messages[{position}].name must be a string")
+        result.append({"role": role, "content": content, "name": name})
+    return result

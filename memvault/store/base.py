@@ -1,0 +1,133 @@
+"""The store contract every backend implements (SQLite, PostgreSQL).
+
+Every mutation writes the memory rows and their journal entries in one transaction, so the
+journal is a complete, ordered account of the store: it serves `history`, feeds the in-memory
+index of other processes and is what backups ship for point-in-time recovery.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from memvault.embed.base import EmbedderIdentity
+from memvault.store.filters import Node
+from memvault.store.records import JournalEntry, MemoryRecord, StoreMeta
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AddOutcome:
+    """The result of adding one record: the id that holds the text and whether it is new."""
+
+    id: str
+    created: bool
+    entry: JournalEntry | None
+
+
+class Store(ABC):
+    backend: str
+
+    # -- lifecycle and identity
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def meta(self) -> StoreMeta: ...
+
+    @abstractmethod
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store one JSON-serialisable value in the store's metadata table."""
+
+    @abstractmethod
+    def get_meta(self, key: str) -> Any: ...
+
+    # -- embedders
+    @abstractmethod
+    def register_embedder(self, identity: EmbedderIdentity) -> None:
+        """Record an embedder (idempotent); vectors may only be stored under a registered key."""
+
+    @abstractmethod
+    def embedders(self) -> dict[str, EmbedderIdentity]: ...
+
+    @abstractmethod
+    def set_active_embedder(self, key: str) -> None: ...
+
+    # -- writes
+    @abstractmethod
+    def add(
+        self,
+        records: list[MemoryRecord],
+        vectors: np.ndarray,
+        embedder_key: str,
+        actor: str | None,
+    ) -> list[AddOutcome]:
+        """Insert records with their vectors; a text already in its namespace is not stored
+        again (its outcome names the existing id, created=False)."""
+
+    @abstractmethod
+    def update(
+        self,
+        record: MemoryRecord,
+        vector: np.ndarray | None,
+        embedder_key: str,
+        actor: str | None,
+    ) -> JournalEntry:
+        """Replace a record. A new vector replaces all vectors of the memory (the text changed)."""
+
+    @abstractmethod
+    def delete(self, ids: list[str], actor: str | None) -> list[JournalEntry]:
+        """Delete the given memories; unknown ids are ignored (callers check first)."""
+
+    @abstractmethod
+    def put_vectors(self, ids: list[str], vectors: np.ndarray, embedder_key: str) -> None:
+        """Add or replace vectors of existing memories under an embedder (re-embedding)."""
+
+    # -- reads
+    @abstractmethod
+    def get(self, memory_id: str) -> MemoryRecord | None: ...
+
+    @abstractmethod
+    def list(
+        self, node: Node | None, limit: int | None = None, include_expired: bool = True
+    ) -> list[MemoryRecord]:
+        """Records matching a filter, newest first."""
+
+    @abstractmethod
+    def search(
+        self,
+        query: np.ndarray,
+        embedder_key: str,
+        node: Node | None,
+        top_k: int,
+        threshold: float | None = None,
+        include_expired: bool = True,
+    ) -> list[tuple[MemoryRecord, float]]:
+        """Records by cosine similarity (1 - cosine distance), best first."""
+
+    @abstractmethod
+    def history(self, memory_id: str) -> list[JournalEntry]: ...
+
+    @abstractmethod
+    def journal(self, after_seq: int = 0, limit: int = 10_000) -> list[JournalEntry]: ...
+
+    @abstractmethod
+    def last_seq(self) -> int: ...
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Memories per namespace key."""
+
+    @abstractmethod
+    def vector_counts(self) -> dict[str, int]:
+        """Vectors per embedder key."""
+
+    @abstractmethod
+    def entities(self) -> list[dict[str, Any]]: ...
+
+    def total(self) -> int:
+        return sum(self.counts().values())

@@ -1,0 +1,108 @@
+"""Plain records that cross the store boundary: a memory, a journal entry, the store's metadata."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+ENTITY_KEYS = ("user_id", "agent_id", "run_id")
+ENTITY_TYPES = {"user_id": "user", "agent_id": "agent", "run_id": "run"}
+
+
+def utc_now() -> str:
+    """ISO-8601 with offset, UTC, microseconds: 2026-08-22T10:01:02.123456+00:00."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def namespace_key(user_id: str | None, agent_id: str | None, run_id: str | None) -> str:
+    """One string per (user, agent, run) combination, e.g. 'user:alice/agent:bot'."""
+    parts = [
+        f"{ENTITY_TYPES[name]}:{value}"
+        for name, value in zip(ENTITY_KEYS, (user_id, agent_id, run_id), strict=True)
+        if value is not None
+    ]
+    return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class MemoryRecord:
+    id: str
+    memory: str
+    hash: str
+    created_at: str
+    updated_at: str
+    metadata: dict[str, Any] | None = None
+    user_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+    actor_id: str | None = None
+    role: str | None = None
+    expiration_date: str | None = None
+    memory_type: str | None = None
+
+    @property
+    def namespace(self) -> str:
+        return namespace_key(self.user_id, self.agent_id, self.run_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def evolve(self, **changes: Any) -> MemoryRecord:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemoryRecord:
+        known = {name: data.get(name) for name in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One mutation. `before`/`after` are full MemoryRecord dicts (None on add/delete)."""
+
+    seq: int
+    op: str  # ADD | UPDATE | DELETE
+    memory_id: str
+    ts: str
+    actor: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: Any) -> JournalEntry:
+        seq, op, memory_id, before, after, ts, actor = row
+        return cls(
+            seq=int(seq),
+            op=op,
+            memory_id=str(memory_id),
+            ts=ts if isinstance(ts, str) else ts.isoformat(),
+            actor=actor,
+            before=_load_json(before),
+            after=_load_json(after),
+        )
+
+
+def _load_json(value: Any) -> Any:
+    if value is None or isinstance(value, dict):
+        return value
+    return json.loads(value)
+
+
+@dataclass
+class StoreMeta:
+    store_id: str
+    lineage_id: str
+    created_at: str
+    schema_version: int
+    backend: str
+    location: str
+    active_embedder: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
