@@ -8,8 +8,10 @@ index of other processes and is what backups ship for point-in-time recovery.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,6 +29,24 @@ class AddOutcome:
     id: str
     created: bool
     entry: JournalEntry | None
+
+
+class StoreSnapshot(Protocol):
+    """A consistent read view of the whole store at one journal seq (writes go on meanwhile)."""
+
+    seq: int
+
+    def counts(self) -> dict[str, int]: ...
+
+    def vector_counts(self) -> dict[str, int]: ...
+
+    def iter_records(self, batch_size: int = 5000) -> Iterator[list[MemoryRecord]]: ...
+
+    def iter_vectors(
+        self, embedder_key: str, batch_size: int = 5000
+    ) -> Iterator[tuple[list[str], np.ndarray]]: ...
+
+    def journal(self, after_seq: int = 0) -> Iterator[JournalEntry]: ...
 
 
 class Store(ABC):
@@ -86,6 +106,29 @@ class Store(ABC):
     @abstractmethod
     def put_vectors(self, ids: list[str], vectors: np.ndarray, embedder_key: str) -> None:
         """Add or replace vectors of existing memories under an embedder (re-embedding)."""
+
+    @abstractmethod
+    def bulk_load(
+        self,
+        records: list[MemoryRecord],
+        vectors: dict[str, np.ndarray],
+        *,
+        journal: bool = False,
+        actor: str | None = None,
+    ) -> int:
+        """Insert records as they are (ids and timestamps kept), with vectors per embedder key
+        aligned with `records`. Restore and import use it; without `journal` no entries are
+        written (the backup is their history). Returns the number inserted; a record whose id
+        or (namespace, hash) exists raises InvalidInput and nothing is written."""
+
+    @abstractmethod
+    def advance_seq(self, seq: int) -> None:
+        """Make the next journal seq greater than `seq` (a restored store continues its lineage's
+        numbering)."""
+
+    @abstractmethod
+    def snapshot(self) -> AbstractContextManager[StoreSnapshot]:
+        """A consistent read view for backups, taken without blocking writers."""
 
     # -- reads
     @abstractmethod

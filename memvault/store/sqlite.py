@@ -412,6 +412,69 @@ class SQLiteStore(Store):
         with self._lock:
             self._indexes.pop(embedder_key, None)  # rebuilt on next search
 
+    def bulk_load(
+        self,
+        records: list[MemoryRecord],
+        vectors: dict[str, np.ndarray],
+        *,
+        journal: bool = False,
+        actor: str | None = None,
+    ) -> int:
+        for key, matrix in vectors.items():
+            if len(matrix) != len(records):
+                raise StoreError(f"{len(records)} records but {len(matrix)} vectors for {key}")
+        if not records:
+            return 0
+        with self._transaction() as cur:
+            cur.executemany(
+                f"INSERT INTO memories ({', '.join((*_COLUMNS[:9], 'namespace', *_COLUMNS[9:]))})"
+                f" VALUES ({', '.join('?' * 14)})",
+                [_record_params(r) for r in records],
+            )
+            for key, matrix in vectors.items():
+                matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+                cur.executemany(
+                    "INSERT INTO vectors VALUES (?, ?, ?)",
+                    [(r.id, key, v.tobytes()) for r, v in zip(records, matrix, strict=True)],
+                )
+            if journal:
+                seq = self._next_seq(cur)
+                self._journal(cur, [
+                    JournalEntry(seq + i, "ADD", r.id, utc_now(), actor, None, r.to_dict())
+                    for i, r in enumerate(records)
+                ])
+        with self._lock:
+            self._indexes.clear()  # reloaded on the next search
+        return len(records)
+
+    def advance_seq(self, seq: int) -> None:
+        with self._transaction() as cur:
+            current = self._next_seq(cur) - 1
+            if seq <= current:
+                return
+            if cur.execute("SELECT 1 FROM sqlite_sequence WHERE name = 'journal'").fetchone():
+                cur.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'journal'", (seq,))
+            else:
+                cur.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('journal', ?)",
+                            (seq,))
+        with self._lock:
+            self._indexes.clear()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[_SQLiteSnapshot]:
+        # A second connection holding one read transaction: WAL gives it a frozen view while
+        # the main connection keeps committing.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("BEGIN")
+            seq = conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'journal'").fetchone()
+            yield _SQLiteSnapshot(conn, seq[0] if seq else 0)
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+            conn.close()
+
     # ------------------------------------------------------------------ index upkeep
 
     def _apply(
@@ -605,3 +668,40 @@ class SQLiteStore(Store):
                 for value, count, created, updated in rows
             )
         return result
+
+
+class _SQLiteSnapshot:
+    def __init__(self, conn: sqlite3.Connection, seq: int) -> None:
+        self._conn = conn
+        self.seq = seq
+
+    def counts(self) -> dict[str, int]:
+        return dict(self._conn.execute(
+            "SELECT namespace, count(*) FROM memories GROUP BY namespace ORDER BY namespace"))
+
+    def vector_counts(self) -> dict[str, int]:
+        return dict(self._conn.execute(
+            "SELECT embedder_key, count(*) FROM vectors GROUP BY embedder_key"))
+
+    def iter_records(self, batch_size: int = 5000) -> Iterator[list[MemoryRecord]]:
+        cursor = self._conn.execute(f"{_SELECT} ORDER BY m.id")
+        while rows := cursor.fetchmany(batch_size):
+            yield [_row_to_record(row) for row in rows]
+
+    def iter_vectors(
+        self, embedder_key: str, batch_size: int = 5000
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        cursor = self._conn.execute(
+            "SELECT memory_id, vector FROM vectors WHERE embedder_key = ? ORDER BY memory_id",
+            (embedder_key,))
+        while rows := cursor.fetchmany(batch_size):
+            ids = [row[0] for row in rows]
+            matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
+            yield ids, matrix.reshape(len(rows), -1)
+
+    def journal(self, after_seq: int = 0) -> Iterator[JournalEntry]:
+        cursor = self._conn.execute(
+            "SELECT seq, op, memory_id, before, after, ts, actor FROM journal "
+            "WHERE seq > ? AND seq <= ? ORDER BY seq", (after_seq, self.seq))
+        for row in cursor:
+            yield JournalEntry.from_row(row)

