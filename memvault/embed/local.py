@@ -41,11 +41,13 @@ class LocalEmbedder(IdentityMixin):
     provider = "local"
     model = MODEL_NAME
 
-    def __init__(self, batch_size: int = 64, threads: int | None = None) -> None:
+    def __init__(
+        self, batch_size: int = 64, threads: int | None = None, model_path: Path | None = None
+    ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        path = model_file()
+        path = model_path or model_file()
         actual = _sha256(path)
         if actual != MODEL_SHA256:
             raise EmbedderError(

@@ -1,0 +1,43 @@
+"""Small builders shared by tests (records, identities, vectors)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+import numpy as np
+
+from memvault.embed.base import EmbedderIdentity, normalize_rows
+from memvault.store import MemoryRecord, Store, utc_now
+
+DIMS = 8
+
+
+def identity(name: str = "test", dims: int = DIMS) -> EmbedderIdentity:
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    return EmbedderIdentity("test", name, dims, normalize_rows(rng.standard_normal((4, dims))))
+
+
+def record(text: str, **fields: Any) -> MemoryRecord:
+    now = fields.pop("created_at", None) or utc_now()
+    fields.setdefault("user_id", "alice")
+    return MemoryRecord(
+        id=fields.pop("id", None) or str(uuid.uuid4()),
+        memory=text,
+        hash=hashlib.md5(text.encode()).hexdigest(),
+        created_at=now,
+        updated_at=fields.pop("updated_at", None) or now,
+        **fields,
+    )
+
+
+def vectors(n: int, dims: int = DIMS, seed: int = 0) -> np.ndarray:
+    return normalize_rows(np.random.default_rng(seed).standard_normal((n, dims)))
+
+
+def prepared(store: Store, ident: EmbedderIdentity | None = None) -> EmbedderIdentity:
+    ident = ident or identity()
+    store.register_embedder(ident)
+    store.set_active_embedder(ident.key)
+    return ident
