@@ -61,3 +61,24 @@ class LLMError(MemvaultError):
 
 class LLMNotConfigured(LLMError):
     code = "llm_not_configured"
+
+
+# -- HTTP API and client (server issue) -------------------------------------------------
+
+
+class ServerUnreachable(MemvaultError):
+    """A MemoryClient could not reach the server; the message names the address tried."""
+
+    code = "server_unreachable"
+
+
+class Unauthorized(MemvaultError):
+    """No API key, or one the server does not know (HTTP 401)."""
+
+    code = "unauthorized"
+
+
+class Forbidden(MemvaultError):
+    """The API key is valid but may not do this (HTTP 403): admin-only, or another namespace."""
+
+    code = "forbidden"

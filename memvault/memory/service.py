@@ -12,7 +12,7 @@ import numpy as np
 
 from memvault.config import Settings, load_settings
 from memvault.embed import Embedder, EmbedderIdentity, make_embedder
-from memvault.errors import EmbedderMismatch, InvalidInput, LLMError, NotFound
+from memvault.errors import EmbedderMismatch, InvalidInput, NotFound
 from memvault.memory import validation as check
 from memvault.store import MemoryRecord, Store, open_store, parse_filters, utc_now
 from memvault.store.filters import Bool, Cond, Node, entity_constraints
@@ -74,6 +74,7 @@ class Memory:
         store: Store | None = None,
         embedder: Embedder | None = None,
         actor: str = "python",
+        llm: Any | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         self.store = store or open_store(self.settings)
@@ -81,6 +82,10 @@ class Memory:
         self._identity: EmbedderIdentity | None = None
         self._embedder_lock = threading.Lock()
         self.actor = actor
+        self._llm = llm  # memvault.llm.ChatClient, built on first infer when MEMVAULT_LLM is set
+        # update() reads, changes and writes a record: striped locks keep two concurrent
+        # updates of one memory from losing each other's changes (within this process).
+        self._update_locks = [threading.Lock() for _ in range(64)]
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None = None) -> Memory:
@@ -142,6 +147,17 @@ class Memory:
                 "re-embed the store",
             )
 
+    @property
+    def llm(self) -> Any:
+        """The chat-completions client of MEMVAULT_LLM (LLMNotConfigured when unset)."""
+        if self._llm is None:
+            from memvault.llm import make_llm
+
+            with self._embedder_lock:
+                if self._llm is None:
+                    self._llm = make_llm(self.settings)
+        return self._llm
+
     def _embed(self, texts: list[str]) -> np.ndarray:
         self.embedder_identity()
         return self.embedder.embed(texts)
@@ -162,20 +178,36 @@ class Memory:
         prompt: str | None = None,
         actor: str | None = None,
     ) -> dict[str, Any]:
-        entities = check.check_entities(user_id, agent_id, run_id)
-        items = check.normalize_messages(messages)
-        meta = check.check_metadata(metadata)
-        expires = check.check_expiration(expiration_date)
-        if memory_type is not None and not isinstance(memory_type, str):
-            raise InvalidInput("memory_type must be a string")
         if not isinstance(infer, bool):
             raise InvalidInput("infer must be true or false")
         if infer and self.settings.llm:
-            raise LLMError(
-                f"fact extraction with {self.settings.llm} is not available in this version",
-                hint="pass infer=False to store the messages verbatim",
-            )
+            from memvault.llm import infer_memories
+
+            entities, items, meta, expires = _check_add(
+                messages, user_id, agent_id, run_id, metadata, expiration_date, memory_type)
+            return infer_memories(self, items, entities, metadata=meta, expiration_date=expires,
+                                  memory_type=memory_type, prompt=prompt, actor=actor)
         # No LLM configured: infer stores the messages verbatim (PRODUCT.md, MEMVAULT_LLM).
+        records = self.verbatim_records(
+            messages, user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=metadata,
+            expiration_date=expiration_date, memory_type=memory_type)
+        return {"results": self.add_records(records, actor=actor)}
+
+    def verbatim_records(
+        self,
+        messages: Any,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        expiration_date: str | None = None,
+        memory_type: str | None = None,
+    ) -> list[MemoryRecord]:
+        """Checked records for each non-system message, not yet stored (the server batches
+        these from concurrent requests into one add_records call)."""
+        entities, items, meta, expires = _check_add(
+            messages, user_id, agent_id, run_id, metadata, expiration_date, memory_type)
         now = utc_now()
         records = [
             MemoryRecord(
@@ -196,7 +228,7 @@ class Memory:
         ]
         if not records:
             raise InvalidInput("messages hold only system messages; nothing to remember")
-        return {"results": self.add_records(records, actor=actor)}
+        return records
 
     def add_records(
         self,
@@ -239,6 +271,13 @@ class Memory:
         text = text if text is not None else data
         if text is None and metadata is None and expiration_date is _UNSET:
             raise InvalidInput("nothing to update: give text, metadata or expiration_date")
+        with self._update_locks[hash(memory_id) % len(self._update_locks)]:
+            return self._update_locked(memory_id, text, metadata, expiration_date, actor)
+
+    def _update_locked(
+        self, memory_id: str, text: str | None, metadata: Any, expiration_date: Any,
+        actor: str | None,
+    ) -> dict[str, str]:
         current = self._require(memory_id)
         changes: dict[str, Any] = {"updated_at": utc_now()}
         vector = None
@@ -365,6 +404,19 @@ class Memory:
             )
         assert node is not None
         return node
+
+
+def _check_add(
+    messages: Any, user_id: Any, agent_id: Any, run_id: Any, metadata: Any,
+    expiration_date: Any, memory_type: Any,
+) -> tuple[dict[str, str], list[dict[str, Any]], dict[str, Any] | None, str | None]:
+    entities = check.check_entities(user_id, agent_id, run_id)
+    items = check.normalize_messages(messages)
+    meta = check.check_metadata(metadata)
+    expires = check.check_expiration(expiration_date)
+    if memory_type is not None and not isinstance(memory_type, str):
+        raise InvalidInput("memory_type must be a string")
+    return entities, items, meta, expires
 
 
 def _entity_node(entities: dict[str, str]) -> Node:
