@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     drill_interval: Duration = 604800.0
     db_timeout: Duration = 5.0
     pg_ef_search: int = Field(100, ge=1, le=1000)
+    # -- backups to S3-compatible object storage (issue 5); used by s3:// MEMVAULT_BACKUP_URLS
+    s3_endpoint_url: str | None = None  # e.g. http://127.0.0.1:9000 (MinIO); None = AWS
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_retries: int = Field(3, ge=1, le=20)
 
     @field_validator(
         "embedder_timeout",
@@ -164,7 +170,8 @@ class Settings(BaseSettings):
         )
 
 
-SECRET_KEYS = {"embedder_api_key", "llm_api_key", "admin_api_key", "backup_encryption_key"}
+SECRET_KEYS = {"embedder_api_key", "llm_api_key", "admin_api_key", "backup_encryption_key",
+               "s3_secret_access_key"}
 
 
 def redact_url(url: str) -> str:
