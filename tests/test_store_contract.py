@@ -179,7 +179,7 @@ def test_snapshot_is_consistent_while_writes_continue(store: Store) -> None:
         assert snap.seq == 10
         assert snap.counts() == {"user:alice": 10}
         assert sum(len(b) for b in snap.iter_records(batch_size=3)) == 10
-        ids, matrix = zip(*snap.iter_vectors(ident.key, batch_size=4), strict=True)
+        _ids, matrix = zip(*snap.iter_vectors(ident.key, batch_size=4), strict=True)
         assert sum(m.shape[0] for m in matrix) == 10 and matrix[0].shape[1] == DIMS
         assert [e.seq for e in snap.journal()] == list(range(1, 11))
     assert store.total() == 14

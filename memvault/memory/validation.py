@@ -18,7 +18,7 @@ MAX_TOP_K = 1000
 MAX_MESSAGES = 1000
 # Keys that decide a memory's tenant: never taken from caller metadata (mem0 fix).
 RESERVED_METADATA_KEYS = {*ENTITY_KEYS, "actor_id"}
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_text(value: Any, field: str = "text") -> str:

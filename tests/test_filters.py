@@ -1,0 +1,176 @@
+"""mem0's filter language: parser errors, and SQL that agrees with the reference evaluator."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memvault.errors import InvalidInput
+from memvault.store import Store, evaluate, parse_filters
+from memvault.store.filters import Bool, Cond, entity_constraints
+from tests.helpers import prepared, record, vectors
+
+WORDS = ["apple", "Apple", "ÉCOLE", "école", "straße", "Zebra", "a b", "", "10", "o'hara"]
+KEYS = ["color", "n", "flag", "name", "missing", "user_id", "agent_id", "role", "created_at"]
+COLUMN_TEXT = {"user_id": ["alice", "bob", "carol"], "agent_id": ["bot", "helper"],
+               "role": ["user", "assistant"]}
+
+
+def _corpus() -> list[Any]:
+    rng = random.Random(7)
+    recs = []
+    for i in range(80):
+        metadata: dict[str, Any] = {}
+        for key, choices in {
+            "color": WORDS,
+            "n": [0, 1, 2, -3, 2.5, 10, 10**12, True, "2"],
+            "flag": [True, False, 1, 0, "true", None],
+            "name": [*WORDS, 5],
+        }.items():
+            if rng.random() < 0.7:
+                metadata[key] = rng.choice(choices)
+        recs.append(record(
+            f"memory {i}",
+            user_id=rng.choice(COLUMN_TEXT["user_id"]),
+            agent_id=rng.choice([*COLUMN_TEXT["agent_id"], None]),
+            role=rng.choice([*COLUMN_TEXT["role"], None]),
+            metadata=metadata or None,
+            created_at=f"2026-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}T00:00:00+00:00",
+        ))
+    return recs
+
+
+def _values_for(key: str) -> st.SearchStrategy[Any]:
+    if key in COLUMN_TEXT:
+        return st.sampled_from(COLUMN_TEXT[key] + ["zed", ""])
+    if key == "created_at":
+        return st.sampled_from(["2026-03-15T00:00:00+00:00", "2026-06", "2027"])
+    return st.one_of(
+        st.sampled_from(WORDS),
+        st.integers(min_value=-5, max_value=12),
+        st.sampled_from([2.5, 10**12, 0.0]),
+        st.booleans(),
+    )
+
+
+@st.composite
+def condition(draw: st.DrawFn) -> dict[str, Any]:
+    key = draw(st.sampled_from(KEYS))
+    value = draw(_values_for(key))
+    text_only = key in COLUMN_TEXT or key == "created_at"
+    ops = ["eq", "ne", "in", "nin", "exists", "bare", "list"]
+    if isinstance(value, str):
+        ops += ["contains", "icontains", "gt", "gte", "lt", "lte"]
+    elif not isinstance(value, bool):
+        ops += ["gt", "gte", "lt", "lte"]
+    op = draw(st.sampled_from(ops))
+    if op == "exists":
+        return {key: "*"}
+    if op == "bare":
+        return {key: value}
+    if op in ("in", "nin", "list"):
+        more = draw(st.lists(_values_for(key), min_size=0, max_size=3))
+        values = [value, *more]
+        if text_only:
+            values = [v for v in values if isinstance(v, str)] or ["x"]
+        return {key: values} if op == "list" else {key: {op: values}}
+    return {key: {op: value}}
+
+
+filters_strategy = st.recursive(
+    condition(),
+    lambda inner: st.one_of(
+        st.builds(lambda xs: {"AND": xs}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda xs: {"OR": xs}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda xs: {"NOT": xs}, st.lists(inner, min_size=1, max_size=2)),
+    ),
+    max_leaves=6,
+)
+
+
+@pytest.fixture
+def filled(store: Store) -> tuple[Store, list[Any]]:
+    ident = prepared(store)
+    recs = _corpus()
+    store.add(recs, vectors(len(recs)), ident.key, None)
+    return store, recs
+
+
+@settings(max_examples=250, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=filters_strategy)
+def test_sql_agrees_with_reference_evaluator(filled: tuple[Store, list[Any]],
+                                             raw: dict[str, Any]) -> None:
+    store, recs = filled
+    try:
+        node = parse_filters(raw)
+    except InvalidInput:
+        return  # e.g. a number compared with a text column: rejected before any SQL
+    expected = {r.id for r in recs if evaluate(node, r)}
+    assert {r.id for r in store.list(node)} == expected, raw
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=filters_strategy, user=st.sampled_from(["alice", "bob", "carol"]))
+def test_filtered_search_agrees_with_reference(filled: tuple[Store, list[Any]],
+                                               raw: dict[str, Any], user: str) -> None:
+    store, recs = filled
+    try:
+        node = parse_filters({"AND": [{"user_id": user}, raw]})
+    except InvalidInput:
+        return
+    key = store.meta().active_embedder
+    hits = store.search(vectors(1, seed=5)[0], key, node, 200)
+    assert {r.id for r, _ in hits} == {r.id for r in recs if evaluate(node, r)}
+
+
+def test_parse_shapes() -> None:
+    assert parse_filters(None) is None
+    assert parse_filters({}) is None
+    assert parse_filters({"user_id": "a", "agent_id": None}) == Cond("user_id", "eq", "a")
+    assert parse_filters({"k": [1, 2]}) == Cond("k", "in", (1, 2))
+    assert parse_filters({"k": "*"}) == Cond("k", "exists")
+    assert parse_filters({"k": {"gte": 1, "lt": 5}}) == Bool(
+        "AND", (Cond("k", "gte", 1), Cond("k", "lt", 5)))
+    node = parse_filters({"user_id": "a", "OR": [{"x": 1}, {"y": 2}]})
+    assert entity_constraints(node) == {"user_id": "a"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ({"k": {"like": "x"}}, "unknown filter operator 'like'"),
+        ({"k": {}}, "empty operator"),
+        ({"and": [{"k": 1}]}, "upper case"),
+        ({"AND": []}, "non-empty list"),
+        ({"k": {"in": []}}, "non-empty list"),
+        ({"k": {"in": "abc"}}, "non-empty list"),
+        ({"k": {"gt": True}}, "not a boolean"),
+        ({"k": {"contains": 3}}, "needs a string"),
+        ({"k": {"eq": {"nested": 1}}}, "string, number or boolean"),
+        ({"k": {"eq": float("nan")}}, "finite"),
+        ({"k": 2**70}, "64-bit"),
+        ({"bad key!": 1}, "invalid filter key"),
+        ({"user_id": 5}, "holds text"),
+        ({"k": "\udcff"}, "UTF-8"),
+        (["user_id", "a"], "must be an object"),
+        ({"k": {"in": list(range(1001))}}, "more than 1000"),
+    ],
+)
+def test_bad_filters_are_clear_errors(raw: Any, fragment: str) -> None:
+    with pytest.raises(InvalidInput, match=None) as caught:
+        parse_filters(raw)
+    assert fragment in str(caught.value)
+
+
+def test_deep_nesting_is_refused() -> None:
+    raw: dict[str, Any] = {"k": 1}
+    for _ in range(40):
+        raw = {"NOT": [raw]}
+    with pytest.raises(InvalidInput, match="deeper"):
+        parse_filters(raw)
