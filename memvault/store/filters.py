@@ -307,15 +307,22 @@ class SQLiteDialect(Dialect):
 
 
 class PostgresDialect(Dialect):
+    """Metadata is a `json` column (kept verbatim, like SQLite's TEXT), text compares bytewise
+    ("C" collation, as SQLite does) and lower() uses full Unicode case mapping where the server
+    has it (PostgreSQL 18 `pg_unicode_fast`), which is what Python's str.lower does."""
+
     p = "%s"
+
+    def __init__(self, casefold_collation: str | None = None) -> None:
+        self.casefold_collation = casefold_collation
 
     @staticmethod
     def _field(key: str) -> str:
-        return "'" + key.replace("'", "''") + "'"
+        return "'" + key.replace("'", "''").replace("%", "%%") + "'"
 
     def kind_is(self, key: str, kind: str) -> str:
         types = {"number": "'number'", "text": "'string'", "bool": "'boolean'"}
-        return f"jsonb_typeof(m.metadata -> {self._field(key)}) = {types[kind]}"
+        return f"json_typeof(m.metadata -> {self._field(key)}) = {types[kind]}"
 
     def value(self, key: str, kind: str) -> str:
         text = f"(m.metadata ->> {self._field(key)})"
@@ -326,10 +333,12 @@ class PostgresDialect(Dialect):
         return f"({text} COLLATE \"C\")"
 
     def present(self, key: str) -> str:
-        return f"COALESCE(jsonb_typeof(m.metadata -> {self._field(key)}) <> 'null', false)"
+        return f"COALESCE(json_typeof(m.metadata -> {self._field(key)}) <> 'null', false)"
 
     def lower(self, expr: str) -> str:
-        return f"lower({expr})"
+        if self.casefold_collation is None:
+            return f"lower({expr})"
+        return f"lower(({expr})::text COLLATE {self.casefold_collation})"
 
     def contains(self, haystack: str, needle: str) -> str:
         return f"strpos({haystack}, {needle}) > 0"

@@ -1,0 +1,987 @@
+"""The production store: PostgreSQL + pgvector, shared by any number of stateless replicas.
+
+Design, and why:
+- Everything lives in one schema, `memvault`, so the database can also hold mem0's tables (an
+  import source) or anything else; only a `memvault` schema that is not ours is refused.
+- One `vectors` table keyed (memory_id, embedder_key) with an untyped `vector` column, because a
+  store holds vectors of several embedders while re-embedding. HNSW needs a fixed dimension, so
+  each registered embedder gets its own partial expression index
+  `USING hnsw ((vector::vector(DIMS)) vector_cosine_ops) WHERE embedder_key = 'KEY'`; searches
+  spell the same expression and the key as a literal so the planner can use that index.
+- No in-process state that can go stale: reads and searches go to the database, so two
+  processes on one database always agree.
+- Every write transaction first locks the single `journal_counter` row. That serializes writers
+  across processes exactly as SQLite's BEGIN IMMEDIATE does: dedup on (namespace, hash) sees the
+  other writer's rows, and journal seqs become visible in commit order, so a reader that has
+  seen seq N never later finds a smaller one appear.
+- Text columns use the "C" collation and timestamps stay ISO text, and metadata is `json` (kept
+  verbatim, like SQLite's TEXT), so comparisons and round trips match the SQLite backend.
+- Every wait on the server is bounded by the configured timeout (`_TimedConnection`): a
+  database that vanishes or freezes mid-request raises StoreUnavailable, never hangs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import struct
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.adapt import Dumper, Loader
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import Format
+from psycopg.types import TypeInfo
+from psycopg.types.json import Json
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from memvault.config import redact_url
+from memvault.embed.base import EmbedderIdentity
+from memvault.errors import InvalidInput, SchemaError, StoreError, StoreUnavailable
+from memvault.store.base import SCHEMA_VERSION, AddOutcome, Store
+from memvault.store.filters import PostgresDialect, compile_sql
+from memvault.store.records import (
+    ENTITY_KEYS,
+    ENTITY_TYPES,
+    JournalEntry,
+    MemoryRecord,
+    StoreMeta,
+    utc_now,
+)
+
+log = logging.getLogger("memvault.store.postgres")
+
+SCHEMA = "memvault"
+# Session advisory lock held while migrating, so replicas starting together migrate once.
+MIGRATION_LOCK = int.from_bytes(
+    hashlib.sha256(b"memvault:migrate").digest()[:8], "big", signed=True)
+# pgvector's defaults; the bench reports build time and memory with them.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+# A bulk load at least this large drops the embedder's HNSW index and builds it again after the
+# COPY: one build is many times faster than as many single inserts into the graph.
+BULK_REINDEX_MIN_ROWS = 10_000
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
+        f"CREATE TABLE {SCHEMA}.meta (key TEXT COLLATE \"C\" PRIMARY KEY, value JSON NOT NULL)",
+        f"""CREATE TABLE {SCHEMA}.memories (
+            id TEXT COLLATE "C" PRIMARY KEY,
+            memory TEXT COLLATE "C" NOT NULL,
+            hash TEXT COLLATE "C" NOT NULL,
+            metadata JSON,
+            user_id TEXT COLLATE "C", agent_id TEXT COLLATE "C", run_id TEXT COLLATE "C",
+            actor_id TEXT COLLATE "C", role TEXT COLLATE "C",
+            namespace TEXT COLLATE "C" NOT NULL,
+            created_at TEXT COLLATE "C" NOT NULL,
+            updated_at TEXT COLLATE "C" NOT NULL,
+            expiration_date TEXT COLLATE "C",
+            memory_type TEXT COLLATE "C"
+        )""",
+        f"CREATE UNIQUE INDEX memories_namespace_hash ON {SCHEMA}.memories (namespace, hash)",
+        f"CREATE INDEX memories_user ON {SCHEMA}.memories (user_id)",
+        f"CREATE INDEX memories_agent ON {SCHEMA}.memories (agent_id)",
+        f"CREATE INDEX memories_run ON {SCHEMA}.memories (run_id)",
+        f"CREATE INDEX memories_created ON {SCHEMA}.memories (created_at)",
+        f"""CREATE TABLE {SCHEMA}.embedders (
+            key TEXT COLLATE "C" PRIMARY KEY,
+            identity JSON NOT NULL,
+            created_at TEXT COLLATE "C" NOT NULL
+        )""",
+        f"""CREATE TABLE {SCHEMA}.vectors (
+            memory_id TEXT COLLATE "C" NOT NULL
+                REFERENCES {SCHEMA}.memories (id) ON DELETE CASCADE,
+            embedder_key TEXT COLLATE "C" NOT NULL REFERENCES {SCHEMA}.embedders (key),
+            vector vector NOT NULL,
+            PRIMARY KEY (memory_id, embedder_key)
+        )""",
+        f"CREATE INDEX vectors_embedder ON {SCHEMA}.vectors (embedder_key)",
+        f"""CREATE TABLE {SCHEMA}.journal (
+            seq BIGINT PRIMARY KEY,
+            op TEXT NOT NULL CHECK (op IN ('ADD', 'UPDATE', 'DELETE')),
+            memory_id TEXT COLLATE "C" NOT NULL,
+            before JSON,
+            after JSON,
+            ts TEXT COLLATE "C" NOT NULL,
+            actor TEXT
+        )""",
+        f"CREATE INDEX journal_memory ON {SCHEMA}.journal (memory_id)",
+        # One row: the last seq handed out. Locking it serializes writers (see module doc).
+        f"""CREATE TABLE {SCHEMA}.journal_counter (
+            one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+            seq BIGINT NOT NULL
+        )""",
+        f"INSERT INTO {SCHEMA}.journal_counter (seq) VALUES (0)",
+    ],
+}
+
+_COLUMNS = (
+    "id", "memory", "hash", "metadata", "user_id", "agent_id", "run_id", "actor_id", "role",
+    "created_at", "updated_at", "expiration_date", "memory_type",
+)
+_INSERT_COLUMNS = (*_COLUMNS[:9], "namespace", *_COLUMNS[9:])
+_INSERT_TYPES = ["text", "text", "text", "json", *["text"] * 10]
+_SELECT_COLUMNS = ", ".join(f"m.{c}" for c in _COLUMNS)
+_SELECT = f"SELECT {_SELECT_COLUMNS} FROM memories m"
+_JOURNAL_COLUMNS = "seq, op, memory_id, before, after, ts, actor"
+
+
+def _row_to_record(row: Sequence[Any]) -> MemoryRecord:
+    return MemoryRecord(**dict(zip(_COLUMNS, row, strict=True)))
+
+
+def _copy_row(record: MemoryRecord) -> tuple[Any, ...]:
+    return (
+        record.id, record.memory, record.hash, record.metadata or None, record.user_id,
+        record.agent_id, record.run_id, record.actor_id, record.role, record.namespace,
+        record.created_at, record.updated_at, record.expiration_date, record.memory_type,
+    )
+
+
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+# ---------------------------------------------------------------- vector adaptation
+
+class _VectorBinaryDumper(Dumper):
+    """numpy float32 array -> pgvector's binary form (dims, unused, big-endian float4s)."""
+
+    format = Format.BINARY
+
+    def dump(self, obj: np.ndarray) -> bytes:
+        return struct.pack(">HH", obj.shape[0], 0) + obj.astype(">f4").tobytes()
+
+
+class _VectorTextDumper(Dumper):
+    format = Format.TEXT
+
+    def dump(self, obj: np.ndarray) -> bytes:
+        return ("[" + ",".join(repr(float(v)) for v in obj) + "]").encode()
+
+
+class _VectorBinaryLoader(Loader):
+    format = Format.BINARY
+
+    def load(self, data: Any) -> np.ndarray:
+        return np.frombuffer(bytes(data[4:]), dtype=">f4").astype(np.float32)
+
+
+class _VectorTextLoader(Loader):
+    format = Format.TEXT
+
+    def load(self, data: Any) -> np.ndarray:
+        return np.asarray(json.loads(bytes(data)), dtype=np.float32)
+
+
+def _register_vector(conn: psycopg.Connection[Any]) -> None:
+    """Adapt pgvector's `vector` to float32 numpy arrays (both ways, text and binary)."""
+    info = TypeInfo.fetch(conn, "vector")
+    if info is None:
+        raise StoreError("the pgvector type `vector` is not visible on this connection")
+    info.register(conn)
+    for base in (_VectorBinaryDumper, _VectorTextDumper):
+        conn.adapters.register_dumper(np.ndarray, type(base.__name__, (base,), {"oid": info.oid}))
+    conn.adapters.register_loader(info.oid, _VectorBinaryLoader)
+    conn.adapters.register_loader(info.oid, _VectorTextLoader)
+
+
+# ---------------------------------------------------------------- connections
+
+class _TimedConnection(psycopg.Connection[Any]):
+    """A connection whose every wait on the server is bounded by `deadline` seconds.
+
+    libpq has no client-side query timeout: a server that stops answering (frozen, or a network
+    path that drops packets) would hang the request forever. On expiry the connection is closed
+    at once (its state is unknown) and the pool replaces it.
+    """
+
+    deadline: float | None = None
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        try:
+            return super().wait(gen, interval, timeout if timeout is not None else self.deadline)
+        except psycopg.errors._WaitTimeout:
+            self.close()
+            raise psycopg.OperationalError(
+                f"no answer from the server within {timeout or self.deadline:g}s"
+            ) from None
+
+
+@contextmanager
+def _no_deadline(conn: psycopg.Connection[Any], restore_ms: int) -> Iterator[None]:
+    """Lift the client deadline and the server's statement_timeout for long admin work."""
+    previous = getattr(conn, "deadline", None)
+    if isinstance(conn, _TimedConnection):
+        conn.deadline = None
+    conn.execute("SET statement_timeout = 0")
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            try:
+                conn.execute(f"SET statement_timeout = {restore_ms}")
+                if isinstance(conn, _TimedConnection):
+                    conn.deadline = previous
+            except psycopg.Error:
+                conn.close()  # the pool discards it
+
+
+class PostgresTarget:
+    """What a URL points at, for messages and logs (never the password)."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise StoreError(f"invalid PostgreSQL URL {redact_url(url)}: {exc}") from None
+        self.host = str(params.get("host") or "localhost")
+        self.port = str(params.get("port") or "5432")
+        self.database = str(params.get("dbname") or params.get("user") or "")
+        self.user = str(params.get("user") or "")
+        self.password = str(params.get("password") or "")
+        self.url = redact_url(url)
+
+    def describe(self) -> str:
+        return (f"host={self.host} port={self.port} database={self.database} "
+                f"user={self.user or '(default)'}")
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self.password, "***") if self.password else text
+
+
+class PostgresStore(Store):
+    backend = "postgres"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 5.0,
+        ef_search: int = 100,
+        min_connections: int = 1,
+        max_connections: int = 8,
+    ) -> None:
+        self.url = url
+        self.timeout = float(timeout)
+        self.ef_search = int(ef_search)
+        self.target = PostgresTarget(url)
+        self._search_path = SCHEMA
+        self._iterative_scan = True
+        self.dialect = PostgresDialect()
+        self.server: dict[str, Any] = {}
+        self._embedder_dims: dict[str, int] = {}
+        self._bootstrap()
+        self._pool: ConnectionPool[Any] = ConnectionPool(
+            url,
+            min_size=min_connections,
+            max_size=max_connections,
+            kwargs=self._connect_kwargs(),
+            connection_class=_TimedConnection,
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+            timeout=self.timeout,
+            # Give up a background reconnection attempt soon: the next request starts a fresh
+            # one at once, so a database that comes back is used without long backoff waits.
+            reconnect_timeout=max(5.0, 2 * self.timeout),
+            name=f"memvault-{self.target.database}",
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=self.timeout)
+        except PoolTimeout as exc:
+            self._pool.close()
+            raise self._unavailable(exc, "opening the connection pool") from None
+
+    # ------------------------------------------------------------------ connecting
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {
+            "autocommit": True,
+            "connect_timeout": max(2, math.ceil(self.timeout)),
+            "application_name": "memvault",
+            # TCP only (ignored on unix sockets): notice a dead peer within the timeout.
+            "keepalives": 1,
+            "keepalives_idle": max(1, int(self.timeout)),
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+            "tcp_user_timeout": int(self.timeout * 1000),
+        }
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(f"SET search_path TO {self._search_path}")
+        conn.execute(f"SET statement_timeout = {int(self.timeout * 1000)}")
+        conn.execute(f"SET hnsw.ef_search = {self.ef_search}")
+        if self._iterative_scan:
+            # Filtered searches keep walking the graph until top_k rows pass the filter.
+            conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        _register_vector(conn)
+        if isinstance(conn, _TimedConnection):
+            conn.deadline = self.timeout
+
+    def _connect_plain(self, deadline: float | None) -> _TimedConnection:
+        """One connection outside the pool (bootstrap, snapshots)."""
+        try:
+            conn = _TimedConnection.connect(self.url, **self._connect_kwargs())
+        except psycopg.Error as exc:
+            raise self._unavailable(exc, "connecting") from None
+        conn.deadline = deadline
+        return conn
+
+    def _unavailable(self, exc: BaseException, doing: str) -> StoreUnavailable:
+        cause = self.target.scrub(str(exc).strip() or type(exc).__name__)
+        log.warning("PostgreSQL unavailable while %s (%s): %s", doing, self.target.describe(),
+                    cause)
+        lowered = cause.lower()
+        if "password authentication failed" in lowered or "no password supplied" in lowered:
+            hint = "check the user name and password in MEMVAULT_DATABASE_URL"
+        elif "does not exist" in lowered and "database" in lowered:
+            hint = (f"create the database (createdb {self.target.database}) or fix its name "
+                    "in MEMVAULT_DATABASE_URL")
+        else:
+            hint = "check that PostgreSQL is running and reachable; memvault retries on its own"
+        return StoreUnavailable(
+            f"PostgreSQL at {self.target.describe()} ({self.target.url}) is unavailable while "
+            f"{doing}: {cause}",
+            hint=hint,
+        )
+
+    def _bootstrap(self) -> None:
+        """Enable pgvector, migrate and read the server's identity on one plain connection.
+
+        The extension must exist before the pool opens: the pool's configure step registers the
+        `vector` type, which fails on every connection if the type is missing.
+        """
+        conn = self._connect_plain(self.timeout)
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+            try:
+                self._enable_pgvector(conn)
+                conn.execute(f"SET search_path TO {self._search_path}")
+                conn.deadline = None  # a migration may take long; its DDL is transactional
+                self._migrate(conn)
+                conn.deadline = self.timeout
+                self.server = self._read_server_identity(conn)
+            finally:
+                if not conn.closed:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc, "opening the store") from None
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot open the memvault store at {self.target.describe()}: "
+                f"{self.target.scrub(str(exc))}"
+            ) from None
+        finally:
+            conn.close()
+
+    def _enable_pgvector(self, conn: psycopg.Connection[Any]) -> None:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot enable pgvector in database {self.target.database}: {exc}",
+                hint="install pgvector on the server and run `CREATE EXTENSION vector` as a "
+                     "superuser, or grant this user the right to create it",
+            ) from None
+        row = conn.execute(
+            "SELECT n.nspname, e.extversion FROM pg_extension e "
+            "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
+        ).fetchone()
+        assert row is not None
+        ext_schema, version = row
+        self._search_path = sql.SQL(", ").join(
+            [sql.Identifier(SCHEMA), sql.Identifier(ext_schema)]).as_string(conn)
+        parts = tuple(int(p) for p in str(version).split(".")[:2] if p.isdigit())
+        if parts < (0, 5):
+            raise StoreError(f"pgvector {version} has no HNSW index; memvault needs >= 0.5",
+                             hint="upgrade pgvector (ALTER EXTENSION vector UPDATE)")
+        if parts < (0, 8):
+            log.warning("pgvector %s has no iterative index scans: filtered searches may return "
+                        "fewer than top_k results; upgrade to >= 0.8", version)
+            self._iterative_scan = False
+        server_version = conn.info.server_version
+        if server_version >= 180000:
+            self.dialect = PostgresDialect(casefold_collation="pg_unicode_fast")
+        elif server_version >= 170000:
+            self.dialect = PostgresDialect(casefold_collation="pg_c_utf8")
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        tables = {r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (SCHEMA,))}
+        version = 0
+        if "meta" in tables:
+            row = conn.execute(
+                f"SELECT value::text FROM {SCHEMA}.meta WHERE key = 'schema_version'").fetchone()
+            version = int(json.loads(row[0])) if row else 0
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"the memvault store in database {self.target.database} has schema version "
+                f"{version}, newer than this memvault understands ({SCHEMA_VERSION})",
+                hint="upgrade memvault; never open a store with an older version",
+            )
+        if version == 0 and tables:
+            raise SchemaError(
+                f"database {self.target.database} has a schema {SCHEMA!r} that is not a "
+                f"memvault store (tables: {', '.join(sorted(tables)[:5])})",
+                hint="point MEMVAULT_DATABASE_URL at another database, or drop that schema",
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            statements = MIGRATIONS.get(target)
+            if statements is None:
+                raise SchemaError(f"no PostgreSQL migration to schema version {target}")
+            with conn.transaction():
+                for statement in statements:
+                    conn.execute(statement)
+                if target == 1:
+                    identity = self._read_server_identity(conn)
+                    initial = {
+                        "store_id": str(uuid.uuid4()),
+                        "lineage_id": str(uuid.uuid4()),
+                        "created_at": utc_now(),
+                        # Where and on which cluster the store was created: a database that
+                        # was recreated or swapped shows a different value than it recorded.
+                        "pg_system_identifier": identity["system_identifier"],
+                        "pg_host": identity["host"],
+                        "pg_port": identity["port"],
+                        "pg_database": identity["database"],
+                    }
+                    for key, value in initial.items():
+                        conn.execute(f"INSERT INTO {SCHEMA}.meta VALUES (%s, %s)",
+                                     (key, Json(value)))
+                conn.execute(
+                    f"INSERT INTO {SCHEMA}.meta VALUES ('schema_version', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (Json(target),),
+                )
+                log.info("migrated the store in %s to schema version %d",
+                         self.target.describe(), target)
+
+    def _read_server_identity(self, conn: psycopg.Connection[Any]) -> dict[str, Any]:
+        system_identifier: str | None
+        try:
+            with conn.transaction():
+                row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+            system_identifier = str(row[0]) if row else None
+        except psycopg.errors.InsufficientPrivilege:
+            log.warning("user %s may not call pg_control_system(); the store cannot record the "
+                        "cluster's system identifier (GRANT pg_monitor to fix)", self.target.user)
+            system_identifier = None
+        row = conn.execute(
+            "SELECT current_database(), inet_server_addr()::text, inet_server_port()"
+        ).fetchone()
+        assert row is not None
+        return {
+            "system_identifier": system_identifier,
+            "host": conn.info.host,
+            "port": int(conn.info.port) if str(conn.info.port).isdigit() else conn.info.port,
+            "database": row[0],
+            "server_addr": row[1],
+        }
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _connection(self, *, long: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; driver errors become memvault errors. `long` lifts deadlines."""
+        doing = "running a long operation" if long else "serving a request"
+        try:
+            with self._pool.connection() as conn:
+                if long:
+                    with _no_deadline(conn, int(self.timeout * 1000)):
+                        yield conn
+                else:
+                    yield conn
+        except PoolTimeout as exc:
+            raise self._unavailable(exc, "waiting for a connection") from None
+        except psycopg.errors.IntegrityError as exc:
+            raise InvalidInput(f"the write conflicts with stored data: {exc}") from None
+        except (psycopg.errors.DataError, psycopg.errors.UntranslatableCharacter) as exc:
+            raise InvalidInput(f"PostgreSQL rejected the data: {exc}") from None
+        except psycopg.errors.QueryCanceled as exc:
+            raise self._unavailable(exc, doing) from None
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc, doing) from None
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL error at {self.target.describe()}: {exc}") from None
+
+    @contextmanager
+    def _write(self, *, long: bool = False) -> Iterator[tuple[psycopg.Cursor[Any], int]]:
+        """One write transaction holding the journal counter lock; yields the last seq."""
+        with self._connection(long=long) as conn, conn.transaction(), conn.cursor() as cur:
+            row = cur.execute("SELECT seq FROM journal_counter FOR UPDATE").fetchone()
+            assert row is not None
+            yield cur, int(row[0])
+
+    def _read(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            return conn.execute(query, params).fetchall()
+
+    @staticmethod
+    def _journal(cur: psycopg.Cursor[Any], entries: list[JournalEntry]) -> None:
+        if not entries:
+            return
+        with cur.copy(f"COPY journal ({_JOURNAL_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "text", "text", "json", "json", "text", "text"])
+            for e in entries:
+                copy.write_row((e.seq, e.op, e.memory_id, e.before, e.after, e.ts, e.actor))
+        cur.execute("UPDATE journal_counter SET seq = %s", (entries[-1].seq,))
+
+    @staticmethod
+    def _copy_memories(cur: psycopg.Cursor[Any], records: list[MemoryRecord]) -> None:
+        if not records:
+            return
+        with cur.copy(f"COPY memories ({', '.join(_INSERT_COLUMNS)}) FROM STDIN "
+                      "(FORMAT BINARY)") as copy:
+            copy.set_types(_INSERT_TYPES)
+            for record in records:
+                copy.write_row(_copy_row(record))
+
+    @staticmethod
+    def _copy_vectors(
+        cur: psycopg.Cursor[Any], ids: list[str], key: str, matrix: np.ndarray, table: str
+    ) -> None:
+        if not ids:
+            return
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        columns = "memory_id, embedder_key, vector" if table == "vectors" else "memory_id, vector"
+        with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            if table == "vectors":
+                copy.set_types(["text", "text", "vector"])
+                for memory_id, vector in zip(ids, matrix, strict=True):
+                    copy.write_row((memory_id, key, vector))
+            else:
+                copy.set_types(["text", "vector"])
+                for memory_id, vector in zip(ids, matrix, strict=True):
+                    copy.write_row((memory_id, vector))
+
+    # ------------------------------------------------------------------ identity
+
+    def meta(self) -> StoreMeta:
+        values = dict(self._read("SELECT key, value FROM meta"))
+        base = {"store_id", "lineage_id", "created_at", "schema_version", "active_embedder"}
+        extra = {k: v for k, v in values.items() if k not in base}
+        # What this process is connected to now, beside what the store recorded at creation.
+        extra["pg_connected"] = dict(self.server)
+        return StoreMeta(
+            store_id=values["store_id"],
+            lineage_id=values["lineage_id"],
+            created_at=values["created_at"],
+            schema_version=values["schema_version"],
+            backend=self.backend,
+            location=self.target.url,
+            active_embedder=values.get("active_embedder"),
+            extra=extra,
+        )
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._connection() as conn:
+            conn.execute(
+                "INSERT INTO meta VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, Json(value)),
+            )
+
+    def get_meta(self, key: str) -> Any:
+        rows = self._read("SELECT value FROM meta WHERE key = %s", (key,))
+        return rows[0][0] if rows else None
+
+    def register_embedder(self, identity: EmbedderIdentity) -> None:
+        with self._connection(long=True) as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO embedders VALUES (%s, %s, %s) ON CONFLICT (key) DO NOTHING",
+                (identity.key, Json(identity.to_json()), utc_now()),
+            )
+            conn.execute(self._hnsw_index_sql(identity.key, identity.dims, if_not_exists=True))
+
+    @staticmethod
+    def hnsw_index_name(key: str) -> str:
+        return "vectors_hnsw_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def _hnsw_index_sql(self, key: str, dims: int, *, if_not_exists: bool) -> sql.Composed:
+        return sql.SQL(
+            "CREATE INDEX {exists} {name} ON vectors USING hnsw "
+            "((vector::vector({dims})) vector_cosine_ops) "
+            "WITH (m = {m}, ef_construction = {ef}) WHERE embedder_key = {key}"
+        ).format(
+            exists=sql.SQL("IF NOT EXISTS" if if_not_exists else ""),
+            name=sql.Identifier(self.hnsw_index_name(key)),
+            dims=sql.Literal(int(dims)),
+            m=sql.Literal(HNSW_M),
+            ef=sql.Literal(HNSW_EF_CONSTRUCTION),
+            key=sql.Literal(key),
+        )
+
+    def embedders(self) -> dict[str, EmbedderIdentity]:
+        return {
+            key: EmbedderIdentity.from_json(identity)
+            for key, identity in self._read("SELECT key, identity FROM embedders")
+        }
+
+    def set_active_embedder(self, key: str) -> None:
+        if key not in self.embedders():
+            raise StoreError(f"embedder {key} is not registered in this store")
+        self.set_meta("active_embedder", key)
+
+    # ------------------------------------------------------------------ writes
+
+    def add(
+        self,
+        records: list[MemoryRecord],
+        vectors: np.ndarray,
+        embedder_key: str,
+        actor: str | None,
+    ) -> list[AddOutcome]:
+        if len(records) != len(vectors):
+            raise StoreError(f"{len(records)} records but {len(vectors)} vectors")
+        if not records:
+            return []
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        with self._write(long=len(records) > 1000) as (cur, last):
+            existing = self._existing_hashes(cur, records)
+            outcomes: list[AddOutcome] = []
+            fresh: list[MemoryRecord] = []
+            rows: list[int] = []
+            entries: list[JournalEntry] = []
+            seq = last + 1
+            for row, record in enumerate(records):
+                slot = (record.namespace, record.hash)
+                if slot in existing:
+                    outcomes.append(AddOutcome(existing[slot], False, None))
+                    continue
+                existing[slot] = record.id
+                entry = JournalEntry(seq, "ADD", record.id, record.created_at, actor, None,
+                                     record.to_dict())
+                seq += 1
+                entries.append(entry)
+                fresh.append(record)
+                rows.append(row)
+                outcomes.append(AddOutcome(record.id, True, entry))
+            self._copy_memories(cur, fresh)
+            self._copy_vectors(cur, [r.id for r in fresh], embedder_key, vectors[rows], "vectors")
+            self._journal(cur, entries)
+        return outcomes
+
+    @staticmethod
+    def _existing_hashes(
+        cur: psycopg.Cursor[Any], records: list[MemoryRecord]
+    ) -> dict[tuple[str, str], str]:
+        hashes = sorted({r.hash for r in records})
+        rows = cur.execute(
+            "SELECT namespace, hash, id FROM memories WHERE hash = ANY(%s)", (hashes,)
+        ).fetchall()
+        return {(ns, h): i for ns, h, i in rows}
+
+    def update(
+        self,
+        record: MemoryRecord,
+        vector: np.ndarray | None,
+        embedder_key: str,
+        actor: str | None,
+    ) -> JournalEntry:
+        with self._write() as (cur, last):
+            row = cur.execute(f"{_SELECT} WHERE m.id = %s", (record.id,)).fetchone()
+            if row is None:
+                raise InvalidInput(f"memory {record.id} does not exist")
+            before = _row_to_record(row)
+            params = _copy_row(record)
+            cur.execute(
+                "UPDATE memories SET memory=%s, hash=%s, metadata=%s, user_id=%s, agent_id=%s, "
+                "run_id=%s, actor_id=%s, role=%s, namespace=%s, created_at=%s, updated_at=%s, "
+                "expiration_date=%s, memory_type=%s WHERE id=%s",
+                (params[1], params[2], Json(params[3]) if params[3] else None, *params[4:],
+                 record.id),
+            )
+            if vector is not None:
+                cur.execute("DELETE FROM vectors WHERE memory_id = %s", (record.id,))
+                cur.execute(
+                    "INSERT INTO vectors VALUES (%s, %s, %b)",
+                    (record.id, embedder_key, np.asarray(vector, dtype=np.float32)),
+                )
+            entry = JournalEntry(last + 1, "UPDATE", record.id, record.updated_at, actor,
+                                 before.to_dict(), record.to_dict())
+            self._journal(cur, [entry])
+        return entry
+
+    def delete(self, ids: list[str], actor: str | None) -> list[JournalEntry]:
+        if not ids:
+            return []
+        entries: list[JournalEntry] = []
+        with self._write(long=len(ids) > 1000) as (cur, last):
+            now = utc_now()
+            rows = cur.execute(f"{_SELECT} WHERE m.id = ANY(%s) ORDER BY array_position(%s, m.id)",
+                               (ids, ids)).fetchall()
+            for offset, row in enumerate(rows, start=1):
+                record = _row_to_record(row)
+                entries.append(JournalEntry(last + offset, "DELETE", record.id, now, actor,
+                                            record.to_dict(), None))
+            cur.execute("DELETE FROM memories WHERE id = ANY(%s)", (ids,))
+            self._journal(cur, entries)
+        return entries
+
+    def put_vectors(self, ids: list[str], vectors: np.ndarray, embedder_key: str) -> None:
+        if len(ids) != len(vectors):
+            raise StoreError(f"{len(ids)} ids but {len(vectors)} vectors")
+        if not ids:
+            return
+        with self._connection(long=True) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE mv_put (memory_id TEXT COLLATE \"C\", vector vector) "
+                        "ON COMMIT DROP")
+            self._copy_vectors(cur, ids, embedder_key, vectors, "mv_put")
+            cur.execute(
+                "INSERT INTO vectors (memory_id, embedder_key, vector) "
+                "SELECT memory_id, %s, vector FROM mv_put "
+                "ON CONFLICT (memory_id, embedder_key) DO UPDATE SET vector = excluded.vector",
+                (embedder_key,),
+            )
+
+    def bulk_load(
+        self,
+        records: list[MemoryRecord],
+        vectors: dict[str, np.ndarray],
+        *,
+        journal: bool = False,
+        actor: str | None = None,
+    ) -> int:
+        for key, matrix in vectors.items():
+            if len(matrix) != len(records):
+                raise StoreError(f"{len(records)} records but {len(matrix)} vectors for {key}")
+        if not records:
+            return 0
+        known = self.embedders()
+        for key in vectors:
+            if key not in known:
+                raise StoreError(f"embedder {key} is not registered in this store")
+        ids = [r.id for r in records]
+        with self._write(long=True) as (cur, last):
+            rebuild = len(records) >= BULK_REINDEX_MIN_ROWS
+            if rebuild:
+                for key in vectors:
+                    cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
+                        sql.Identifier(self.hnsw_index_name(key))))
+            self._copy_memories(cur, records)
+            for key, matrix in vectors.items():
+                self._copy_vectors(cur, ids, key, matrix, "vectors")
+            if journal:
+                now = utc_now()
+                self._journal(cur, [
+                    JournalEntry(last + 1 + i, "ADD", r.id, now, actor, None, r.to_dict())
+                    for i, r in enumerate(records)
+                ])
+            if rebuild:
+                for key in vectors:
+                    self.build_hnsw_index(cur, key, known[key].dims)
+        return len(records)
+
+    def build_hnsw_index(self, cur: psycopg.Cursor[Any], key: str, dims: int) -> None:
+        """(Re)build one embedder's HNSW index, with memory for the graph to fit (fast path)."""
+        count = cur.execute("SELECT count(*) FROM vectors WHERE embedder_key = %s",
+                            (key,)).fetchone()
+        rows = int(count[0]) if count else 0
+        # The graph holds each vector plus ~2*m neighbour links per layer-0 node; when it fits
+        # in maintenance_work_mem the build is several times faster.
+        needed_mb = int(rows * (dims * 4 + HNSW_M * 2 * 8 + 200) * 1.3 / 2**20) + 64
+        work_mem_mb = min(max(needed_mb, 64), 2048)
+        cur.execute(f"SET LOCAL maintenance_work_mem = '{work_mem_mb}MB'")
+        cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
+            sql.Identifier(self.hnsw_index_name(key))))
+        cur.execute(self._hnsw_index_sql(key, dims, if_not_exists=False))
+
+    def advance_seq(self, seq: int) -> None:
+        with self._write() as (cur, last):
+            if seq > last:
+                cur.execute("UPDATE journal_counter SET seq = %s", (seq,))
+
+    @contextmanager
+    def snapshot(self) -> Iterator[_PostgresSnapshot]:
+        # A REPEATABLE READ transaction on its own connection: a frozen view of every table
+        # while writers go on (MVCC, no locks beyond ACCESS SHARE).
+        conn = self._connect_plain(None)
+        try:
+            conn.execute(f"SET search_path TO {self._search_path}")
+            _register_vector(conn)
+            conn.autocommit = False
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            row = conn.execute("SELECT seq FROM journal_counter").fetchone()
+            assert row is not None
+            yield _PostgresSnapshot(conn, int(row[0]))
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc, "reading a snapshot") from None
+        finally:
+            conn.close()
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, memory_id: str) -> MemoryRecord | None:
+        rows = self._read(f"{_SELECT} WHERE m.id = %s", (memory_id,))
+        return _row_to_record(rows[0]) if rows else None
+
+    def _where(self, node: Any, include_expired: bool) -> tuple[str, list[Any]]:
+        where, params = compile_sql(node, self.dialect)
+        if not include_expired:
+            where += " AND (m.expiration_date IS NULL OR m.expiration_date >= %s)"
+            params.append(_today())
+        return where, params
+
+    def list(
+        self, node: Any, limit: int | None = None, include_expired: bool = True
+    ) -> list[MemoryRecord]:
+        where, params = self._where(node, include_expired)
+        query = f"{_SELECT} WHERE {where} ORDER BY m.created_at DESC, m.id"
+        if limit is not None:
+            query += " LIMIT %s"
+            params.append(limit)
+        return [_row_to_record(row) for row in self._read(query, params)]
+
+    def search(
+        self,
+        query: np.ndarray,
+        embedder_key: str,
+        node: Any,
+        top_k: int,
+        threshold: float | None = None,
+        include_expired: bool = True,
+    ) -> list[tuple[MemoryRecord, float]]:
+        dims = self._dims(embedder_key)
+        query = np.asarray(query, dtype=np.float32)
+        if query.shape != (dims,):
+            raise InvalidInput(
+                f"query vector has shape {query.shape}, the index holds {dims} dims"
+            )
+        if top_k <= 0:
+            return []
+        filtered = node is not None or not include_expired
+        where, params = self._where(node, include_expired) if filtered else ("1=1", [])
+        # The expression and the literal key match the partial HNSW index of this embedder.
+        distance = f"(v.vector::vector({dims}) <=> %b::vector({dims}))"
+        key = sql.Literal(embedder_key).as_string(None).replace("%", "%%")
+        join = "JOIN memories m ON m.id = v.memory_id " if filtered else ""
+        # relaxed_order may return rows slightly out of order: re-sort the materialized top_k.
+        statement = (
+            f"WITH nearest AS MATERIALIZED (SELECT v.memory_id, {distance} AS distance "
+            f"FROM vectors v {join}WHERE v.embedder_key = {key} AND {where} "
+            f"ORDER BY distance LIMIT %s) "
+            f"SELECT {_SELECT_COLUMNS}, n.distance FROM nearest n "
+            "JOIN memories m ON m.id = n.memory_id"
+        )
+        params = [query, *params, top_k]
+        if threshold is not None:
+            statement += " WHERE 1 - n.distance >= %s"
+            params.append(float(threshold))
+        statement += " ORDER BY n.distance, m.id"
+        with self._connection() as conn:
+            if top_k > self.ef_search:
+                with conn.transaction():
+                    conn.execute("SELECT set_config('hnsw.ef_search', %s, true)",
+                                 (str(min(top_k, 1000)),))
+                    rows = conn.execute(statement, params).fetchall()
+            else:
+                rows = conn.execute(statement, params).fetchall()
+        return [(_row_to_record(row[:-1]), 1.0 - float(row[-1])) for row in rows]
+
+    def _dims(self, embedder_key: str) -> int:
+        # A key's dimension never changes once registered, so remembering it cannot go stale.
+        dims = self._embedder_dims.get(embedder_key)
+        if dims is None:
+            identity = self.embedders().get(embedder_key)
+            if identity is None:
+                raise StoreError(f"embedder {embedder_key} is not registered in this store")
+            dims = self._embedder_dims[embedder_key] = identity.dims
+        return dims
+
+    def history(self, memory_id: str) -> list[JournalEntry]:
+        rows = self._read(
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE memory_id = %s ORDER BY seq",
+            (memory_id,))
+        return [JournalEntry.from_row(r) for r in rows]
+
+    def journal(self, after_seq: int = 0, limit: int = 10_000) -> list[JournalEntry]:
+        rows = self._read(
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE seq > %s ORDER BY seq LIMIT %s",
+            (after_seq, limit))
+        return [JournalEntry.from_row(r) for r in rows]
+
+    def last_seq(self) -> int:
+        rows = self._read("SELECT seq FROM journal_counter")
+        return int(rows[0][0])
+
+    def counts(self) -> dict[str, int]:
+        return {ns: int(n) for ns, n in self._read(
+            "SELECT namespace, count(*) FROM memories GROUP BY namespace ORDER BY namespace")}
+
+    def vector_counts(self) -> dict[str, int]:
+        return {k: int(n) for k, n in self._read(
+            "SELECT embedder_key, count(*) FROM vectors GROUP BY embedder_key")}
+
+    def entities(self) -> list[dict[str, Any]]:
+        result = []
+        for column in ENTITY_KEYS:
+            rows = self._read(
+                f"SELECT {column}, count(*), min(created_at), max(updated_at) FROM memories "
+                f"WHERE {column} IS NOT NULL GROUP BY {column} ORDER BY {column}")
+            result.extend(
+                {"id": value, "type": ENTITY_TYPES[column], "total_memories": int(count),
+                 "created_at": created, "updated_at": updated}
+                for value, count, created, updated in rows
+            )
+        return result
+
+    def server_identity(self) -> dict[str, Any]:
+        """The live identity of the connected server (system identifier, address, database)."""
+        with self._connection() as conn:
+            return self._read_server_identity(conn)
+
+
+class _PostgresSnapshot:
+    def __init__(self, conn: psycopg.Connection[Any], seq: int) -> None:
+        self._conn = conn
+        self.seq = seq
+
+    def _cursor(self, binary: bool = False) -> psycopg.ServerCursor[Any]:
+        return self._conn.cursor(name=f"mv_snapshot_{uuid.uuid4().hex[:12]}", binary=binary)
+
+    def counts(self) -> dict[str, int]:
+        return {ns: int(n) for ns, n in self._conn.execute(
+            "SELECT namespace, count(*) FROM memories GROUP BY namespace ORDER BY namespace")}
+
+    def vector_counts(self) -> dict[str, int]:
+        return {k: int(n) for k, n in self._conn.execute(
+            "SELECT embedder_key, count(*) FROM vectors GROUP BY embedder_key")}
+
+    def iter_records(self, batch_size: int = 5000) -> Iterator[list[MemoryRecord]]:
+        with self._cursor() as cur:
+            cur.execute(f"{_SELECT} ORDER BY m.id")
+            while rows := cur.fetchmany(batch_size):
+                yield [_row_to_record(row) for row in rows]
+
+    def iter_vectors(
+        self, embedder_key: str, batch_size: int = 5000
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        with self._cursor(binary=True) as cur:
+            cur.execute(
+                "SELECT memory_id, vector FROM vectors WHERE embedder_key = %s "
+                "ORDER BY memory_id", (embedder_key,))
+            while rows := cur.fetchmany(batch_size):
+                yield [row[0] for row in rows], np.stack([row[1] for row in rows])
+
+    def journal(self, after_seq: int = 0) -> Iterator[JournalEntry]:
+        with self._cursor() as cur:
+            cur.execute(
+                f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE seq > %s AND seq <= %s "
+                "ORDER BY seq", (after_seq, self.seq))
+            while rows := cur.fetchmany(5000):
+                for row in rows:
+                    yield JournalEntry.from_row(row)
