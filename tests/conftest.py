@@ -19,7 +19,7 @@ from memvault.memory import Memory
 from memvault.store import Store, open_store
 
 # Every backend the store contract is proved against. Tests taking `backend` run once per entry.
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture(autouse=True)
