@@ -54,6 +54,8 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX memories_agent ON memories(agent_id);
     CREATE INDEX memories_run ON memories(run_id);
     CREATE INDEX memories_created ON memories(created_at);
+    CREATE INDEX memories_expiration ON memories(expiration_date)
+        WHERE expiration_date IS NOT NULL;
     CREATE TABLE embedders (
         key TEXT PRIMARY KEY,
         identity TEXT NOT NULL,
