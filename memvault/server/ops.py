@@ -1,0 +1,91 @@
+"""Operations endpoints: /livez, /readyz, /status, /metrics.
+
+Readiness is data-aware: the store must answer and the configured embedder must be the one
+that made the store's vectors; anything else is a 503 listing the failing checks. Extensions
+(the guard) append callables to `app.state.readiness_checks`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from memvault.config import redact_url
+from memvault.errors import MemvaultError
+from memvault.memory import Memory
+from memvault.server.auth import Principal, require_admin
+
+router = APIRouter(tags=["operations"])
+
+Check = dict[str, Any]  # {"name", "ok", "message"}
+ReadinessCheck = Callable[[Memory], Check]
+
+
+def store_check(memory: Memory) -> Check:
+    try:
+        meta = memory.store.meta()
+        memory.store.last_seq()
+    except MemvaultError as exc:
+        return {"name": "store", "ok": False, "message": str(exc)}
+    return {"name": "store", "ok": True,
+            "message": f"{meta.backend} store {meta.store_id} reachable"}
+
+
+def embedder_check(memory: Memory) -> Check:
+    try:
+        identity = memory.embedder_identity()
+    except MemvaultError as exc:
+        return {"name": "embedder", "ok": False, "message": str(exc), "code": exc.code}
+    return {"name": "embedder", "ok": True,
+            "message": f"{identity.key} is the store's active embedder"}
+
+
+DEFAULT_READINESS_CHECKS: list[ReadinessCheck] = [store_check, embedder_check]
+
+
+@router.get("/livez", summary="The process is alive")
+def livez() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Ready to serve: 200, or 503 with the failing checks",
+            responses={503: {"description": "the failing checks"}})
+def readyz(request: Request) -> JSONResponse:
+    memory: Memory = request.app.state.memory
+    redact = request.app.state.redact
+    checks = []
+    for check in request.app.state.readiness_checks:
+        try:
+            result = check(memory)
+        except Exception as exc:  # a broken check is a failing check, not a 500
+            result = {"name": getattr(check, "__name__", "check"), "ok": False,
+                      "message": f"{type(exc).__name__}: {exc}"}
+        result["message"] = redact(str(result.get("message", "")))
+        checks.append(result)
+    failing = [c for c in checks if not c["ok"]]
+    body = {"status": "fail" if failing else "ok", "checks": checks, "failing": failing}
+    return JSONResponse(body, status_code=503 if failing else 200)
+
+
+@router.get("/status", summary="The same JSON as `memvault status --json`")
+def status(request: Request, _: Principal = Depends(require_admin)) -> JSONResponse:
+    from memvault.cli.status import CRITICAL, _finish, memory_status
+
+    memory: Memory = request.app.state.memory
+    report: dict[str, Any] = {"database_url": redact_url(memory.settings.database_url or "")}
+    checks: list[dict[str, Any]] = []
+    try:
+        report.update(memory_status(memory, checks))
+    except MemvaultError as exc:
+        checks.append({"name": "store", "state": CRITICAL, "message": str(exc)})
+    return JSONResponse(_finish(report, checks))
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(request: Request, _: Principal = Depends(require_admin)) -> Response:
+    return Response(generate_latest(request.app.state.metrics_registry),
+                    media_type=CONTENT_TYPE_LATEST)

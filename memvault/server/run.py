@@ -1,0 +1,68 @@
+"""`memvault serve`: settings, the bind-address rule, the app, uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+from memvault.config import load_settings
+from memvault.errors import ConfigError, MemvaultError
+
+log = logging.getLogger("memvault.server")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, admin_key_set: bool) -> None:
+    """Open access is only acceptable on loopback (mem0's default); refuse anything wider."""
+    if admin_key_set:
+        return
+    if not is_loopback(host):
+        raise ConfigError(
+            f"refusing to listen on {host} without an admin API key: anyone who can reach "
+            "it could read and delete every memory",
+            hint="set MEMVAULT_ADMIN_API_KEY (e.g. `openssl rand -hex 32`), or listen on "
+            "127.0.0.1",
+        )
+    log.warning("no MEMVAULT_ADMIN_API_KEY set: the API on %s is open to every local "
+                "process (loopback only)", host)
+
+
+def run_server(flags: dict[str, Any]) -> None:
+    import uvicorn
+
+    from memvault.memory import Memory
+    from memvault.server.app import create_app
+    from memvault.server.extensions import background_jobs
+
+    settings = load_settings(flags)
+    check_bind(settings.host, settings.admin_api_key is not None)
+    memory = Memory(settings, actor="api")
+    try:
+        # Load the model and check it against the store now, not on the first request;
+        # a mismatch does not stop the server: /readyz reports it (503).
+        memory.embedder_identity()
+    except MemvaultError as exc:
+        log.error("embedder check failed at startup: %s", exc)
+    app = create_app(settings, memory, background=background_jobs(settings, memory))
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
+                            timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    finally:
+        memory.close()
+    if not server.started:
+        raise MemvaultError(
+            f"could not listen on {settings.host}:{settings.port}",
+            hint="see the error above; is another process using the port? set --port or "
+            "MEMVAULT_PORT",
+        )
