@@ -12,7 +12,7 @@ import numpy as np
 
 from memvault.config import Settings, load_settings
 from memvault.embed import Embedder, EmbedderIdentity, make_embedder
-from memvault.errors import EmbedderMismatch, InvalidInput, NotFound
+from memvault.errors import EmbedderMismatch, InvalidInput, NotFound, StoreError
 from memvault.memory import validation as check
 from memvault.store import MemoryRecord, Store, open_store, parse_filters, utc_now
 from memvault.store.filters import Bool, Cond, Node, entity_constraints
@@ -121,6 +121,14 @@ class Memory:
 
     def _check_embedder(self, identity: EmbedderIdentity) -> None:
         store = self.store
+        # An interrupted restore leaves a partial store behind (memvault.backup.restore).
+        unfinished = store.get_meta("restore_incomplete")
+        if unfinished:
+            raise StoreError(
+                f"the store holds an unfinished restore of backup {unfinished.get('backup')} "
+                f"(started {unfinished.get('started_at')}); it is not served until finished",
+                hint="re-run `memvault restore` to finish it",
+            )
         active = store.meta().active_embedder
         known = store.embedders()
         if active is None or (active != identity.key and store.total() == 0):
