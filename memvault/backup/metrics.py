@@ -1,0 +1,19 @@
+"""Prometheus metrics of backups (names from PRODUCT.md), on the default registry."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+backup_last_success = Gauge(
+    "memvault_backup_last_success_timestamp_seconds",
+    "Unix time of the last valid snapshot, per destination.", ["destination"])
+backup_last_memories = Gauge(
+    "memvault_backup_last_memories", "Memories in the newest valid snapshot.")
+backup_runs = Counter(
+    "memvault_backup_runs_total", "Snapshot runs per destination by result "
+    "(valid, suspicious, failed).", ["result"])
+journal_lag = Gauge(
+    "memvault_journal_lag_seconds",
+    "Age of the oldest journal entry not yet shipped to every destination (0 = caught up).")
+journal_segments = Counter(
+    "memvault_journal_segments_total", "Journal segments shipped, by result.", ["result"])

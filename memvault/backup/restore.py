@@ -1,0 +1,385 @@
+"""Restore: newest valid backup (or one by id), the shipped journal replayed up to a time,
+re-embedding when the configured embedder is not the backup's, counts verified after.
+
+The target is marked `restore_incomplete` (store meta) from the first write until the counts
+have been verified, so an interrupted restore is refused by the server and can be re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from memvault.backup.catalog import BackupEntry, list_backups
+from memvault.backup.crypto import Cipher, cipher_for
+from memvault.backup.destinations import Destination, open_destinations
+from memvault.backup.errors import BackupCorrupt, BackupError, RestoreRefused
+from memvault.backup.format import VALID, SnapshotData, read_snapshot
+from memvault.backup.journal import Chain, follow_chain, list_segments
+from memvault.backup.progress import NoProgress, Progress
+from memvault.embed.base import EmbedderIdentity
+from memvault.errors import InvalidInput, MemvaultError
+from memvault.store.records import JournalEntry, MemoryRecord, namespace_key, utc_now
+
+if TYPE_CHECKING:
+    from memvault.config import Settings
+    from memvault.embed import Embedder
+    from memvault.store import Store
+
+log = logging.getLogger("memvault.backup.restore")
+INCOMPLETE_KEY = "restore_incomplete"
+LOAD_BATCH = 5000
+
+
+def restore_incomplete(store: Store) -> dict[str, Any] | None:
+    """The marker left by an unfinished restore, or None: a marked store must not be served."""
+    marker = store.get_meta(INCOMPLETE_KEY)
+    return marker or None
+
+
+@dataclass
+class RestorePlan:
+    entry: BackupEntry
+    at: datetime | None
+    chain: Chain
+    replay: list[JournalEntry]
+    configured: EmbedderIdentity | None
+    reembed: bool
+    expected_counts: dict[str, int]
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def manifest(self) -> Any:
+        assert self.entry.manifest is not None
+        return self.entry.manifest
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.manifest
+        last = self.replay[-1] if self.replay else None
+        return {
+            "source": {"destination": self.entry.destination.url, "backup": m.id,
+                       "created_at": m.created_at, "seq": m.seq, "store_id": m.store_id,
+                       "lineage_id": m.lineage_id, "encrypted": m.encrypted},
+            "at": self.at.isoformat() if self.at else None,
+            "journal": {"entries": len(self.replay), "upto_seq": last.seq if last else m.seq,
+                        "upto_ts": last.ts if last else None,
+                        "shipped_upto_seq": self.chain.upto_seq, "faults": self.chain.faults},
+            "counts_in_backup": m.counts,
+            "counts_after_restore": self.expected_counts,
+            "total_after_restore": sum(self.expected_counts.values()),
+            "embedder": {"backup": m.active_embedder,
+                         "configured": self.configured.key if self.configured else None,
+                         "reembed": self.reembed},
+            "fallbacks": self.skipped,
+        }
+
+
+def _parse_at(at: str | datetime | None) -> datetime | None:
+    if at is None or isinstance(at, datetime):
+        return at
+    try:
+        parsed = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"--at {at!r} is not an ISO-8601 time",
+                           hint="e.g. 2026-08-22T10:00:00Z") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def candidates(destinations: list[Destination], which: str, at: datetime | None
+               ) -> list[BackupEntry]:
+    """Backups to try, best first. `latest` = newest valid (before `at`); else one id."""
+    entries: list[BackupEntry] = []
+    problems = []
+    for dest in destinations:
+        try:
+            entries += list_backups(dest)
+        except BackupError as exc:
+            problems.append(str(exc))
+            log.error("cannot list backups in %s: %s", dest, exc)
+    if which != "latest":
+        chosen = [e for e in entries if e.id == which]
+        if not chosen:
+            raise RestoreRefused(f"no backup {which} in " + ", ".join(d.url for d in destinations)
+                                 + (f" ({'; '.join(problems)})" if problems else ""),
+                                 hint="`memvault backup list` shows the backups")
+        usable = [e for e in chosen if e.valid]
+        if not usable:
+            entry = chosen[0]
+            reasons = "; ".join(entry.summary()["reasons"])
+            raise RestoreRefused(f"backup {which} is {entry.status} ({reasons}); only valid "
+                                 "backups are restored", hint="pick a valid backup from "
+                                 "`memvault backup list`")
+        return usable
+    valid = [e for e in entries if e.valid and e.manifest]
+    if at is not None:
+        valid = [e for e in valid if e.created and e.created <= at]
+    valid.sort(key=lambda e: (e.created_at, e.manifest.seq if e.manifest else 0), reverse=True)
+    if not valid:
+        where = ", ".join(d.url for d in destinations)
+        raise RestoreRefused(f"no valid backup{' before ' + at.isoformat() if at else ''} in "
+                             f"{where}" + (f" ({'; '.join(problems)})" if problems else ""),
+                             hint="`memvault backup list` shows what is there")
+    return valid
+
+
+def _expected_counts(base: dict[str, str], replay: list[JournalEntry]) -> dict[str, int]:
+    members = dict(base)  # id -> namespace
+    for entry in replay:
+        if entry.op == "ADD" and entry.after:
+            members[entry.memory_id] = _namespace(entry.after)
+        elif entry.op == "DELETE":
+            members.pop(entry.memory_id, None)
+    return dict(sorted(Counter(members.values()).items()))
+
+
+def _namespace(data: dict[str, Any]) -> str:
+    return namespace_key(data.get("user_id"), data.get("agent_id"), data.get("run_id"))
+
+
+def _plan_for(entry: BackupEntry, at: datetime | None, cipher: Cipher | None,
+              configured: EmbedderIdentity | None) -> RestorePlan:
+    manifest = entry.manifest
+    assert manifest is not None
+    chain = follow_chain(entry.destination, manifest.lineage_id, manifest.seq, cipher)
+    replay = chain.entries(at)
+    backup_identity = None
+    if manifest.active_embedder and any(e.key == manifest.active_embedder
+                                        for e in manifest.embedders):
+        backup_identity = manifest.identity(manifest.active_embedder)
+    reembed = bool(manifest.total) and configured is not None and (
+        backup_identity is None or not backup_identity.same_model(configured))
+    # Counts per namespace from the manifest, moved by the journal (ids not needed: an ADD in
+    # the journal is always a new id, a DELETE always an existing one).
+    counts = Counter(manifest.counts)
+    for journal_entry in replay:
+        if journal_entry.op == "ADD" and journal_entry.after:
+            counts[_namespace(journal_entry.after)] += 1
+        elif journal_entry.op == "DELETE" and journal_entry.before:
+            counts[_namespace(journal_entry.before)] -= 1
+    expected = {k: v for k, v in sorted(counts.items()) if v > 0}
+    return RestorePlan(entry, at, chain, replay, configured, reembed, expected)
+
+
+def plan_restore(settings: Settings, which: str = "latest", at: str | datetime | None = None,
+                 *, configured: EmbedderIdentity | None = None,
+                 destinations: list[Destination] | None = None) -> RestorePlan:
+    """The plan for the best candidate (no data read beyond manifests and journal segments)."""
+    when = _parse_at(at)
+    dests = destinations if destinations is not None else open_destinations(settings)
+    cipher = _cipher(settings)
+    first = candidates(dests, which, when)[0]
+    return _plan_for(first, when, cipher, configured)
+
+
+def _cipher(settings: Settings) -> Cipher | None:
+    secret = settings.backup_encryption_key
+    return cipher_for(secret.get_secret_value() if secret else None)
+
+
+@dataclass
+class RestoreReport:
+    plan: RestorePlan
+    loaded: int
+    replayed: int
+    counts: dict[str, int]
+    seq: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"plan": self.plan.to_json(), "loaded": self.loaded, "replayed": self.replayed,
+                "counts": self.counts, "total": sum(self.counts.values()),
+                "next_seq_after": self.seq}
+
+
+def run_restore(
+    store: Store,
+    settings: Settings,
+    embedder: Embedder,
+    which: str = "latest",
+    at: str | datetime | None = None,
+    *,
+    yes: bool = False,
+    destinations: list[Destination] | None = None,
+    progress: Progress | None = None,
+) -> RestoreReport:
+    progress = progress or NoProgress()
+    when = _parse_at(at)
+    dests = destinations if destinations is not None else open_destinations(settings)
+    cipher = _cipher(settings)
+    marker = restore_incomplete(store)
+    present = store.total()
+    if present and not yes and not marker:
+        raise RestoreRefused(
+            f"the target store holds {present} memories; restore only fills an empty store",
+            hint="pass --yes to replace them (they are deleted through the journal first)")
+    configured = embedder.identity()
+    skipped: list[str] = []
+    for entry in candidates(dests, which, when):
+        plan = _plan_for(entry, when, cipher, configured)
+        try:
+            data = read_snapshot(entry.destination, plan.manifest, cipher)
+        except BackupCorrupt as exc:
+            message = f"backup {entry.id} in {entry.destination} is damaged: {exc.message}"
+            log.error("%s; trying the previous valid backup", message)
+            skipped.append(message)
+            continue
+        plan.skipped = skipped
+        return _apply(store, embedder, plan, data, present, marker, progress)
+    raise RestoreRefused("no usable backup: " + "; ".join(skipped),
+                         hint="run `memvault backup verify --all --read-data` for details")
+
+
+def _apply(store: Store, embedder: Embedder, plan: RestorePlan, data: SnapshotData,
+           present: int, marker: dict[str, Any] | None, progress: Progress) -> RestoreReport:
+    manifest = plan.manifest
+    if marker:
+        log.warning("the target holds an unfinished restore (%s); starting it over", marker)
+    store.set_meta(INCOMPLETE_KEY, {"backup": manifest.id,
+                                    "destination": plan.entry.destination.url,
+                                    "started_at": utc_now(), "pid": os.getpid()})
+    if present:
+        _clear(store, progress)
+    configured = embedder.identity()
+    for item in manifest.embedders:
+        if "probes" in item.identity:
+            store.register_embedder(EmbedderIdentity.from_json(item.identity))
+    store.register_embedder(configured)
+    loaded = _load(store, embedder, data, plan.reembed, configured.key, progress)
+    if plan.reembed or not manifest.active_embedder:
+        store.set_active_embedder(configured.key)
+    else:
+        store.set_active_embedder(manifest.active_embedder)
+    active = configured.key if plan.reembed or not manifest.active_embedder \
+        else manifest.active_embedder
+    replayed = _replay(store, embedder, plan.replay, active, progress)
+    shipped = max((r.upto_seq for r in list_segments(plan.entry.destination,
+                                                     manifest.lineage_id)), default=0)
+    seq = max(manifest.seq, plan.chain.upto_seq, shipped)
+    # Numbering continues the lineage: new writes never reuse a seq that a backup holds.
+    store.advance_seq(seq)
+    store.set_meta("lineage_id", manifest.lineage_id)
+    expected = _expected_counts({r.id: r.namespace for r in data.records}, plan.replay)
+    counts = dict(sorted(store.counts().items()))
+    if counts != expected:
+        raise BackupError(
+            f"restore of {manifest.id} finished with counts {counts}, expected {expected}; the "
+            "target stays marked incomplete", hint="re-run the restore; if it repeats, restore "
+            "an older backup by id")
+    vectors = store.vector_counts().get(active, 0)
+    if vectors != sum(counts.values()):
+        raise BackupError(f"restore of {manifest.id}: {vectors} vectors under {active} for "
+                          f"{sum(counts.values())} memories; the target stays marked incomplete",
+                          hint="re-run the restore")
+    store.set_meta("restored_from", {"backup": manifest.id,
+                                     "destination": plan.entry.destination.url,
+                                     "seq": manifest.seq, "replayed_upto": seq,
+                                     "at": plan.at.isoformat() if plan.at else None,
+                                     "finished_at": utc_now()})
+    store.set_meta(INCOMPLETE_KEY, None)
+    log.info("restored %s from %s: %d memories loaded, %d journal entries replayed",
+             manifest.id, plan.entry.destination, loaded, replayed)
+    return RestoreReport(plan, loaded, replayed, counts, seq)
+
+
+def _clear(store: Store, progress: Progress) -> None:
+    ids = [r.id for r in store.list(None)]
+    advance = progress.task("clearing the target", len(ids))
+    for start in range(0, len(ids), 1000):
+        store.delete(ids[start:start + 1000], "restore")
+        advance(len(ids[start:start + 1000]))
+
+
+def _load(store: Store, embedder: Embedder, data: SnapshotData, reembed: bool, target_key: str,
+          progress: Progress) -> int:
+    rows = {key: {mid: i for i, mid in enumerate(ids)} for key, (ids, _) in data.vectors.items()}
+    advance = progress.task("loading memories", len(data.records))
+    embed_advance = progress.task(f"re-embedding with {target_key}", len(data.records)) \
+        if reembed else None
+    loaded = 0
+    for start in range(0, len(data.records), LOAD_BATCH):
+        batch = data.records[start:start + LOAD_BATCH]
+        complete: dict[str, np.ndarray] = {}
+        partial: list[tuple[str, list[str], np.ndarray]] = []
+        for key, (_, matrix) in data.vectors.items():
+            index = rows[key]
+            have = [i for i, r in enumerate(batch) if r.id in index]
+            picked = matrix[[index[batch[i].id] for i in have]] if have else None
+            if picked is None:
+                continue
+            if len(have) == len(batch):
+                complete[key] = picked
+            else:
+                partial.append((key, [batch[i].id for i in have], picked))
+        if reembed:
+            assert embed_advance is not None
+            complete[target_key] = _embed(embedder, [r.memory for r in batch], embed_advance)
+        loaded += store.bulk_load(batch, complete, journal=False)
+        for key, ids, matrix in partial:
+            store.put_vectors(ids, matrix, key)
+        advance(len(batch))
+    return loaded
+
+
+def _embed(embedder: Embedder, texts: list[str], advance: Any, step: int = 256) -> np.ndarray:
+    parts = []
+    for start in range(0, len(texts), step):
+        parts.append(embedder.embed(texts[start:start + step]))
+        advance(len(parts[-1]))
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def _replay(store: Store, embedder: Embedder, entries: list[JournalEntry], key: str,
+            progress: Progress) -> int:
+    advance = progress.task("replaying the journal", len(entries))
+    done = 0
+    pending: list[MemoryRecord] = []
+
+    def flush() -> None:
+        if pending:
+            vectors = embedder.embed([r.memory for r in pending])
+            store.add(list(pending), vectors, key, "restore")
+            advance(len(pending))
+            pending.clear()
+
+    for entry in entries:
+        if entry.op == "ADD" and entry.after:
+            pending.append(MemoryRecord.from_dict(entry.after))
+            if len(pending) >= 256:
+                flush()
+            done += 1
+            continue
+        flush()
+        try:
+            if entry.op == "UPDATE" and entry.after:
+                record = MemoryRecord.from_dict(entry.after)
+                if store.get(record.id) is None:
+                    log.warning("journal seq %d updates %s, which is not in the target; "
+                                "skipped", entry.seq, record.id)
+                else:
+                    before = (entry.before or {}).get("memory")
+                    vector = embedder.embed([record.memory])[0] \
+                        if before != record.memory else None
+                    store.update(record, vector, key if vector is not None else "", "restore")
+            elif entry.op == "DELETE":
+                store.delete([entry.memory_id], "restore")
+        except MemvaultError as exc:
+            raise BackupError(f"replaying journal seq {entry.seq} ({entry.op} "
+                              f"{entry.memory_id}) failed: {exc}",
+                              hint="the target stays marked incomplete; re-run the restore"
+                              ) from exc
+        done += 1
+        advance(1)
+    flush()
+    return done
+
+
+def valid_backups(settings: Settings) -> list[BackupEntry]:
+    entries = []
+    for dest in open_destinations(settings):
+        entries += [e for e in list_backups(dest) if e.status == VALID]
+    return entries

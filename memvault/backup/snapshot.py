@@ -1,0 +1,251 @@
+"""Taking a snapshot: stage the files once, ship them to every destination, read each copy back
+in full, judge it (valid or suspicious), and only then write its manifest."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import memvault
+from memvault.backup import metrics
+from memvault.backup.catalog import BackupEntry, list_backups, newest_valid
+from memvault.backup.crypto import CHUNK, Cipher, cipher_for
+from memvault.backup.destinations import Destination, open_destinations
+from memvault.backup.errors import BackupCorrupt, BackupError
+from memvault.backup.format import (
+    MANIFEST,
+    MEMORIES_FILE,
+    SUSPICIOUS,
+    VALID,
+    VECTORS_ZSTD_LEVEL,
+    EmbedderEntry,
+    FileInfo,
+    Manifest,
+    StagedFile,
+    read_snapshot,
+    record_line,
+    snapshot_key,
+    vector_files,
+)
+from memvault.backup.progress import NoProgress, Progress
+from memvault.errors import MemvaultError
+from memvault.store.records import utc_now
+
+if TYPE_CHECKING:
+    from memvault.config import Settings
+    from memvault.store import Store
+
+log = logging.getLogger("memvault.backup")
+FAILED = "failed"
+
+
+@dataclass
+class BackupResult:
+    destination: str
+    id: str
+    status: str  # valid | suspicious | failed
+    reasons: list[str] = field(default_factory=list)
+    manifest: Manifest | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.manifest
+        return {"id": self.id, "destination": self.destination, "status": self.status,
+                "reasons": self.reasons, "seq": m.seq if m else None,
+                "total": m.total if m else None, "counts": m.counts if m else None,
+                "created_at": m.created_at if m else None}
+
+
+def new_backup_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%S}Z-{uuid.uuid4().hex[:6]}"
+
+
+def encryption_info(cipher: Cipher | None) -> dict[str, Any] | None:
+    if cipher is None:
+        return None
+    return {"algorithm": "AES-256-GCM", "chunk_size": CHUNK, "key_id": cipher.key_fingerprint}
+
+
+def create_backup(
+    store: Store,
+    settings: Settings,
+    *,
+    destinations: list[Destination] | None = None,
+    accept_drop: bool = False,
+    progress: Progress | None = None,
+) -> list[BackupResult]:
+    """Snapshot the store to every destination. Never raises for one bad destination: each
+    gets a result (failed with the cause, suspicious with the reasons, or valid)."""
+    progress = progress or NoProgress()
+    dests = destinations if destinations is not None else open_destinations(settings)
+    secret = settings.backup_encryption_key
+    cipher = cipher_for(secret.get_secret_value() if secret else None)
+    staging_root = Path(settings.data_dir) / "tmp"
+    staging_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="backup-", dir=staging_root))
+    started = time.monotonic()
+    try:
+        try:
+            draft, snap_vector_counts = _stage(store, staging, cipher, progress)
+        except MemvaultError as exc:
+            log.error("backup failed: cannot read the store: %s", exc)
+            metrics.backup_runs.labels(FAILED).inc(len(dests))
+            return [BackupResult(d.url, "", FAILED, [f"cannot read the store: {exc}"])
+                    for d in dests]
+        results = [_ship(dest, draft, snap_vector_counts, staging, cipher, settings,
+                         accept_drop, progress) for dest in dests]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("backup %s finished in %.2fs: %s", draft.id, time.monotonic() - started,
+             ", ".join(f"{r.destination}={r.status}" for r in results))
+    return results
+
+
+def _stage(store: Store, staging: Path, cipher: Cipher | None, progress: Progress
+           ) -> tuple[Manifest, dict[str, int]]:
+    meta = store.meta()
+    identities = store.embedders()
+    with store.snapshot() as snap:
+        created = datetime.now(UTC)
+        counts = dict(sorted(snap.counts().items()))
+        vector_counts = {k: v for k, v in sorted(snap.vector_counts().items()) if v}
+        files: dict[str, FileInfo] = {}
+        advance = progress.task("snapshot: memories", sum(counts.values()))
+        out = StagedFile(staging / MEMORIES_FILE, cipher)
+        for batch in snap.iter_records(5000):
+            out.write(b"".join(record_line(r) for r in batch))
+            advance(len(batch))
+        files[MEMORIES_FILE] = out.close()
+        embedders = []
+        for index, key in enumerate(vector_counts):
+            vec_name, ids_name = vector_files(index)
+            advance = progress.task(f"snapshot: vectors {key}", vector_counts[key])
+            vec_out = StagedFile(staging / vec_name, cipher, VECTORS_ZSTD_LEVEL)
+            ids_out = StagedFile(staging / ids_name, cipher)
+            count, dims = 0, 0
+            for ids, matrix in snap.iter_vectors(key, 5000):
+                vec_out.write(matrix.astype("<f4", copy=False).tobytes())
+                ids_out.write(("\n".join(ids) + "\n").encode("utf-8"))
+                count += len(ids)
+                dims = matrix.shape[1]
+                advance(len(ids))
+            files[vec_name] = vec_out.close()
+            files[ids_name] = ids_out.close()
+            identity = identities.get(key)
+            embedders.append(EmbedderEntry(
+                key=key, identity=identity.to_json() if identity else {"key": key},
+                count=count, dims=dims or (identity.dims if identity else 0),
+                vectors_file=vec_name, ids_file=ids_name))
+        manifest = Manifest(
+            id=new_backup_id(created), store_id=meta.store_id, lineage_id=meta.lineage_id,
+            backend=store.backend, seq=snap.seq,
+            created_at=created.isoformat(timespec="microseconds"), completed_at="",
+            memvault_version=memvault.__version__, counts=counts,
+            active_embedder=meta.active_embedder, embedders=embedders, files=files,
+            encryption=encryption_info(cipher))
+    return manifest, vector_counts
+
+
+def _ship(dest: Destination, draft: Manifest, vector_counts: dict[str, int], staging: Path,
+          cipher: Cipher | None, settings: Settings, accept_drop: bool, progress: Progress
+          ) -> BackupResult:
+    written: list[str] = []
+    try:
+        history = list_backups(dest)
+        advance = progress.task(f"upload to {dest.url}", len(draft.files))
+        for name in draft.files:
+            key = snapshot_key(draft.id, name)
+            dest.put_file(key, staging / name)
+            written.append(key)
+            advance(1)
+        manifest = Manifest.from_json(draft.to_json())
+        reasons = judge(dest, manifest, vector_counts, cipher, history, settings, accept_drop)
+        manifest.completed_at = utc_now()
+        manifest.validation = _validation(manifest, reasons, history)
+        dest.put_bytes(snapshot_key(draft.id, MANIFEST),
+                       json.dumps(manifest.to_json(), indent=2).encode("utf-8"))
+    except MemvaultError as exc:
+        log.error("backup %s to %s failed: %s", draft.id, dest, exc)
+        with contextlib.suppress(MemvaultError):
+            dest.delete(written)  # best effort: an unreachable destination keeps its partials
+        metrics.backup_runs.labels(FAILED).inc()
+        return BackupResult(dest.url, draft.id, FAILED, [str(exc)])
+    status = manifest.status
+    metrics.backup_runs.labels(status).inc()
+    if status == VALID:
+        metrics.backup_last_success.labels(dest.url).set(time.time())
+        metrics.backup_last_memories.set(manifest.total)
+        log.info("backup %s to %s is valid: %d memories at seq %d", manifest.id, dest,
+                 manifest.total, manifest.seq)
+    else:
+        log.error("backup %s to %s is SUSPICIOUS and will never count as valid: %s",
+                  manifest.id, dest, "; ".join(reasons))
+    return BackupResult(dest.url, draft.id, status, reasons, manifest)
+
+
+def judge(dest: Destination, manifest: Manifest, vector_counts: dict[str, int],
+          cipher: Cipher | None, history: list[BackupEntry], settings: Settings,
+          accept_drop: bool) -> list[str]:
+    """Why this copy is not valid (empty list = valid): a full read-back, then plausibility."""
+    reasons: list[str] = []
+    try:
+        data = read_snapshot(dest, manifest, cipher)
+    except BackupCorrupt as exc:
+        reasons.append(f"read-back failed: {exc}")
+    else:
+        read_vectors = {key: len(ids) for key, (ids, _) in data.vectors.items()}
+        if read_vectors != vector_counts:
+            reasons.append(f"vectors read back {read_vectors} differ from the store's "
+                           f"{vector_counts} at seq {manifest.seq}")
+        known = {r.id for r in data.records}
+        for key, (ids, _) in data.vectors.items():
+            if not known.issuperset(ids):
+                reasons.append(f"vectors of {key} name memories that are not in the backup")
+    previous = newest_valid(history)
+    lineage_held = [e for e in history if e.valid and e.manifest
+                    and e.manifest.lineage_id == manifest.lineage_id and e.manifest.total]
+    if manifest.total == 0 and (manifest.seq > 0 or lineage_held):
+        reasons.append(f"the store is empty although its lineage has held data (journal at seq "
+                       f"{manifest.seq}); a backup of an empty store never replaces good ones")
+    elif previous and previous.manifest and not accept_drop:
+        floor = (1 - settings.alert_drop_ratio) * previous.manifest.total
+        if manifest.total < floor:
+            reasons.append(
+                f"holds {manifest.total} memories, fewer than {1 - settings.alert_drop_ratio:.0%}"
+                f" of the previous valid backup {previous.id} ({previous.manifest.total}); if "
+                "the drop is intended, run `memvault backup create --accept-drop`")
+    return reasons
+
+
+def _validation(manifest: Manifest, reasons: list[str], history: list[BackupEntry]
+                ) -> dict[str, Any]:
+    previous = newest_valid(history)
+    return {
+        "status": SUSPICIOUS if reasons else VALID,
+        "reasons": reasons,
+        "checked_at": utc_now(),
+        "read_back": "full: every file re-read, sha256 and sizes checked, counts compared",
+        "store_counts_at_seq": manifest.counts,
+        "previous_valid": previous.id if previous else None,
+        "previous_valid_total": previous.manifest.total if previous and previous.manifest
+        else None,
+    }
+
+
+def results_ok(results: list[BackupResult]) -> bool:
+    return bool(results) and all(r.status == VALID for r in results)
+
+
+def raise_for_results(results: list[BackupResult]) -> None:
+    bad = [r for r in results if r.status != VALID]
+    if bad:
+        raise BackupError("; ".join(f"{r.destination}: {r.status}: {'; '.join(r.reasons)}"
+                                    for r in bad))
