@@ -23,6 +23,13 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
+# -- server issue: API keys and --url for add/search/status
+from memvault.cli.keys import keys_app  # noqa: E402
+from memvault.cli.remote import ApiKeyOption, UrlOption, open_backend, remote_status  # noqa: E402
+
+app.add_typer(keys_app, name="keys")
+# -- end server issue
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
@@ -96,6 +103,8 @@ def add(
     run_id: str | None = typer.Option(None, "--run-id"),
     metadata: str | None = typer.Option(None, "--metadata", help='JSON object, e.g. {"k": 1}'),
     as_json: bool = JsonOption,
+    url: str | None = UrlOption,
+    api_key: str | None = ApiKeyOption,
 ) -> None:
     """Remember TEXT verbatim in a namespace."""
     import json
@@ -106,7 +115,7 @@ def add(
         meta = json.loads(metadata) if metadata else None
     except ValueError as exc:
         raise InvalidInput(f"--metadata is not valid JSON: {exc}") from None
-    with open_memory(ctx) as memory:
+    with open_backend(ctx, url, api_key) as memory:
         result = memory.add(text, user_id=user_id, agent_id=agent_id, run_id=run_id,
                             metadata=meta, infer=False)
     if as_json:
@@ -129,6 +138,8 @@ def search(
     top_k: int = typer.Option(10, "--top-k", "-k"),
     threshold: float = typer.Option(0.1, "--threshold"),
     as_json: bool = JsonOption,
+    url: str | None = UrlOption,
+    api_key: str | None = ApiKeyOption,
 ) -> None:
     """Find the memories closest in meaning to QUERY."""
     import json
@@ -139,7 +150,7 @@ def search(
         parsed = json.loads(filters) if filters else None
     except ValueError as exc:
         raise InvalidInput(f"--filters is not valid JSON: {exc}") from None
-    with open_memory(ctx) as memory:
+    with open_backend(ctx, url, api_key) as memory:
         result = memory.search(query, user_id=user_id, agent_id=agent_id, run_id=run_id,
                                filters=parsed, top_k=top_k, threshold=threshold)
     if as_json:
@@ -150,12 +161,13 @@ def search(
 
 
 @app.command()
-def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+def status(ctx: typer.Context, as_json: bool = JsonOption, url: str | None = UrlOption,
+           api_key: str | None = ApiKeyOption) -> None:
     """Store identity, counts per namespace, embedders. Exit 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN."""
     from memvault.cli.status import collect_status, render_status
 
     try:
-        report = collect_status(overrides(ctx))
+        report = remote_status(url, api_key) if url else collect_status(overrides(ctx))
     except Exception as exc:  # the status command itself broke: Nagios UNKNOWN
         print_error(f"status could not be determined: {type(exc).__name__}: {exc}")
         raise typer.Exit(3) from None
