@@ -86,6 +86,13 @@ def create_backup(
     gets a result (failed with the cause, suspicious with the reasons, or valid)."""
     progress = progress or NoProgress()
     dests = destinations if destinations is not None else open_destinations(settings)
+    unfinished = store.get_meta("restore_incomplete")
+    if unfinished:
+        reason = (f"the store holds an unfinished restore of {unfinished.get('backup')}; "
+                  "finish it with `memvault restore` before backing up")
+        log.error("backup refused: %s", reason)
+        metrics.backup_runs.labels(FAILED).inc(len(dests))
+        return [BackupResult(d.url, "", FAILED, [reason]) for d in dests]
     secret = settings.backup_encryption_key
     cipher = cipher_for(secret.get_secret_value() if secret else None)
     staging_root = Path(settings.data_dir) / "tmp"

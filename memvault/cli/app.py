@@ -197,5 +197,13 @@ def serve(
         raise typer.Exit(1) from None
 
 
+# -- backup issue: backup create|list|verify|prune, restore
+from memvault.cli.backup import backup_app, restore  # noqa: E402
+
+app.add_typer(backup_app, name="backup")
+app.command("restore")(fails_with_exit(1)(restore))
+# -- end backup issue
+
+
 def main() -> None:
     app()

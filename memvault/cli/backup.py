@@ -1,0 +1,228 @@
+"""`memvault backup create|list|verify|prune` and `memvault restore`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from memvault.cli.app import JsonOption, fails_with_exit, overrides
+from memvault.cli.output import console, err_console, print_error, print_json, print_table
+
+backup_app = typer.Typer(help="Create, list, verify and prune backups.", no_args_is_help=True)
+
+
+class RichProgress:
+    """The backup package's Progress protocol drawn as Rich bars on stderr."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+
+    def task(self, description: str, total: int | None) -> Any:
+        task_id = self._progress.add_task(description, total=total)
+        return lambda n: self._progress.advance(task_id, n)
+
+
+@contextmanager
+def progress_bars(enabled: bool = True) -> Iterator[Any]:
+    if not enabled:
+        from memvault.backup.progress import NoProgress
+
+        yield NoProgress()
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        yield RichProgress(progress)
+
+
+def _settings(ctx: typer.Context) -> Any:
+    from memvault.config import load_settings
+
+    return load_settings(overrides(ctx))
+
+
+def _cipher(settings: Any) -> Any:
+    from memvault.backup.crypto import cipher_for
+
+    secret = settings.backup_encryption_key
+    return cipher_for(secret.get_secret_value() if secret else None)
+
+
+@backup_app.command("create")
+@fails_with_exit(1)
+def backup_create(
+    ctx: typer.Context,
+    accept_drop: bool = typer.Option(False, "--accept-drop",
+                                     help="Accept a large drop in memories as intended."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Snapshot the store to every destination, read it back and validate it."""
+    from memvault.backup import create_backup
+    from memvault.store import open_store
+
+    settings = _settings(ctx)
+    store = open_store(settings)
+    try:
+        with progress_bars(not as_json) as progress:
+            results = create_backup(store, settings, accept_drop=accept_drop, progress=progress)
+    finally:
+        store.close()
+    if as_json:
+        print_json({"results": [r.to_json() for r in results]})
+    else:
+        print_table("backup", ["destination", "id", "status", "memories", "seq", "why"],
+                    [[r.destination, r.id, r.status, r.manifest.total if r.manifest else "",
+                      r.manifest.seq if r.manifest else "", "; ".join(r.reasons)]
+                     for r in results])
+    bad = [r for r in results if r.status != "valid"]
+    if bad or not results:
+        print_error(f"{len(bad)} of {len(results)} destinations hold no valid backup from this "
+                    "run", "read the reasons above; `memvault backup list` shows all backups")
+        raise typer.Exit(1)
+
+
+@backup_app.command("list")
+@fails_with_exit(1)
+def backup_list(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Every backup in every destination, oldest first, with its status and counts."""
+    from memvault.backup import list_backups, open_destinations
+
+    settings = _settings(ctx)
+    rows = []
+    for dest in open_destinations(settings):
+        rows += [e.summary() for e in list_backups(dest)]
+    if as_json:
+        print_json({"backups": rows})
+        return
+    print_table("backups", ["id", "destination", "status", "created", "seq", "memories", "why"],
+                [[r["id"], r["destination"], r["status"], r["created_at"], r["seq"], r["total"],
+                  "; ".join(r["reasons"])] for r in rows])
+
+
+@backup_app.command("verify")
+@fails_with_exit(1)
+def backup_verify(
+    ctx: typer.Context,
+    backup_id: str | None = typer.Argument(None, help="Backup id (default: the newest valid)."),
+    every: bool = typer.Option(False, "--all", help="Verify every backup."),
+    read_data: bool = typer.Option(False, "--read-data",
+                                   help="Read every file in full and check its sha256."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Check structure and journal chain, or (--read-data) every byte. Exit 1 on any fault."""
+    from memvault.backup import open_destinations, verify_backups
+
+    if backup_id and every:
+        raise typer.BadParameter("give a backup id or --all, not both")
+    settings = _settings(ctx)
+    report = verify_backups(open_destinations(settings), _cipher(settings),
+                            backup_id=backup_id, every=every, read_data=read_data)
+    if as_json:
+        print_json(report.to_json())
+    else:
+        print_table("verified", ["id", "destination", "status", "memories", "faults"],
+                    [[b["id"], b["destination"], b["status"], b["total"], len(b["faults"])]
+                     for b in report.checked])
+        for journal in report.journal:
+            if journal.get("segments"):
+                console.print(f"journal {journal['lineage_id']} in {journal['destination']}: "
+                              f"{journal['segments']} segments, seq {journal['from_seq']} to "
+                              f"{journal['upto_seq']}", highlight=False)
+        for fault in report.faults:
+            print_error(str(fault))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@backup_app.command("prune")
+@fails_with_exit(1)
+def backup_prune(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, delete nothing."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Apply MEMVAULT_BACKUP_KEEP to valid backups; the newest valid one is always kept."""
+    from memvault.backup import apply_prune, open_destinations, plan_prune
+
+    settings = _settings(ctx)
+    plans = [plan_prune(dest, settings.backup_keep) for dest in open_destinations(settings)]
+    if not dry_run:
+        for plan in plans:
+            apply_prune(plan)
+    if as_json:
+        print_json({"dry_run": dry_run, "plans": [p.to_json() for p in plans]})
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for plan in plans:
+        rows = [[i, "keep", ", ".join(r)] for i, r in plan.keep.items()]
+        rows += [[i, verb, why] for i, why in plan.delete.items()]
+        print_table(f"retention in {plan.destination.url}", ["id", "action", "why"],
+                    sorted(rows))
+        if plan.segments:
+            console.print(f"{verb} {len(plan.segments)} journal segments older than every "
+                          "kept point-in-time window", highlight=False)
+
+
+def restore(
+    ctx: typer.Context,
+    which: str = typer.Argument("latest", help="'latest' or a backup id."),
+    at: str | None = typer.Option(None, "--at", help="Point in time, ISO-8601."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, change nothing."),
+    yes: bool = typer.Option(False, "--yes", help="Replace the memories of a non-empty store."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Restore a backup (and the shipped journal up to --at) into the configured store."""
+    from memvault.backup import plan_restore, run_restore
+    from memvault.embed import make_embedder
+    from memvault.store import open_store
+
+    settings = _settings(ctx)
+    embedder = make_embedder(settings.embedder, settings)
+    configured = embedder.identity()
+    plan = plan_restore(settings, which, at, configured=configured)
+    store = open_store(settings)
+    try:
+        present = store.total()
+        if not as_json:
+            _print_plan(plan.to_json(), present)
+        if dry_run:
+            if as_json:
+                print_json({"dry_run": True, "target_memories": present, "plan": plan.to_json()})
+            return
+        with progress_bars(not as_json) as progress:
+            report = run_restore(store, settings, embedder, which, at, yes=yes,
+                                 progress=progress)
+    finally:
+        store.close()
+    if as_json:
+        print_json(report.to_json())
+    else:
+        console.print(f"restored {report.plan.manifest.id}: {sum(report.counts.values())} "
+                      f"memories, {report.replayed} journal entries replayed; counts verified",
+                      highlight=False)
+
+
+def _print_plan(plan: dict[str, Any], present: int) -> None:
+    source, journal, embed = plan["source"], plan["journal"], plan["embedder"]
+    console.print(f"[bold]restore plan[/]\n  source: {source['backup']} in "
+                  f"{source['destination']} (seq {source['seq']}, taken {source['created_at']})",
+                  highlight=False)
+    for note in plan["fallbacks"]:
+        console.print(f"  skipped: {note}", highlight=False)
+    console.print(f"  journal: {journal['entries']} entries replayed up to seq "
+                  f"{journal['upto_seq']} ({journal['upto_ts'] or 'snapshot time'})"
+                  + (f", requested --at {plan['at']}" if plan["at"] else ""), highlight=False)
+    for fault in journal["faults"]:
+        console.print(f"  [yellow]journal stops early:[/] {fault}", highlight=False)
+    action = (f"re-embed with {embed['configured']}" if embed["reembed"]
+              else "keep the backup's vectors")
+    console.print(f"  embedder: backup {embed['backup']}, configured {embed['configured']}: "
+                  f"{action}", highlight=False)
+    console.print(f"  target holds {present} memories", highlight=False)
+    print_table(None, ["namespace", "in backup", "after restore"],
+                [[ns, plan["counts_in_backup"].get(ns, 0), n]
+                 for ns, n in plan["counts_after_restore"].items()])
