@@ -59,7 +59,7 @@ def seeded(memory: Memory) -> Memory:
 )
 def test_add_rejects_bad_input_without_writing(seeded: Memory, kwargs: dict[str, Any],
                                                fragment: str) -> None:
-    kwargs.setdefault("user_id", "alice")
+    kwargs = {"user_id": "alice", **kwargs}
     before = _snapshot(seeded)
     messages = kwargs.pop("messages")
     with pytest.raises(InvalidInput) as caught:
@@ -102,8 +102,7 @@ def test_malformed_ids_are_clear_errors(seeded: Memory, bad_id: Any) -> None:
     ],
 )
 def test_search_rejects_bad_input(seeded: Memory, kwargs: dict[str, Any], fragment: str) -> None:
-    kwargs.setdefault("query", "fact")
-    kwargs.setdefault("filters", {"user_id": "alice"})
+    kwargs = {"query": "fact", "filters": {"user_id": "alice"}, **kwargs}
     with pytest.raises(InvalidInput) as caught:
         seeded.search(kwargs.pop("query"), **kwargs)
     assert fragment in str(caught.value)
