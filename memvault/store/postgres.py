@@ -16,7 +16,7 @@ Design, and why:
   seen seq N never later finds a smaller one appear.
 - Text columns use the "C" collation and timestamps stay ISO text, and metadata is `json` (kept
   verbatim, like SQLite's TEXT), so comparisons and round trips match the SQLite backend.
-- Every wait on the server is bounded by the configured timeout (`_TimedConnection`): a
+- Every wait on the server is bounded by the configured timeout (`TimedConnection`): a
   database that vanishes or freezes mid-request raises StoreUnavailable, never hangs.
 """
 
@@ -197,7 +197,7 @@ def _register_vector(conn: psycopg.Connection[Any]) -> None:
 
 # ---------------------------------------------------------------- connections
 
-class _TimedConnection(psycopg.Connection[Any]):
+class TimedConnection(psycopg.Connection[Any]):
     """A connection whose every wait on the server is bounded by `deadline` seconds.
 
     libpq has no client-side query timeout: a server that stops answering (frozen, or a network
@@ -221,7 +221,7 @@ class _TimedConnection(psycopg.Connection[Any]):
 def _no_deadline(conn: psycopg.Connection[Any], restore_ms: int) -> Iterator[None]:
     """Lift the client deadline and the server's statement_timeout for long admin work."""
     previous = getattr(conn, "deadline", None)
-    if isinstance(conn, _TimedConnection):
+    if isinstance(conn, TimedConnection):
         conn.deadline = None
     conn.execute("SET statement_timeout = 0")
     try:
@@ -230,7 +230,7 @@ def _no_deadline(conn: psycopg.Connection[Any], restore_ms: int) -> Iterator[Non
         if not conn.closed:
             try:
                 conn.execute(f"SET statement_timeout = {restore_ms}")
-                if isinstance(conn, _TimedConnection):
+                if isinstance(conn, TimedConnection):
                     conn.deadline = previous
             except psycopg.Error:
                 conn.close()  # the pool discards it
@@ -286,7 +286,7 @@ class PostgresStore(Store):
             min_size=min_connections,
             max_size=max_connections,
             kwargs=self._connect_kwargs(),
-            connection_class=_TimedConnection,
+            connection_class=TimedConnection,
             configure=self._configure,
             check=ConnectionPool.check_connection,
             timeout=self.timeout,
@@ -325,13 +325,13 @@ class PostgresStore(Store):
             # Filtered searches keep walking the graph until top_k rows pass the filter.
             conn.execute("SET hnsw.iterative_scan = relaxed_order")
         _register_vector(conn)
-        if isinstance(conn, _TimedConnection):
+        if isinstance(conn, TimedConnection):
             conn.deadline = self.timeout
 
-    def _connect_plain(self, deadline: float | None) -> _TimedConnection:
+    def _connect_plain(self, deadline: float | None) -> TimedConnection:
         """One connection outside the pool (bootstrap, snapshots)."""
         try:
-            conn = _TimedConnection.connect(self.url, **self._connect_kwargs())
+            conn = TimedConnection.connect(self.url, **self._connect_kwargs())
         except psycopg.Error as exc:
             raise self._unavailable(exc, "connecting") from None
         conn.deadline = deadline
