@@ -13,6 +13,7 @@ On SQLite one file has one writer process by design, so the elector always leads
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -100,10 +101,9 @@ class PostgresLeaderElector:
             self._thread = None
         with self._lock:
             if self._conn is not None and not self._conn.closed and self._leader:
-                try:
+                # Closing the session releases the lock anyway; unlocking first is just polite.
+                with contextlib.suppress(psycopg.Error):
                     self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
-                except psycopg.Error:
-                    pass  # closing the session releases it anyway
             self._close()
             self._set(False)
 
