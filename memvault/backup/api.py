@@ -1,25 +1,48 @@
-"""`GET|POST /backups` for the HTTP server: include `router` and set
-`app.state.backup_scheduler` to the running BackupScheduler (auth is the server's)."""
+"""The backup concern's server extension (see memvault/server/extensions.py):
+
+- `router`: `GET|POST /backups` (mounted behind the admin key by the server);
+- `install(app)`: backup metrics on the app's registry, a readiness check that refuses a store
+  left half-restored;
+- `background_jobs(settings, memory)`: the BackupScheduler (snapshots + journal shipping), run
+  only by the elected leader on PostgreSQL.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
+from memvault.backup import metrics
 from memvault.backup.catalog import list_backups
 from memvault.backup.errors import BackupError
+from memvault.backup.restore import restore_incomplete
 from memvault.backup.scheduler import BackupScheduler
+from memvault.errors import MemvaultError
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from memvault.config import Settings
+    from memvault.memory import Memory
+
+log = logging.getLogger("memvault.backup")
 router = APIRouter(tags=["backups"])
+# The scheduler started for a store by background_jobs, so the API reports the running one.
+_RUNNING: dict[int, BackupScheduler] = {}
 
 
 def _scheduler(request: Request) -> BackupScheduler:
-    scheduler = getattr(request.app.state, "backup_scheduler", None)
+    state = request.app.state
+    scheduler = getattr(state, "backup_scheduler", None)
     if scheduler is None:
-        raise HTTPException(503, detail={"code": "backups_not_configured",
-                                         "message": "backups are not running in this server"})
+        memory = state.memory
+        scheduler = _RUNNING.get(id(memory.store)) or BackupScheduler(memory.store,
+                                                                     state.settings)
+        state.backup_scheduler = scheduler
     return scheduler
 
 
@@ -52,3 +75,54 @@ async def post_backups(request: Request, accept_drop: bool = False) -> dict[str,
     if not results or any(r.status != "valid" for r in results):
         raise HTTPException(502, detail={"code": "backup_failed", **body})
     return body
+
+
+def restore_check(memory: Memory) -> dict[str, Any]:
+    try:
+        marker = restore_incomplete(memory.store)
+    except MemvaultError as exc:
+        return {"name": "restore", "ok": False, "message": str(exc)}
+    if marker:
+        return {"name": "restore", "ok": False, "code": "restore_incomplete",
+                "message": f"an unfinished restore of backup {marker.get('backup')} (started "
+                f"{marker.get('started_at')}) left the store partial; re-run `memvault restore`"}
+    return {"name": "restore", "ok": True, "message": "no unfinished restore"}
+
+
+def install(app: FastAPI) -> None:
+    app.state.readiness_checks.append(restore_check)
+    registry = getattr(app.state, "metrics_registry", None)
+    if registry is not None:
+        for metric in (metrics.backup_last_success, metrics.backup_last_memories,
+                       metrics.backup_runs, metrics.journal_lag, metrics.journal_segments):
+            # ValueError: already registered (several apps in one process)
+            with contextlib.suppress(ValueError):
+                registry.register(metric)
+
+
+class BackupJob:
+    """Leader election + scheduler as one background job."""
+
+    def __init__(self, settings: Settings, memory: Memory) -> None:
+        from memvault.store.leader import make_leader_elector
+
+        self.elector = make_leader_elector(settings, "backups")
+        self.scheduler = BackupScheduler(memory.store, settings,
+                                         is_leader=self.elector.is_leader)
+        self._key = id(memory.store)
+
+    def start(self) -> None:
+        self.elector.start()
+        _RUNNING[self._key] = self.scheduler
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        try:
+            self.scheduler.stop()  # ships the final journal segment while still leader
+        finally:
+            _RUNNING.pop(self._key, None)
+            self.elector.stop()
+
+
+def background_jobs(settings: Settings, memory: Memory) -> list[BackupJob]:
+    return [BackupJob(settings, memory)]
