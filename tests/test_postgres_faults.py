@@ -26,8 +26,8 @@ TIMEOUT = 2.0
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    own = Cluster(tmp_path_factory.mktemp("pgfault") / "data")
+def cluster() -> Iterator[Cluster]:
+    own = Cluster()
     yield own
     own.close()
 
