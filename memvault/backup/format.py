@@ -124,12 +124,22 @@ def record_line(record: MemoryRecord) -> bytes:
 
 
 def read_plain(source: Iterable[bytes], key: str, cipher: Cipher | None,
-               expected: FileInfo | None, encrypted: bool) -> Iterator[bytes]:
+               expected: FileInfo | None, encrypted: bool, file: str | None = None
+               ) -> Iterator[bytes]:
     """Decompressed bytes of a stored file, checking size, sha256, tags and the zstd frame.
 
     Checksum faults are raised at the end of the stream, so callers must not commit what they
-    read before the generator is exhausted.
+    read before the generator is exhausted. Faults name `file` (default: the key).
     """
+    try:
+        yield from _read_plain(source, key, cipher, expected, encrypted)
+    except BackupCorrupt as exc:
+        exc.file = file or key
+        raise
+
+
+def _read_plain(source: Iterable[bytes], key: str, cipher: Cipher | None,
+                expected: FileInfo | None, encrypted: bool) -> Iterator[bytes]:
     sha = hashlib.sha256()
     size = 0
 
@@ -299,7 +309,7 @@ def read_snapshot(dest: Destination, manifest: Manifest, cipher: Cipher | None) 
         if info is None:
             raise BackupCorrupt(f"the manifest of {manifest.id} does not list {name}", file=name)
         key = snapshot_key(manifest.id, name)
-        return read_plain(dest.iter_chunks(key), key, cipher, info, manifest.encrypted)
+        return read_plain(dest.iter_chunks(key), key, cipher, info, manifest.encrypted, name)
 
     records: list[MemoryRecord] = []
     for number, line in enumerate(iter_lines(plain(MEMORIES_FILE)), 1):
