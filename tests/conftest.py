@@ -86,3 +86,30 @@ def store(settings: Settings) -> Iterator[Store]:
 def memory(settings: Settings, local_embedder: LocalEmbedder) -> Iterator[Memory]:
     with Memory(settings, embedder=local_embedder) as opened:
         yield opened
+
+
+# -- server issue: the app over the `memory` fixture (every backend), in-process and live
+@pytest.fixture
+def app(settings: Settings, memory: Memory) -> Iterator[Any]:
+    from memvault.server import create_app
+
+    application = create_app(settings, memory)
+    yield application
+    application.state.add_batcher.stop()
+
+
+@pytest.fixture
+def client(app: Any) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def live_url(app: Any) -> Iterator[str]:
+    from tests.peers.live_server import LiveServer
+
+    with LiveServer(app) as server:
+        yield server.url
+# -- end server issue

@@ -38,7 +38,6 @@ class AddBatcher:
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._stopped = False
         self.batches = 0  # rounds run (for tests and the bench)
         self.requests = 0
 
@@ -47,9 +46,7 @@ class AddBatcher:
         results for these records, or raises the error they caused."""
         pending = _Pending(records, actor)
         with self._lock:
-            if self._stopped:
-                raise RuntimeError("the add batcher is stopped")
-            if self._thread is None:
+            if self._thread is None:  # first use, or after stop(): (re)start the worker
                 self._thread = threading.Thread(target=self._run, name="memvault-add-batcher",
                                                 daemon=True)
                 self._thread.start()
@@ -57,10 +54,11 @@ class AddBatcher:
         return pending.future.result()
 
     def stop(self) -> None:
+        """Finish what is queued and end the worker (a later submit starts a new one)."""
         with self._lock:
-            self._stopped = True
-            thread = self._thread
-            self._queue.put(None)
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                self._queue.put(None)
         if thread is not None:
             thread.join(timeout=30)
 

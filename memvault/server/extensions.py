@@ -35,9 +35,9 @@ class BackgroundJob(Protocol):
     def stop(self) -> None: ...
 
 
-def load_extensions(names: Iterable[str] = EXTENSION_MODULES) -> list[ModuleType]:
+def load_extensions(names: Iterable[str] | None = None) -> list[ModuleType]:
     modules = []
-    for name in names:
+    for name in EXTENSION_MODULES if names is None else names:
         try:
             found = importlib.util.find_spec(name) is not None
         except ModuleNotFoundError:  # its package does not exist
