@@ -241,8 +241,10 @@ def display_value(name: str, value: Any) -> Any:
         return "***"
     if name == "alert_urls":
         return [_redact_apprise(v.get_secret_value()) for v in value]
-    if name == "database_url":
+    if name in ("database_url", "embedder_url", "llm_url"):  # credentials may be in URLs
         return redact_url(value)
+    if name == "backup_urls":
+        return [redact_url(v) for v in value]
     if name in {"embedder_timeout", "llm_timeout", "backup_interval", "journal_interval",
                 "drill_interval", "db_timeout"}:
         return format_duration(value)

@@ -210,7 +210,19 @@ def reset(request: Request, principal: Principal = Depends(require_admin)) -> JS
 @router.get("/configure", tags=["admin"], summary="The configuration, secrets redacted",
             responses=ERRORS)
 def configuration(request: Request, _: Principal = Depends(require_admin)) -> JSONResponse:
-    return JSONResponse(public_settings(request.app.state.settings))
+    # Redacted twice over: public_settings masks secret fields, the redactor any secret
+    # value or URL credential that might sit in another field.
+    redact = request.app.state.redact
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value)
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    settings = public_settings(request.app.state.settings)
+    return JSONResponse({key: clean(value) for key, value in settings.items()})
 
 
 @router.get("/entities", tags=["entities"], summary="Users, agents and runs with memories",
