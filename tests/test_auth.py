@@ -196,7 +196,7 @@ def test_refuses_non_loopback_without_admin_key(
         assert is_loopback(host)
     for host in ("0.0.0.0", "::", "192.168.1.20", "example.org"):
         assert not is_loopback(host)
-    with pytest.raises(ConfigError, match="refusing to listen on 0.0.0.0"):
+    with pytest.raises(ConfigError, match=r"refusing to listen on 0\.0\.0\.0"):
         run_server({"host": "0.0.0.0", "data_dir": tmp_path})
     result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "serve", "--host",
                                       "0.0.0.0"])
@@ -220,7 +220,7 @@ def test_secrets_never_in_configure_errors_or_logs(
         "alert_urls": "tgram://bottoken-s3cret/chat"})
     with Memory(settings, embedder=local_embedder) as memory:
         client = TestClient(create_app(settings, memory))
-        key, token = create_key(memory.store, user_id="u")
+        _key, token = create_key(memory.store, user_id="u")
         with caplog.at_level(logging.DEBUG):
             config = client.get("/configure", headers=as_admin_key(secrets["admin"]))
             failed = client.post("/memories", headers=bearer(token), json={
