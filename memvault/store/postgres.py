@@ -783,6 +783,10 @@ class PostgresStore(Store):
             if rebuild:
                 for key in vectors:
                     self.build_hnsw_index(cur, key, known[key].dims)
+                # Fresh statistics, or the planner may still think the table is tiny and sort
+                # every vector instead of walking the index.
+                cur.execute("ANALYZE memories")
+                cur.execute("ANALYZE vectors")
         return len(records)
 
     def build_hnsw_index(self, cur: psycopg.Cursor[Any], key: str, dims: int) -> None:
@@ -855,14 +859,38 @@ class PostgresStore(Store):
         threshold: float | None = None,
         include_expired: bool = True,
     ) -> list[tuple[MemoryRecord, float]]:
+        if top_k <= 0:
+            self.search_statement(query, embedder_key, node, 1)  # still check the query
+            return []
+        statement, params = self.search_statement(query, embedder_key, node, top_k, threshold,
+                                                  include_expired)
+        with self._connection() as conn:
+            if top_k > self.ef_search:
+                # HNSW yields at most ef_search candidates per pass: widen it for this query.
+                with conn.transaction():
+                    conn.execute("SELECT set_config('hnsw.ef_search', %s, true)",
+                                 (str(min(top_k, 1000)),))
+                    rows = conn.execute(statement, params).fetchall()
+            else:
+                rows = conn.execute(statement, params).fetchall()
+        return [(_row_to_record(row[:-1]), 1.0 - float(row[-1])) for row in rows]
+
+    def search_statement(
+        self,
+        query: np.ndarray,
+        embedder_key: str,
+        node: Any,
+        top_k: int,
+        threshold: float | None = None,
+        include_expired: bool = True,
+    ) -> tuple[str, list[Any]]:
+        """The SQL of one search and its parameters (tests EXPLAIN it to see the index used)."""
         dims = self._dims(embedder_key)
         query = np.asarray(query, dtype=np.float32)
         if query.shape != (dims,):
             raise InvalidInput(
                 f"query vector has shape {query.shape}, the index holds {dims} dims"
             )
-        if top_k <= 0:
-            return []
         filtered = node is not None or not include_expired
         where, params = self._where(node, include_expired) if filtered else ("1=1", [])
         # The expression and the literal key match the partial HNSW index of this embedder.
@@ -882,15 +910,7 @@ class PostgresStore(Store):
             statement += " WHERE 1 - n.distance >= %s"
             params.append(float(threshold))
         statement += " ORDER BY n.distance, m.id"
-        with self._connection() as conn:
-            if top_k > self.ef_search:
-                with conn.transaction():
-                    conn.execute("SELECT set_config('hnsw.ef_search', %s, true)",
-                                 (str(min(top_k, 1000)),))
-                    rows = conn.execute(statement, params).fetchall()
-            else:
-                rows = conn.execute(statement, params).fetchall()
-        return [(_row_to_record(row[:-1]), 1.0 - float(row[-1])) for row in rows]
+        return statement, params
 
     def _dims(self, embedder_key: str) -> int:
         # A key's dimension never changes once registered, so remembering it cannot go stale.

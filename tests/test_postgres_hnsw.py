@@ -1,0 +1,160 @@
+"""The HNSW index per embedder: built, used by searches, and close to exact search."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from memvault.embed.base import normalize_rows
+from memvault.store import parse_filters
+from memvault.store import postgres as pg
+from memvault.store.postgres import PostgresStore
+from tests.helpers import identity, prepared, record
+
+DIMS = 32
+N = 4000
+
+
+def clustered(n: int, seed: int) -> np.ndarray:
+    """Unit vectors around 40 topic centres, like embeddings of text on a few subjects."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, DIMS))
+    return normalize_rows(centres[rng.integers(0, 40, n)] + 0.6 * rng.standard_normal((n, DIMS)))
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[PostgresStore]:
+    opened = PostgresStore(pg_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module")
+def filled(pg_server: Any) -> Iterator[tuple[PostgresStore, str, np.ndarray, list[str]]]:
+    """One store of N clustered vectors shared by the read-only tests of this module."""
+    name = "t_hnsw_" + uuid.uuid4().hex[:8]
+    pg_server.psql(f"CREATE DATABASE {name};")
+    store = PostgresStore(pg_server.get_uri(name), ef_search=100)
+    ident = prepared(store, identity("hnsw", DIMS))
+    vecs = clustered(N, seed=1)
+    recs = [record(f"memory {i}", user_id=f"u{i % 10}", metadata={"n": i}) for i in range(N)]
+    store.add(recs, vecs, ident.key, None)
+    with store._connection() as conn:
+        conn.execute("ANALYZE memvault.vectors; ANALYZE memvault.memories")
+    yield store, ident.key, vecs, [r.id for r in recs]
+    store.close()
+    pg_server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);")
+
+
+def _exact(vecs: np.ndarray, query: np.ndarray, k: int, allowed: np.ndarray | None = None
+           ) -> list[int]:
+    scores = vecs @ query
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+    return [int(i) for i in np.argsort(-scores)[:k]]
+
+
+def test_each_embedder_has_its_own_index(pg_store: PostgresStore) -> None:
+    small, big = identity("small", 8), identity("big", 16)
+    prepared(pg_store, small)
+    pg_store.register_embedder(big)
+    with pg_store._connection() as conn:
+        defs = {name: definition for name, definition in conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'memvault' "
+            "AND indexdef LIKE '%hnsw%'")}
+    assert set(defs) == {pg_store.hnsw_index_name(small.key), pg_store.hnsw_index_name(big.key)}
+    for ident in (small, big):
+        definition = defs[pg_store.hnsw_index_name(ident.key)]
+        assert f"vector({ident.dims})" in definition and ident.key in definition
+        assert "vector_cosine_ops" in definition and "m='16'" in definition
+    # Vectors of both sizes live side by side and each search finds its own.
+    rec = record("two embedders")
+    pg_store.add([rec], normalize_rows(np.ones((1, 8))), small.key, None)
+    pg_store.put_vectors([rec.id], normalize_rows(np.ones((1, 16))), big.key)
+    assert pg_store.vector_counts() == {small.key: 1, big.key: 1}
+    assert pg_store.search(normalize_rows(np.ones((1, 16)))[0], big.key, None, 5)[0][0].id \
+        == rec.id
+
+
+def test_search_plan_uses_the_hnsw_index(
+    filled: tuple[PostgresStore, str, np.ndarray, list[str]],
+) -> None:
+    store, key, vecs, _ = filled
+    statement, params = store.search_statement(vecs[0], key, None, 10)
+    with store._connection() as conn:
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + statement, params))
+    assert store.hnsw_index_name(key) in plan, plan
+
+
+def test_recall_against_exact_search(
+    filled: tuple[PostgresStore, str, np.ndarray, list[str]],
+) -> None:
+    store, key, vecs, ids = filled
+    queries = clustered(40, seed=2)
+    found = total = 0
+    for query in queries:
+        hits = store.search(query, key, None, 10)
+        exact = {ids[i] for i in _exact(vecs, query, 10)}
+        assert len(hits) == 10
+        scores = [score for _, score in hits]
+        assert scores == sorted(scores, reverse=True)
+        found += len(exact & {h.id for h, _ in hits})
+        total += 10
+    # These synthetic vectors are harder than text embeddings (bench: real text, >= 0.95).
+    assert found / total >= 0.9
+
+
+def test_filtered_search_still_returns_top_k(
+    filled: tuple[PostgresStore, str, np.ndarray, list[str]],
+) -> None:
+    store, key, vecs, ids = filled
+    numbers = np.arange(N)
+    cases = [
+        ({"user_id": "u3"}, numbers % 10 == 3),            # 10% of the rows
+        ({"n": {"lt": 80}}, numbers < 80),                 # 2%: the graph walk must go on
+        ({"AND": [{"user_id": "u7"}, {"n": {"gte": 3000}}]},
+         (numbers % 10 == 7) & (numbers >= 3000)),
+    ]
+    for filters, allowed in cases:
+        found = total = 0
+        for query in clustered(10, seed=3):
+            hits = store.search(query, key, parse_filters(filters), 10)
+            assert len(hits) == 10, filters
+            assert all(allowed[ids.index(h.id)] for h, _ in hits), filters
+            exact = {ids[i] for i in _exact(vecs, query, 10, allowed)}
+            found += len(exact & {h.id for h, _ in hits})
+            total += 10
+        assert found / total >= 0.9, filters
+
+
+def test_top_k_beyond_ef_search_and_threshold(
+    filled: tuple[PostgresStore, str, np.ndarray, list[str]],
+) -> None:
+    store, key, vecs, _ = filled
+    with store._connection() as conn:
+        assert conn.execute("SHOW hnsw.ef_search").fetchone() == ("100",)
+    assert len(store.search(vecs[5], key, None, 150)) == 150  # > ef_search
+    scores = vecs @ vecs[5]
+    hits = store.search(vecs[5], key, None, 150, threshold=0.8)
+    assert hits and all(score >= 0.8 for _, score in hits)
+    assert len(hits) == min(150, int((scores >= 0.8).sum()))
+
+
+def test_large_bulk_load_rebuilds_the_index(
+    pg_store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg, "BULK_REINDEX_MIN_ROWS", 500)  # the real threshold, made small
+    ident = prepared(pg_store, identity("bulk", DIMS))
+    vecs = clustered(5000, seed=4)
+    recs = [record(f"bulk {i}") for i in range(5000)]
+    assert pg_store.bulk_load(recs, {ident.key: vecs}) == 5000
+    statement, params = pg_store.search_statement(vecs[0], ident.key, None, 10)
+    with pg_store._connection() as conn:  # no ANALYZE here: bulk_load must leave fresh stats
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + statement, params))
+    assert pg_store.hnsw_index_name(ident.key) in plan
+    hits = pg_store.search(vecs[0], ident.key, None, 10)
+    assert hits[0][0].id == recs[0].id and len(hits) == 10
