@@ -47,7 +47,8 @@ class MemoryRecord:
         return namespace_key(self.user_id, self.agent_id, self.run_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow on purpose (dataclasses.asdict deep-copies and dominated bulk ingest).
+        return {name: getattr(self, name) for name in _RECORD_FIELDS}
 
     def evolve(self, **changes: Any) -> MemoryRecord:
         return replace(self, **changes)
@@ -56,6 +57,9 @@ class MemoryRecord:
     def from_dict(cls, data: dict[str, Any]) -> MemoryRecord:
         known = {name: data.get(name) for name in cls.__dataclass_fields__}
         return cls(**known)
+
+
+_RECORD_FIELDS = tuple(MemoryRecord.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
