@@ -96,6 +96,7 @@ def app(settings: Settings, memory: Memory) -> Iterator[Any]:
     application = create_app(settings, memory)
     yield application
     application.state.add_batcher.stop()
+    application.state.embed_batcher.stop()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from memvault.memory import Memory
+from memvault.store import parse_filters
 
 THREADS = 8
 
@@ -86,3 +87,32 @@ def test_reads_and_deletes_alongside_writes(live_url: str, memory: Memory) -> No
         list(pool.map(work, range(THREADS)))
     remaining = {r["memory"] for r in memory.get_all(user_id="v", top_k=1000)["results"]}
     assert remaining == {f"new note {n}-{i}" for n in range(THREADS) for i in range(4)}
+
+
+def test_concurrent_searches_share_model_calls(
+    live_url: str, memory: Memory, app: Any, local_embedder: Any
+) -> None:
+    memory.add([{"role": "user", "content": t} for t in
+                ("I love pizza", "I play tennis on Sundays", "My sister lives in Oslo")],
+               user_id="s", infer=False)
+    queries = [f"{topic} question {n}" for n in range(6) for topic in ("food", "sport", "family")]
+
+    def search(query: str) -> list[str]:
+        with httpx.Client(base_url=live_url, timeout=60) as http:
+            response = http.post("/search", json={"query": query, "user_id": "s",
+                                                  "threshold": None})
+            assert response.status_code == 200
+            return [r["memory"] for r in response.json()["results"]]
+
+    batcher = app.state.embed_batcher
+    calls_before, requests_before = batcher.calls, batcher.requests
+    with ThreadPoolExecutor(THREADS) as pool:
+        ranked = list(pool.map(search, queries))
+    assert batcher.requests - requests_before == len(queries)
+    assert batcher.calls - calls_before < len(queries)  # coalesced
+    # Batching changes nothing in the answers: same ranking as an unbatched search.
+    for query, ranking in zip(queries, ranked, strict=True):
+        vector = local_embedder.embed([query])[0]
+        hits = memory.store.search(vector, memory.embedder_identity().key,
+                                   parse_filters({"user_id": "s"}), 20)
+        assert ranking == [record.memory for record, _ in hits]

@@ -18,6 +18,7 @@ from memvault.server import ops, routes
 from memvault.server.auth import require_admin
 from memvault.server.batcher import AddBatcher
 from memvault.server.context import MAX_BODY_BYTES, RequestContext
+from memvault.server.embed_batcher import BatchingEmbedder
 from memvault.server.errors import Redactor, install_error_handlers
 from memvault.server.extensions import BackgroundJob, load_extensions
 from memvault.server.metrics import StoreCollector
@@ -40,6 +41,11 @@ def create_app(
     `background` jobs are started when the app starts and stopped when it stops."""
     owned = memory is None
     memory = memory or Memory(settings, actor="api")
+    embedder = memory.embedder
+    if not isinstance(embedder, BatchingEmbedder):
+        # Concurrent requests share model calls (see embed_batcher.py).
+        embedder = BatchingEmbedder(embedder)
+        memory._embedder = embedder  # the server decides how its Memory embeds
     batcher = AddBatcher(memory)
 
     @asynccontextmanager
@@ -57,6 +63,7 @@ def create_app(
                 except Exception:
                     log.exception("stopping background job %r failed", job)
             batcher.stop()
+            embedder.stop()
             if owned:
                 memory.close()
 
@@ -68,6 +75,7 @@ def create_app(
                            if settings.admin_api_key else None)
     app.state.redact = Redactor(settings)
     app.state.add_batcher = batcher
+    app.state.embed_batcher = embedder
     app.state.readiness_checks = list(ops.DEFAULT_READINESS_CHECKS)
     registry = CollectorRegistry()
     registry.register(StoreCollector(memory))
