@@ -32,7 +32,7 @@ from memvault.backup.format import (
     Manifest,
     StagedFile,
     read_snapshot,
-    record_line,
+    record_lines,
     snapshot_key,
     vector_files,
 )
@@ -128,7 +128,7 @@ def _stage(store: Store, staging: Path, cipher: Cipher | None, progress: Progres
         advance = progress.task("snapshot: memories", sum(counts.values()))
         out = StagedFile(staging / MEMORIES_FILE, cipher)
         for batch in snap.iter_records(5000):
-            out.write(b"".join(record_line(r) for r in batch))
+            out.write(record_lines(batch))
             advance(len(batch))
         files[MEMORIES_FILE] = out.close()
         embedders = []
@@ -204,7 +204,7 @@ def judge(dest: Destination, manifest: Manifest, vector_counts: dict[str, int],
     """Why this copy is not valid (empty list = valid): a full read-back, then plausibility."""
     reasons: list[str] = []
     try:
-        data = read_snapshot(dest, manifest, cipher)
+        data = read_snapshot(dest, manifest, cipher, load_vectors=False)
     except BackupCorrupt as exc:
         reasons.append(f"read-back failed: {exc}")
     else:
@@ -212,7 +212,7 @@ def judge(dest: Destination, manifest: Manifest, vector_counts: dict[str, int],
         if read_vectors != vector_counts:
             reasons.append(f"vectors read back {read_vectors} differ from the store's "
                            f"{vector_counts} at seq {manifest.seq}")
-        known = {r.id for r in data.records}
+        known = {row["id"] for row in data.rows}
         for key, (ids, _) in data.vectors.items():
             if not known.issuperset(ids):
                 reasons.append(f"vectors of {key} name memories that are not in the backup")
