@@ -311,7 +311,14 @@ class SnapshotData:
 
     @cached_property
     def records(self) -> list[MemoryRecord]:
-        return [MemoryRecord.from_dict(row) for row in self.rows]
+        out = []
+        for row in self.rows:
+            fields = {k: v for k, v in row.items() if k != "namespace"}
+            try:
+                out.append(MemoryRecord(**fields))  # the lines hold exactly the fields
+            except TypeError:  # written by another version: take what is known
+                out.append(MemoryRecord.from_dict(row))
+        return out
 
     def counts(self) -> dict[str, int]:
         """Memories per namespace, recomputed from user_id/agent_id/run_id of every line."""
