@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from memvault.backup.catalog import list_backups, newest_valid
 from memvault.backup.destinations import Destination, open_destinations
 from memvault.backup.journal import JournalShipper
+from memvault.backup.retention import apply_prune, plan_prune
 from memvault.backup.snapshot import BackupResult, create_backup
 from memvault.errors import MemvaultError
 
@@ -74,6 +75,18 @@ class BackupScheduler:
             self.last_snapshot_at = time.time()
             return results
 
+    def prune(self) -> None:
+        """Apply MEMVAULT_BACKUP_KEEP to every destination (never the newest valid backup)."""
+        for dest in self.destinations:
+            try:
+                plan = plan_prune(dest, self.settings.backup_keep)
+                apply_prune(plan)
+                if plan.delete:
+                    log.info("pruned %d backups from %s: %s", len(plan.delete), dest,
+                             ", ".join(plan.delete))
+            except MemvaultError as exc:
+                log.error("pruning %s failed: %s", dest, exc)
+
     def ship_journal(self) -> int:
         try:
             return self.shipper.ship()
@@ -107,6 +120,7 @@ class BackupScheduler:
                 continue
             try:
                 results = self.snapshot_now()
+                self.prune()
                 self.last_error = None
                 if any(r.status == "failed" for r in results):
                     wait = min(wait, 300.0)  # a failed run is retried soon, not in 24 h
