@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from memvault import __version__
 from memvault.config import Settings
+from memvault.embed import make_embedder
 from memvault.memory import Memory
 from memvault.server import ops, routes
 from memvault.server.auth import require_admin
@@ -30,6 +32,19 @@ DESCRIPTION = """mem0-compatible memory API. Authenticate with `X-API-Key: <key>
 from `memvault keys create` only its own namespace."""
 
 
+def server_embedder(settings: Settings) -> BatchingEmbedder:
+    """The configured embedder as the server runs it, behind a batcher. The bundled model runs
+    single-threaded with one batch worker per core: ONNX Runtime's own thread pool spins and
+    doubles the CPU per query when requests are concurrent. Other embedders get one worker
+    (a remote endpoint batches on its side)."""
+    if settings.embedder == "local":
+        from memvault.embed.local import LocalEmbedder
+
+        local = LocalEmbedder(batch_size=settings.embedder_batch_size, threads=1)
+        return BatchingEmbedder(local, workers=max(1, min(4, os.cpu_count() or 1)))
+    return BatchingEmbedder(make_embedder(settings.embedder, settings))
+
+
 def create_app(
     settings: Settings,
     memory: Memory | None = None,
@@ -40,7 +55,7 @@ def create_app(
     """Build the app. Without `memory` one is opened from `settings` (and closed on shutdown).
     `background` jobs are started when the app starts and stopped when it stops."""
     owned = memory is None
-    memory = memory or Memory(settings, actor="api")
+    memory = memory or Memory(settings, actor="api", embedder=server_embedder(settings))
     embedder = memory.embedder
     if not isinstance(embedder, BatchingEmbedder):
         # Concurrent requests share model calls (see embed_batcher.py).

@@ -24,14 +24,17 @@ class _Pending:
 
 
 class BatchingEmbedder:
-    """An Embedder that hands every embed() to one worker, which embeds whatever is waiting
-    in one call. Same vectors as the wrapped embedder; a lone caller waits for no one."""
+    """An Embedder that hands every embed() to a worker, which embeds whatever is waiting in
+    one call. Same vectors as the wrapped embedder; a lone caller waits for no one. With a
+    single-threaded local model, one worker per core keeps every core busy under load."""
 
-    def __init__(self, inner: Embedder, max_texts: int = MAX_BATCH_TEXTS) -> None:
+    def __init__(self, inner: Embedder, max_texts: int = MAX_BATCH_TEXTS,
+                 workers: int = 1) -> None:
         self.inner = inner
         self._max_texts = max_texts
+        self._workers = workers
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.calls = 0  # model calls made (for tests and the bench)
         self.requests = 0
@@ -47,19 +50,23 @@ class BatchingEmbedder:
             return self.inner.embed(texts)
         pending = _Pending(list(texts))
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="memvault-embed-batcher")
-                self._thread.start()
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._run, daemon=True,
+                                     name=f"memvault-embed-batcher-{n}")
+                    for n in range(self._workers)
+                ]
+                for thread in self._threads:
+                    thread.start()
             self._queue.put(pending)
         return pending.future.result()
 
     def stop(self) -> None:
         with self._lock:
-            thread, self._thread = self._thread, None
-            if thread is not None:
+            threads, self._threads = self._threads, []
+            for _ in threads:
                 self._queue.put(None)
-        if thread is not None:
+        for thread in threads:
             thread.join(timeout=30)
 
     def _run(self) -> None:

@@ -36,16 +36,26 @@ def check_bind(host: str, admin_key_set: bool) -> None:
                 "process (loopback only)", host)
 
 
+def limit_blas_threads() -> None:
+    """One BLAS thread per call. The server already runs requests in parallel; OpenBLAS's own
+    threads spin between calls and, under concurrent requests, cost 15x the CPU of a 10k-vector
+    scan (bench/bench_server.py)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def run_server(flags: dict[str, Any]) -> None:
     import uvicorn
 
     from memvault.memory import Memory
-    from memvault.server.app import create_app
+    from memvault.server.app import create_app, server_embedder
     from memvault.server.extensions import background_jobs
 
     settings = load_settings(flags)
     check_bind(settings.host, settings.admin_api_key is not None)
-    memory = Memory(settings, actor="api")
+    limit_blas_threads()
+    memory = Memory(settings, actor="api", embedder=server_embedder(settings))
     try:
         # Load the model and check it against the store now, not on the first request;
         # a mismatch does not stop the server: /readyz reports it (503).
