@@ -7,11 +7,15 @@ Journal segments are `journal/<lineage_id>/<after_seq>-<upto_seq>.jsonl.zst`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import queue
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -92,7 +96,11 @@ class FileInfo:
 
 
 class StagedFile:
-    """zstd -> (AES-GCM) -> local file, with size and sha256 of what is stored."""
+    """zstd -> (AES-GCM) -> local file, with size and sha256 of what is stored.
+
+    Compression, encryption, hashing and writing run in a worker thread (they release the GIL),
+    so they overlap with the caller reading the store and encoding the next batch.
+    """
 
     def __init__(self, path: Path, cipher: Cipher | None, level: int = ZSTD_LEVEL) -> None:
         self.path = path
@@ -101,11 +109,31 @@ class StagedFile:
         sink: Any = self._sealer or self._raw
         self._zstd = zstandard.ZstdCompressor(level=level).stream_writer(
             sink, closefd=False, write_return_read=True)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._worker = threading.Thread(target=self._drain, name="backup-writer", daemon=True)
+        self._worker.start()
+
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._zstd.write(data)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self._error = exc
 
     def write(self, data: bytes) -> None:
-        self._zstd.write(data)
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
 
     def close(self) -> FileInfo:
+        self._queue.put(None)
+        self._worker.join()
+        if self._error is not None:
+            with contextlib.suppress(OSError):
+                self._raw.close()
+            raise self._error
         self._zstd.flush(zstandard.FLUSH_FRAME)
         self._zstd.close()
         if self._sealer is not None:
@@ -367,11 +395,7 @@ def read_snapshot(dest: Destination, manifest: Manifest, cipher: Cipher | None,
         key = snapshot_key(manifest.id, name)
         return read_plain(dest.iter_chunks(key), key, cipher, info, manifest.encrypted, name)
 
-    data = SnapshotData(parse_memories(b"".join(plain(MEMORIES_FILE))), {})
-    if data.counts() != manifest.counts:
-        raise BackupCorrupt(f"{MEMORIES_FILE} holds {len(data.rows)} memories whose counts per "
-                            f"namespace differ from the manifest's", file=MEMORIES_FILE)
-    for entry in manifest.embedders:
+    def read_vectors(entry: EmbedderEntry) -> tuple[list[str], np.ndarray]:
         raw = b""
         if load_vectors:
             raw = b"".join(plain(entry.vectors_file))
@@ -386,8 +410,23 @@ def read_snapshot(dest: Destination, manifest: Manifest, cipher: Cipher | None,
         if len(ids) != entry.count:
             raise BackupCorrupt(f"{entry.ids_file} lists {len(ids)} ids, expected {entry.count}",
                                 file=entry.ids_file)
-        matrix = np.frombuffer(raw, dtype="<f4").reshape(-1, entry.dims)
-        data.vectors[entry.key] = (ids, matrix)
+        return ids, np.frombuffer(raw, dtype="<f4").reshape(-1, entry.dims)
+
+    # Vector files (decompression and hashing release the GIL) are read in a second thread
+    # while this one parses the memories.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backup-read") as pool:
+        futures = [(entry.key, pool.submit(read_vectors, entry)) for entry in manifest.embedders]
+        try:
+            data = SnapshotData(parse_memories(b"".join(plain(MEMORIES_FILE))), {})
+            if data.counts() != manifest.counts:
+                raise BackupCorrupt(f"{MEMORIES_FILE} holds {len(data.rows)} memories whose "
+                                    "counts per namespace differ from the manifest's",
+                                    file=MEMORIES_FILE)
+            for key, future in futures:
+                data.vectors[key] = future.result()
+        finally:
+            for _, future in futures:
+                future.cancel()
     return data
 
 
