@@ -161,3 +161,41 @@ def test_cli_exits_non_zero_naming_the_database(pg_server: Any) -> None:
     result = CliRunner().invoke(app, ["--database-url", url, "search", "x", "--user-id", "u"])
     assert result.exit_code != 0
     assert "no_such_database_cli" in result.output
+
+
+def test_http_answers_503_during_an_outage_and_serves_after(
+    cluster: Cluster, tmp_path: Path, local_embedder: Any
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from memvault.config import load_settings
+    from memvault.memory import Memory
+    from memvault.server import create_app
+
+    settings = load_settings({"data_dir": tmp_path / "data", "db_timeout": TIMEOUT,
+                              "database_url": cluster.create_database()})
+    with Memory(settings, embedder=local_embedder) as memory:
+        app = create_app(settings, memory)
+        with TestClient(app) as client:
+            added = client.post("/memories", json={
+                "messages": [{"role": "user", "content": "I keep bees on the roof"}],
+                "user_id": "alice", "infer": False})
+            assert added.status_code == 200, added.text
+            cluster.stop()
+            try:
+                started = time.monotonic()
+                down = client.post("/search", json={"query": "bees", "user_id": "alice"})
+                assert time.monotonic() - started < TIMEOUT + 2
+                assert down.status_code == 503
+                assert down.json()["code"] == "datastore_unavailable"
+            finally:
+                cluster.start()
+            deadline = time.monotonic() + 15
+            while True:
+                up = client.post("/search", json={"query": "bees", "user_id": "alice"})
+                if up.status_code == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            assert up.status_code == 200
+            assert up.json()["results"][0]["memory"] == "I keep bees on the roof"
+        app.state.add_batcher.stop()
