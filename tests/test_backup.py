@@ -393,3 +393,17 @@ def test_shipper_resumes_its_chain_after_restart(memory: Memory, settings: Setti
     chain = follow_chain(dest, lineage, 0, None)
     assert not chain.faults and chain.upto_seq == memory.store.last_seq()
     assert len(list_segments(dest, lineage)) == 2
+
+
+def test_full_staging_disk_fails_every_destination_clearly(memory: Memory, settings: Settings,
+                                                           tiny_disk: Path, tmp_path: Path
+                                                           ) -> None:
+    add_texts(memory, 80)
+    staged_on_tiny = settings.model_copy(update={"data_dir": tiny_disk,
+                                                 "backup_urls": [str(tmp_path / "b")]})
+    result = only(create_backup(memory.store, staged_on_tiny))
+    assert result.status == "failed"
+    assert "cannot stage the snapshot" in result.reasons[0]
+    assert "No space left on device" in result.reasons[0]
+    assert list_backups(LocalDestination(tmp_path / "b")) == []
+    assert not list((tiny_disk / "tmp").iterdir())  # the staging folder is removed

@@ -81,9 +81,13 @@ class _HashingFile:
         self._handle.flush()
 
     def close(self) -> None:
-        self._handle.flush()
-        os.fsync(self._handle.fileno())  # it may be published by a hard link, not a copy
-        self._handle.close()
+        if self._handle.closed:
+            return
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())  # it may be published by a hard link, not a copy
+        finally:
+            self._handle.close()
 
 
 @dataclass
@@ -127,11 +131,19 @@ class StagedFile:
             raise self._error
         self._queue.put(data)
 
+    def abort(self) -> None:
+        """Stop the worker and close the file after a failure (the caller deletes it)."""
+        if self._worker.is_alive():
+            self._queue.put(None)
+            self._worker.join()
+        with contextlib.suppress(Exception):
+            self._raw.close()
+
     def close(self) -> FileInfo:
         self._queue.put(None)
         self._worker.join()
         if self._error is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(Exception):
                 self._raw.close()
             raise self._error
         self._zstd.flush(zstandard.FLUSH_FRAME)

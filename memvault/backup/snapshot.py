@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from memvault.backup.format import (
     SUSPICIOUS,
     VALID,
     VECTORS_ZSTD_LEVEL,
+    ZSTD_LEVEL,
     EmbedderEntry,
     FileInfo,
     Manifest,
@@ -96,17 +98,24 @@ def create_backup(
     secret = settings.backup_encryption_key
     cipher = cipher_for(secret.get_secret_value() if secret else None)
     staging_root = Path(settings.data_dir) / "tmp"
-    staging_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="backup-", dir=staging_root))
+    try:
+        staging_root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="backup-", dir=staging_root))
+    except OSError as exc:
+        why = f"cannot create a staging folder in {staging_root}: {exc.strerror or exc}"
+        log.error("backup failed: %s", why)
+        metrics.backup_runs.labels(FAILED).inc(len(dests))
+        return [BackupResult(d.url, "", FAILED, [why]) for d in dests]
     started = time.monotonic()
     try:
         try:
             draft, snap_vector_counts = _stage(store, staging, cipher, progress)
-        except MemvaultError as exc:
-            log.error("backup failed: cannot read the store: %s", exc)
+        except (MemvaultError, OSError) as exc:
+            why = (f"cannot stage the snapshot in {staging}: {exc.strerror or exc}"
+                   if isinstance(exc, OSError) else f"cannot read the store: {exc}")
+            log.error("backup failed: %s", why)
             metrics.backup_runs.labels(FAILED).inc(len(dests))
-            return [BackupResult(d.url, "", FAILED, [f"cannot read the store: {exc}"])
-                    for d in dests]
+            return [BackupResult(d.url, "", FAILED, [why]) for d in dests]
         results = [_ship(dest, draft, snap_vector_counts, staging, cipher, settings,
                          accept_drop, progress) for dest in dests]
     finally:
@@ -120,13 +129,30 @@ def _stage(store: Store, staging: Path, cipher: Cipher | None, progress: Progres
            ) -> tuple[Manifest, dict[str, int]]:
     meta = store.meta()
     identities = store.embedders()
+    opened: list[StagedFile] = []
+
+    def staged(name: str, level: int = ZSTD_LEVEL) -> StagedFile:
+        opened.append(StagedFile(staging / name, cipher, level))
+        return opened[-1]
+
+    try:
+        return _stage_files(store, meta, identities, staged, encryption_info(cipher), progress)
+    except BaseException:
+        for file in opened:  # no writer thread or open file outlives a failed run
+            file.abort()
+        raise
+
+
+def _stage_files(store: Store, meta: Any, identities: dict[str, Any],
+                 staged: Callable[..., StagedFile], encryption: dict[str, Any] | None,
+                 progress: Progress) -> tuple[Manifest, dict[str, int]]:
     with store.snapshot() as snap:
         created = datetime.now(UTC)
         counts = dict(sorted(snap.counts().items()))
         vector_counts = {k: v for k, v in sorted(snap.vector_counts().items()) if v}
         files: dict[str, FileInfo] = {}
         advance = progress.task("snapshot: memories", sum(counts.values()))
-        out = StagedFile(staging / MEMORIES_FILE, cipher)
+        out = staged(MEMORIES_FILE)
         for batch in snap.iter_records(5000):
             out.write(record_lines(batch))
             advance(len(batch))
@@ -135,8 +161,8 @@ def _stage(store: Store, staging: Path, cipher: Cipher | None, progress: Progres
         for index, key in enumerate(vector_counts):
             vec_name, ids_name = vector_files(index)
             advance = progress.task(f"snapshot: vectors {key}", vector_counts[key])
-            vec_out = StagedFile(staging / vec_name, cipher, VECTORS_ZSTD_LEVEL)
-            ids_out = StagedFile(staging / ids_name, cipher)
+            vec_out = staged(vec_name, VECTORS_ZSTD_LEVEL)
+            ids_out = staged(ids_name)
             count, dims = 0, 0
             for ids, matrix in snap.iter_vectors(key, 5000):
                 vec_out.write(matrix.astype("<f4", copy=False).tobytes())
@@ -157,7 +183,7 @@ def _stage(store: Store, staging: Path, cipher: Cipher | None, progress: Progres
             created_at=created.isoformat(timespec="microseconds"), completed_at="",
             memvault_version=memvault.__version__, counts=counts,
             active_embedder=meta.active_embedder, embedders=embedders, files=files,
-            encryption=encryption_info(cipher))
+            encryption=encryption)
     return manifest, vector_counts
 
 
