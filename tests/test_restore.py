@@ -243,3 +243,23 @@ def test_restore_with_the_wrong_key_names_the_key(memory: Memory, settings: Sett
     right = target_settings.model_copy(update={"backup_encryption_key": SecretStr("right key")})
     assert run_restore(target, right, local_embedder).counts == {"user:alice": 3}
     assert open_destinations(right)
+
+
+def test_restore_stops_at_a_journal_gap_and_says_so(memory: Memory, settings: Settings,
+                                                    target: Store, target_settings: Settings,
+                                                    local_embedder: LocalEmbedder) -> None:
+    add_texts(memory, 3)
+    backup_ok(memory, settings)
+    shipper = JournalShipper(memory.store, settings)
+    for text in ("first shipped", "lost with its segment", "after the gap"):
+        memory.add(text, user_id="alice", infer=False)
+        assert shipper.ship() == 1
+    segments = sorted((Path(settings.backup_urls[0]) / "journal").rglob("*.jsonl.zst"))
+    segments[1].unlink()
+    plan = plan_restore(target_settings)
+    assert plan.to_json()["journal"]["entries"] == 1
+    assert "journal gap" in plan.chain.faults[0]
+    report = run_restore(target, target_settings, local_embedder)
+    texts = {r.memory for r in target.list(None)}
+    assert "first shipped" in texts and "after the gap" not in texts
+    assert report.counts == {"user:alice": 4}
