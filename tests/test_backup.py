@@ -313,7 +313,9 @@ def tiny_disk(tmp_path: Path) -> Any:
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
     yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
+        subprocess.run(["umount", "-l", str(mount)], check=True)  # detach even if busy
+        pytest.fail(f"{mount} was still in use after the test (a file left open)")
 
 
 def test_full_disk_fails_loudly_and_marks_nothing_valid(memory: Memory, settings: Settings,
