@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
+import threading
 from typing import Any
 
 from memvault.config import load_settings
@@ -66,9 +68,17 @@ def run_server(flags: dict[str, Any]) -> None:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                             timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
+    # uvicorn re-raises the signal it shut down on once it is done; for memvault a SIGTERM
+    # (systemd, docker stop) after a graceful shutdown is a clean exit: 0, not death by signal.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: None) if in_main else None
     try:
         server.run()
+    except SystemExit:  # uvicorn exits the process when it cannot bind; we report instead
+        pass
     finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
         memory.close()
     if not server.started:
         raise MemvaultError(
