@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -129,6 +129,18 @@ class Store(ABC):
     @abstractmethod
     def snapshot(self) -> AbstractContextManager[StoreSnapshot]:
         """A consistent read view for backups, taken without blocking writers."""
+
+    # -- large restores (backup issue): optional hooks, no-ops unless a backend overrides them
+    @contextmanager
+    def deferring_search_index(self) -> Iterator[None]:
+        """Within the block, bulk_load may leave approximate-search (ANN) indexes unbuilt, so a
+        restore is searchable (exactly) sooner; build_search_indexes() builds them afterwards,
+        while the store is already served. Backends without ANN indexes ignore it."""
+        yield
+
+    def build_search_indexes(self) -> None:
+        """Build the ANN indexes a deferred bulk_load left out (no-op when there are none)."""
+        return None
 
     # -- reads
     @abstractmethod
