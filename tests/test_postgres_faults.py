@@ -199,3 +199,19 @@ def test_http_answers_503_during_an_outage_and_serves_after(
             assert up.status_code == 200
             assert up.json()["results"][0]["memory"] == "I keep bees on the roof"
         app.state.add_batcher.stop()
+
+
+def test_tables_dropped_behind_a_running_store_is_a_schema_error(
+    pg_url: str,
+) -> None:
+    import psycopg
+
+    from memvault.errors import SchemaError
+
+    store = PostgresStore(pg_url, timeout=TIMEOUT)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA memvault CASCADE")
+    with pytest.raises(SchemaError) as failure:
+        store.total()
+    assert "gone" in str(failure.value) and "restart" in (failure.value.hint or "")
+    store.close()

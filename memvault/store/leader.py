@@ -127,7 +127,12 @@ class PostgresLeaderElector:
                         keepalives=1, keepalives_idle=1, keepalives_interval=1,
                         keepalives_count=3, tcp_user_timeout=int(self.timeout * 1000))
                     self._conn.deadline = self.timeout
-                    self._conn.execute(f"SET idle_session_timeout = {int(self.lease * 1000)}")
+                    try:
+                        self._conn.execute(
+                            f"SET idle_session_timeout = {int(self.lease * 1000)}")
+                    except psycopg.errors.UndefinedObject:
+                        log.warning("PostgreSQL < 14 has no idle_session_timeout: a frozen "
+                                    "leader keeps its lock until its connection breaks")
                 if self._leader:
                     self._conn.execute("SELECT 1")
                     self._confirmed = time.monotonic()

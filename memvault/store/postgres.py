@@ -563,6 +563,13 @@ class PostgresStore(Store):
                     yield conn
         except PoolTimeout as exc:
             raise self._unavailable(exc, "waiting for a connection") from None
+        except psycopg.errors.UndefinedTable as exc:
+            raise SchemaError(
+                f"the memvault tables are gone from database {self.target.database} "
+                f"({self.target.describe()}): {exc}",
+                hint="the database was dropped, replaced or restored behind this process; "
+                     "restart memvault (the guard checks the store's identity on start)",
+            ) from None
         except psycopg.errors.IntegrityError as exc:
             raise InvalidInput(f"the write conflicts with stored data: {exc}") from None
         except (psycopg.errors.DataError, psycopg.errors.UntranslatableCharacter) as exc:
