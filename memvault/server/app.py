@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,15 +32,15 @@ from `memvault keys create` only its own namespace."""
 
 
 def server_embedder(settings: Settings) -> BatchingEmbedder:
-    """The configured embedder as the server runs it, behind a batcher. The bundled model runs
-    single-threaded with one batch worker per core: ONNX Runtime's own thread pool spins and
-    doubles the CPU per query when requests are concurrent. Other embedders get one worker
-    (a remote endpoint batches on its side)."""
+    """The configured embedder as the server runs it: behind a batcher, and the bundled model
+    single-threaded (ONNX Runtime's thread pool spins between calls and, with concurrent
+    requests, doubles the CPU per query; the batcher's one run at a time leaves the other
+    core to HTTP and search)."""
     if settings.embedder == "local":
         from memvault.embed.local import LocalEmbedder
 
-        local = LocalEmbedder(batch_size=settings.embedder_batch_size, threads=1)
-        return BatchingEmbedder(local, workers=max(1, min(4, os.cpu_count() or 1)))
+        return BatchingEmbedder(LocalEmbedder(batch_size=settings.embedder_batch_size,
+                                              threads=1))
     return BatchingEmbedder(make_embedder(settings.embedder, settings))
 
 
