@@ -97,10 +97,11 @@ def restore_into(settings: Any, embedder: LocalEmbedder, query: Any) -> dict[str
         assert hits and report_.counts
         phases = getattr(target, "last_bulk_load", None) or {}
         return {"restore_s": t["seconds"], "first_search_s": s["seconds"],
-                "searchable_s": t["seconds"] + s["seconds"],
-                # PostgreSQL: time spent building the HNSW index inside the load (it could be
-                # built after the restore, while serving, with exact search meanwhile).
-                "index_build_s": float(phases.get("index_s", 0.0))}
+                # served (restore marker cleared, exact search works) / ANN index built
+                "served_s": report_.searchable_s, "indexed_s": report_.indexed_s,
+                "searchable_s": report_.searchable_s + s["seconds"],
+                # PostgreSQL: HNSW build inside the load (when the store cannot defer it).
+                "index_build_in_load_s": float(phases.get("index_s", 0.0))}
     finally:
         target.close()
 
@@ -235,7 +236,7 @@ def main() -> None:
                        f"pg_dump {pg['pg_dump_vs_snapshot']:.2f}x slower"),
                       ("restore into empty PostgreSQL (searchable)",
                        f"{pg['restore_searchable_s']:.2f} s",
-                       f"of which HNSW build {pg['restore_index_build_s']:.2f} s", "")]
+                       f"HNSW index in load {pg['restore_index_build_in_load_s']:.2f} s", "")]
         del rows
         if not args.no_rpo:
             results["rpo"] = rpo = bench_rpo(work, embedder, args.rpo_seconds)

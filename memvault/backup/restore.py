@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -195,11 +196,14 @@ class RestoreReport:
     replayed: int
     counts: dict[str, int]
     seq: int
+    searchable_s: float = 0.0  # start to verified and served (exact search works)
+    indexed_s: float = 0.0  # start to approximate-search indexes built
 
     def to_json(self) -> dict[str, Any]:
         return {"plan": self.plan.to_json(), "loaded": self.loaded, "replayed": self.replayed,
                 "counts": self.counts, "total": sum(self.counts.values()),
-                "next_seq_after": self.seq}
+                "next_seq_after": self.seq, "searchable_s": round(self.searchable_s, 3),
+                "indexed_s": round(self.indexed_s, 3)}
 
 
 def run_restore(
@@ -243,6 +247,7 @@ def run_restore(
 def _apply(store: Store, embedder: Embedder, plan: RestorePlan, data: SnapshotData,
            present: int, marker: dict[str, Any] | None, progress: Progress) -> RestoreReport:
     manifest = plan.manifest
+    started = time.perf_counter()
     if marker:
         log.warning("the target holds an unfinished restore (%s); starting it over", marker)
     store.set_meta(INCOMPLETE_KEY, {"backup": manifest.id,
@@ -255,7 +260,8 @@ def _apply(store: Store, embedder: Embedder, plan: RestorePlan, data: SnapshotDa
         if "probes" in item.identity:
             store.register_embedder(EmbedderIdentity.from_json(item.identity))
     store.register_embedder(configured)
-    loaded = _load(store, embedder, data, plan.reembed, configured.key, progress)
+    with store.deferring_search_index():  # exact search first, ANN index after (PostgreSQL)
+        loaded = _load(store, embedder, data, plan.reembed, configured.key, progress)
     if plan.reembed or not manifest.active_embedder:
         store.set_active_embedder(configured.key)
     else:
@@ -287,9 +293,14 @@ def _apply(store: Store, embedder: Embedder, plan: RestorePlan, data: SnapshotDa
                                      "at": plan.at.isoformat() if plan.at else None,
                                      "finished_at": utc_now()})
     store.set_meta(INCOMPLETE_KEY, None)
-    log.info("restored %s from %s: %d memories loaded, %d journal entries replayed",
-             manifest.id, plan.entry.destination, loaded, replayed)
-    return RestoreReport(plan, loaded, replayed, counts, seq)
+    searchable = time.perf_counter() - started
+    log.info("restored %s from %s: %d memories loaded, %d journal entries replayed, served "
+             "after %.1fs", manifest.id, plan.entry.destination, loaded, replayed, searchable)
+    advance = progress.task("building the search index", None)
+    store.build_search_indexes()  # the store is already served (exactly) meanwhile
+    advance(1)
+    return RestoreReport(plan, loaded, replayed, counts, seq, searchable,
+                         time.perf_counter() - started)
 
 
 def _clear(store: Store, progress: Progress) -> None:
