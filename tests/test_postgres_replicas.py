@@ -196,3 +196,79 @@ def test_sqlite_elector_always_leads(settings: object, backend: str) -> None:
         finally:
             elector.stop()
         assert not elector.is_leader()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(tmp_path: Path, name: str, url: str, port: int) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMVAULT_")}
+    env.update(MEMVAULT_DATA_DIR=str(tmp_path / name), MEMVAULT_DATABASE_URL=url,
+               MEMVAULT_ADMIN_API_KEY="replica-admin-key")
+    return subprocess.Popen(
+        [sys.executable, "-m", "memvault", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_serve_processes_share_one_database(pg_url: str, tmp_path: Path) -> None:
+    import httpx
+
+    ports = [_free_port(), _free_port()]
+    procs = [_serve(tmp_path, f"r{i}", pg_url, port) for i, port in enumerate(ports)]
+    headers = {"X-API-Key": "replica-admin-key"}
+    try:
+        for proc, port in zip(procs, ports, strict=True):
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, proc.communicate()[0]
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "replica did not start"
+                time.sleep(0.1)
+        a, b = (f"http://127.0.0.1:{port}" for port in ports)
+        added = httpx.post(f"{a}/memories", headers=headers, timeout=30, json={
+            "messages": [{"role": "user", "content": "Replicas share one brain"}],
+            "user_id": "alice", "infer": False})
+        assert added.status_code == 200, added.text
+        memory_id = added.json()["results"][0]["id"]
+        seen = httpx.get(f"{b}/memories/{memory_id}", headers=headers, timeout=10)
+        assert seen.status_code == 200 and seen.json()["memory"] == "Replicas share one brain"
+        found = httpx.post(f"{b}/search", headers=headers, timeout=30,
+                           json={"query": "shared brain", "user_id": "alice"})
+        assert found.json()["results"][0]["id"] == memory_id
+        changed = httpx.put(f"{b}/memories/{memory_id}", headers=headers, timeout=30,
+                            json={"text": "Replicas share one database"})
+        assert changed.status_code == 200, changed.text
+        history = httpx.get(f"{a}/memories/{memory_id}/history", headers=headers, timeout=10)
+        assert [h["event"] for h in history.json()] == ["ADD", "UPDATE"]
+        assert httpx.delete(f"{a}/memories/{memory_id}", headers=headers,
+                            timeout=10).status_code == 200
+        assert httpx.get(f"{b}/memories/{memory_id}", headers=headers,
+                         timeout=10).status_code == 404
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+
+
+def test_serve_on_a_missing_database_exits_naming_it(pg_server: object, tmp_path: Path) -> None:
+    url = pg_server.get_uri("replica_db_that_is_missing")  # type: ignore[attr-defined]
+    proc = _serve(tmp_path, "missing", url, _free_port())
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "replica_db_that_is_missing" in output
+    assert "createdb" in output
