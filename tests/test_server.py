@@ -331,6 +331,10 @@ def test_unexpected_error_is_json_500_with_logged_traceback(
                     "request_id": response.headers["x-request-id"]}
     assert "Traceback" not in response.text
     assert "ProgrammingError" in caplog.text and body["request_id"] in caplog.text
+    # The probes report the broken store instead of failing themselves.
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["failing"][0]["name"] == "store"
+    assert "memvault_store_up 0.0" in client.get("/metrics").text
 
 
 def test_extension_hooks(

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from memvault.errors import MemvaultError
-
 if TYPE_CHECKING:
     from memvault.memory import Memory
 
@@ -30,8 +28,8 @@ class StoreCollector(Collector):
             counts = store.counts()
             vectors = store.vector_counts()
             embedders = store.embedders()
-        except MemvaultError as exc:
-            log.error("metrics: the store did not answer: %s", exc)
+        except Exception as exc:  # a scrape reports a broken store, it does not fail
+            log.error("metrics: the store did not answer: %s: %s", type(exc).__name__, exc)
             up.add_metric([], 0)
             yield up
             yield self._probe()
@@ -67,7 +65,7 @@ class StoreCollector(Collector):
         try:
             self._memory.embedder_identity()
             probe.add_metric([], 1)
-        except MemvaultError as exc:
-            log.warning("metrics: embedder check failed: %s", exc)
+        except Exception as exc:
+            log.warning("metrics: embedder check failed: %s: %s", type(exc).__name__, exc)
             probe.add_metric([], 0)
         return probe

@@ -30,7 +30,9 @@ def store_check(memory: Memory) -> Check:
         meta = memory.store.meta()
         memory.store.last_seq()
     except MemvaultError as exc:
-        return {"name": "store", "ok": False, "message": str(exc)}
+        return {"name": "store", "ok": False, "message": str(exc), "code": exc.code}
+    except Exception as exc:  # e.g. a driver error the store did not translate
+        return {"name": "store", "ok": False, "message": f"{type(exc).__name__}: {exc}"}
     return {"name": "store", "ok": True,
             "message": f"{meta.backend} store {meta.store_id} reachable"}
 
@@ -40,6 +42,8 @@ def embedder_check(memory: Memory) -> Check:
         identity = memory.embedder_identity()
     except MemvaultError as exc:
         return {"name": "embedder", "ok": False, "message": str(exc), "code": exc.code}
+    except Exception as exc:
+        return {"name": "embedder", "ok": False, "message": f"{type(exc).__name__}: {exc}"}
     return {"name": "embedder", "ok": True,
             "message": f"{identity.key} is the store's active embedder"}
 
