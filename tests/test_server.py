@@ -87,6 +87,8 @@ def test_list_and_search(client: TestClient) -> None:
     assert len(client.get("/memories", params={"user_id": "alice", "top_k": 1}).json()[
         "results"]) == 1
     assert len(client.get("/memories").json()["results"]) == 3  # admin listing
+    assert client.get("/memories", params={"user_id": ""}).status_code == 400  # not "all"
+    assert client.delete("/memories", params={"user_id": ""}).status_code == 400
     narrowed = client.get("/memories", params={
         "user_id": "alice", "filters": json.dumps({"agent_id": "news"})}).json()["results"]
     assert [r["memory"] for r in narrowed] == ["The central bank raised rates"]

@@ -91,7 +91,7 @@ def list_memories(
     principal.check_filters(parsed)
     if top_k == 0:
         return JSONResponse({"results": []})
-    if not any(ids.values()) and parsed is None:
+    if all(v is None for v in ids.values()) and parsed is None:
         # mem0: a listing without ids is the admin's view of the whole store.
         if not principal.admin:
             raise HTTPException(403, "Admin role required.")
@@ -192,7 +192,7 @@ def delete_all_memories(
 ) -> JSONResponse:
     # Never wider than the ids given (mem0 once wiped every user here); a scoped key's scope
     # is always part of the filter.
-    if not principal.admin and not any((user_id, agent_id, run_id)):
+    if not principal.admin and all(v is None for v in (user_id, agent_id, run_id)):
         raise InvalidInput("give user_id, agent_id or run_id: delete_all never deletes "
                            "everything")
     ids = principal.entities(user_id, agent_id, run_id)
