@@ -164,16 +164,19 @@ def drive(url: str, clients: int, per_client: int,
         thread.start()
     barrier.wait()
     began, cpu_before = time.perf_counter(), cpu_seconds(server_pid)
+    client_before = time.process_time()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - began
     server_cpu = cpu_seconds(server_pid) - cpu_before
+    client_cpu = time.process_time() - client_before
     samples.sort()
     return {"requests": len(samples), "errors": len(errors), "first_errors": errors[:3],
             "p50_ms": samples[len(samples) // 2],
             "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
             "per_s": len(samples) / wall, "wall_s": wall,
-            "server_cpu_ms_per_request": server_cpu * 1000 / max(1, len(samples))}
+            "server_cpu_ms_per_request": server_cpu * 1000 / max(1, len(samples)),
+            "client_cpu_ms_per_request": client_cpu * 1000 / max(1, len(samples))}
 
 
 def query(n: int, i: int) -> str:
@@ -240,6 +243,8 @@ def main() -> None:
         ("search CPU per request (server)", f"{search['server_cpu_ms_per_request']:.1f} ms",
          f"{baseline['search_cpu_ms']:.1f} ms",
          f"{search['server_cpu_ms_per_request'] / baseline['search_cpu_ms']:.2f}x"),
+        ("search CPU per request (clients)", f"{search['client_cpu_ms_per_request']:.1f} ms",
+         "", ""),
         ("search errors", f"{search['errors']} of {search['requests']}", "", ""),
         (f"add throughput, {args.clients} clients", f"{add['per_s']:.0f}/s",
          f"{baseline['add_per_s']:.0f}/s", f"{add['per_s'] / baseline['add_per_s']:.2f}x"),
