@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from memvault.server import keys as keyring
 from memvault.store import ENTITY_KEYS, MemoryRecord
@@ -81,7 +82,7 @@ def _token(api_key: str | None, bearer: HTTPAuthorizationCredentials | None) -> 
     return None
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     api_key: str | None = Security(_api_key_header),
     bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
@@ -95,14 +96,16 @@ def authenticate(
         raise HTTPException(401, AUTH_REQUIRED, headers={"WWW-Authenticate": "Bearer"})
     if admin_key is not None and hmac.compare_digest(token.encode(), admin_key.encode()):
         return Principal(admin=True, via_admin_key=True)
-    key = keyring.find_key(state.memory.store, token)
+    # Async on purpose: most requests need no I/O here (admin key, open mode), and a sync
+    # dependency would cost every request a hop through the threadpool.
+    key = await run_in_threadpool(keyring.find_key, state.memory.store, token)
     if key is None:
         # Also in open mode: a stale or mistyped key fails loudly instead of acting as admin.
         raise HTTPException(401, INVALID_KEY, headers={"WWW-Authenticate": "Bearer"})
     return Principal(admin=False, key_id=key.id, scope=dict(key.scope))
 
 
-def require_admin(principal: Principal = Depends(authenticate)) -> Principal:
+async def require_admin(principal: Principal = Depends(authenticate)) -> Principal:
     if not principal.admin:
         raise HTTPException(403, ADMIN_REQUIRED)
     return principal
