@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 
 from memvault.embed.base import normalize_rows
@@ -158,3 +159,36 @@ def test_large_bulk_load_rebuilds_the_index(
     assert pg_store.hnsw_index_name(ident.key) in plan
     hits = pg_store.search(vecs[0], ident.key, None, 10)
     assert hits[0][0].id == recs[0].id and len(hits) == 10
+
+
+def test_selective_filter_beyond_the_index_walk_falls_back_to_exact(pg_url: str) -> None:
+    # Scaled down: a walk of at most 60 tuples over 2000 rows, as 20,000 over millions.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        conn.execute(f"ALTER DATABASE {name} SET hnsw.max_scan_tuples = 60")
+    store = PostgresStore(pg_url)
+    ident = prepared(store, identity("walk", DIMS))
+    vecs = clustered(2000, seed=5)
+    rare = set(range(0, 2000, 160))  # 13 memories of one user, spread over every cluster
+    recs = [record(f"walk {i}", user_id="rare" if i in rare else "common") for i in range(2000)]
+    store.add(recs, vecs, ident.key, None)
+    with store._connection() as conn:
+        conn.execute("ANALYZE memvault.vectors; ANALYZE memvault.memories")
+    node = parse_filters({"user_id": "rare"})
+    query = clustered(1, seed=6)[0]
+    statement, params = store.search_statement(query, ident.key, node, 10)
+    with store._connection() as conn, conn.transaction():
+        conn.execute("SET LOCAL enable_bitmapscan = off")  # make the planner walk the graph
+        conn.execute("SET LOCAL enable_indexscan = on")
+        conn.execute("SET LOCAL enable_seqscan = off")
+        walked = conn.execute(statement, params).fetchall()
+    hits = store.search(query, ident.key, node, 10)
+    allowed = np.array([i in rare for i in range(2000)])
+    assert len(hits) == 10
+    assert [h.id for h, _ in hits] == [recs[i].id for i in _exact(vecs, query, 10, allowed)]
+    assert len(walked) < 10  # the graph walk alone falls short: the fallback is needed
+    exact_sql, exact_params = store.search_statement(query, ident.key, node, 10, exact=True)
+    with store._connection() as conn:
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + exact_sql, exact_params))
+    assert store.hnsw_index_name(ident.key) not in plan
+    store.close()

@@ -936,7 +936,7 @@ class PostgresStore(Store):
         if top_k <= 0:
             self.search_statement(query, embedder_key, node, 1)  # still check the query
             return []
-        statement, params = self.search_statement(query, embedder_key, node, top_k, threshold,
+        statement, params = self.search_statement(query, embedder_key, node, top_k, None,
                                                   include_expired)
         with self._connection() as conn:
             if top_k > self.ef_search:
@@ -947,7 +947,17 @@ class PostgresStore(Store):
                     rows = conn.execute(statement, params).fetchall()
             else:
                 rows = conn.execute(statement, params).fetchall()
-        return [(_row_to_record(row[:-1]), 1.0 - float(row[-1])) for row in rows]
+            if len(rows) < top_k and (node is not None or not include_expired):
+                # A selective filter can exhaust the index walk (hnsw.max_scan_tuples) before
+                # top_k rows pass it. Then the matching set is small: rank it exactly, so a
+                # user with few memories among millions still finds them, as on SQLite.
+                statement, params = self.search_statement(
+                    query, embedder_key, node, top_k, None, include_expired, exact=True)
+                rows = conn.execute(statement, params).fetchall()
+        hits = [(_row_to_record(row[:-1]), 1.0 - float(row[-1])) for row in rows]
+        if threshold is not None:
+            hits = [(record, score) for record, score in hits if score >= threshold]
+        return hits
 
     def search_statement(
         self,
@@ -957,8 +967,11 @@ class PostgresStore(Store):
         top_k: int,
         threshold: float | None = None,
         include_expired: bool = True,
+        *,
+        exact: bool = False,
     ) -> tuple[str, list[Any]]:
-        """The SQL of one search and its parameters (tests EXPLAIN it to see the index used)."""
+        """The SQL of one search and its parameters (tests EXPLAIN it to see the index used).
+        `exact` orders by an expression the HNSW index cannot serve: a full ranking."""
         dims = self._dims(embedder_key)
         query = np.asarray(query, dtype=np.float32)
         if query.shape != (dims,):
@@ -972,10 +985,13 @@ class PostgresStore(Store):
         key = sql.Literal(embedder_key).as_string(None).replace("%", "%%")
         join = "JOIN memories m ON m.id = v.memory_id " if filtered else ""
         # relaxed_order may return rows slightly out of order: re-sort the materialized top_k.
+        candidates = (f"SELECT v.memory_id, {distance} AS distance "
+                      f"FROM vectors v {join}WHERE v.embedder_key = {key} AND {where}")
+        if exact:
+            # OFFSET 0 fences the subquery: the sort above it cannot be served by the index.
+            candidates = f"SELECT * FROM ({candidates} OFFSET 0) c"
         statement = (
-            f"WITH nearest AS MATERIALIZED (SELECT v.memory_id, {distance} AS distance "
-            f"FROM vectors v {join}WHERE v.embedder_key = {key} AND {where} "
-            f"ORDER BY distance LIMIT %s) "
+            f"WITH nearest AS MATERIALIZED ({candidates} ORDER BY distance LIMIT %s) "
             f"SELECT {_SELECT_COLUMNS}, n.distance FROM nearest n "
             "JOIN memories m ON m.id = n.memory_id"
         )
