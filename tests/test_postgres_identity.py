@@ -73,3 +73,8 @@ def test_location_never_shows_the_password(pg_url: str) -> None:
     store.close()
     assert "hunter2-secret" not in repr(meta)
     assert "***" in meta.location
+    as_param = f"postgresql:///{params['dbname']}?host={params['host']}&user=postgres" \
+               "&password=hunter3-secret"
+    store = PostgresStore(as_param)
+    assert "hunter3-secret" not in repr(store.meta())
+    store.close()

@@ -307,7 +307,7 @@ class PostgresTarget:
         self.database = str(params.get("dbname") or params.get("user") or "")
         self.user = str(params.get("user") or "")
         self.password = str(params.get("password") or "")
-        self.url = redact_url(url)
+        self.url = self.scrub(redact_url(url))  # also a password given as ?password=
 
     def describe(self) -> str:
         return (f"host={self.host} port={self.port} database={self.database} "
