@@ -192,3 +192,35 @@ def test_selective_filter_beyond_the_index_walk_falls_back_to_exact(pg_url: str)
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + exact_sql, exact_params))
     assert store.hnsw_index_name(ident.key) not in plan
     store.close()
+
+
+def test_deferred_index_restore_is_exact_first_then_indexed(pg_store: PostgresStore) -> None:
+    ident = prepared(pg_store, identity("deferred", DIMS))
+    name = pg_store.hnsw_index_name(ident.key)
+
+    def index_state() -> tuple[bool, ...] | None:
+        with pg_store._connection() as conn:
+            return conn.execute(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = %s", (name,)).fetchone()
+
+    assert index_state() == (True,)
+    vecs = clustered(5000, seed=8)
+    recs = [record(f"restored {i}", user_id=f"u{i % 3}") for i in range(5000)]
+    with pg_store.deferring_search_index():
+        pg_store.bulk_load(recs[:2500], {ident.key: vecs[:2500]})
+        pg_store.bulk_load(recs[2500:], {ident.key: vecs[2500:]})
+        assert index_state() is None
+    # Served before the index exists: the ranking is exact.
+    query = clustered(1, seed=9)[0]
+    hits = pg_store.search(query, ident.key, None, 10)
+    assert [h.id for h, _ in hits] == [recs[i].id for i in _exact(vecs, query, 10)]
+    pg_store.add([record("written meanwhile")], clustered(1, seed=10), ident.key, None)
+    pg_store.build_search_indexes()
+    assert index_state() == (True,)
+    statement, params = pg_store.search_statement(query, ident.key, None, 10)
+    with pg_store._connection() as conn:
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + statement, params))
+    assert name in plan
+    pg_store.build_search_indexes()  # idempotent: a valid index is left alone
+    assert pg_store.total() == 5001

@@ -162,6 +162,13 @@ def _today() -> str:
     return datetime.now(UTC).date().isoformat()
 
 
+def _hnsw_work_mem_mb(rows: int, dims: int) -> int:
+    """maintenance_work_mem for an HNSW build: the graph holds each vector plus ~2*m neighbour
+    links per layer-0 node; when it fits in memory the build is several times faster."""
+    needed_mb = int(rows * (dims * 4 + HNSW_M * 2 * 8 + 200) * 1.3 / 2**20) + 64
+    return min(max(needed_mb, 64), 2048)
+
+
 # ---------------------------------------------------------------- vector adaptation
 
 class _VectorBinaryDumper(Dumper):
@@ -339,6 +346,7 @@ class PostgresStore(Store):
         self.server: dict[str, Any] = {}
         self._embedder_dims: dict[str, int] = {}
         self.last_bulk_load: dict[str, Any] = {}
+        self._deferring_index = False
         self._bootstrap()
         self._pool: ConnectionPool[Any] = ConnectionPool(
             url,
@@ -666,18 +674,23 @@ class PostgresStore(Store):
                 "INSERT INTO embedders VALUES (%s, %s, %s) ON CONFLICT (key) DO NOTHING",
                 (identity.key, Json(identity.to_json()), utc_now()),
             )
-            conn.execute(self._hnsw_index_sql(identity.key, identity.dims, if_not_exists=True))
+            if not self._deferring_index:
+                conn.execute(self._hnsw_index_sql(identity.key, identity.dims,
+                                                  if_not_exists=True))
 
     @staticmethod
     def hnsw_index_name(key: str) -> str:
         return "vectors_hnsw_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
-    def _hnsw_index_sql(self, key: str, dims: int, *, if_not_exists: bool) -> sql.Composed:
+    def _hnsw_index_sql(
+        self, key: str, dims: int, *, if_not_exists: bool, concurrently: bool = False
+    ) -> sql.Composed:
         return sql.SQL(
-            "CREATE INDEX {exists} {name} ON vectors USING hnsw "
+            "CREATE INDEX {concurrently} {exists} {name} ON vectors USING hnsw "
             "((vector::vector({dims})) vector_cosine_ops) "
             "WITH (m = {m}, ef_construction = {ef}) WHERE embedder_key = {key}"
         ).format(
+            concurrently=sql.SQL("CONCURRENTLY" if concurrently else ""),
             exists=sql.SQL("IF NOT EXISTS" if if_not_exists else ""),
             name=sql.Identifier(self.hnsw_index_name(key)),
             dims=sql.Literal(int(dims)),
@@ -830,7 +843,7 @@ class PostgresStore(Store):
         started = time.perf_counter()
         phases: dict[str, float] = {}
         with self._write(long=True) as (cur, last):
-            rebuild = len(records) >= BULK_REINDEX_MIN_ROWS
+            rebuild = len(records) >= BULK_REINDEX_MIN_ROWS or self._deferring_index
             if rebuild:
                 for key in vectors:
                     cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
@@ -850,17 +863,19 @@ class PostgresStore(Store):
                 for fk in _VECTOR_FKS.values():
                     cur.execute(f"ALTER TABLE vectors ADD {fk}")
             phases["copy_s"] = time.perf_counter() - started
-            if rebuild:
+            if rebuild and not self._deferring_index:
                 for key in vectors:
                     self.build_hnsw_index(cur, key, known[key].dims)
                 phases["index_s"] = time.perf_counter() - started - phases["copy_s"]
+            if rebuild:
                 # Fresh statistics, or the planner may still think the table is tiny and sort
                 # every vector instead of walking the index.
                 cur.execute("ANALYZE memories")
                 cur.execute("ANALYZE vectors")
         phases["total_s"] = time.perf_counter() - started
         # Kept for operators' logs and the bench: where a large restore spends its time.
-        self.last_bulk_load = {"rows": len(records), "index_rebuilt": rebuild, **phases}
+        self.last_bulk_load = {"rows": len(records), "index_rebuilt": "index_s" in phases,
+                               **phases}
         log.info("bulk load of %d memories: %s", len(records),
                  ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
         return len(records)
@@ -870,14 +885,55 @@ class PostgresStore(Store):
         count = cur.execute("SELECT count(*) FROM vectors WHERE embedder_key = %s",
                             (key,)).fetchone()
         rows = int(count[0]) if count else 0
-        # The graph holds each vector plus ~2*m neighbour links per layer-0 node; when it fits
-        # in maintenance_work_mem the build is several times faster.
-        needed_mb = int(rows * (dims * 4 + HNSW_M * 2 * 8 + 200) * 1.3 / 2**20) + 64
-        work_mem_mb = min(max(needed_mb, 64), 2048)
-        cur.execute(f"SET LOCAL maintenance_work_mem = '{work_mem_mb}MB'")
+        cur.execute(f"SET LOCAL maintenance_work_mem = '{_hnsw_work_mem_mb(rows, dims)}MB'")
         cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
             sql.Identifier(self.hnsw_index_name(key))))
         cur.execute(self._hnsw_index_sql(key, dims, if_not_exists=False))
+
+    @contextmanager
+    def deferring_search_index(self) -> Iterator[None]:
+        """Drop the HNSW indexes and keep them out while a restore loads: every batch then
+        goes in without graph inserts, and searches meanwhile are exact (a full ranking)."""
+        with self._connection(long=True) as conn:
+            for key in self.embedders():
+                conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
+                    sql.Identifier(self.hnsw_index_name(key))))
+        self._deferring_index = True
+        try:
+            yield
+        finally:
+            self._deferring_index = False
+
+    def build_search_indexes(self) -> None:
+        """Build every missing (or invalid) HNSW index without blocking writes (CONCURRENTLY),
+        then refresh planner statistics so searches use them."""
+        with self._connection(long=True) as conn:
+            for key, identity in self.embedders().items():
+                name = self.hnsw_index_name(key)
+                row = conn.execute(
+                    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = %s AND c.relname = %s", (SCHEMA, name)).fetchone()
+                if row is not None and row[0]:
+                    continue
+                if row is not None:  # left invalid by an interrupted concurrent build
+                    conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                        sql.Identifier(name)))
+                count = conn.execute("SELECT count(*) FROM vectors WHERE embedder_key = %s",
+                                     (key,)).fetchone()
+                rows = int(count[0]) if count else 0
+                started = time.perf_counter()
+                conn.execute(f"SET maintenance_work_mem = "
+                             f"'{_hnsw_work_mem_mb(rows, identity.dims)}MB'")
+                try:
+                    conn.execute(self._hnsw_index_sql(key, identity.dims, if_not_exists=True,
+                                                      concurrently=True))
+                finally:
+                    conn.execute("RESET maintenance_work_mem")
+                log.info("built the HNSW index of %s over %d vectors in %.1fs", key, rows,
+                         time.perf_counter() - started)
+            conn.execute("ANALYZE memories")
+            conn.execute("ANALYZE vectors")
 
     def advance_seq(self, seq: int) -> None:
         with self._write() as (cur, last):
