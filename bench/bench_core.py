@@ -23,7 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import corpus, latencies, report, show, timer, unit_vectors
+from bench.common import (
+    corpus,
+    latencies,
+    real_questions,
+    report,
+    show,
+    timer,
+    unit_vectors,
+)
 from memvault.config import load_settings
 from memvault.embed.local import LocalEmbedder
 from memvault.memory import Memory, text_hash
@@ -83,7 +91,7 @@ def bench_precomputed(embedder: LocalEmbedder, n: int, root: Path) -> dict[str, 
             memory.add_records(records[start : start + BATCH], matrix[start : start + BATCH])
     key = memory.embedder_identity().key
     queries = unit_vectors(200, DIMS, seed=1)
-    query_texts = corpus(200)
+    query_texts = real_questions()[:200]
     alice = {"user_id": "user0"}
 
     def numpy_search(i: int) -> None:

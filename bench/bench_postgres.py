@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from bench.common import LOCOMO, RESULTS, latencies, report, show, timer
+from bench.common import LOCOMO, RESULTS, latencies, real_questions, report, show, timer
 from memvault.embed.local import LocalEmbedder
 from memvault.memory import text_hash
 from memvault.store import MemoryRecord, parse_filters, utc_now
@@ -113,11 +113,6 @@ def blended(real: np.ndarray, texts: list[str], convs: list[int], n: int, seed: 
         for row, i, j in zip(rows, a, b, strict=True):
             joined[row] = f"{texts[i]} {texts[j]} [#{row}]"
     return out, joined
-
-
-def question_texts() -> list[str]:
-    data = json.loads(LOCOMO.read_text())
-    return [str(qa["question"]) for c in data for qa in c["qa"] if qa.get("question")]
 
 
 def cached_embeddings(embedder: LocalEmbedder, texts: list[str], name: str) -> np.ndarray:
@@ -250,7 +245,7 @@ def main() -> None:
     extra, extra_texts = blended(real, real_texts_, convs, n - len(real))
     matrix = np.concatenate([real, extra])
     texts = real_texts_ + extra_texts
-    questions = question_texts()
+    questions = real_questions()
     queries = cached_embeddings(embedder, questions, "questions")
     records = make_records(texts)
     ids = [r.id for r in records]

@@ -81,6 +81,12 @@ def real_texts(limit: int | None = None) -> list[str]:
     return texts[:limit] if limit else texts
 
 
+def real_questions() -> list[str]:
+    """LoCoMo's annotated questions: real queries an agent asks of its memory."""
+    data = json.loads(LOCOMO.read_text())
+    return [str(qa["question"]) for c in data for qa in c["qa"] if qa.get("question")]
+
+
 def corpus(n: int) -> list[str]:
     """n distinct texts built from real turns (a suffix keeps repeated turns distinct)."""
     base = real_texts()
