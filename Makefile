@@ -24,4 +24,7 @@ test: install-dev
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install-dev
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.bench_core
+	$(BIN)/python -m bench.bench_server
+	$(BIN)/python -m bench.bench_postgres
+	$(BIN)/python -m bench.bench_backup
