@@ -544,16 +544,22 @@ class SQLiteStore(Store):
         conn.execute("BEGIN")  # one snapshot for the rows and the seq
         try:
             index.seq = self._sync_state()[0]
-            cursor = conn.execute(
-                "SELECT m.id, m.user_id, m.agent_id, m.run_id, v.vector FROM vectors v "
+            rows = conn.execute(
+                "SELECT m.user_id, m.agent_id, m.run_id, m.id, v.vector FROM vectors v "
                 "JOIN memories m ON m.id = v.memory_id WHERE v.embedder_key = ?",
                 (embedder_key,),
-            )
-            for memory_id, user_id, agent_id, run_id, blob in cursor:
-                index.upsert(memory_id, (user_id, agent_id, run_id),
-                             np.frombuffer(blob, dtype=np.float32))
+            ).fetchall()
         finally:
             conn.execute("COMMIT")
+        # One matrix per namespace, built from the joined blobs: the CLI's cold start loads
+        # every vector, so no per-row Python work here.
+        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        for row in rows:
+            groups.setdefault(row[:3], []).append(row)
+        for triple, members in groups.items():
+            matrix = np.frombuffer(b"".join(row[4] for row in members), dtype=np.float32)
+            index.load_block(triple, [row[3] for row in members],
+                             matrix.reshape(len(members), identity.dims))
         self._indexes[embedder_key] = index
         return index
 

@@ -69,6 +69,16 @@ class VectorIndex:
         block.upsert(memory_id, vector)
         self._where[memory_id] = triple
 
+    def load_block(self, triple: Triple, ids: list[str], matrix: np.ndarray) -> None:
+        """Bulk-load a namespace that the index does not hold yet."""
+        assert triple not in self._blocks, "load_block is for a fresh namespace"
+        block = self._blocks[triple] = _Block(self.dims)
+        block.matrix = np.array(matrix, dtype=np.float32)  # a writable copy
+        block.ids = list(ids)
+        block.rows = {memory_id: row for row, memory_id in enumerate(ids)}
+        for memory_id in ids:
+            self._where[memory_id] = triple
+
     def remove(self, memory_id: str) -> None:
         triple = self._where.pop(memory_id, None)
         if triple is not None:
