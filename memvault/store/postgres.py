@@ -332,7 +332,7 @@ class PostgresStore(Store):
         url: str,
         *,
         timeout: float = 5.0,
-        ef_search: int = 100,
+        ef_search: int = 200,
         min_connections: int = 1,
         max_connections: int = 8,
     ) -> None:
