@@ -22,6 +22,27 @@ from memvault.store.records import JournalEntry, MemoryRecord, StoreMeta
 SCHEMA_VERSION = 1
 
 
+def check_schema_version(version: int, tables: set[str], where: str, foreign_hint: str) -> None:
+    """Refuse a store written by a newer memvault, or a place that holds something else.
+
+    `where` names the database for the message; `version` 0 with tables present means the
+    tables are not ours (never migrate over them)."""
+    from memvault.errors import SchemaError
+
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"{where} has schema version {version}, newer than this memvault understands "
+            f"({SCHEMA_VERSION})",
+            hint="upgrade memvault; never open a store with an older version",
+        )
+    if version == 0 and tables:
+        raise SchemaError(
+            f"{where} holds tables but is not a memvault store "
+            f"(tables: {', '.join(sorted(tables)[:5])})",
+            hint=foreign_hint,
+        )
+
+
 @dataclass(frozen=True)
 class AddOutcome:
     """The result of adding one record: the id that holds the text and whether it is new."""

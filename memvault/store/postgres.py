@@ -50,7 +50,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from memvault.config import redact_url
 from memvault.embed.base import EmbedderIdentity
 from memvault.errors import InvalidInput, SchemaError, StoreError, StoreUnavailable
-from memvault.store.base import SCHEMA_VERSION, AddOutcome, Store
+from memvault.store.base import SCHEMA_VERSION, AddOutcome, Store, check_schema_version
 from memvault.store.filters import PostgresDialect, compile_sql
 from memvault.store.records import (
     ENTITY_KEYS,
@@ -490,18 +490,10 @@ class PostgresStore(Store):
             row = conn.execute(
                 f"SELECT value::text FROM {SCHEMA}.meta WHERE key = 'schema_version'").fetchone()
             version = int(json.loads(row[0])) if row else 0
-        if version > SCHEMA_VERSION:
-            raise SchemaError(
-                f"the memvault store in database {self.target.database} has schema version "
-                f"{version}, newer than this memvault understands ({SCHEMA_VERSION})",
-                hint="upgrade memvault; never open a store with an older version",
-            )
-        if version == 0 and tables:
-            raise SchemaError(
-                f"database {self.target.database} has a schema {SCHEMA!r} that is not a "
-                f"memvault store (tables: {', '.join(sorted(tables)[:5])})",
-                hint="point MEMVAULT_DATABASE_URL at another database, or drop that schema",
-            )
+        check_schema_version(
+            version, tables, f"schema {SCHEMA!r} of database {self.target.database}",
+            "point MEMVAULT_DATABASE_URL at another database, or drop that schema",
+        )
         for target in range(version + 1, SCHEMA_VERSION + 1):
             statements = MIGRATIONS.get(target)
             if statements is None:

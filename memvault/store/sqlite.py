@@ -16,7 +16,7 @@ import numpy as np
 
 from memvault.embed.base import EmbedderIdentity
 from memvault.errors import InvalidInput, SchemaError, StoreError, StoreUnavailable
-from memvault.store.base import SCHEMA_VERSION, AddOutcome, Store
+from memvault.store.base import SCHEMA_VERSION, AddOutcome, Store, check_schema_version
 from memvault.store.filters import (
     SQLITE,
     Node,
@@ -168,18 +168,10 @@ class SQLiteStore(Store):
                 f"{self.path} is not a readable SQLite database: {exc}",
                 hint="point MEMVAULT_DATABASE_URL at a memvault store or restore from a backup",
             ) from exc
-        if version > SCHEMA_VERSION:
-            raise SchemaError(
-                f"{self.path} has schema version {version}, newer than this memvault "
-                f"understands ({SCHEMA_VERSION})",
-                hint="upgrade memvault; never open a store with an older version",
-            )
-        if version == 0 and tables:
-            raise SchemaError(
-                f"{self.path} is a SQLite database but not a memvault store "
-                f"(tables: {', '.join(sorted(tables)[:5])})",
-                hint="point MEMVAULT_DATABASE_URL at a new file; use `memvault import` for mem0",
-            )
+        check_schema_version(
+            version, tables, f"SQLite database {self.path}",
+            "point MEMVAULT_DATABASE_URL at a new file; use `memvault import` for mem0",
+        )
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self._transaction() as cur:
                 for statement in MIGRATIONS[target].split(";"):
