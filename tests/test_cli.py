@@ -101,3 +101,27 @@ def test_entry_point_runs_as_a_process(tmp_path: Path) -> None:
          "--json"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["data_dir"]["source"] == "flag"
+
+
+def test_embedder_switch_follows_the_hint_end_to_end(cli: CliRunner) -> None:
+    """The mismatch error tells what to do; doing exactly that makes the store searchable."""
+    with EmbeddingServer(dims=64) as server:
+        old = {"MEMVAULT_EMBEDDER": "openai:old-model", "MEMVAULT_EMBEDDER_URL": server.url + "/v1"}
+        new = {"MEMVAULT_EMBEDDER": "ollama:new-model", "MEMVAULT_EMBEDDER_URL": server.url}
+        for text in ("alice paints watercolours", "alice keeps bees"):
+            assert cli.invoke(app, ["add", text, "--user-id", "alice"], env=old).exit_code == 0
+        server.dims = 32
+        refused = cli.invoke(app, ["search", "bees", "--user-id", "alice"], env=new)
+        assert refused.exit_code == 1
+        assert "memvault backup create" in refused.output
+        assert "memvault restore latest --yes" in refused.output
+        assert cli.invoke(app, ["backup", "create"], env=new).exit_code == 0
+        restored = cli.invoke(app, ["restore", "latest", "--yes"], env=new)
+        assert restored.exit_code == 0, restored.output
+        found = cli.invoke(app, ["search", "bees", "--user-id", "alice", "--threshold", "0",
+                                 "--json"], env=new)
+        assert found.exit_code == 0, found.output
+        memories = [r["memory"] for r in json.loads(found.output)["results"]]
+        assert sorted(memories) == ["alice keeps bees", "alice paints watercolours"]
+        status = cli.invoke(app, ["status", "--json"], env=new)
+        assert json.loads(status.output)["embedders"]["active"] == "ollama:new-model:32"

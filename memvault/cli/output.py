@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -27,6 +28,7 @@ def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) ->
 
 
 def print_error(message: str, hint: str | None = None) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    # soft_wrap: never break a command the user should copy in the middle
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
-        err_console.print(f"[yellow]what to do:[/] {hint}", highlight=False)
+        err_console.print(f"[yellow]what to do:[/] {escape(hint)}", highlight=False, soft_wrap=True)

@@ -22,6 +22,14 @@ log = logging.getLogger("memvault.memory")
 
 _UNSET: Any = object()
 
+# Until `memvault reembed` (online) exists, a backup + restore is the way to move a store to
+# another model: restore re-embeds every memory from its stored text.
+REEMBED_HINT = (
+    "set MEMVAULT_EMBEDDER back to the store's embedder; to move the store to the new model, "
+    "run `memvault backup create`, then `memvault restore latest --yes` with the new "
+    "MEMVAULT_EMBEDDER (restore re-embeds every memory from its text)"
+)
+
 
 def text_hash(text: str) -> str:
     return hashlib.md5(text.encode("utf-8")).hexdigest()
@@ -142,8 +150,7 @@ class Memory:
             raise EmbedderMismatch(
                 f"the store's vectors were made by {active}, but the configured embedder is "
                 f"{identity.key}",
-                hint=f"set MEMVAULT_EMBEDDER back, or run `memvault reembed --embedder "
-                f"{self.settings.embedder}` to re-embed the store",
+                hint=REEMBED_HINT,
             )
         stored = known.get(active)
         if stored is not None and not stored.same_model(identity):
