@@ -201,7 +201,7 @@ def test_embedder_switch_is_refused_until_reembedded(settings: Settings) -> None
             with pytest.raises(EmbedderMismatch) as caught:
                 second.search("fact", user_id="alice")
             assert "openai:small:64" in str(caught.value)
-            assert "reembed" in caught.value.hint
+            assert "memvault restore latest --yes" in caught.value.hint
             with pytest.raises(EmbedderMismatch):
                 second.add("new fact", user_id="alice", infer=False)
             # Reads that need no vectors still work: nothing is hidden.
