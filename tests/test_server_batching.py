@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from memvault.embed.http import OpenAIEmbedder
 from memvault.embed.local import LocalEmbedder
 from memvault.errors import EmbedderError, InvalidInput
 from memvault.memory import Memory
-from memvault.server.batcher import AddBatcher, _Pending
+from memvault.server.batcher import AddBatcher, _Request
 from memvault.server.embed_batcher import BatchingEmbedder
 from tests.peers.embedding_server import EmbeddingServer
 
@@ -72,14 +73,15 @@ def test_add_batch_with_one_bad_request_fails_only_that_one(memory: Memory) -> N
     taken = memory.add("already here", user_id="u", infer=False)["results"][0]["id"]
     good = [memory.verbatim_records(f"good {i}", user_id="u") for i in range(3)]
     bad = [r.evolve(id=taken) for r in memory.verbatim_records("reuses an id", user_id="u")]
-    batch = [_Pending(good[0], "t"), _Pending(bad, "t"), _Pending(good[1], "t"),
-             _Pending(good[2], "other-actor")]
+    batch = [_Request(good[0], "t"), _Request(bad, "t"), _Request(good[1], "t"),
+             _Request(good[2], "other-actor")]
+    futures: list[Future[Any]] = [Future() for _ in batch]
     batcher = AddBatcher(memory)
-    batcher._flush(batch)
-    assert [p.future.result()[0]["memory"] for p in (batch[0], batch[2], batch[3])] == [
+    batcher._flush(batch, futures)
+    assert [f.result()[0]["memory"] for f in (futures[0], futures[2], futures[3])] == [
         "good 0", "good 1", "good 2"]
     with pytest.raises(InvalidInput):
-        batch[1].future.result()
+        futures[1].result()
     assert memory.store.counts() == {"user:u": 4}
     actors = {e.after["memory"]: e.actor for e in memory.store.journal() if e.after}
     assert actors["good 2"] == "other-actor" and actors["good 0"] == "t"

@@ -6,15 +6,13 @@ query to 100 tokens costs more than the batching saves (bench/bench_server.py)."
 
 from __future__ import annotations
 
-import queue
-import threading
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from memvault.embed import Embedder, EmbedderIdentity
+from memvault.server.coalesce import Coalescer
 
 MAX_BATCH_TEXTS = 64
 # A text joins a group when it is at most this much longer (in characters) than the group's
@@ -23,22 +21,15 @@ LENGTH_RATIO = 1.3
 LENGTH_SLACK = 16
 
 
-@dataclass
-class _Pending:
-    texts: list[str]
-    future: Future[np.ndarray] = field(default_factory=Future)
-
-
-class BatchingEmbedder:
+class BatchingEmbedder(Coalescer[list[str], np.ndarray]):
     """An Embedder that hands every embed() to one worker, which embeds whatever is waiting,
     grouped by length. Same vectors as the wrapped embedder; a lone caller waits for no one."""
 
+    thread_name = "memvault-embed-batcher"
+
     def __init__(self, inner: Embedder, max_texts: int = MAX_BATCH_TEXTS) -> None:
+        super().__init__(max_texts)
         self.inner = inner
-        self._max_texts = max_texts
-        self._queue: queue.Queue[_Pending | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
         self.calls = 0  # model calls made (for tests and the bench)
         self.requests = 0
 
@@ -51,58 +42,25 @@ class BatchingEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return self.inner.embed(texts)
-        pending = _Pending(list(texts))
-        with self._lock:
-            if self._thread is None:  # first use, or after stop()
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="memvault-embed-batcher")
-                self._thread.start()
-            self._queue.put(pending)
-        return pending.future.result()
+        return self._submit(list(texts))
 
-    def stop(self) -> None:
-        with self._lock:
-            thread, self._thread = self._thread, None
-            if thread is not None:
-                self._queue.put(None)
-        if thread is not None:
-            thread.join(timeout=30)
+    def _size(self, item: list[str]) -> int:
+        return len(item)
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch, size, stop = [first], len(first.texts), False
-            while size < self._max_texts:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
-                size += len(more.texts)
-            self._embed(batch)
-            if stop:
-                return
-
-    def _embed(self, batch: list[_Pending]) -> None:
+    def _flush(self, items: list[list[str]], futures: list[Future[np.ndarray]]) -> None:
         self.calls += 1
-        self.requests += len(batch)
-        texts = [t for p in batch for t in p.texts]
+        self.requests += len(items)
+        texts = [t for item in items for t in item]
         try:
             vectors = self._embed_grouped(texts)
         except BaseException as exc:  # every waiting caller gets the error
-            for pending in batch:
-                pending.future.set_exception(exc)
+            for future in futures:
+                future.set_exception(exc)
             return
         start = 0
-        for pending in batch:
-            end = start + len(pending.texts)
-            pending.future.set_result(vectors[start:end])
-            start = end
+        for item, future in zip(items, futures, strict=True):
+            future.set_result(vectors[start : start + len(item)])
+            start += len(item)
 
     def _embed_grouped(self, texts: list[str]) -> np.ndarray:
         """One model call per group of texts of similar length, rows in input order."""
