@@ -217,3 +217,14 @@ def test_vectors_are_float32_roundtrip(store: Store) -> None:
                                                                               strict=True)}
     for rec, row in zip(recs, matrix, strict=True):
         np.testing.assert_array_equal(got[rec.id], row)
+
+
+def test_bulk_load_refuses_an_unregistered_embedder_clearly(store: Store) -> None:
+    from memvault.errors import StoreError
+
+    prepared(store)
+    with pytest.raises(StoreError, match="not registered"):
+        store.bulk_load([record("orphan")], {"test:nobody:8": vectors(1)})
+    with pytest.raises(StoreError, match="1 records but 2 vectors"):
+        store.bulk_load([record("short")], {store.meta().active_embedder: vectors(2)})
+    assert store.total() == 0

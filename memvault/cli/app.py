@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 
-from memvault.cli.output import console, print_error, print_json, print_table
+from memvault.cli.output import (
+    JsonOption,
+    console,
+    fails_with_exit,
+    print_error,
+    print_json,
+    print_table,
+)
 from memvault.errors import MemvaultError
 
 app = typer.Typer(
@@ -29,10 +34,6 @@ from memvault.cli.remote import ApiKeyOption, UrlOption, open_backend, remote_st
 
 app.add_typer(keys_app, name="keys")
 # -- end server issue
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
 @app.callback()
@@ -53,22 +54,6 @@ def overrides(ctx: typer.Context, **more: Any) -> dict[str, Any]:
     flags.update(more)
     return {k: v for k, v in flags.items() if v is not None}
 
-
-def fails_with_exit(code: int = 1) -> Callable[[F], F]:
-    """Turn a MemvaultError into a clear message on stderr and the given exit code."""
-
-    def decorate(func: F) -> F:
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return func(*args, **kwargs)
-            except MemvaultError as exc:
-                print_error(exc.message, exc.hint)
-                raise typer.Exit(code) from None
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
 
 
 def open_memory(ctx: typer.Context, **more: Any) -> Any:

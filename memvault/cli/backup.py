@@ -9,8 +9,16 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from memvault.cli.app import JsonOption, fails_with_exit, overrides
-from memvault.cli.output import console, err_console, print_error, print_json, print_table
+from memvault.cli.app import overrides
+from memvault.cli.output import (
+    JsonOption,
+    console,
+    err_console,
+    fails_with_exit,
+    print_error,
+    print_json,
+    print_table,
+)
 
 backup_app = typer.Typer(help="Create, list, verify and prune backups.", no_args_is_help=True)
 

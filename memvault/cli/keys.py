@@ -2,36 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
 
-from memvault.cli.output import console, print_json, print_table
+from memvault.cli.output import JsonOption, console, fails_with_exit, print_json, print_table
 
 keys_app = typer.Typer(help="Manage namespace-scoped API keys.", no_args_is_help=True)
 
-JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
-
-def _store(ctx: typer.Context) -> Any:
+@contextmanager
+def _store(ctx: typer.Context) -> Iterator[Any]:
     from memvault.cli.app import overrides
     from memvault.config import load_settings
     from memvault.store import open_store
 
-    return open_store(load_settings(overrides(ctx)))
-
-
-def _fail(exc: Exception) -> None:
-    from memvault.cli.output import print_error
-    from memvault.errors import MemvaultError
-
-    if isinstance(exc, MemvaultError):
-        print_error(exc.message, exc.hint)
-        raise typer.Exit(1) from None
-    raise exc
+    store = open_store(load_settings(overrides(ctx)))
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @keys_app.command("create")
+@fails_with_exit(1)
 def create(
     ctx: typer.Context,
     user_id: str | None = typer.Option(None, "--user-id"),
@@ -44,16 +40,9 @@ def create(
     once; only its hash is stored."""
     from memvault.server.keys import create_key
 
-    try:
-        store = _store(ctx)
-        try:
-            key, token = create_key(store, user_id=user_id, agent_id=agent_id, run_id=run_id,
-                                    label=label)
-        finally:
-            store.close()
-    except Exception as exc:
-        _fail(exc)
-        return
+    with _store(ctx) as store:
+        key, token = create_key(store, user_id=user_id, agent_id=agent_id, run_id=run_id,
+                                label=label)
     if as_json:
         print_json({**key.public(), "token": token})
         return
@@ -65,19 +54,13 @@ def create(
 
 
 @keys_app.command("list")
+@fails_with_exit(1)
 def list_(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """List keys (ids, scopes, state; never the keys themselves)."""
     from memvault.server.keys import list_keys
 
-    try:
-        store = _store(ctx)
-        try:
-            keys = [k.public() for k in list_keys(store)]
-        finally:
-            store.close()
-    except Exception as exc:
-        _fail(exc)
-        return
+    with _store(ctx) as store:
+        keys = [k.public() for k in list_keys(store)]
     if as_json:
         print_json(keys)
         return
@@ -89,20 +72,14 @@ def list_(ctx: typer.Context, as_json: bool = JsonOption) -> None:
 
 
 @keys_app.command("revoke")
+@fails_with_exit(1)
 def revoke(ctx: typer.Context, key_id: str = typer.Argument(..., help="The key's id."),
            as_json: bool = JsonOption) -> None:
     """Revoke a key; a running server refuses it from its next request on."""
     from memvault.server.keys import revoke_key
 
-    try:
-        store = _store(ctx)
-        try:
-            key = revoke_key(store, key_id)
-        finally:
-            store.close()
-    except Exception as exc:
-        _fail(exc)
-        return
+    with _store(ctx) as store:
+        key = revoke_key(store, key_id)
     if as_json:
         print_json(key.public())
     else:

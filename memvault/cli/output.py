@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -32,3 +35,26 @@ def print_error(message: str, hint: str | None = None) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
         err_console.print(f"[yellow]what to do:[/] {escape(hint)}", highlight=False, soft_wrap=True)
+
+
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fails_with_exit(code: int = 1) -> Callable[[F], F]:
+    """Turn a MemvaultError into a clear message on stderr and the given exit code."""
+    from memvault.errors import MemvaultError
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except MemvaultError as exc:
+                print_error(exc.message, exc.hint)
+                raise typer.Exit(code) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -16,7 +16,7 @@ from memvault.memory import Memory, format_record
 from memvault.server import schemas
 from memvault.server.auth import Principal, authenticate, require_admin
 from memvault.server.batcher import AddBatcher
-from memvault.store import ENTITY_KEYS, parse_filters
+from memvault.store import ENTITY_KEYS, MemoryRecord, parse_filters
 
 router = APIRouter()
 
@@ -36,18 +36,19 @@ def memory_of(request: Request) -> Memory:
     return request.app.state.memory  # type: ignore[no-any-return]
 
 
-def _visible(memory: Memory, principal: Principal, memory_id: str) -> None:
-    """404 unless the memory exists (or existed, for history) inside the caller's scope."""
+def _visible(memory: Memory, principal: Principal, memory_id: str) -> MemoryRecord | None:
+    """404 unless the memory exists (or existed, for history) inside the caller's scope.
+    Returns the record when it exists."""
     record = memory.store.get(memory_id)
     if record is not None:
         if principal.can_see_record(record):
-            return
+            return record
     elif principal.admin:
-        return  # the service itself answers 404 for an unknown id
+        return None  # the service itself answers 404 for an unknown id
     else:
         entries = memory.store.history(memory_id)
         if entries and principal.can_see(entries[-1].after or entries[-1].before or {}):
-            return
+            return None
     raise NotFound(f"Memory with id {memory_id} not found")
 
 
@@ -118,9 +119,8 @@ def _json_filters(filters: str | None) -> dict[str, Any] | None:
 def get_memory(
     memory_id: MemoryId, request: Request, principal: Principal = Depends(authenticate)
 ) -> JSONResponse:
-    memory = memory_of(request)
-    record = memory.store.get(str(memory_id))
-    if record is None or not principal.can_see_record(record):
+    record = _visible(memory_of(request), principal, str(memory_id))
+    if record is None:
         raise NotFound(f"Memory with id {memory_id} not found")
     return JSONResponse(format_record(record, None, with_score=True))
 
@@ -174,8 +174,7 @@ def delete_memory(
     memory_id: MemoryId, request: Request, principal: Principal = Depends(authenticate)
 ) -> JSONResponse:
     memory = memory_of(request)
-    record = memory.store.get(str(memory_id))
-    if record is None or not principal.can_see_record(record):
+    if _visible(memory, principal, str(memory_id)) is None:
         raise NotFound(f"Memory with id {memory_id} not found")
     memory.delete(str(memory_id), actor=principal.actor)
     return JSONResponse({"message": "Memory deleted successfully"})

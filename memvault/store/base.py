@@ -52,6 +52,20 @@ class AddOutcome:
     entry: JournalEntry | None
 
 
+def check_bulk_vectors(
+    records: list[MemoryRecord], vectors: dict[str, np.ndarray], registered: set[str]
+) -> None:
+    """bulk_load's preconditions, the same on every backend: one row per record for each
+    embedder, and only embedders the store knows (a clear error instead of a key violation)."""
+    from memvault.errors import StoreError
+
+    for key, matrix in vectors.items():
+        if key not in registered:
+            raise StoreError(f"embedder {key} is not registered in this store")
+        if len(matrix) != len(records):
+            raise StoreError(f"{len(records)} records but {len(matrix)} vectors for {key}")
+
+
 class StoreSnapshot(Protocol):
     """A consistent read view of the whole store at one journal seq (writes go on meanwhile)."""
 

@@ -50,7 +50,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from memvault.config import redact_url
 from memvault.embed.base import EmbedderIdentity
 from memvault.errors import InvalidInput, SchemaError, StoreError, StoreUnavailable
-from memvault.store.base import SCHEMA_VERSION, AddOutcome, Store, check_schema_version
+from memvault.store.base import (
+    SCHEMA_VERSION,
+    AddOutcome,
+    Store,
+    check_bulk_vectors,
+    check_schema_version,
+)
 from memvault.store.filters import PostgresDialect, compile_sql
 from memvault.store.records import (
     ENTITY_KEYS,
@@ -822,15 +828,10 @@ class PostgresStore(Store):
         journal: bool = False,
         actor: str | None = None,
     ) -> int:
-        for key, matrix in vectors.items():
-            if len(matrix) != len(records):
-                raise StoreError(f"{len(records)} records but {len(matrix)} vectors for {key}")
+        known = self.embedders()
+        check_bulk_vectors(records, vectors, set(known))
         if not records:
             return 0
-        known = self.embedders()
-        for key in vectors:
-            if key not in known:
-                raise StoreError(f"embedder {key} is not registered in this store")
         ids = [r.id for r in records]
         started = time.perf_counter()
         phases: dict[str, float] = {}

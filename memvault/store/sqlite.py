@@ -16,7 +16,13 @@ import numpy as np
 
 from memvault.embed.base import EmbedderIdentity
 from memvault.errors import InvalidInput, SchemaError, StoreError, StoreUnavailable
-from memvault.store.base import SCHEMA_VERSION, AddOutcome, Store, check_schema_version
+from memvault.store.base import (
+    SCHEMA_VERSION,
+    AddOutcome,
+    Store,
+    check_bulk_vectors,
+    check_schema_version,
+)
 from memvault.store.filters import (
     SQLITE,
     Node,
@@ -422,9 +428,7 @@ class SQLiteStore(Store):
         journal: bool = False,
         actor: str | None = None,
     ) -> int:
-        for key, matrix in vectors.items():
-            if len(matrix) != len(records):
-                raise StoreError(f"{len(records)} records but {len(matrix)} vectors for {key}")
+        check_bulk_vectors(records, vectors, set(self.embedders()))
         if not records:
             return 0
         with self._transaction() as cur:
