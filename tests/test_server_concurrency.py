@@ -116,3 +116,29 @@ def test_concurrent_searches_share_model_calls(
         hits = memory.store.search(vector, memory.embedder_identity().key,
                                    parse_filters({"user_id": "s"}), 20)
         assert ranking == [record.memory for record, _ in hits]
+
+
+def test_updates_through_two_replicas_lose_nothing(
+    settings: Any, memory: Memory, local_embedder: Any
+) -> None:
+    """Two `Memory` objects on one store stand for two processes or API replicas: they share
+    no lock, only the store's write transaction."""
+    memory_id = memory.add("version 0", user_id="u", infer=False)["results"][0]["id"]
+    with Memory(settings, embedder=local_embedder) as replica:
+
+        def update(field: str) -> None:
+            target = memory if field == "text" else replica
+            for i in range(1, 11):
+                if field == "text":
+                    target.update(memory_id, text=f"version {i}")
+                else:
+                    target.update(memory_id, metadata={"n": i})
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(update, ["text", "metadata"]))
+    final = memory.get(memory_id)
+    assert (final["memory"], final["metadata"]) == ("version 10", {"n": 10})
+    for entry in [e for e in memory.store.history(memory_id) if e.op == "UPDATE"]:
+        before, after = entry.before or {}, entry.after or {}
+        changed = {k for k in ("memory", "metadata") if before.get(k) != after.get(k)}
+        assert len(changed) == 1, (before, after)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from memvault.errors import InvalidInput
+from memvault.errors import InvalidInput, StoreError
 from memvault.store import Store, parse_filters
 from tests.helpers import DIMS, identity, prepared, record, vectors
 
@@ -57,6 +57,26 @@ def test_update_replaces_record_and_vector(store: Store) -> None:
     assert store.get(rec.id).memory == "new text"
     hits = store.search(new_vec, ident.key, parse_filters({"user_id": "alice"}), 1)
     assert hits[0][0].id == rec.id and hits[0][1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_field_updates_apply_to_the_current_row_not_a_stale_copy(store: Store) -> None:
+    ident = prepared(store)
+    rec = record("old text")
+    store.add([rec], vectors(1), ident.key, None)
+    stale = store.get(rec.id)  # two writers read the same version...
+    store.update(stale.evolve(metadata={"tag": "a"}, updated_at="2099-01-01T00:00:00+00:00"),
+                 None, "", actor="one", fields=["metadata", "updated_at"])
+    new_vec = vectors(1, seed=9)[0]
+    entry = store.update(
+        stale.evolve(memory="new text", hash="h2", updated_at="2099-01-02T00:00:00+00:00"),
+        new_vec, ident.key, actor="two", fields=["memory", "hash", "updated_at"])
+    final = store.get(rec.id)  # ...and neither change is lost
+    assert (final.memory, final.metadata) == ("new text", {"tag": "a"})
+    assert entry.before["metadata"] == {"tag": "a"} and entry.after["metadata"] == {"tag": "a"}
+    with pytest.raises(StoreError, match="without a new vector"):
+        store.update(stale.evolve(memory="text with no vector"), None, "", actor="three",
+                     fields=["memory"])
+    assert store.get(rec.id).memory == "new text"
 
 
 def test_delete_is_journaled_and_exact(store: Store) -> None:

@@ -91,9 +91,6 @@ class Memory:
         self._embedder_lock = threading.Lock()
         self.actor = actor
         self._llm = llm  # memvault.llm.ChatClient, built on first infer when MEMVAULT_LLM is set
-        # update() reads, changes and writes a record: striped locks keep two concurrent
-        # updates of one memory from losing each other's changes (within this process).
-        self._update_locks = [threading.Lock() for _ in range(64)]
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None = None) -> Memory:
@@ -286,28 +283,24 @@ class Memory:
         text = text if text is not None else data
         if text is None and metadata is None and expiration_date is _UNSET:
             raise InvalidInput("nothing to update: give text, metadata or expiration_date")
-        with self._update_locks[hash(memory_id) % len(self._update_locks)]:
-            return self._update_locked(memory_id, text, metadata, expiration_date, actor)
-
-    def _update_locked(
-        self, memory_id: str, text: str | None, metadata: Any, expiration_date: Any,
-        actor: str | None,
-    ) -> dict[str, str]:
         current = self._require(memory_id)
         changes: dict[str, Any] = {"updated_at": utc_now()}
         vector = None
         if text is not None:
             text = check.check_text(text)
-            changes["memory"] = text
-            changes["hash"] = text_hash(text)
             if text != current.memory:
+                changes["memory"] = text
+                changes["hash"] = text_hash(text)
                 vector = self._embed([text])[0]
         if metadata is not None:
             changes["metadata"] = check.check_metadata(metadata)
         if expiration_date is not _UNSET:
             changes["expiration_date"] = check.check_expiration(expiration_date)
         key = self.embedder_identity().key if vector is not None else ""
-        self.store.update(current.evolve(**changes), vector, key, actor or self.actor)
+        # Only the changed fields are written, onto the row as it is under the store's write
+        # lock: a concurrent update of another field, from any process, is kept.
+        self.store.update(current.evolve(**changes), vector, key, actor or self.actor,
+                          fields=changes.keys())
         return {"message": "Memory updated successfully!"}
 
     def delete(self, memory_id: str, *, actor: str | None = None) -> dict[str, str]:

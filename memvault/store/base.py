@@ -8,7 +8,7 @@ index of other processes and is what backups ship for point-in-time recovery.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,6 +20,22 @@ from memvault.store.filters import Node
 from memvault.store.records import JournalEntry, MemoryRecord, StoreMeta
 
 SCHEMA_VERSION = 1
+
+
+def merge_update(
+    current: MemoryRecord, record: MemoryRecord, fields: Collection[str] | None,
+    vector: np.ndarray | None,
+) -> MemoryRecord:
+    """The row an update writes: `record` whole, or `current` (read under the write lock) with
+    only `fields` taken from `record`. A new text needs its vector: the text and the vector of
+    a memory always change together."""
+    from memvault.errors import StoreError
+
+    merged = record if fields is None else current.evolve(
+        **{name: getattr(record, name) for name in fields})
+    if vector is None and merged.memory != current.memory:
+        raise StoreError(f"update of {record.id} changes its text without a new vector")
+    return merged
 
 
 def check_schema_version(version: int, tables: set[str], where: str, foreign_hint: str) -> None:
@@ -131,8 +147,12 @@ class Store(ABC):
         vector: np.ndarray | None,
         embedder_key: str,
         actor: str | None,
+        fields: Collection[str] | None = None,
     ) -> JournalEntry:
-        """Replace a record. A new vector replaces all vectors of the memory (the text changed)."""
+        """Replace a record, or with `fields` only those fields of it: they are applied to the
+        row as it is inside the write transaction, so concurrent updates of different fields
+        (from any process or replica) all survive (see `merge_update`). A new vector replaces
+        all vectors of the memory (the text changed)."""
 
     @abstractmethod
     def delete(self, ids: list[str], actor: str | None) -> list[JournalEntry]:

@@ -31,7 +31,7 @@ import math
 import struct
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -56,6 +56,7 @@ from memvault.store.base import (
     Store,
     check_bulk_vectors,
     check_schema_version,
+    merge_update,
 )
 from memvault.store.filters import PostgresDialect, compile_sql
 from memvault.store.records import (
@@ -763,12 +764,14 @@ class PostgresStore(Store):
         vector: np.ndarray | None,
         embedder_key: str,
         actor: str | None,
+        fields: Collection[str] | None = None,
     ) -> JournalEntry:
         with self._write() as (cur, last):
             row = cur.execute(f"{_SELECT} WHERE m.id = %s", (record.id,)).fetchone()
             if row is None:
                 raise InvalidInput(f"memory {record.id} does not exist")
             before = _row_to_record(row)
+            record = merge_update(before, record, fields, vector)
             params = _copy_row(record)
             cur.execute(
                 "UPDATE memories SET memory=%s, hash=%s, metadata=%s, user_id=%s, agent_id=%s, "

@@ -6,7 +6,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from memvault.store.base import (
     Store,
     check_bulk_vectors,
     check_schema_version,
+    merge_update,
 )
 from memvault.store.filters import (
     SQLITE,
@@ -357,12 +358,14 @@ class SQLiteStore(Store):
         vector: np.ndarray | None,
         embedder_key: str,
         actor: str | None,
+        fields: Collection[str] | None = None,
     ) -> JournalEntry:
         with self._transaction() as cur:
             row = cur.execute(f"{_SELECT} WHERE m.id = ?", (record.id,)).fetchone()
             if row is None:
                 raise InvalidInput(f"memory {record.id} does not exist")
             before = _row_to_record(row)
+            record = merge_update(before, record, fields, vector)
             params = _record_params(record)
             cur.execute(
                 "UPDATE memories SET memory=?, hash=?, metadata=?, user_id=?, agent_id=?, "
