@@ -69,7 +69,7 @@ def test_status_ok_and_warning(cli: CliRunner) -> None:
     assert ok.exit_code == 0 and report["status"] == "OK"
     assert report["memories"] == {"total": 2, "namespaces": {"agent:bot": 1, "user:alice": 1},
                                   "unqueryable": 0}
-    assert report["embedders"]["active"] == "local:all-MiniLM-L6-v2-int8:384"
+    assert report["embedders"]["active"] == "local:all-MiniLM-L6-v2-q8:384"
     assert report["store"]["backend"] == "sqlite" and report["store"]["last_seq"] == 2
     human = cli.invoke(app, ["status"])
     assert "OK" in human.output and "user:alice" in human.output
@@ -84,7 +84,7 @@ def test_status_critical_on_embedder_mismatch(cli: CliRunner) -> None:
     assert out.exit_code == 2 and report["status"] == "CRITICAL"
     failing = [c for c in report["checks"] if c["status"] == "CRITICAL"]
     assert failing[0]["name"] == "embedder"
-    assert "local:all-MiniLM-L6-v2-int8:384" in failing[0]["message"]
+    assert "local:all-MiniLM-L6-v2-q8:384" in failing[0]["message"]
 
 
 def test_status_critical_when_store_cannot_open(cli: CliRunner, tmp_path: Path) -> None:

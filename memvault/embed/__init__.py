@@ -18,7 +18,7 @@ def make_embedder(spec: str, settings: Settings) -> Embedder:
     if spec == "local":
         from memvault.embed.local import LocalEmbedder
 
-        return LocalEmbedder(batch_size=settings.embedder_batch_size)
+        return LocalEmbedder()
     provider, _, model = spec.partition(":")
     if provider == "openai" and model:
         from memvault.embed.http import OPENAI_DEFAULT_URL, OpenAIEmbedder

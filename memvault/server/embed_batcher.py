@@ -1,8 +1,8 @@
 """Coalesce concurrent embedding calls (search queries, updates, batched adds) into few model
-calls. For the local model, one run over 8 short queries costs about what 4 single runs do,
-and one run at a time leaves the other core to HTTP and search. Texts of very different
-lengths go into separate runs: a batch is padded to its longest text, and padding a 10-token
-query to 100 tokens costs more than the batching saves (bench/bench_server.py)."""
+calls: an HTTP embedder gets one request for many texts, the bundled model runs the waiting
+texts side by side on its threads. Texts of very different lengths go into separate calls: an
+HTTP embedder's batch may be padded to its longest text, and padding a 10-token query to 100
+tokens costs more than the batching saves (bench/bench_server.py)."""
 
 from __future__ import annotations
 
