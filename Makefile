@@ -25,6 +25,7 @@ test: install-dev
 
 bench: install-dev
 	$(BIN)/python -m bench.bench_core
+	$(BIN)/python -m bench.bench_embed
 	$(BIN)/python -m bench.bench_server
 	$(BIN)/python -m bench.bench_postgres
 	$(BIN)/python -m bench.bench_backup
