@@ -1,0 +1,257 @@
+"""The guard's server extension (see memvault/server/extensions.py):
+
+- `background_jobs(settings, memory)`: the watchdog. It checks the store against the ledger at
+  startup (before the server accepts requests) and every few seconds after, fires and resolves
+  alerts, keeps the ledger current, and restores an empty store from the newest valid backup
+  (MEMVAULT_AUTO_RESTORE=empty). On PostgreSQL only the elected leader writes the ledger and
+  restores; every replica checks and reports.
+- `install(app)`: a readiness check (503 while the store is empty, replaced, unreachable or
+  fed by the wrong embedder) and the guard's metrics on the app's registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from memvault.backup.destinations import open_destinations
+from memvault.guard.alerts import AlertManager
+from memvault.guard.checks import REFUSING, Observation, Verdict, assess, unreachable
+from memvault.guard.ledger import LedgerRecord, observe, read_ledger, write_ledger
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from memvault.config import Settings
+    from memvault.memory import Memory
+
+log = logging.getLogger("memvault.guard")
+
+TICK_SECONDS = 5.0
+LEDGER_EVERY_SECONDS = 60.0  # an unchanged-lineage ledger record at most this often
+LEDGER_REREAD_SECONDS = 60.0  # pick up `memvault adopt` / other replicas' records
+RESTORE_RETRY_SECONDS = 300.0
+
+# The guard running for a store (by id of the Memory), so the app's checks find it.
+_GUARDS: dict[int, Guard] = {}
+
+
+def read_observation(memory: Memory) -> Observation:
+    store = memory.store
+    meta = store.meta()
+    return Observation(store_id=meta.store_id, lineage_id=meta.lineage_id, backend=meta.backend,
+                       location=meta.location, active_embedder=meta.active_embedder,
+                       seq=store.last_seq(), namespaces=store.counts(),
+                       restored_from=store.get_meta("restored_from"))
+
+
+class Guard:
+    def __init__(self, settings: Settings, memory: Memory, *,
+                 tick_seconds: float = TICK_SECONDS) -> None:
+        from memvault.store.leader import make_leader_elector
+
+        self.settings = settings
+        self.memory = memory
+        self.tick_seconds = tick_seconds
+        self.registry = CollectorRegistry()
+        self.identity_ok = Gauge("memvault_store_identity_ok", "1 when the store is the one "
+                                 "the ledger knows (not empty, replaced or rolled back).",
+                                 registry=self.registry)
+        self.alerts = AlertManager([u.get_secret_value() for u in settings.alert_urls],
+                                   registry=self.registry, instance=f"memvault {settings.host}:"
+                                   f"{settings.port}")
+        self.destinations = open_destinations(settings)
+        self.elector = make_leader_elector(settings, "guard")
+        self.ledger: LedgerRecord | None = None
+        self.ledger_problems: list[str] = []
+        self.verdict: Verdict | None = None
+        self.checked_at: str | None = None
+        self.restore: dict[str, Any] = {}
+        self._ledger_read_at = 0.0
+        self._ledger_written_at = 0.0
+        self._restore_tried_at = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self.elector.start()
+        _GUARDS[id(self.memory)] = self
+        self.check()  # before the first request: readiness is right from the start
+        self._thread = threading.Thread(target=self._loop, name="memvault-guard", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        _GUARDS.pop(id(self.memory), None)
+        self.elector.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.tick_seconds):
+            try:
+                self.check()
+            except Exception:  # the watchdog must outlive any one bad check
+                log.exception("guard check crashed")
+
+    # ------------------------------------------------------------------ one pass
+
+    def check(self) -> Verdict:
+        with self._lock:
+            verdict = self._check()
+            self.verdict = verdict
+            self.checked_at = datetime.now(UTC).isoformat()
+        if self._wants_restore(verdict):
+            self._auto_restore()
+            with self._lock:
+                verdict = self.verdict = self._check()
+        return verdict
+
+    def _check(self) -> Verdict:
+        try:
+            obs = read_observation(self.memory)
+        except Exception as exc:
+            finding = unreachable(f"{type(exc).__name__}: {exc}")
+            self.alerts.fire(finding.alert, finding.summary, finding.details)
+            self.identity_ok.set(0)
+            return Verdict([finding])
+        now = time.monotonic()
+        if self.ledger is None or now - self._ledger_read_at > LEDGER_REREAD_SECONDS \
+                or (self.verdict is not None and self.verdict.firing()):
+            self.ledger, self.ledger_problems = read_ledger(self.destinations)
+            self._ledger_read_at = now
+        verdict = assess(obs, self.ledger, self._configured_embedder(),
+                         self.settings.alert_drop_ratio)
+        for finding in verdict.findings:
+            if finding.firing:
+                self.alerts.fire(finding.alert, finding.summary, finding.details)
+            else:
+                self.alerts.resolve(finding.alert, verdict.note or finding.summary)
+        refused = [f for f in verdict.firing() if f.alert in ("StoreEmpty", "StoreReplaced")]
+        self.identity_ok.set(0 if refused else 1)
+        if verdict.accept and self.elector.is_leader():
+            self._record(obs, verdict, now)
+        return verdict
+
+    def _record(self, obs: Observation, verdict: Verdict, now: float) -> None:
+        event = verdict.accept or "observed"
+        previous = self.ledger
+        changed = previous is None or event != "observed" or previous.event == "from-backup" or (
+            obs.lineage_id, obs.store_id, obs.active_embedder) != (
+            previous.lineage_id, previous.store_id, previous.active_embedder)
+        moved = previous is None or obs.seq != previous.seq or obs.total != previous.memories
+        if not changed and (not moved or now - self._ledger_written_at < LEDGER_EVERY_SECONDS):
+            return
+        record = observe(previous, lineage_id=obs.lineage_id, store_id=obs.store_id,
+                         backend=obs.backend, location=obs.location,
+                         active_embedder=obs.active_embedder, seq=obs.seq,
+                         namespaces=obs.namespaces, event=event, note=verdict.note)
+        problems = write_ledger(self.destinations, record)
+        if len(problems) < len(self.destinations):
+            self.ledger = record
+            self._ledger_written_at = now
+            if event != "observed":
+                log.warning("ledger: %s store %s of lineage %s%s", event, obs.store_id,
+                            obs.lineage_id, f" ({verdict.note})" if verdict.note else "")
+
+    def _configured_embedder(self) -> str | None:
+        try:
+            return str(self.memory.embedder.identity().key)
+        except Exception:  # an unreachable embedder is the readiness check's to report
+            return None
+
+    # ------------------------------------------------------------------ auto-restore
+
+    def _wants_restore(self, verdict: Verdict) -> bool:
+        empty = any(f.alert == "StoreEmpty" and f.firing for f in verdict.findings)
+        return (empty and self.settings.auto_restore == "empty"
+                and time.monotonic() - self._restore_tried_at > RESTORE_RETRY_SECONDS
+                and self.elector.is_leader())
+
+    def _auto_restore(self) -> None:
+        from memvault.backup.restore import run_restore
+
+        self._restore_tried_at = time.monotonic()
+        started = datetime.now(UTC).isoformat()
+        log.warning("the store is empty where the ledger knows data: restoring the newest valid "
+                    "backup (MEMVAULT_AUTO_RESTORE=empty)")
+        try:
+            report = run_restore(self.memory.store, self.settings, self.memory.embedder,
+                                 "latest", destinations=self.destinations)
+        except Exception as exc:
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            log.error("automatic restore failed: %s", message)
+            self.restore = {"started_at": started, "ok": False, "error": message}
+            self.alerts.fire("StoreEmpty", f"the store is empty and the automatic restore "
+                             f"failed: {message}", {"hint": "run `memvault restore latest "
+                                                    "--dry-run` to see why"})
+            return
+        self.memory._identity = None  # the restore may have set the store's active embedder
+        self.restore = {"started_at": started, "ok": True, **report.to_json()}
+        log.warning("automatic restore done: %s", report.to_json())
+
+    # ------------------------------------------------------------------ reporting
+
+    def status(self) -> dict[str, Any]:
+        verdict = self.verdict
+        return {
+            "checked_at": self.checked_at,
+            "leader": self.elector.is_leader(),
+            "ledger": self.ledger.to_json() if self.ledger else None,
+            "ledger_problems": self.ledger_problems,
+            "findings": [{"alert": f.alert, "firing": f.firing, "summary": f.summary}
+                         for f in (verdict.findings if verdict else [])],
+            "alerts": self.alerts.status(),
+            "auto_restore": self.settings.auto_restore,
+            "last_restore": self.restore or None,
+        }
+
+
+def guard_check(memory: Memory) -> dict[str, Any]:
+    guard = _GUARDS.get(id(memory))
+    if guard is None or guard.verdict is None:
+        return {"name": "guard", "ok": True, "message": "guard not running in this process"}
+    refusing = [f for f in guard.verdict.firing() if f.alert in REFUSING]
+    if refusing:
+        return {"name": "guard", "ok": False, "code": refusing[0].alert,
+                "alerts": [f.alert for f in refusing],
+                "message": "; ".join(f"{f.alert}: {f.summary}" for f in refusing)}
+    return {"name": "guard", "ok": True,
+            "message": f"store matches the ledger (checked {guard.checked_at})"}
+
+
+class _Forward:
+    """Exposes the running guard's metrics on the app's registry."""
+
+    def __init__(self, memory: Memory) -> None:
+        self._memory = memory
+
+    def collect(self) -> Any:
+        guard = _GUARDS.get(id(self._memory))
+        if guard is not None:
+            yield from guard.registry.collect()
+
+
+def install(app: FastAPI) -> None:
+    app.state.readiness_checks.append(guard_check)
+    registry = getattr(app.state, "metrics_registry", None)
+    if registry is not None:
+        with contextlib.suppress(ValueError):
+            registry.register(_Forward(app.state.memory))
+
+
+def background_jobs(settings: Settings, memory: Memory) -> list[Guard]:
+    return [Guard(settings, memory)]
+
+
+def running_guard(memory: Memory) -> Guard | None:
+    return _GUARDS.get(id(memory))

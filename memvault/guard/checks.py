@@ -1,0 +1,139 @@
+"""What the guard concludes from the store as it is and the ledger: one finding per alert.
+
+Pure functions of their inputs (the store is read once into an `Observation`), so every verdict
+is testable without timing. The rules:
+- same lineage, journal seq at or past the ledger's: the store is the one we know; a fall in
+  memories beyond MEMVAULT_ALERT_DROP_RATIO of the last 24h's peak is MemoryCountDrop (deletes
+  are journaled, so this is a warning, not a refusal);
+- same lineage, seq behind the ledger's: rolled back outside memvault (an old dump restored
+  over it) -> StoreReplaced, unless memvault itself restored it since the ledger was written;
+- another lineage: StoreReplaced when it holds memories, StoreEmpty when it is empty (a new
+  empty database where the ledger knows data: the incident in PRODUCT.md);
+- EmbedderMismatch: the configured embedder is not the one that made the lineage's vectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from memvault.guard.ledger import LedgerRecord, _parse
+
+# Alerts that make the server not ready: the data it would serve is not the data it guards.
+REFUSING = ("StoreEmpty", "StoreReplaced", "StoreUnreachable", "EmbedderMismatch")
+
+
+@dataclass
+class Observation:
+    store_id: str
+    lineage_id: str
+    backend: str
+    location: str
+    active_embedder: str | None
+    seq: int
+    namespaces: dict[str, int]
+    restored_from: dict[str, Any] | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.namespaces.values())
+
+
+@dataclass
+class Finding:
+    alert: str
+    firing: bool
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Verdict:
+    findings: list[Finding]
+    accept: str | None = None  # a ledger event to record ("first-seen", "observed", "restored")
+    note: str | None = None
+
+    def firing(self) -> list[Finding]:
+        return [f for f in self.findings if f.firing]
+
+
+def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: str | None,
+           drop_ratio: float, now: datetime | None = None) -> Verdict:
+    now = now or datetime.now(UTC)
+    if ledger is None:  # nothing to compare with: this store starts the record
+        return Verdict(_all_clear("no ledger yet; this store starts it"), accept="first-seen")
+    known = (f"lineage {ledger.lineage_id} (store {ledger.store_id}) held {ledger.memories} "
+             f"memories at journal seq {ledger.seq} on {ledger.observed_at}")
+    findings: dict[str, Finding] = {f.alert: f for f in _all_clear("as expected")}
+    accept: str | None = "observed"
+    note = None
+    if obs.lineage_id == ledger.lineage_id:
+        if obs.seq < ledger.seq:
+            restored_at = (obs.restored_from or {}).get("finished_at")
+            if restored_at and _parse(restored_at) >= _parse(ledger.observed_at):
+                accept, note = "restored", (
+                    f"restored from backup {(obs.restored_from or {}).get('backup')}; journal "
+                    f"seq {obs.seq + 1}..{ledger.seq} ({ledger.seq - obs.seq} entries) had not "
+                    "been shipped and are lost")
+            else:
+                accept = None
+                findings["StoreReplaced"] = Finding("StoreReplaced", True, (
+                    f"the store was rolled back: its journal ends at seq {obs.seq}, but "
+                    f"{known}"), {"store_seq": obs.seq, "ledger_seq": ledger.seq,
+                                  "hint": "restore the newest backup (`memvault restore "
+                                  "latest --dry-run`, then --yes), or accept this store "
+                                  "with `memvault adopt`"})
+        baseline = ledger.peak_since(now - timedelta(hours=24))
+        if baseline and obs.total < (1 - drop_ratio) * baseline:
+            findings["MemoryCountDrop"] = Finding("MemoryCountDrop", True, (
+                f"the store holds {obs.total} memories, down from {baseline} within 24 h "
+                f"(more than {drop_ratio:.0%})"), {
+                    "memories": obs.total, "peak_24h": baseline,
+                    "hint": "check the journal (`history`) for the deletes; restore a backup "
+                    "if they were not intended"})
+    elif ledger.seq == 0 and ledger.memories == 0:
+        # The store before this one never held anything: nothing can have been lost.
+        return Verdict(_all_clear("replaced a store that never held data"),
+                       accept="first-seen", note=f"replaced store {ledger.store_id}, which "
+                       "never held data")
+    else:
+        accept = None
+        if obs.total == 0:
+            findings["StoreEmpty"] = Finding("StoreEmpty", True, (
+                f"the store is empty, but {known}"), {
+                    "store_id": obs.store_id, "location": obs.location,
+                    "hint": "check MEMVAULT_DATABASE_URL (new credentials or database name?); "
+                    "with MEMVAULT_AUTO_RESTORE=empty memvault restores the newest valid "
+                    "backup into it"})
+        if obs.store_id != ledger.store_id or obs.total:
+            findings["StoreReplaced"] = Finding("StoreReplaced", True, (
+                f"this is not the guarded store: store {obs.store_id} of lineage "
+                f"{obs.lineage_id} ({obs.total} memories, {obs.location}), but {known}"), {
+                    "store_id": obs.store_id, "lineage_id": obs.lineage_id,
+                    "hint": "point MEMVAULT_DATABASE_URL back at the guarded store, or accept "
+                    "this one as the start of a new lineage with `memvault adopt`"})
+    # An empty store of another lineage is waiting for a restore: the vectors it will hold are
+    # the guarded lineage's, so that is the embedder to compare with.
+    empty_newcomer = obs.total == 0 and obs.lineage_id != ledger.lineage_id
+    expected = ledger.active_embedder if empty_newcomer else obs.active_embedder
+    if configured_embedder and expected and configured_embedder != expected:
+        findings["EmbedderMismatch"] = Finding("EmbedderMismatch", True, (
+            f"the configured embedder is {configured_embedder}, but the "
+            f"{'store' if obs.total else 'guarded lineage'}'s vectors were made by {expected}"),
+            {"configured": configured_embedder, "expected": expected,
+             "hint": "set MEMVAULT_EMBEDDER back, or move the store to the new model "
+             "(a restore re-embeds: `memvault backup create`, then `memvault restore latest "
+             "--yes`)"})
+    return Verdict(list(findings.values()), accept=accept, note=note)
+
+
+def unreachable(error: str) -> Finding:
+    return Finding("StoreUnreachable", True, f"the store cannot be read: {error}",
+                   {"hint": "check that the database is up and MEMVAULT_DATABASE_URL"})
+
+
+def _all_clear(summary: str) -> list[Finding]:
+    return [Finding(name, False, summary) for name in
+            ("StoreEmpty", "StoreReplaced", "MemoryCountDrop", "EmbedderMismatch",
+             "StoreUnreachable")]

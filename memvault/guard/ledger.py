@@ -1,0 +1,159 @@
+"""The ledger: what the guarded store is and how much it held, kept with the backups.
+
+It lives outside the database on purpose: a store that was emptied, replaced (new database,
+new credentials) or rolled back cannot vouch for itself. Records are written as new files
+(`ledger/<time>-<seq>.json`, never overwritten, the newest 20 kept) to every backup
+destination; the newest readable record wins. Without any record, the newest valid backup's
+manifest stands in for one, so losing the ledger files loses no protection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from memvault.backup.catalog import list_backups
+from memvault.backup.destinations import Destination
+from memvault.backup.errors import BackupError
+from memvault.errors import MemvaultError
+
+log = logging.getLogger("memvault.guard")
+
+PREFIX = "ledger/"
+KEEP = 20
+RECENT_WINDOW = timedelta(hours=25)  # counts kept for MemoryCountDrop's 24h comparison
+
+
+@dataclass
+class LedgerRecord:
+    lineage_id: str
+    store_id: str
+    backend: str
+    location: str
+    active_embedder: str | None
+    seq: int  # the highest journal seq seen in this lineage
+    memories: int
+    namespaces: dict[str, int]
+    observed_at: str
+    event: str = "observed"  # first-seen | observed | restored | adopted | from-backup
+    note: str | None = None
+    recent: list[tuple[str, int]] = field(default_factory=list)  # (time, total), last 25h
+    host: str = field(default_factory=socket.gethostname)
+    format: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LedgerRecord:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        known["recent"] = [tuple(item) for item in known.get("recent", [])]
+        return cls(**known)
+
+    def peak_since(self, since: datetime) -> int:
+        """The largest total observed at or after `since` (0 if none)."""
+        totals = [total for at, total in self.recent if _parse(at) >= since]
+        if _parse(self.observed_at) >= since:
+            totals.append(self.memories)
+        return max(totals, default=0)
+
+
+def _parse(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _key(record: LedgerRecord) -> str:
+    stamp = _parse(record.observed_at).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{PREFIX}{stamp}-{record.seq:012d}.json"
+
+
+def read_ledger(destinations: list[Destination]) -> tuple[LedgerRecord | None, list[str]]:
+    """The newest ledger record over all destinations (or one built from the newest valid
+    backup), and the problems met on the way (unreachable destination, unreadable record)."""
+    problems: list[str] = []
+    newest: tuple[str, LedgerRecord] | None = None
+    for dest in destinations:
+        try:
+            keys = [k for k in dest.list(PREFIX) if k.endswith(".json")]
+        except (MemvaultError, OSError) as exc:
+            problems.append(f"cannot list the ledger in {dest.url}: {exc}")
+            continue
+        for key in sorted(keys, reverse=True):
+            try:
+                record = LedgerRecord.from_json(json.loads(dest.read_bytes(key)))
+            except (MemvaultError, OSError, ValueError, TypeError, KeyError) as exc:
+                problems.append(f"unreadable ledger record {key} in {dest.url}: {exc}")
+                continue
+            name = key.rsplit("/", 1)[-1]
+            if newest is None or name > newest[0]:
+                newest = (name, record)
+            break  # the newest readable record of this destination
+    if newest is not None:
+        return newest[1], problems
+    return _from_backups(destinations, problems), problems
+
+
+def _from_backups(destinations: list[Destination], problems: list[str]) -> LedgerRecord | None:
+    best = None
+    for dest in destinations:
+        try:
+            entries = list_backups(dest)
+        except BackupError as exc:
+            problems.append(str(exc))
+            continue
+        for entry in entries:
+            if entry.valid and entry.manifest and (
+                    best is None or entry.manifest.created_at > best.created_at):
+                best = entry.manifest
+    if best is None:
+        return None
+    namespaces = dict(best.counts)
+    return LedgerRecord(
+        lineage_id=best.lineage_id, store_id=best.store_id, backend=best.backend, location="",
+        active_embedder=best.active_embedder, seq=best.seq, memories=best.total,
+        namespaces=namespaces, observed_at=best.created_at, event="from-backup",
+        note=f"no ledger record; built from backup {best.id}")
+
+
+def write_ledger(destinations: list[Destination], record: LedgerRecord) -> list[str]:
+    """Write `record` to every destination and prune old records; the problems, if any (a
+    destination that failed is logged and reported, the others are still written)."""
+    payload = json.dumps(record.to_json(), indent=1).encode()
+    key = _key(record)
+    problems = []
+    for dest in destinations:
+        try:
+            if dest.size(key) is None:
+                dest.put_bytes(key, payload)
+            old = sorted(k for k in dest.list(PREFIX) if k.endswith(".json"))[:-KEEP]
+            if old:
+                dest.delete(old)
+        except (MemvaultError, OSError) as exc:
+            message = f"cannot write the ledger to {dest.url}: {exc}"
+            log.error(message)
+            problems.append(message)
+    return problems
+
+
+def observe(previous: LedgerRecord | None, *, lineage_id: str, store_id: str, backend: str,
+            location: str, active_embedder: str | None, seq: int, namespaces: dict[str, int],
+            event: str = "observed", note: str | None = None,
+            now: datetime | None = None) -> LedgerRecord:
+    """A new record for the store as it is now, carrying the recent totals forward."""
+    now = now or datetime.now(UTC)
+    total = sum(namespaces.values())
+    recent: list[tuple[str, int]] = []
+    if previous is not None and previous.lineage_id == lineage_id:
+        recent = [(at, n) for at, n in previous.recent if _parse(at) >= now - RECENT_WINDOW]
+        recent.append((previous.observed_at, previous.memories))
+        recent = [(at, n) for at, n in recent if _parse(at) >= now - RECENT_WINDOW][-50:]
+        seq = max(seq, previous.seq) if event == "observed" else seq
+    return LedgerRecord(lineage_id=lineage_id, store_id=store_id, backend=backend,
+                        location=location, active_embedder=active_embedder, seq=seq,
+                        memories=total, namespaces=dict(namespaces),
+                        observed_at=now.isoformat(), event=event, note=note, recent=recent)

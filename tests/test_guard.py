@@ -1,0 +1,214 @@
+"""The guard: verdicts from the store and the ledger, the ledger kept with the backups, and the
+incident replayed (a new empty database where the ledger knows data) on both backends."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memvault.backup.destinations import LocalDestination
+from memvault.backup.snapshot import create_backup
+from memvault.config import Settings, load_settings
+from memvault.embed.local import LocalEmbedder
+from memvault.guard.api import Guard, guard_check
+from memvault.guard.checks import Observation, assess
+from memvault.guard.ledger import LedgerRecord, observe, read_ledger, write_ledger
+from memvault.memory import Memory
+from tests.peers.http_peer import HTTPPeer
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def obs(**changes: Any) -> Observation:
+    base = dict(store_id="s1", lineage_id="L1", backend="sqlite", location="/db",
+                active_embedder="local:m:384", seq=100, namespaces={"user:a": 60, "user:b": 40})
+    base.update(changes)
+    return Observation(**base)  # type: ignore[arg-type]
+
+
+def ledger(**changes: Any) -> LedgerRecord:
+    base = dict(lineage_id="L1", store_id="s1", backend="sqlite", location="/db",
+                active_embedder="local:m:384", seq=100, memories=100,
+                namespaces={"user:a": 60, "user:b": 40},
+                observed_at=(NOW - timedelta(minutes=5)).isoformat())
+    base.update(changes)
+    return LedgerRecord(**base)  # type: ignore[arg-type]
+
+
+def firing(verdict: Any) -> set[str]:
+    return {f.alert for f in verdict.firing()}
+
+
+def test_the_known_store_continuing_its_journal_is_accepted() -> None:
+    verdict = assess(obs(seq=120), ledger(), "local:m:384", 0.5, NOW)
+    assert firing(verdict) == set() and verdict.accept == "observed"
+    first = assess(obs(), None, "local:m:384", 0.5, NOW)
+    assert firing(first) == set() and first.accept == "first-seen"
+
+
+def test_a_new_empty_store_where_the_ledger_knows_data_is_empty_and_replaced() -> None:
+    verdict = assess(obs(store_id="s2", lineage_id="L2", seq=0, namespaces={},
+                         active_embedder="ollama:nomic:768"),
+                     ledger(), "ollama:nomic:768", 0.5, NOW)
+    assert firing(verdict) == {"StoreEmpty", "StoreReplaced", "EmbedderMismatch"}
+    assert verdict.accept is None  # never recorded as the guarded store
+    summary = next(f.summary for f in verdict.findings if f.alert == "StoreEmpty")
+    assert "held 100 memories" in summary and "L1" in summary
+
+
+def test_another_stores_data_is_replaced_not_empty() -> None:
+    verdict = assess(obs(store_id="s9", lineage_id="L9"), ledger(), "local:m:384", 0.5, NOW)
+    assert firing(verdict) == {"StoreReplaced"}
+
+
+def test_a_rolled_back_store_is_replaced_unless_memvault_restored_it() -> None:
+    rolled = assess(obs(seq=80), ledger(), "local:m:384", 0.5, NOW)
+    assert firing(rolled) == {"StoreReplaced"} and "rolled back" in rolled.findings[1].summary
+    restored = assess(obs(seq=80, restored_from={"backup": "b1", "finished_at": NOW.isoformat()}),
+                      ledger(), "local:m:384", 0.5, NOW)
+    assert firing(restored) == set() and restored.accept == "restored"
+    assert "81..100 (20 entries)" in (restored.note or "")  # the loss is stated, not hidden
+
+
+def test_a_drop_beyond_the_ratio_within_24h_is_a_count_drop() -> None:
+    earlier = ledger(recent=[((NOW - timedelta(hours=3)).isoformat(), 400)])
+    verdict = assess(obs(seq=500), earlier, "local:m:384", 0.5, NOW)
+    assert firing(verdict) == {"MemoryCountDrop"}
+    old = ledger(recent=[((NOW - timedelta(hours=30)).isoformat(), 400)])
+    assert firing(assess(obs(seq=500), old, "local:m:384", 0.5, NOW)) == set()
+
+
+def test_a_replaced_store_that_never_held_data_is_simply_accepted() -> None:
+    verdict = assess(obs(store_id="s2", lineage_id="L2", seq=0, namespaces={}),
+                     ledger(seq=0, memories=0, namespaces={}), "local:m:384", 0.5, NOW)
+    assert firing(verdict) == set() and verdict.accept == "first-seen"
+
+
+def test_ledger_records_are_new_files_and_the_newest_readable_wins(tmp_path: Path) -> None:
+    dest = LocalDestination(tmp_path / "backups")
+    assert read_ledger([dest]) == (None, [])
+    first = observe(None, lineage_id="L1", store_id="s1", backend="sqlite", location="/db",
+                    active_embedder="local:m:384", seq=10, namespaces={"user:a": 10},
+                    now=NOW - timedelta(hours=1))
+    second = observe(first, lineage_id="L1", store_id="s1", backend="sqlite", location="/db",
+                     active_embedder="local:m:384", seq=12, namespaces={"user:a": 12}, now=NOW)
+    assert write_ledger([dest], first) == [] and write_ledger([dest], second) == []
+    keys = dest.list("ledger/")
+    assert len(keys) == 2
+    found, problems = read_ledger([dest])
+    assert found is not None and (found.seq, found.memories) == (12, 12) and problems == []
+    assert found.recent == [(first.observed_at, 10)]
+    # A damaged newest record is reported and the one before it is used.
+    (tmp_path / "backups" / keys[-1]).write_text("{not json")
+    found, problems = read_ledger([dest])
+    assert found is not None and found.seq == 10
+    assert problems and "unreadable ledger record" in problems[0]
+
+
+# ---------------------------------------------------------------- the incident, replayed
+
+
+@pytest.fixture
+def webhook() -> Any:
+    peer = HTTPPeer({("POST", "/hook"): lambda body, headers: (200, {"ok": True})})
+    with peer:
+        yield peer
+
+
+def other_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A second, empty database: what the recreated containers connected to."""
+    if backend == "postgres":
+        server = request.getfixturevalue("pg_server")
+        name = "t_" + uuid.uuid4().hex[:12]
+        server.psql(f"CREATE DATABASE {name};")
+        request.addfinalizer(lambda: server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);"))
+        return str(server.get_uri(name))
+    return f"sqlite:///{tmp_path / 'recreated' / 'memvault.db'}"
+
+
+def guarded_settings(settings: Settings, webhook: HTTPPeer, **more: Any) -> Settings:
+    return load_settings({"data_dir": settings.data_dir, "database_url": settings.database_url,
+                          "alert_urls": f"json://127.0.0.1:{webhook.port}/hook", **more})
+
+
+@contextmanager
+def running(guard: Guard) -> Iterator[Guard]:
+    """Started as `serve` starts it: leader election, then the first check at once."""
+    guard.tick_seconds = 3600  # the test drives further checks itself
+    guard.start()
+    try:
+        yield guard
+    finally:
+        guard.stop()
+
+
+def notifications(webhook: HTTPPeer) -> list[str]:
+    return [r["body"].get("title", "") for r in webhook.requests if r["path"] == "/hook"]
+
+
+def test_a_new_empty_database_is_alerted_and_refilled_from_the_newest_backup(
+    backend: str, settings: Settings, memory: Memory, local_embedder: LocalEmbedder,
+    webhook: HTTPPeer, tmp_path: Path, request: pytest.FixtureRequest,
+) -> None:
+    for user in ("alice", "bob", "carol"):
+        memory.add([{"role": "user", "content": f"{user} note {i}"} for i in range(7)],
+                   user_id=user, infer=False)
+    memory.add("alice likes sailing on the lake", user_id="alice", infer=False)
+    before = memory.store.counts()
+    original = guarded_settings(settings, webhook)
+    assert all(r.status == "valid" for r in create_backup(memory.store, original))
+    with running(Guard(original, memory)) as first:  # the ledger learns the store
+        written, _ = read_ledger(first.destinations)
+        assert written is not None and written.event == "observed"  # a real record now
+        assert written.memories == sum(before.values())
+    assert notifications(webhook) == []
+
+    recreated = load_settings({**{"data_dir": settings.data_dir},
+                               "database_url": other_database(backend, tmp_path, request),
+                               "alert_urls": f"json://127.0.0.1:{webhook.port}/hook"})
+    with Memory(recreated, embedder=local_embedder) as fresh, \
+            running(Guard(recreated, fresh)) as guard:  # alerts, restores, checks again
+        verdict = guard.verdict
+        assert verdict is not None
+        titles = notifications(webhook)
+        assert any("StoreEmpty" in t and "FIRING" in t for t in titles), titles
+        assert any("StoreReplaced" in t and "FIRING" in t for t in titles), titles
+        assert any("StoreEmpty" in t and "RESOLVED" in t for t in titles), titles
+        assert verdict.firing() == [], [f.summary for f in verdict.firing()]
+        assert guard.restore["ok"] is True
+        assert fresh.store.counts() == before
+        hits = fresh.search("who goes sailing", user_id="alice", top_k=1)["results"]
+        assert hits[0]["memory"] == "alice likes sailing on the lake"
+        assert guard.registry.get_sample_value("memvault_store_identity_ok") == 1
+        record, _ = read_ledger(guard.destinations)
+        assert record is not None and record.store_id == fresh.store.meta().store_id
+
+
+def test_without_auto_restore_an_empty_store_stays_refused(
+    backend: str, settings: Settings, memory: Memory, local_embedder: LocalEmbedder,
+    webhook: HTTPPeer, tmp_path: Path, request: pytest.FixtureRequest,
+) -> None:
+    memory.add("something worth keeping", user_id="alice", infer=False)
+    original = guarded_settings(settings, webhook)
+    create_backup(memory.store, original)
+    with running(Guard(original, memory)):
+        pass
+    recreated = load_settings({"data_dir": settings.data_dir, "auto_restore": "never",
+                               "database_url": other_database(backend, tmp_path, request)})
+    with Memory(recreated, embedder=local_embedder) as fresh:
+        with running(Guard(recreated, fresh)) as guard:
+            check = guard_check(fresh)
+            assert check["ok"] is False and "StoreEmpty" in check["alerts"]
+            assert guard.registry.get_sample_value("memvault_store_identity_ok") == 0
+            assert guard.registry.get_sample_value(
+                "memvault_alerts_firing", {"alert": "StoreEmpty"}) == 1
+            assert fresh.store.total() == 0  # never filled behind the operator's back
+        status = guard.status()
+        assert json.dumps(status)  # serialisable for /status
