@@ -189,6 +189,12 @@ app.add_typer(backup_app, name="backup")
 app.command("restore")(fails_with_exit(1)(restore))
 # -- end backup issue
 
+# -- guard: alerts test
+from memvault.cli.alerts import alerts_app  # noqa: E402
+
+app.add_typer(alerts_app, name="alerts")
+# -- end guard
+
 
 def main() -> None:
     app()
