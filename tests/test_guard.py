@@ -18,7 +18,7 @@ from memvault.backup.snapshot import create_backup
 from memvault.config import Settings, load_settings
 from memvault.embed.local import LocalEmbedder
 from memvault.guard.api import Guard, guard_check
-from memvault.guard.checks import Observation, assess
+from memvault.guard.checks import Observation, assess, assess_backups
 from memvault.guard.ledger import LedgerRecord, observe, read_ledger, write_ledger
 from memvault.memory import Memory
 from tests.peers.http_peer import HTTPPeer
@@ -89,6 +89,43 @@ def test_a_replaced_store_that_never_held_data_is_simply_accepted() -> None:
     verdict = assess(obs(store_id="s2", lineage_id="L2", seq=0, namespaces={}),
                      ledger(seq=0, memories=0, namespaces={}), "local:m:384", 0.5, NOW)
     assert firing(verdict) == set() and verdict.accept == "first-seen"
+
+
+def test_backup_findings_stale_invalid_and_lagging() -> None:
+    from memvault.backup.snapshot import BackupResult
+
+    day = 86400.0
+    now = 1_000_000.0
+    fine = assess_backups(now, now - day, [BackupResult("file:///b", "x", "valid")], 0.0,
+                          day, 10.0)
+    assert [f.alert for f in fine if f.firing] == []
+    stale = assess_backups(now, now - 2 * day, [], 0.0, day, 10.0)
+    assert [f.alert for f in stale if f.firing] == ["BackupStale"]
+    bad = assess_backups(now, now - 60, [BackupResult("file:///b", "x", "suspicious",
+                                                      ["holds 0 memories after 40"])],
+                         0.0, day, 10.0)
+    (invalid,) = [f for f in bad if f.firing]
+    assert invalid.alert == "BackupInvalid" and "holds 0 memories after 40" in invalid.summary
+    lagging = assess_backups(now, now - 60, [], 61.0, day, 10.0)
+    assert [f.alert for f in lagging if f.firing] == ["JournalLag"]
+    assert not any(f.firing for f in assess_backups(now, now - 60, [], 59.0, day, 10.0))
+
+
+def test_scheduled_backups_wait_for_the_guard_and_skip_a_replaced_store(
+    settings: Settings, memory: Memory,
+) -> None:
+    from memvault.backup.scheduler import HOLDS, BackupScheduler
+
+    scheduler = BackupScheduler(memory.store, settings)
+    guard = Guard(settings, memory)
+    try:
+        assert scheduler.held() == "the guard has not checked the store yet"
+        guard.check()
+        assert scheduler.held() is None  # the guarded store: back it up
+        guard.verdict = assess(obs(), ledger(lineage_id="other"), None, 0.5, NOW)
+        assert "StoreReplaced" in (scheduler.held() or "")
+    finally:
+        HOLDS.pop(id(memory.store), None)
 
 
 def test_ledger_records_are_new_files_and_the_newest_readable_wins(tmp_path: Path) -> None:
@@ -212,3 +249,42 @@ def test_without_auto_restore_an_empty_store_stays_refused(
             assert fresh.store.total() == 0  # never filled behind the operator's back
         status = guard.status()
         assert json.dumps(status)  # serialisable for /status
+
+
+def test_status_reports_a_replaced_store_and_adopt_accepts_it(
+    backend: str, settings: Settings, memory: Memory, local_embedder: LocalEmbedder,
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from memvault.cli import app
+
+    memory.add("the guarded store's memory", user_id="alice", infer=False)
+    with running(Guard(settings, memory)):
+        pass  # the ledger now names this store
+    other = other_database(backend, tmp_path, request)
+    with Memory(load_settings({"data_dir": settings.data_dir, "database_url": other}),
+                embedder=local_embedder) as stranger:
+        stranger.add("another store's memory", user_id="zed", infer=False)
+    monkeypatch.setenv("MEMVAULT_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("MEMVAULT_DATABASE_URL", other)
+    runner = CliRunner()
+
+    status = runner.invoke(app, ["status", "--json"])
+    report = json.loads(status.stdout)
+    assert status.exit_code == 2, status.stdout  # CRITICAL
+    assert report["guard"]["firing"] == ["StoreReplaced"]
+    refused = runner.invoke(app, ["adopt", "--json"])
+    assert refused.exit_code == 1 and "--yes" in refused.stderr
+
+    adopted = runner.invoke(app, ["adopt", "--yes", "--reason", "moved to the new cluster",
+                                  "--json"])
+    assert adopted.exit_code == 0, adopted.stdout + adopted.stderr
+    assert "moved to the new cluster" in json.loads(adopted.stdout)["result"]
+    record, _ = read_ledger([LocalDestination(settings.data_dir / "backups")])
+    assert record is not None and record.event == "adopted" and record.memories == 1
+    after = runner.invoke(app, ["status", "--json"])
+    assert after.exit_code == 0, after.stdout
+    assert json.loads(after.stdout)["guard"]["firing"] == []
+    again = runner.invoke(app, ["adopt", "--yes"])
+    assert again.exit_code == 0 and "nothing to adopt" in again.stdout

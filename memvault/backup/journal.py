@@ -165,6 +165,10 @@ class JournalShipper:
         self.last_error: str | None = None
         self.last_shipped_at: str | None = None
 
+    def lag_seconds(self) -> float:
+        """How long entries have waited because shipping fails (0 while it succeeds)."""
+        return time.time() - self._caught_up_at if self.last_error else 0.0
+
     def _tip(self, dest: Destination, lineage_id: str) -> tuple[int, str | None]:
         """(upto_seq, sha256) of the newest segment, or where shipping starts for a new chain."""
         cached = self._tips.get((dest.url, lineage_id))

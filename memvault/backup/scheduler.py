@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("memvault.backup.scheduler")
 
+# Another concern (the guard) may hold the scheduled jobs of a store, by id(store): a function
+# that returns why not to back up or ship now (a replaced or emptied store must not be backed
+# up over the good backups, nor ship journal into the lineage it is not), or None.
+HOLDS: dict[int, Callable[[], str | None]] = {}
+
 
 class BackupScheduler:
     """`start()` from the app's startup, `stop()` from its shutdown (ships a final segment)."""
@@ -112,11 +117,23 @@ class BackupScheduler:
             return 0.0
         return max(0.0, newest + self.settings.backup_interval - time.time())
 
+    def held(self) -> str | None:
+        hold = HOLDS.get(id(self.store))
+        reason = hold() if hold is not None else None
+        if reason:
+            self.last_error = f"held: {reason}"
+        return reason
+
     def _snapshot_loop(self) -> None:
         wait = self._first_wait()
         while not self._stop.wait(wait):
             wait = self.settings.backup_interval
             if not self.is_leader():
+                continue
+            reason = self.held()
+            if reason:
+                log.warning("scheduled snapshot held: %s", reason)
+                wait = min(wait, 30.0)  # taken as soon as the hold lifts
                 continue
             try:
                 results = self.snapshot_now()
@@ -136,7 +153,7 @@ class BackupScheduler:
 
     def _journal_loop(self) -> None:
         while not self._stop.wait(self.settings.journal_interval):
-            if self.is_leader():
+            if self.is_leader() and not self.held():
                 try:
                     self.ship_journal()
                 except Exception:

@@ -189,10 +189,12 @@ app.add_typer(backup_app, name="backup")
 app.command("restore")(fails_with_exit(1)(restore))
 # -- end backup issue
 
-# -- guard: alerts test
+# -- guard: alerts test, adopt
 from memvault.cli.alerts import alerts_app  # noqa: E402
+from memvault.cli.guard import adopt  # noqa: E402
 
 app.add_typer(alerts_app, name="alerts")
+app.command("adopt")(fails_with_exit(1)(adopt))
 # -- end guard
 
 

@@ -69,7 +69,31 @@ def memory_status(memory: Any, checks: list[dict[str, Any]]) -> dict[str, Any]:
                        "message": f"{unqueryable} memories have no vector from {active}"})
     if total == 0:
         checks.append({"name": "contents", "state": WARNING, "message": "the store is empty"})
+    section["guard"] = _guard_check(memory, checks)
     return section
+
+
+def _guard_check(memory: Any, checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The store against the guard's ledger (kept with the backups)."""
+    from memvault.guard.api import current_verdict
+    from memvault.guard.checks import REFUSING
+
+    try:
+        verdict, info = current_verdict(memory)
+    except MemvaultError as exc:
+        checks.append({"name": "guard", "state": WARNING,
+                       "message": f"the ledger could not be checked: {exc}"})
+        return {"error": str(exc)}
+    firing = verdict.firing()
+    for finding in firing:
+        state = CRITICAL if finding.alert in REFUSING else WARNING
+        checks.append({"name": "guard", "state": state,
+                       "message": f"{finding.alert}: {finding.summary}"})
+    if not firing:
+        checks.append({"name": "guard", "state": OK, "message": "the store is the one the "
+                       "ledger knows" if info.get("ledger_lineage") or info["source"] ==
+                       "watchdog" else "no ledger yet (written by `memvault serve`)"})
+    return {**info, "firing": [f.alert for f in firing]}
 
 
 def _finish(report: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, Any]:

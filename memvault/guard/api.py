@@ -20,9 +20,20 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from memvault.backup.catalog import list_backups
 from memvault.backup.destinations import open_destinations
+from memvault.backup.scheduler import HOLDS
+from memvault.errors import MemvaultError
 from memvault.guard.alerts import AlertManager
-from memvault.guard.checks import REFUSING, Observation, Verdict, assess, unreachable
+from memvault.guard.checks import (
+    REFUSING,
+    Finding,
+    Observation,
+    Verdict,
+    assess,
+    assess_backups,
+    unreachable,
+)
 from memvault.guard.ledger import LedgerRecord, observe, read_ledger, write_ledger
 
 if TYPE_CHECKING:
@@ -79,6 +90,11 @@ class Guard:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._restoring = False
+        self._newest_valid_at: float | None = None
+        # Registered now, before any job starts: no scheduled backup or journal shipping
+        # runs until the first check has found the store to be the guarded one.
+        HOLDS[id(memory.store)] = self.backup_hold
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -94,6 +110,7 @@ class Guard:
         if self._thread is not None:
             self._thread.join(timeout=30)
         _GUARDS.pop(id(self.memory), None)
+        HOLDS.pop(id(self.memory.store), None)
         self.elector.stop()
 
     def _loop(self) -> None:
@@ -136,11 +153,48 @@ class Guard:
                 self.alerts.fire(finding.alert, finding.summary, finding.details)
             else:
                 self.alerts.resolve(finding.alert, verdict.note or finding.summary)
+        for finding in self._backup_findings(obs):
+            if finding.firing:
+                self.alerts.fire(finding.alert, finding.summary, finding.details)
+            else:
+                self.alerts.resolve(finding.alert, finding.summary)
+            verdict.findings.append(finding)
         refused = [f for f in verdict.firing() if f.alert in ("StoreEmpty", "StoreReplaced")]
         self.identity_ok.set(0 if refused else 1)
         if verdict.accept and self.elector.is_leader():
             self._record(obs, verdict, now)
         return verdict
+
+    def _backup_findings(self, obs: Observation) -> list[Finding]:
+        """Backup health as the leader's scheduler in this process sees it (other replicas
+        leave these alerts to the leader)."""
+        from memvault.backup.api import _RUNNING
+
+        scheduler = _RUNNING.get(id(self.memory.store))
+        if scheduler is None or not scheduler.is_leader():
+            return []
+        if scheduler.last_results and all(r.status == "valid" for r in scheduler.last_results):
+            self._newest_valid_at = scheduler.last_snapshot_at
+        if self._newest_valid_at is None:
+            self._newest_valid_at = self._newest_valid_backup(obs.lineage_id)
+        return assess_backups(time.time(), self._newest_valid_at, scheduler.last_results,
+                              scheduler.shipper.lag_seconds(), self.settings.backup_interval,
+                              self.settings.journal_interval)
+
+    def _newest_valid_backup(self, lineage_id: str) -> float:
+        """When the newest valid backup of this lineage was taken; with none, now (a backup
+        that never succeeds turns stale one and a half intervals after startup)."""
+        newest = None
+        for dest in self.destinations:
+            try:
+                for entry in list_backups(dest):
+                    if entry.valid and entry.manifest and entry.created \
+                            and entry.manifest.lineage_id == lineage_id:
+                        stamp = entry.created.timestamp()
+                        newest = stamp if newest is None else max(newest, stamp)
+            except MemvaultError as exc:
+                log.error("cannot list backups in %s: %s", dest, exc)
+        return newest if newest is not None else time.time()
 
     def _record(self, obs: Observation, verdict: Verdict, now: float) -> None:
         event = verdict.accept or "observed"
@@ -181,6 +235,7 @@ class Guard:
         from memvault.backup.restore import run_restore
 
         self._restore_tried_at = time.monotonic()
+        self._restoring = True
         started = datetime.now(UTC).isoformat()
         log.warning("the store is empty where the ledger knows data: restoring the newest valid "
                     "backup (MEMVAULT_AUTO_RESTORE=empty)")
@@ -188,6 +243,7 @@ class Guard:
             report = run_restore(self.memory.store, self.settings, self.memory.embedder,
                                  "latest", destinations=self.destinations)
         except Exception as exc:
+            self._restoring = False
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             log.error("automatic restore failed: %s", message)
             self.restore = {"started_at": started, "ok": False, "error": message}
@@ -195,9 +251,21 @@ class Guard:
                              f"failed: {message}", {"hint": "run `memvault restore latest "
                                                     "--dry-run` to see why"})
             return
+        self._restoring = False
         self.memory._identity = None  # the restore may have set the store's active embedder
         self.restore = {"started_at": started, "ok": True, **report.to_json()}
         log.warning("automatic restore done: %s", report.to_json())
+
+    def backup_hold(self) -> str | None:
+        """Why the backup scheduler must wait (see memvault/backup/scheduler.py HOLDS)."""
+        if self._restoring:
+            return "the guard is restoring the store"
+        verdict = self.verdict
+        if verdict is None:
+            return "the guard has not checked the store yet"
+        refused = [f.alert for f in verdict.firing() if f.alert in ("StoreEmpty",
+                                                                      "StoreReplaced")]
+        return f"the store is not the guarded one ({', '.join(refused)})" if refused else None
 
     # ------------------------------------------------------------------ reporting
 
@@ -255,3 +323,21 @@ def background_jobs(settings: Settings, memory: Memory) -> list[Guard]:
 
 def running_guard(memory: Memory) -> Guard | None:
     return _GUARDS.get(id(memory))
+
+
+def current_verdict(memory: Memory) -> tuple[Verdict, dict[str, Any]]:
+    """The running guard's last verdict, or one computed now (for `memvault status`, which
+    runs without a server): the store against the ledger, no alerts sent."""
+    guard = running_guard(memory)
+    if guard is not None and guard.verdict is not None:
+        return guard.verdict, {"checked_at": guard.checked_at, "source": "watchdog"}
+    ledger, problems = read_ledger(open_destinations(memory.settings))
+    try:
+        configured = str(memory.embedder.identity().key)
+    except Exception:
+        configured = None
+    verdict = assess(read_observation(memory), ledger, configured,
+                     memory.settings.alert_drop_ratio)
+    return verdict, {"checked_at": datetime.now(UTC).isoformat(), "source": "now",
+                     "ledger_problems": problems,
+                     "ledger_lineage": ledger.lineage_id if ledger else None}

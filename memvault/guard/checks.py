@@ -137,3 +137,34 @@ def _all_clear(summary: str) -> list[Finding]:
     return [Finding(name, False, summary) for name in
             ("StoreEmpty", "StoreReplaced", "MemoryCountDrop", "EmbedderMismatch",
              "StoreUnreachable")]
+
+
+def assess_backups(now: float, newest_valid_at: float | None, last_results: list[Any],
+                   journal_lag_s: float, backup_interval: float,
+                   journal_interval: float) -> list[Finding]:
+    """Findings about the leader's backups: stale (no valid snapshot within 1.5 intervals plus
+    15 min), invalid (the last run was not valid everywhere), journal lag (shipping failing for
+    more than three intervals, at least a minute)."""
+    stale_after = 1.5 * backup_interval + 900
+    findings = [Finding("BackupStale", False, "a recent valid backup exists"),
+                Finding("BackupInvalid", False, "the last backup run was valid everywhere"),
+                Finding("JournalLag", False, "the journal ships on time")]
+    if newest_valid_at is not None and now - newest_valid_at > stale_after:
+        hours = (now - newest_valid_at) / 3600
+        findings[0] = Finding("BackupStale", True, (
+            f"the newest valid backup is {hours:.1f} h old (interval "
+            f"{backup_interval / 3600:.1f} h)"), {
+                "hint": "see `memvault backup list` and the server log for failed runs; "
+                "`memvault backup create` takes one now"})
+    bad = [r for r in last_results if getattr(r, "status", "valid") != "valid"]
+    if bad:
+        reasons = "; ".join(f"{r.destination}: {r.status} ({', '.join(r.reasons)})"
+                            for r in bad)
+        findings[1] = Finding("BackupInvalid", True, f"the last backup run was not valid: "
+                              f"{reasons}", {"hint": "`memvault backup verify --all` and the "
+                                             "reasons above say what is wrong"})
+    if journal_lag_s > max(3 * journal_interval, 60.0):
+        findings[2] = Finding("JournalLag", True, (
+            f"journal entries have waited {journal_lag_s:.0f} s to ship"), {
+                "hint": "check the backup destinations (the server log names the failure)"})
+    return findings
