@@ -338,6 +338,5 @@ def current_verdict(memory: Memory) -> tuple[Verdict, dict[str, Any]]:
         configured = None
     verdict = assess(read_observation(memory), ledger, configured,
                      memory.settings.alert_drop_ratio)
-    return verdict, {"checked_at": datetime.now(UTC).isoformat(), "source": "now",
-                     "ledger_problems": problems,
+    return verdict, {"source": "now", "ledger_problems": problems,
                      "ledger_lineage": ledger.lineage_id if ledger else None}
