@@ -4,6 +4,7 @@ incident replayed (a new empty database where the ledger knows data) on both bac
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -186,6 +187,16 @@ def running(guard: Guard) -> Iterator[Guard]:
         guard.stop()
 
 
+def wait_for(condition: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
 def notifications(webhook: HTTPPeer) -> list[str]:
     return [r["body"].get("title", "") for r in webhook.requests if r["path"] == "/hook"]
 
@@ -212,8 +223,8 @@ def test_a_new_empty_database_is_alerted_and_refilled_from_the_newest_backup(
                                "alert_urls": f"json://127.0.0.1:{webhook.port}/hook"})
     with Memory(recreated, embedder=local_embedder) as fresh, \
             running(Guard(recreated, fresh)) as guard:  # alerts, restores, checks again
-        verdict = guard.verdict
-        assert verdict is not None
+        verdict = wait_for(lambda: guard.restore and guard.verdict
+                           and not guard.verdict.firing() and guard.verdict)
         titles = notifications(webhook)
         assert any("StoreEmpty" in t and "FIRING" in t for t in titles), titles
         assert any("StoreReplaced" in t and "FIRING" in t for t in titles), titles

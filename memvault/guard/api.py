@@ -101,7 +101,10 @@ class Guard:
     def start(self) -> None:
         self.elector.start()
         _GUARDS[id(self.memory)] = self
-        self.check()  # before the first request: readiness is right from the start
+        # The first check runs before the server accepts requests, so readiness is right from
+        # the start; a restore it calls for runs in the watchdog thread, while the server
+        # already answers /livez and /readyz (503).
+        self.check(restore=False)
         self._thread = threading.Thread(target=self._loop, name="memvault-guard", daemon=True)
         self._thread.start()
 
@@ -114,7 +117,9 @@ class Guard:
         self.elector.stop()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.tick_seconds):
+        wait = 0.0 if self._wants_restore(self.verdict) else self.tick_seconds
+        while not self._stop.wait(wait):
+            wait = self.tick_seconds
             try:
                 self.check()
             except Exception:  # the watchdog must outlive any one bad check
@@ -122,12 +127,12 @@ class Guard:
 
     # ------------------------------------------------------------------ one pass
 
-    def check(self) -> Verdict:
+    def check(self, restore: bool = True) -> Verdict:
         with self._lock:
             verdict = self._check()
             self.verdict = verdict
             self.checked_at = datetime.now(UTC).isoformat()
-        if self._wants_restore(verdict):
+        if restore and self._wants_restore(verdict):
             self._auto_restore()
             with self._lock:
                 verdict = self.verdict = self._check()
@@ -225,7 +230,9 @@ class Guard:
 
     # ------------------------------------------------------------------ auto-restore
 
-    def _wants_restore(self, verdict: Verdict) -> bool:
+    def _wants_restore(self, verdict: Verdict | None) -> bool:
+        if verdict is None:
+            return False
         empty = any(f.alert == "StoreEmpty" and f.firing for f in verdict.findings)
         return (empty and self.settings.auto_restore == "empty"
                 and time.monotonic() - self._restore_tried_at > RESTORE_RETRY_SECONDS
