@@ -22,11 +22,13 @@ log = logging.getLogger("memvault.memory")
 
 _UNSET: Any = object()
 
-# Until `memvault reembed` (online) exists, a backup + restore is the way to move a store to
-# another model: restore re-embeds every memory from its stored text.
+# Shown when the configured embedder is not the store's active one and the store does not hold a
+# vector from it for every memory. `{spec}` is the configured MEMVAULT_EMBEDDER.
 REEMBED_HINT = (
-    "set MEMVAULT_EMBEDDER back to the store's embedder; to move the store to the new model, "
-    "run `memvault backup create`, then `memvault restore latest --yes` with the new "
+    "set MEMVAULT_EMBEDDER back to the store's embedder, or move the store to the new model "
+    "online: `memvault reembed --embedder {spec}` (the store keeps serving meanwhile and switches "
+    "when every memory has a vector from it; old vectors are kept); offline alternative: "
+    "`memvault backup create`, then `memvault restore latest --yes` with the new "
     "MEMVAULT_EMBEDDER (restore re-embeds every memory from its text)"
 )
 
@@ -144,10 +146,29 @@ class Memory:
                 log.warning("empty store switched embedder from %s to %s", active, identity.key)
             return
         if active != identity.key:
+            # A store re-embedded for the configured model (`memvault reembed`) holds a vector
+            # from it for every memory: switch to it (a restart with the new MEMVAULT_EMBEDDER,
+            # or back to the old one: the old vectors are kept).
+            from memvault.memory.reembed import coverage
+
+            stored = known.get(identity.key)
+            held = ""
+            if stored is not None and not stored.same_model(identity):
+                held = f"; its vectors under {identity.key} come from a different model"
+            elif stored is not None:
+                cov = coverage(store, identity.key)
+                if cov.complete:
+                    store.set_active_embedder(identity.key)
+                    log.warning("switched the store's active embedder from %s to %s: every "
+                                "memory (%d) has a vector from it", active, identity.key,
+                                cov.total)
+                    return
+                held = (f"; it holds vectors from {identity.key} for {cov.have} of "
+                        f"{cov.total} memories")
             raise EmbedderMismatch(
                 f"the store's vectors were made by {active}, but the configured embedder is "
-                f"{identity.key}",
-                hint=REEMBED_HINT,
+                f"{identity.key}{held}",
+                hint=REEMBED_HINT.format(spec=self.settings.embedder),
             )
         stored = known.get(active)
         if stored is not None and not stored.same_model(identity):
