@@ -129,6 +129,22 @@ def test_scheduled_backups_wait_for_the_guard_and_skip_a_replaced_store(
         HOLDS.pop(id(memory.store), None)
 
 
+def test_a_newer_backup_raises_what_the_ledger_knows() -> None:
+    from memvault.guard.ledger import merge
+
+    record = ledger(seq=0, memories=0, namespaces={})  # written at startup, before any data
+    backup = ledger(seq=1962, memories=1962, namespaces={"user:bob": 1962}, note="b1",
+                    observed_at=NOW.isoformat())
+    merged = merge(record, backup)
+    assert merged is not None and (merged.seq, merged.memories) == (1962, 1962)
+    assert firing(assess(obs(store_id="s2", lineage_id="L2", seq=0, namespaces={}), merged,
+                         "local:m:384", 0.5, NOW)) >= {"StoreEmpty"}
+    older = ledger(seq=50, observed_at=(NOW - timedelta(days=2)).isoformat())
+    assert merge(ledger(), older) == ledger()  # an older backup teaches nothing
+    adopted = ledger(lineage_id="L9", observed_at=NOW.isoformat())
+    assert merge(adopted, older).lineage_id == "L9"  # the later word wins across lineages
+
+
 def test_ledger_records_are_new_files_and_the_newest_readable_wins(tmp_path: Path) -> None:
     dest = LocalDestination(tmp_path / "backups")
     assert read_ledger([dest]) == (None, [])

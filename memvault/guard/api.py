@@ -112,6 +112,7 @@ class Guard:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self._final_record()
         _GUARDS.pop(id(self.memory), None)
         HOLDS.pop(id(self.memory.store), None)
         self.elector.stop()
@@ -201,14 +202,31 @@ class Guard:
                 log.error("cannot list backups in %s: %s", dest, exc)
         return newest if newest is not None else time.time()
 
-    def _record(self, obs: Observation, verdict: Verdict, now: float) -> None:
+    def _final_record(self) -> None:
+        """On shutdown the ledger gets the store's last state (as the journal gets its last
+        segment): the next start compares against it, not a minute-old record."""
+        try:
+            with self._lock:
+                verdict = self.verdict
+                if verdict is None or not verdict.accept or not self.elector.is_leader():
+                    return
+                final = Verdict(verdict.findings, accept="observed" if self.ledger else
+                                verdict.accept)
+                self._record(read_observation(self.memory), final, time.monotonic(),
+                             force=True)
+        except Exception:
+            log.exception("writing the final ledger record failed")
+
+    def _record(self, obs: Observation, verdict: Verdict, now: float,
+                force: bool = False) -> None:
         event = verdict.accept or "observed"
         previous = self.ledger
         changed = previous is None or event != "observed" or previous.event == "from-backup" or (
             obs.lineage_id, obs.store_id, obs.active_embedder) != (
             previous.lineage_id, previous.store_id, previous.active_embedder)
         moved = previous is None or obs.seq != previous.seq or obs.total != previous.memories
-        if not changed and (not moved or now - self._ledger_written_at < LEDGER_EVERY_SECONDS):
+        if not force and not changed and (
+                not moved or now - self._ledger_written_at < LEDGER_EVERY_SECONDS):
             return
         record = observe(previous, lineage_id=obs.lineage_id, store_id=obs.store_id,
                          backend=obs.backend, location=obs.location,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -93,9 +93,27 @@ def read_ledger(destinations: list[Destination]) -> tuple[LedgerRecord | None, l
             if newest is None or name > newest[0]:
                 newest = (name, record)
             break  # the newest readable record of this destination
-    if newest is not None:
-        return newest[1], problems
-    return _from_backups(destinations, problems), problems
+    backup = _from_backups(destinations, problems)
+    return merge(newest[1] if newest is not None else None, backup), problems
+
+
+def merge(record: LedgerRecord | None, backup: LedgerRecord | None) -> LedgerRecord | None:
+    """What the guard knows: the ledger record, unless a valid backup knows more. A backup of
+    the same lineage at a later seq raises the high-water mark (the ledger is written at most
+    every minute, a backup may be newer); one of another lineage taken after the record
+    replaces it."""
+    if record is None or backup is None:
+        return record or backup
+    if backup.lineage_id == record.lineage_id:
+        if backup.seq <= record.seq:
+            return record
+        newer = _parse(backup.observed_at) > _parse(record.observed_at)
+        return replace(record, seq=backup.seq,
+                       memories=backup.memories if newer else record.memories,
+                       namespaces=backup.namespaces if newer else record.namespaces,
+                       observed_at=backup.observed_at if newer else record.observed_at,
+                       note=f"high-water mark from backup {backup.note}")
+    return backup if _parse(backup.observed_at) > _parse(record.observed_at) else record
 
 
 def _from_backups(destinations: list[Destination], problems: list[str]) -> LedgerRecord | None:
@@ -117,7 +135,7 @@ def _from_backups(destinations: list[Destination], problems: list[str]) -> Ledge
         lineage_id=best.lineage_id, store_id=best.store_id, backend=best.backend, location="",
         active_embedder=best.active_embedder, seq=best.seq, memories=best.total,
         namespaces=namespaces, observed_at=best.created_at, event="from-backup",
-        note=f"no ledger record; built from backup {best.id}")
+        note=best.id)
 
 
 def write_ledger(destinations: list[Destination], record: LedgerRecord) -> list[str]:
