@@ -189,6 +189,12 @@ app.add_typer(backup_app, name="backup")
 app.command("restore")(fails_with_exit(1)(restore))
 # -- end backup issue
 
+# -- migration: reembed
+from memvault.cli.reembed import reembed  # noqa: E402
+
+app.command("reembed")(fails_with_exit(1)(reembed))
+# -- end migration
+
 # -- guard: alerts test, adopt
 from memvault.cli.alerts import alerts_app  # noqa: E402
 from memvault.cli.guard import adopt  # noqa: E402

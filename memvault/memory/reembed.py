@@ -106,7 +106,8 @@ class ReembedPlan:
             "memories": self.total,
             "have_target_vector": self.have,
             "to_embed": self.to_embed,
-            "resumes_earlier_run": self.registered and self.have > 0,
+            "resumes_earlier_run": self.registered and self.have > 0
+            and self.active != self.target.key,
             "switch_needed": self.active != self.target.key,
             "seq": self.seq,
         }
