@@ -195,6 +195,12 @@ from memvault.cli.reembed import reembed  # noqa: E402
 app.command("reembed")(fails_with_exit(1)(reembed))
 # -- end migration
 
+# -- guard: drill
+from memvault.cli.drill import drill  # noqa: E402
+
+app.command("drill")(fails_with_exit(1)(drill))
+# -- end drill
+
 # -- guard: alerts test, adopt
 from memvault.cli.alerts import alerts_app  # noqa: E402
 from memvault.cli.guard import adopt  # noqa: E402

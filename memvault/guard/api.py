@@ -342,8 +342,11 @@ def install(app: FastAPI) -> None:
             registry.register(_Forward(app.state.memory))
 
 
-def background_jobs(settings: Settings, memory: Memory) -> list[Guard]:
-    return [Guard(settings, memory)]
+def background_jobs(settings: Settings, memory: Memory) -> list[Any]:
+    from memvault.guard.drill import DrillJob
+
+    guard = Guard(settings, memory)
+    return [guard, DrillJob(settings, memory, guard)]  # the drill job uses the guard's alerts
 
 
 def running_guard(memory: Memory) -> Guard | None:
