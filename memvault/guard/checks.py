@@ -123,8 +123,8 @@ def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: s
             f"{'store' if obs.total else 'guarded lineage'}'s vectors were made by {expected}"),
             {"configured": configured_embedder, "expected": expected,
              "hint": "set MEMVAULT_EMBEDDER back, or move the store to the new model "
-             "(a restore re-embeds: `memvault backup create`, then `memvault restore latest "
-             "--yes`)"})
+             "online with `memvault reembed --embedder SPEC` (an empty store being refilled "
+             "by the guard is re-embedded by the restore)"})
     return Verdict(list(findings.values()), accept=accept, note=note)
 
 
