@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +311,26 @@ def test_drill_job_without_any_backup_waits_and_records_nothing(
         assert job.tick() is None  # BackupStale's to report, not a failed drill
         assert read_drills(guard.destinations)[0] == []
         assert not any("DrillFailed" in t for t in notifications(webhook))
+
+
+def test_a_drill_by_hand_resolves_the_servers_alert_and_restarts_the_interval(
+    settings: Settings, memory: Memory, webhook: HTTPPeer, local_embedder: Any,
+) -> None:
+    memory.add("one memory", user_id="alice", infer=False)
+    damage(settings, backup(memory, settings), "memories.jsonl.zst")
+    with guard_for(settings, memory, webhook) as guard:
+        job = DrillJob(guard.settings, memory, guard)
+        failed = job.tick()
+        assert failed is not None and failed.reason == "restore"
+        assert guard.alerts.firing()["DrillFailed"]["details"]["hint"] == failed.hint
+        assert job.seconds_until_due() <= 3600  # a failed drill is retried within the hour
+        backup(memory, settings)
+        by_hand = run_drill(settings, embedder=local_embedder)  # `memvault drill`
+        assert by_hand.ok, by_hand.error
+        job.refresh()  # what the job does every minute
+        assert "DrillFailed" not in guard.alerts.firing()
+        assert any("RESOLVED" in t and "DrillFailed" in t for t in notifications(webhook))
+        assert guard.registry.get_sample_value(METRIC) == pytest.approx(
+            datetime.fromisoformat(by_hand.finished_at).timestamp())
+        assert job.seconds_until_due() > 6 * 86400
+        assert job.tick() is None
