@@ -201,12 +201,14 @@ from memvault.cli.drill import drill  # noqa: E402
 app.command("drill")(fails_with_exit(1)(drill))
 # -- end drill
 
-# -- guard: alerts test, adopt
+# -- guard: alerts test, adopt, doctor
 from memvault.cli.alerts import alerts_app  # noqa: E402
+from memvault.cli.doctor import doctor  # noqa: E402
 from memvault.cli.guard import adopt  # noqa: E402
 
 app.add_typer(alerts_app, name="alerts")
 app.command("adopt")(fails_with_exit(1)(adopt))
+app.command("doctor")(doctor)
 # -- end guard
 
 

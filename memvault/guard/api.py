@@ -92,6 +92,7 @@ class Guard:
         self._thread: threading.Thread | None = None
         self._restoring = False
         self._newest_valid_at: float | None = None
+        self.drill: Any = None  # the DrillJob beside this guard in `serve` (guard/drill.py)
         # Registered now, before any job starts: no scheduled backup or journal shipping
         # runs until the first check has found the store to be the guarded one.
         HOLDS[id(memory.store)] = self.backup_hold
@@ -306,6 +307,7 @@ class Guard:
             "alerts": self.alerts.status(),
             "auto_restore": self.settings.auto_restore,
             "last_restore": self.restore or None,
+            "drill": self.drill.status() if self.drill is not None else None,
         }
 
 
@@ -346,7 +348,8 @@ def background_jobs(settings: Settings, memory: Memory) -> list[Any]:
     from memvault.guard.drill import DrillJob
 
     guard = Guard(settings, memory)
-    return [guard, DrillJob(settings, memory, guard)]  # the drill job uses the guard's alerts
+    guard.drill = DrillJob(settings, memory, guard)  # the drill job uses the guard's alerts
+    return [guard, guard.drill]
 
 
 def running_guard(memory: Memory) -> Guard | None:
