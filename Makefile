@@ -29,3 +29,4 @@ bench: install-dev
 	$(BIN)/python -m bench.bench_server
 	$(BIN)/python -m bench.bench_postgres
 	$(BIN)/python -m bench.bench_backup
+	$(BIN)/python -m bench.bench_guard
