@@ -315,3 +315,24 @@ def test_status_reports_a_replaced_store_and_adopt_accepts_it(
     assert json.loads(after.stdout)["guard"]["firing"] == []
     again = runner.invoke(app, ["adopt", "--yes"])
     assert again.exit_code == 0 and "nothing to adopt" in again.stdout
+
+
+def test_replicas_on_one_postgres_send_one_notification_not_one_each(
+    pg_url: str, tmp_path: Path, local_embedder: LocalEmbedder, webhook: HTTPPeer,
+) -> None:
+    settings = load_settings({"data_dir": tmp_path / "data", "database_url": pg_url,
+                              "alert_urls": f"json://127.0.0.1:{webhook.port}/hook"})
+    with Memory(settings, embedder=local_embedder) as first, \
+            Memory(settings, embedder=local_embedder) as second:
+        first.add("held by the guarded store", user_id="alice", infer=False)
+        # The ledger names another store: both replicas see StoreReplaced.
+        write_ledger([LocalDestination(tmp_path / "data" / "backups")],
+                     ledger(observed_at=datetime.now(UTC).isoformat()))
+        with running(Guard(settings, first)) as leader, \
+                running(Guard(settings, second)) as follower:
+            assert leader.elector.is_leader() and not follower.elector.is_leader()
+            assert guard_check(first)["ok"] is False and guard_check(second)["ok"] is False
+            follower.check()
+            leader.check()
+    fired = [t for t in notifications(webhook) if t.startswith("[FIRING] StoreReplaced")]
+    assert len(fired) == 1, notifications(webhook)

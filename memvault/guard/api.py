@@ -156,21 +156,26 @@ class Guard:
         verdict = assess(obs, self.ledger, self._configured_embedder(),
                          self.settings.alert_drop_ratio)
         for finding in verdict.findings:
-            if finding.firing:
-                self.alerts.fire(finding.alert, finding.summary, finding.details)
-            else:
-                self.alerts.resolve(finding.alert, verdict.note or finding.summary)
+            self._announce(finding, verdict.note)
         for finding in self._backup_findings(obs):
-            if finding.firing:
-                self.alerts.fire(finding.alert, finding.summary, finding.details)
-            else:
-                self.alerts.resolve(finding.alert, finding.summary)
+            self._announce(finding)
             verdict.findings.append(finding)
         refused = [f for f in verdict.firing() if f.alert in ("StoreEmpty", "StoreReplaced")]
         self.identity_ok.set(0 if refused else 1)
         if verdict.accept and self.elector.is_leader():
             self._record(obs, verdict, now)
         return verdict
+
+    def _announce(self, finding: Finding, note: str | None = None) -> None:
+        """Fire or resolve the finding's alert. With several replicas on one PostgreSQL, the
+        leader speaks for the store (one notification, not one per replica); every replica
+        says it when it cannot reach the store itself (it may be the only one that cannot)."""
+        if finding.alert != "StoreUnreachable" and not self.elector.is_leader():
+            return
+        if finding.firing:
+            self.alerts.fire(finding.alert, finding.summary, finding.details)
+        else:
+            self.alerts.resolve(finding.alert, note or finding.summary)
 
     def _backup_findings(self, obs: Observation) -> list[Finding]:
         """Backup health as the leader's scheduler in this process sees it (other replicas
