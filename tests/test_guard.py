@@ -336,3 +336,26 @@ def test_replicas_on_one_postgres_send_one_notification_not_one_each(
             leader.check()
     fired = [t for t in notifications(webhook) if t.startswith("[FIRING] StoreReplaced")]
     assert len(fired) == 1, notifications(webhook)
+
+
+def test_the_shipped_journal_raises_a_stale_ledger(
+    settings: Settings, memory: Memory, tmp_path: Path,
+) -> None:
+    """kill -9 before the ledger's next write: it still says "empty", the journal knows better."""
+    from memvault.backup.journal import JournalShipper
+
+    dest = LocalDestination(tmp_path / "data" / "backups")
+    meta = memory.store.meta()
+    first = observe(None, lineage_id=meta.lineage_id, store_id=meta.store_id,
+                    backend=meta.backend, location=meta.location, active_embedder=None,
+                    seq=0, namespaces={})
+    write_ledger([dest], first)
+    memory.add([{"role": "user", "content": f"note {i}"} for i in range(5)], user_id="alice",
+               infer=False)
+    assert JournalShipper(memory.store, settings, [dest]).ship() >= 1
+    known, problems = read_ledger([dest])
+    assert problems == [] and known is not None
+    assert known.seq == memory.store.last_seq() > 0
+    verdict = assess(obs(store_id="new", lineage_id="L-new", seq=0, namespaces={}), known,
+                     None, 0.5)
+    assert "StoreEmpty" in firing(verdict)  # not waved through as "never held data"

@@ -64,7 +64,7 @@ def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: s
     if ledger is None:  # nothing to compare with: this store starts the record
         return Verdict(_all_clear("no ledger yet; this store starts it"), accept="first-seen")
     known = (f"lineage {ledger.lineage_id} (store {ledger.store_id}) held {ledger.memories} "
-             f"memories at journal seq {ledger.seq} on {ledger.observed_at}")
+             f"memories on {ledger.observed_at}, its journal reaching seq {ledger.seq}")
     findings: dict[str, Finding] = {f.alert: f for f in _all_clear("as expected")}
     accept: str | None = "observed"
     note = None

@@ -94,7 +94,29 @@ def read_ledger(destinations: list[Destination]) -> tuple[LedgerRecord | None, l
                 newest = (name, record)
             break  # the newest readable record of this destination
     backup = _from_backups(destinations, problems)
-    return merge(newest[1] if newest is not None else None, backup), problems
+    known = merge(newest[1] if newest is not None else None, backup)
+    return _journal_high_water(known, destinations, problems), problems
+
+
+def _journal_high_water(record: LedgerRecord | None, destinations: list[Destination],
+                        problems: list[str]) -> LedgerRecord | None:
+    """Raise the seq to what the lineage's shipped journal proves (it ships every few
+    seconds; the ledger is written at most every minute and not at all after a kill -9)."""
+    from memvault.backup.journal import list_segments
+
+    if record is None:
+        return None
+    shipped = record.seq
+    for dest in destinations:
+        try:
+            shipped = max([shipped, *(r.upto_seq for r in list_segments(dest,
+                                                                       record.lineage_id))])
+        except (MemvaultError, OSError) as exc:
+            problems.append(f"cannot list the journal in {dest.url}: {exc}")
+    if shipped <= record.seq:
+        return record
+    return replace(record, seq=shipped,
+                   note=f"journal shipped up to seq {shipped} after this record")
 
 
 def merge(record: LedgerRecord | None, backup: LedgerRecord | None) -> LedgerRecord | None:
