@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from memvault.backup.destinations import LocalDestination
 from memvault.backup.snapshot import create_backup
@@ -22,6 +23,7 @@ from memvault.guard.api import Guard, guard_check
 from memvault.guard.checks import Observation, assess, assess_backups
 from memvault.guard.ledger import LedgerRecord, observe, read_ledger, write_ledger
 from memvault.memory import Memory
+from memvault.server import create_app
 from tests.peers.http_peer import HTTPPeer
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -267,7 +269,17 @@ def test_without_auto_restore_an_empty_store_stays_refused(
     recreated = load_settings({"data_dir": settings.data_dir, "auto_restore": "never",
                                "database_url": other_database(backend, tmp_path, request)})
     with Memory(recreated, embedder=local_embedder) as fresh:
-        with running(Guard(recreated, fresh)) as guard:
+        with running(Guard(recreated, fresh)) as guard, \
+                TestClient(create_app(recreated, fresh)) as client:
+            # The incident's API answered "healthy" with empty results; this one refuses.
+            refused = client.post("/search", json={"query": "anything", "user_id": "alice"})
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["code"] == "store_refused"
+            assert "StoreEmpty" in refused.json()["alerts"] and refused.json()["request_id"]
+            assert client.post("/memories", json={"messages": "x", "user_id": "a"}
+                               ).status_code == 503  # no fork of the lineage either
+            assert client.get("/livez").status_code == 200
+            assert client.get("/readyz").status_code == 503
             check = guard_check(fresh)
             assert check["ok"] is False and "StoreEmpty" in check["alerts"]
             assert guard.registry.get_sample_value("memvault_store_identity_ok") == 0

@@ -341,8 +341,44 @@ class _Forward:
             yield from guard.registry.collect()
 
 
+# Data routes answered only while the store is the guarded one: an emptied store must not
+# answer "no memories" (the incident's 17 days), nor a replaced one serve or take another
+# store's data.
+DATA_PREFIXES = ("/memories", "/search", "/reset", "/entities")
+REFUSE = ("StoreEmpty", "StoreReplaced")
+
+
+class RefuseUnguardedStore:
+    """ASGI layer: 503 `store_refused` for data routes while StoreEmpty/StoreReplaced fire."""
+
+    def __init__(self, app: Any, memory: Memory) -> None:
+        self.app = app
+        self.memory = memory
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(DATA_PREFIXES):
+            guard = _GUARDS.get(id(self.memory))
+            refused = [f for f in (guard.verdict.firing() if guard and guard.verdict else [])
+                       if f.alert in REFUSE]
+            if refused:
+                import json
+
+                body = json.dumps({
+                    "detail": "; ".join(f"{f.alert}: {f.summary}" for f in refused),
+                    "code": "store_refused", "alerts": [f.alert for f in refused],
+                    "hint": str(refused[0].details.get("hint", "")),
+                    "request_id": (scope.get("state") or {}).get("request_id")}).encode()
+                await send({"type": "http.response.start", "status": 503, "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()), (b"retry-after", b"30")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
     app.state.readiness_checks.append(guard_check)
+    app.add_middleware(RefuseUnguardedStore, memory=app.state.memory)
     registry = getattr(app.state, "metrics_registry", None)
     if registry is not None:
         with contextlib.suppress(ValueError):
