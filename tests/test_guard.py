@@ -371,3 +371,30 @@ def test_the_shipped_journal_raises_a_stale_ledger(
     verdict = assess(obs(store_id="new", lineage_id="L-new", seq=0, namespaces={}), known,
                      None, 0.5)
     assert "StoreEmpty" in firing(verdict)  # not waved through as "never held data"
+
+
+def test_a_daily_digest_goes_out_once_a_day_even_when_all_is_well(
+    settings: Settings, memory: Memory, webhook: HTTPPeer,
+) -> None:
+    from memvault.guard.api import read_observation
+
+    memory.add([{"role": "user", "content": f"fact {i}"} for i in range(3)], user_id="alice",
+               infer=False)
+    guarded = guarded_settings(settings, webhook)
+    morning = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    with running(Guard(guarded, memory)) as guard:
+        observation, verdict = read_observation(memory), guard.verdict
+        assert verdict is not None
+        assert not guard._maybe_digest(observation, verdict, now=morning.replace(hour=7))
+        assert guard._maybe_digest(observation, verdict, now=morning)
+        assert not guard._maybe_digest(observation, verdict, now=morning.replace(hour=20))
+    digests = [t for t in notifications(webhook) if t.startswith("[DIGEST]")]
+    assert digests == ["[DIGEST] memvault OK: 3 memories in 1 namespaces"]
+    body = next(r["body"]["message"] for r in webhook.requests
+                if r["body"].get("title", "").startswith("[DIGEST]"))
+    assert "user:alice: 3" in body and "alerts firing: none" in body
+    with running(Guard(guarded, memory)) as restarted:  # a restart the same day: no repeat
+        assert restarted.verdict is not None
+        assert not restarted._maybe_digest(observation, restarted.verdict, now=morning)
+        assert restarted._maybe_digest(observation, restarted.verdict,
+                                       now=morning + timedelta(days=1))

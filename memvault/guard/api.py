@@ -12,10 +12,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -48,6 +49,9 @@ TICK_SECONDS = 5.0
 LEDGER_EVERY_SECONDS = 60.0  # an unchanged-lineage ledger record at most this often
 LEDGER_REREAD_SECONDS = 60.0  # pick up `memvault adopt` / other replicas' records
 RESTORE_RETRY_SECONDS = 300.0
+DIGEST_HOUR_UTC = 8  # the daily digest goes out at the first check after 08:00 UTC
+DIGEST_PREFIX = "digests/"
+DIGEST_MIN_UPTIME_SECONDS = 600.0  # not from a server that just started (or a test)
 
 # The guard running for a store (by id of the Memory), so the app's checks find it.
 _GUARDS: dict[int, Guard] = {}
@@ -93,6 +97,8 @@ class Guard:
         self._restoring = False
         self._newest_valid_at: float | None = None
         self.drill: Any = None  # the DrillJob beside this guard in `serve` (guard/drill.py)
+        self._digest_day: str | None = None
+        self._created_at = time.monotonic()
         # Registered now, before any job starts: no scheduled backup or journal shipping
         # runs until the first check has found the store to be the guarded one.
         HOLDS[id(memory.store)] = self.backup_hold
@@ -164,7 +170,46 @@ class Guard:
         self.identity_ok.set(0 if refused else 1)
         if verdict.accept and self.elector.is_leader():
             self._record(obs, verdict, now)
+        if self.elector.is_leader() and now - self._created_at > DIGEST_MIN_UPTIME_SECONDS:
+            self._maybe_digest(obs, verdict)
         return verdict
+
+    def _maybe_digest(self, obs: Observation, verdict: Verdict,
+                      now: datetime | None = None) -> bool:
+        """Once a day, a short account to the alert URLs even when all is well: its absence,
+        or a count that looks wrong, tells a person what no alert can (the incident ran 17
+        days in silence). A marker file per day in the destinations keeps it to one per day
+        across restarts and replicas."""
+        now = now or datetime.now(UTC)
+        if not self.settings.alert_urls or now.hour < DIGEST_HOUR_UTC:
+            return False
+        day = now.strftime("%Y-%m-%d")
+        if self._digest_day == day:
+            return False
+        key = f"{DIGEST_PREFIX}{day}.json"
+        try:
+            if any(dest.size(key) is not None for dest in self.destinations):
+                self._digest_day = day
+                return False
+        except MemvaultError as exc:
+            log.error("cannot check for today's digest: %s", exc)
+            return False
+        title, body = digest_text(obs, verdict, self.ledger, self.alerts.status(),
+                                  self.drill.status() if self.drill is not None else None,
+                                  self._newest_valid_at)
+        deliveries = self.alerts.notify(title, body)
+        self._digest_day = day
+        marker = json.dumps({"sent_at": now.isoformat(), "title": title,
+                             "delivered": sum(d.ok for d in deliveries)}).encode()
+        for dest in self.destinations:
+            try:
+                dest.put_bytes(key, marker)
+                old = sorted(k for k in dest.list(DIGEST_PREFIX))[:-20]
+                if old:
+                    dest.delete(old)
+            except MemvaultError as exc:
+                log.error("cannot record today's digest in %s: %s", dest.url, exc)
+        return True
 
     def _announce(self, finding: Finding, note: str | None = None) -> None:
         """Fire or resolve the finding's alert. With several replicas on one PostgreSQL, the
@@ -316,6 +361,30 @@ class Guard:
         }
 
 
+def digest_text(obs: Observation, verdict: Verdict, ledger: LedgerRecord | None,
+                alerts: dict[str, Any], drill: dict[str, Any] | None,
+                newest_valid_at: float | None) -> tuple[str, str]:
+    firing = [f.alert for f in verdict.firing()]
+    peak = ledger.peak_since(datetime.now(UTC) - timedelta(hours=24)) if ledger else 0
+    state = "ATTENTION" if firing else "OK"
+    title = f"[DIGEST] memvault {state}: {obs.total} memories in {len(obs.namespaces)} namespaces"
+    lines = [f"store {obs.store_id} ({obs.backend}, {obs.location}), journal seq {obs.seq}",
+             f"memories: {obs.total} now, {peak} at most in the last 24 h"]
+    lines += [f"  {ns}: {n}" for ns, n in sorted(obs.namespaces.items())[:20]]
+    if newest_valid_at:
+        age_h = (time.time() - newest_valid_at) / 3600
+        lines.append(f"newest valid backup: {age_h:.1f} h old")
+    else:
+        lines.append("newest valid backup: none known to this server")
+    if drill:
+        lines.append(f"last successful restore drill: {drill.get('last_success_at') or 'never'}")
+    lines.append("alerts firing: " + (", ".join(firing) if firing else "none"))
+    sent = alerts.get("notifications", {})
+    lines.append(f"notifications so far: {sent.get('sent', 0)} sent, {sent.get('failed', 0)} "
+                 "failed")
+    return title, "\n".join(lines)
+
+
 def guard_check(memory: Memory) -> dict[str, Any]:
     guard = _GUARDS.get(id(memory))
     if guard is None or guard.verdict is None:
@@ -361,8 +430,6 @@ class RefuseUnguardedStore:
             refused = [f for f in (guard.verdict.firing() if guard and guard.verdict else [])
                        if f.alert in REFUSE]
             if refused:
-                import json
-
                 body = json.dumps({
                     "detail": "; ".join(f"{f.alert}: {f.summary}" for f in refused),
                     "code": "store_refused", "alerts": [f.alert for f in refused],
