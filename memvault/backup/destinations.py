@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from memvault.backup.errors import BackupCorrupt, DestinationError
+from memvault.errors import MemvaultError
 
 if TYPE_CHECKING:
     from memvault.config import Settings
@@ -317,3 +318,24 @@ def open_destination(url: str, settings: Settings) -> Destination:
 
 def open_destinations(settings: Settings) -> list[Destination]:
     return [open_destination(url, settings) for url in settings.backup_urls]
+
+
+def put_records(destinations: list[Destination], key: str, payload: bytes, *, prefix: str,
+                keep: int, what: str) -> list[str]:
+    """Write a small record under `key` to every destination (never overwriting: a key that
+    exists is left as it is), then keep only the newest `keep` keys under `prefix` (keys sort
+    by time). Used for the guard's ledger, drill and digest records. Returns the problems, one
+    per failing destination, each logged; the other destinations are still written."""
+    problems = []
+    for dest in destinations:
+        try:
+            if dest.size(key) is None:
+                dest.put_bytes(key, payload)
+            old = sorted(k for k in dest.list(prefix) if k.endswith(".json"))[:-keep]
+            if old:
+                dest.delete(old)
+        except (MemvaultError, OSError) as exc:
+            message = f"cannot write the {what} to {dest.url}: {exc}"
+            log.error(message)
+            problems.append(message)
+    return problems

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Gauge
 
 from memvault.backup.catalog import list_backups
-from memvault.backup.destinations import open_destinations
+from memvault.backup.destinations import open_destinations, put_records
 from memvault.backup.scheduler import HOLDS
 from memvault.errors import MemvaultError
 from memvault.guard.alerts import AlertManager
@@ -201,14 +201,8 @@ class Guard:
         self._digest_day = day
         marker = json.dumps({"sent_at": now.isoformat(), "title": title,
                              "delivered": sum(d.ok for d in deliveries)}).encode()
-        for dest in self.destinations:
-            try:
-                dest.put_bytes(key, marker)
-                old = sorted(k for k in dest.list(DIGEST_PREFIX))[:-20]
-                if old:
-                    dest.delete(old)
-            except MemvaultError as exc:
-                log.error("cannot record today's digest in %s: %s", dest.url, exc)
+        put_records(self.destinations, key, marker, prefix=DIGEST_PREFIX, keep=20,
+                    what="digest record")
         return True
 
     def _announce(self, finding: Finding, note: str | None = None) -> None:

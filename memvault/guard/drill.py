@@ -31,7 +31,7 @@ import numpy as np
 from prometheus_client import Gauge
 
 from memvault.backup.catalog import BackupEntry
-from memvault.backup.destinations import Destination, open_destinations
+from memvault.backup.destinations import Destination, open_destinations, put_records
 from memvault.backup.errors import BackupError, RestoreRefused
 from memvault.backup.progress import Advance, NoProgress, Progress
 from memvault.embed.base import EmbedderIdentity
@@ -404,17 +404,8 @@ def _record(destinations: list[Destination], report: DrillReport) -> None:
     key = _key(report)
     report.record = key
     payload = json.dumps(report.to_json(), indent=1, default=str).encode()
-    for dest in destinations:
-        try:
-            if dest.size(key) is None:
-                dest.put_bytes(key, payload)
-            old = sorted(k for k in dest.list(PREFIX) if k.endswith(".json"))[:-KEEP]
-            if old:
-                dest.delete(old)
-        except (MemvaultError, OSError) as exc:
-            message = f"cannot write the drill record to {dest.url}: {exc}"
-            log.error(message)
-            report.record_problems.append(message)
+    report.record_problems += put_records(destinations, key, payload, prefix=PREFIX, keep=KEEP,
+                                          what="drill record")
     if destinations and len(report.record_problems) == len(destinations):
         report.record = None
 

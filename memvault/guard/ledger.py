@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from memvault.backup.catalog import list_backups
-from memvault.backup.destinations import Destination
+from memvault.backup.destinations import Destination, put_records
 from memvault.backup.errors import BackupError
 from memvault.errors import MemvaultError
 
@@ -163,21 +163,8 @@ def _from_backups(destinations: list[Destination], problems: list[str]) -> Ledge
 def write_ledger(destinations: list[Destination], record: LedgerRecord) -> list[str]:
     """Write `record` to every destination and prune old records; the problems, if any (a
     destination that failed is logged and reported, the others are still written)."""
-    payload = json.dumps(record.to_json(), indent=1).encode()
-    key = _key(record)
-    problems = []
-    for dest in destinations:
-        try:
-            if dest.size(key) is None:
-                dest.put_bytes(key, payload)
-            old = sorted(k for k in dest.list(PREFIX) if k.endswith(".json"))[:-KEEP]
-            if old:
-                dest.delete(old)
-        except (MemvaultError, OSError) as exc:
-            message = f"cannot write the ledger to {dest.url}: {exc}"
-            log.error(message)
-            problems.append(message)
-    return problems
+    return put_records(destinations, _key(record), json.dumps(record.to_json(), indent=1).encode(),
+                       prefix=PREFIX, keep=KEEP, what="ledger")
 
 
 def observe(previous: LedgerRecord | None, *, lineage_id: str, store_id: str, backend: str,
