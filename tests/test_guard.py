@@ -25,6 +25,7 @@ from memvault.guard.ledger import LedgerRecord, observe, read_ledger, write_ledg
 from memvault.memory import Memory
 from memvault.server import create_app
 from tests.peers.http_peer import HTTPPeer
+from tests.test_server_cli import free_port
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -398,3 +399,24 @@ def test_a_daily_digest_goes_out_once_a_day_even_when_all_is_well(
         assert not restarted._maybe_digest(observation, restarted.verdict, now=morning)
         assert restarted._maybe_digest(observation, restarted.verdict,
                                        now=morning + timedelta(days=1))
+
+
+def test_an_unreadable_ledger_is_unknown_not_a_first_start(
+    settings: Settings, memory: Memory,
+) -> None:
+    memory.add("kept while the NAS is down", user_id="alice", infer=False)
+    down = load_settings({"data_dir": settings.data_dir, "database_url": settings.database_url,
+                          "backup_urls": "s3://memvault/backups",
+                          "s3_endpoint_url": f"http://127.0.0.1:{free_port()}",
+                          "s3_access_key_id": "k", "s3_secret_access_key": "s",
+                          "s3_retries": 1})
+    guard = Guard(down, memory)
+    try:
+        verdict = guard.check()
+    finally:
+        from memvault.backup.scheduler import HOLDS
+
+        HOLDS.pop(id(memory.store), None)
+    assert verdict.accept is None  # never recorded as "the guarded store" blindly
+    assert guard.ledger is None and guard.ledger_problems
+    assert "127.0.0.1" in guard.ledger_problems[0]

@@ -161,6 +161,14 @@ class Guard:
             self._ledger_read_at = now
         verdict = assess(obs, self.ledger, self._configured_embedder(),
                          self.settings.alert_drop_ratio)
+        if self.ledger is None and self.destinations and \
+                len(self.ledger_problems) >= len(self.destinations):
+            # No destination could be read: "no ledger" is unknown, not "first start"; never
+            # record this store as the guarded one on that basis (retried every check).
+            log.error("the ledger cannot be read from any backup destination: %s",
+                      "; ".join(self.ledger_problems))
+            verdict.accept = None
+            self._ledger_read_at = 0.0
         for finding in verdict.findings:
             self._announce(finding, verdict.note)
         for finding in self._backup_findings(obs):
