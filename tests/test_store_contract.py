@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -248,3 +250,30 @@ def test_bulk_load_refuses_an_unregistered_embedder_clearly(store: Store) -> Non
     with pytest.raises(StoreError, match="1 records but 2 vectors"):
         store.bulk_load([record("short")], {store.meta().active_embedder: vectors(2)})
     assert store.total() == 0
+
+
+def test_sqlite_other_process_reloads_only_the_reembedded_models_index(tmp_path: Any) -> None:
+    """Re-embedding for a new model (put_vectors) must not make every search of the live
+    model in other processes reload its whole index; re-embedding the live model must."""
+    from memvault.store.sqlite import SQLiteStore
+
+    writer, reader = SQLiteStore(tmp_path / "m.db"), SQLiteStore(tmp_path / "m.db")
+    try:
+        live = prepared(writer)
+        recs = [record(f"m{i}") for i in range(20)]
+        writer.add(recs, vectors(20), live.key, None)
+        reader.search(vectors(1)[0], live.key, None, 3)
+        loaded = reader._indexes[live.key]
+        other = identity("other", DIMS)
+        writer.register_embedder(other)
+        writer.put_vectors([r.id for r in recs], vectors(20, seed=5), other.key)
+        reader.search(vectors(1)[0], live.key, None, 3)
+        assert reader._indexes[live.key] is loaded  # kept
+        fresh = vectors(20, seed=7)
+        writer.put_vectors([r.id for r in recs], fresh, live.key)
+        hits = reader.search(fresh[4], live.key, None, 1)
+        assert reader._indexes[live.key] is not loaded  # reloaded, and sees the new vectors
+        assert hits[0][0].id == recs[4].id and hits[0][1] == pytest.approx(1.0, abs=1e-5)
+    finally:
+        writer.close()
+        reader.close()

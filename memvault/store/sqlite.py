@@ -125,7 +125,8 @@ class SQLiteStore(Store):
         self.path = Path(path)
         self._lock = threading.RLock()
         self._indexes: dict[str, VectorIndex] = {}
-        self._vectors_version: Any = None
+        # Per embedder: the version of its vectors this process's index was built from.
+        self._vectors_versions: dict[str, Any] = {}
         self._conn = self._connect(timeout)
         self._migrate()
 
@@ -415,10 +416,12 @@ class SQLiteStore(Store):
                 "DO UPDATE SET vector = excluded.vector",
                 [(i, embedder_key, v.tobytes()) for i, v in zip(ids, vectors, strict=True)],
             )
+            # Other processes reload this embedder's index (only this one's: re-embedding
+            # for a new model must not make every search of the live model reload).
             cur.execute(
-                "INSERT INTO meta VALUES ('vectors_version', ?) "
+                "INSERT INTO meta VALUES (?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (json.dumps(str(uuid.uuid4())),),
+                (f"vectors_version:{embedder_key}", json.dumps(str(uuid.uuid4()))),
             )
         with self._lock:
             self._indexes.pop(embedder_key, None)  # rebuilt on next search
@@ -513,19 +516,19 @@ class SQLiteStore(Store):
                         index.upsert(entry.memory_id, triple, vector)
                 index.seq = entries[-1].seq
 
-    def _sync_state(self) -> tuple[int, Any]:
+    def _sync_state(self, embedder_key: str = "") -> tuple[int, Any]:
         row = self._conn.execute(
             "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'journal'), "
-            "(SELECT value FROM meta WHERE key = 'vectors_version')"
+            "(SELECT value FROM meta WHERE key = ?)", (f"vectors_version:{embedder_key}",)
         ).fetchone()
         return (row[0] or 0), row[1]
 
     def _index(self, embedder_key: str) -> VectorIndex:
         """The index of one embedder, loaded on first use and caught up with the journal."""
-        seq, vectors_version = self._sync_state()
-        if vectors_version != self._vectors_version:
-            self._indexes.clear()
-            self._vectors_version = vectors_version
+        seq, vectors_version = self._sync_state(embedder_key)
+        if vectors_version != self._vectors_versions.get(embedder_key):
+            self._indexes.pop(embedder_key, None)
+            self._vectors_versions[embedder_key] = vectors_version
         index = self._indexes.get(embedder_key)
         if index is not None and index.seq == seq:
             return index
