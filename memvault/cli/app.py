@@ -195,6 +195,13 @@ from memvault.cli.reembed import reembed  # noqa: E402
 app.command("reembed")(fails_with_exit(1)(reembed))
 # -- end migration
 
+# -- migration: import, export
+from memvault.cli.migrate import export, import_app  # noqa: E402
+
+app.add_typer(import_app, name="import")
+app.command("export")(fails_with_exit(1)(export))
+# -- end import/export
+
 # -- guard: drill
 from memvault.cli.drill import drill  # noqa: E402
 
