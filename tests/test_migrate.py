@@ -226,7 +226,8 @@ def test_import_mem0_table_reembeds(memory: Memory, mem0_dsn: str) -> None:
 
 def test_dry_run_writes_nothing(memory: Memory, mem0_dsn: str) -> None:
     report = run_import(memory, Mem0Table(mem0_dsn), ImportOptions(dry_run=True))
-    assert report.ok and report.imported == len(GOOD) and len(report.rejected) == 5
+    assert report.ok and report.planned == len(GOOD) and len(report.rejected) == 5
+    assert report.imported == 0 and not report.written
     assert report.vectors["to_embed"] == len(GOOD)
     assert memory.store.total() == 0 and memory.store.last_seq() == 0
 
@@ -279,6 +280,7 @@ def test_keep_vectors_of_another_model_is_refused(settings: Settings, peer: Embe
         assert report.vectors["probe"]["agree"] < 0.5
         assert any("were not made by openai:other-model" in f for f in report.faults)
         assert "nothing was written" in report.faults
+        assert report.imported == 0 and not report.written
         assert memory.store.total() == 0
         # declaring a model other than the configured one is refused before any probe
         report = run_import(memory, Mem0Table(mem0_dsn), ImportOptions(
@@ -296,7 +298,7 @@ def test_import_plain_and_custom_pg_dump(memory: Memory, mem0_dsn: str, tmp_path
     subprocess.run([pg_bin("pg_dump"), "-f", str(plain), "-d", mem0_dsn], check=True,
                    capture_output=True)
     dry = run_import(memory, Mem0Dump(plain), ImportOptions(dry_run=True))
-    assert dry.ok and dry.imported == len(GOOD) and dry.source["format"] == "plain"
+    assert dry.ok and dry.planned == len(GOOD) and dry.source["format"] == "plain"
     # truncated: the file stops in the middle of the COPY data
     text = plain.read_bytes()
     cut = tmp_path / "cut.sql"

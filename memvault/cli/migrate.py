@@ -151,10 +151,11 @@ def _run(ctx: typer.Context, source: Any, *, keep_vectors: bool, source_embedder
 
 
 def _print_report(result: dict[str, Any], show: int) -> None:
-    dry = result["dry_run"]
+    dry = not result["written"]
     source = result["source"]
     vectors = result["vectors"]
-    console.print(f"[bold]{'import plan' if dry else 'import'}[/] from {source['kind']} "
+    title = "import plan" if result["dry_run"] else "import"
+    console.print(f"[bold]{title}[/] from {source['kind']} "
                   f"{source['location']} into {result['target'].get('store')} "
                   f"({result['target'].get('memories_before')} memories before)",
                   highlight=False)
@@ -172,7 +173,7 @@ def _print_report(result: dict[str, Any], show: int) -> None:
                        "skipped", "rejected"],
                 [[ns, c["source"], c["imported"], c["skipped"], c["rejected"]]
                  for ns, c in result["namespaces"].items()])
-    done = result["would_import" if dry else "imported"]
+    done = result["would_import"] if dry else result["imported"]
     console.print(f"  rows read {result['read']} = {done} {'to import' if dry else 'imported'} + "
                   f"{result['skipped']} skipped + {result['rejected']} rejected", highlight=False)
     for label, key in (("rejected", "rejected_examples"), ("skipped", "skipped_examples")):

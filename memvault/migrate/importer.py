@@ -72,7 +72,9 @@ class ImportReport:
     dry_run: bool
     target: dict[str, Any] = field(default_factory=dict)
     read: int = 0
+    planned: int = 0  # rows that pass every check (imported when written)
     imported: int = 0
+    written: bool = False
     skipped: list[Problem] = field(default_factory=list)
     rejected: list[Problem] = field(default_factory=list)
     namespaces: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -86,8 +88,8 @@ class ImportReport:
 
     @property
     def accounted(self) -> bool:
-        return self.read == self.imported + len(self.skipped) + len(self.rejected) \
-            if not self.dry_run else True
+        return self.read == self.planned + len(self.skipped) + len(self.rejected) \
+            and (not self.written or self.imported == self.planned)
 
     @property
     def ok(self) -> bool:
@@ -99,8 +101,8 @@ class ImportReport:
 
         return {
             "ok": self.ok, "dry_run": self.dry_run, "source": self.source,
-            "target": self.target, "read": self.read,
-            ("would_import" if self.dry_run else "imported"): self.imported,
+            "target": self.target, "read": self.read, "written": self.written,
+            "would_import": self.planned, "imported": self.imported,
             "skipped": len(self.skipped), "rejected": len(self.rejected),
             "skipped_by_kind": kinds(self.skipped), "rejected_by_kind": kinds(self.rejected),
             "skipped_examples": [p.to_json() for p in self.skipped[:self.max_examples]],
@@ -224,7 +226,7 @@ def run_import(memory: Memory, source: Source, options: ImportOptions | None = N
         seen_slots[slot] = pos
         accepted.append(cand)
         per_ns[rec.namespace]["imported"] += 1
-    report.imported = len(accepted)
+    report.planned = len(accepted)
     report.namespaces = {ns: {k: c.get(k, 0) for k in ("source", "imported", "skipped",
                                                         "rejected")}
                          for ns, c in sorted(per_ns.items())}
@@ -267,6 +269,8 @@ def run_import(memory: Memory, source: Source, options: ImportOptions | None = N
                 "before this batch", hint="re-run the same import: what is already in the "
                 "store is skipped as a duplicate") from exc
         write(len(batch))
+    report.imported = loaded
+    report.written = True
     memory.store.set_meta("last_import", {"source": source.describe(), "at": utc_now(),
                                           "imported": loaded, "skipped": len(report.skipped),
                                           "rejected": len(report.rejected)})
