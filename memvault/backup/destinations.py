@@ -339,3 +339,20 @@ def put_records(destinations: list[Destination], key: str, payload: bytes, *, pr
             log.error(message)
             problems.append(message)
     return problems
+
+
+def record_keys(destinations: list[Destination], prefix: str
+                ) -> tuple[dict[str, list[Destination]], list[str]]:
+    """The JSON records under `prefix` over all destinations (key -> the destinations holding
+    it; keys sort by time) and the problems met listing them (one per failing destination)."""
+    where: dict[str, list[Destination]] = {}
+    problems = []
+    for dest in destinations:
+        try:
+            keys = [k for k in dest.list(prefix) if k.endswith(".json")]
+        except (MemvaultError, OSError) as exc:
+            problems.append(f"cannot list {prefix} in {dest.url}: {exc}")
+            continue
+        for key in keys:
+            where.setdefault(key, []).append(dest)
+    return where, problems

@@ -35,7 +35,13 @@ from memvault.guard.checks import (
     assess_backups,
     unreachable,
 )
-from memvault.guard.ledger import LedgerRecord, observe, read_ledger, write_ledger
+from memvault.guard.ledger import (
+    LedgerRecord,
+    LedgerUnavailable,
+    observe,
+    read_ledger,
+    write_ledger,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -155,20 +161,22 @@ class Guard:
             self.identity_ok.set(0)
             return Verdict([finding])
         now = time.monotonic()
+        unknown = False
         if self.ledger is None or now - self._ledger_read_at > LEDGER_REREAD_SECONDS \
                 or (self.verdict is not None and self.verdict.firing()):
-            self.ledger, self.ledger_problems = read_ledger(self.destinations)
-            self._ledger_read_at = now
+            try:
+                self.ledger, self.ledger_problems = read_ledger(self.destinations)
+                self._ledger_read_at = now
+            except LedgerUnavailable as exc:
+                # "No ledger" would be unknown, not a first start: never record this store
+                # as the guarded one on that basis; the next check reads again.
+                log.error("%s", exc)
+                self.ledger_problems = [exc.message]
+                unknown = self.ledger is None
         verdict = assess(obs, self.ledger, self._configured_embedder(),
                          self.settings.alert_drop_ratio)
-        if self.ledger is None and self.destinations and \
-                len(self.ledger_problems) >= len(self.destinations):
-            # No destination could be read: "no ledger" is unknown, not "first start"; never
-            # record this store as the guarded one on that basis (retried every check).
-            log.error("the ledger cannot be read from any backup destination: %s",
-                      "; ".join(self.ledger_problems))
+        if unknown:
             verdict.accept = None
-            self._ledger_read_at = 0.0
         for finding in verdict.findings:
             self._announce(finding, verdict.note)
         for finding in self._backup_findings(obs):

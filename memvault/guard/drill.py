@@ -31,7 +31,12 @@ import numpy as np
 from prometheus_client import Gauge
 
 from memvault.backup.catalog import BackupEntry
-from memvault.backup.destinations import Destination, open_destinations, put_records
+from memvault.backup.destinations import (
+    Destination,
+    open_destinations,
+    put_records,
+    record_keys,
+)
 from memvault.backup.errors import BackupError, RestoreRefused
 from memvault.backup.progress import Advance, NoProgress, Progress
 from memvault.embed.base import EmbedderIdentity
@@ -417,16 +422,7 @@ def read_drills(destinations: list[Destination], *, limit: int | None = None,
     destinations counts once), and the problems met on the way. `cache` (key -> record) saves
     reading a record twice: records are never changed once written."""
     cache = cache if cache is not None else {}
-    problems: list[str] = []
-    where: dict[str, list[Destination]] = {}
-    for dest in destinations:
-        try:
-            keys = [k for k in dest.list(PREFIX) if k.endswith(".json")]
-        except (MemvaultError, OSError) as exc:
-            problems.append(f"cannot list the drill records in {dest.url}: {exc}")
-            continue
-        for key in keys:
-            where.setdefault(key, []).append(dest)
+    where, problems = record_keys(destinations, PREFIX)
     records: list[dict[str, Any]] = []
     for key in sorted(where, reverse=True):
         if limit is not None and len(records) >= limit:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from memvault.backup.catalog import list_backups
-from memvault.backup.destinations import Destination, put_records
+from memvault.backup.destinations import Destination, put_records, record_keys
 from memvault.backup.errors import BackupError
 from memvault.errors import MemvaultError
 
@@ -26,6 +26,12 @@ log = logging.getLogger("memvault.guard")
 PREFIX = "ledger/"
 KEEP = 20
 RECENT_WINDOW = timedelta(hours=25)  # counts kept for MemoryCountDrop's 24h comparison
+
+
+class LedgerUnavailable(MemvaultError):
+    """No backup destination could be listed: what the store should be is unknown."""
+
+    code = "ledger_unavailable"
 
 
 @dataclass
@@ -74,27 +80,26 @@ def _key(record: LedgerRecord) -> str:
 
 def read_ledger(destinations: list[Destination]) -> tuple[LedgerRecord | None, list[str]]:
     """The newest ledger record over all destinations (or one built from the newest valid
-    backup), and the problems met on the way (unreachable destination, unreadable record)."""
-    problems: list[str] = []
-    newest: tuple[str, LedgerRecord] | None = None
-    for dest in destinations:
-        try:
-            keys = [k for k in dest.list(PREFIX) if k.endswith(".json")]
-        except (MemvaultError, OSError) as exc:
-            problems.append(f"cannot list the ledger in {dest.url}: {exc}")
-            continue
-        for key in sorted(keys, reverse=True):
+    backup), and the problems met on the way (unreachable destination, unreadable record).
+    Raises LedgerUnavailable when no destination can be listed at all."""
+    where, problems = record_keys(destinations, PREFIX)
+    if destinations and len(problems) == len(destinations):
+        raise LedgerUnavailable(
+            "the ledger cannot be read from any backup destination: " + "; ".join(problems),
+            hint="check MEMVAULT_BACKUP_URLS (mounted? credentials?); until one answers, the "
+            "guard cannot tell this store from a replaced one")
+    newest: LedgerRecord | None = None
+    for key in sorted(where, reverse=True):  # newest first; the first readable one wins
+        for dest in where[key]:
             try:
-                record = LedgerRecord.from_json(json.loads(dest.read_bytes(key)))
+                newest = LedgerRecord.from_json(json.loads(dest.read_bytes(key)))
+                break
             except (MemvaultError, OSError, ValueError, TypeError, KeyError) as exc:
                 problems.append(f"unreadable ledger record {key} in {dest.url}: {exc}")
-                continue
-            name = key.rsplit("/", 1)[-1]
-            if newest is None or name > newest[0]:
-                newest = (name, record)
-            break  # the newest readable record of this destination
+        if newest is not None:
+            break
     backup = _from_backups(destinations, problems)
-    known = merge(newest[1] if newest is not None else None, backup)
+    known = merge(newest, backup)
     return _journal_high_water(known, destinations, problems), problems
 
 
