@@ -420,3 +420,31 @@ def test_an_unreadable_ledger_is_unknown_not_a_first_start(
     assert verdict.accept is None  # never recorded as "the guarded store" blindly
     assert guard.ledger is None and guard.ledger_problems
     assert "127.0.0.1" in guard.ledger_problems[0]
+
+
+def test_a_restore_killed_halfway_is_finished_by_the_guard(
+    backend: str, settings: Settings, memory: Memory, local_embedder: LocalEmbedder,
+    tmp_path: Path, request: pytest.FixtureRequest,
+) -> None:
+    for user in ("alice", "bob"):
+        memory.add([{"role": "user", "content": f"{user} fact {i}"} for i in range(6)],
+                   user_id=user, infer=False)
+    before = memory.store.counts()
+    assert all(r.status == "valid" for r in create_backup(memory.store, settings))
+    with running(Guard(settings, memory)):
+        pass
+    recreated = load_settings({"data_dir": settings.data_dir,
+                               "database_url": other_database(backend, tmp_path, request)})
+    with Memory(recreated, embedder=local_embedder) as fresh:
+        # What a kill -9 in the middle of a restore leaves: some rows and the marker.
+        fresh.add("alice fact 0", user_id="alice", infer=False)
+        fresh.store.set_meta("restore_incomplete", {"backup": "b-killed",
+                                                    "started_at": "2026-11-24T03:00:00+00:00"})
+        with running(Guard(recreated, fresh)) as guard:
+            first = guard.verdict
+            assert first is not None and "unfinished restore" in next(
+                f.summary for f in first.firing() if f.alert == "StoreEmpty")
+            wait_for(lambda: guard.restore and guard.verdict and not guard.verdict.firing())
+        assert guard.restore["ok"] is True
+        assert fresh.store.get_meta("restore_incomplete") is None
+        assert fresh.store.counts() == before

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from memvault.backup.catalog import list_backups
 from memvault.backup.destinations import open_destinations, put_records
+from memvault.backup.restore import INCOMPLETE_KEY
 from memvault.backup.scheduler import HOLDS
 from memvault.errors import MemvaultError
 from memvault.guard.alerts import AlertManager
@@ -69,7 +70,8 @@ def read_observation(memory: Memory) -> Observation:
     return Observation(store_id=meta.store_id, lineage_id=meta.lineage_id, backend=meta.backend,
                        location=meta.location, active_embedder=meta.active_embedder,
                        seq=store.last_seq(), namespaces=store.counts(),
-                       restored_from=store.get_meta("restored_from"))
+                       restored_from=store.get_meta("restored_from"),
+                       restore_incomplete=store.get_meta(INCOMPLETE_KEY))
 
 
 class Guard:

@@ -34,6 +34,7 @@ class Observation:
     seq: int
     namespaces: dict[str, int]
     restored_from: dict[str, Any] | None = None
+    restore_incomplete: dict[str, Any] | None = None  # a restore was interrupted (kill -9)
 
     @property
     def total(self) -> int:
@@ -61,6 +62,16 @@ class Verdict:
 def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: str | None,
            drop_ratio: float, now: datetime | None = None) -> Verdict:
     now = now or datetime.now(UTC)
+    if obs.restore_incomplete:
+        # Half a restore (the process died in it): not servable; restoring again finishes it.
+        marker = obs.restore_incomplete
+        return Verdict([*(f for f in _all_clear("as expected") if f.alert != "StoreEmpty"),
+                        Finding("StoreEmpty", True, (
+                            f"the store holds an unfinished restore of backup "
+                            f"{marker.get('backup')} (started {marker.get('started_at')}); it "
+                            "is not served until the restore is finished"), {
+                                "hint": "with MEMVAULT_AUTO_RESTORE=empty the guard restores "
+                                "again; by hand: `memvault restore latest --yes`"})])
     if ledger is None:  # nothing to compare with: this store starts the record
         return Verdict(_all_clear("no ledger yet; this store starts it"), accept="first-seen")
     known = (f"lineage {ledger.lineage_id} (store {ledger.store_id}) held {ledger.memories} "
