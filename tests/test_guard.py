@@ -448,3 +448,35 @@ def test_a_restore_killed_halfway_is_finished_by_the_guard(
         assert guard.restore["ok"] is True
         assert fresh.store.get_meta("restore_incomplete") is None
         assert fresh.store.counts() == before
+
+
+def test_a_model_swapped_behind_the_same_name_while_running_is_caught(
+    tmp_path: Path, webhook: HTTPPeer,
+) -> None:
+    from memvault.errors import EmbedderMismatch
+    from tests.peers.embedding_server import EmbeddingServer
+
+    with EmbeddingServer(dims=32) as peer:
+        settings = load_settings({
+            "data_dir": tmp_path / "data", "database_url": f"sqlite:///{tmp_path / 'm.db'}",
+            "embedder": "openai:embed-v1", "embedder_url": f"{peer.url}/v1",
+            "alert_urls": f"json://127.0.0.1:{webhook.port}/hook"})
+        with Memory(settings) as memory:
+            memory.add("a fact about boats", user_id="alice", infer=False)
+            with running(Guard(settings, memory, probe_seconds=0)) as guard:
+                assert guard.verdict is not None and not guard.verdict.firing()
+                route = peer.routes[("POST", "/v1/embeddings")]
+                # Someone pulls a different model under the same name on the server.
+                peer.routes[("POST", "/v1/embeddings")] = lambda body, headers: route(
+                    {**body, "model": "embed-v2"}, headers)
+                swapped = guard.check()
+                assert [f.alert for f in swapped.firing()] == ["EmbedderMismatch"]
+                assert guard_check(memory)["ok"] is False
+                with pytest.raises(EmbedderMismatch, match="answers the probe texts"):
+                    memory.search("boats", user_id="alice")
+                peer.routes[("POST", "/v1/embeddings")] = route  # the old model is back
+                assert not guard.check().firing()
+                assert memory.search("boats", user_id="alice")["results"]
+    titles = notifications(webhook)
+    assert any(t.startswith("[FIRING] EmbedderMismatch") for t in titles), titles
+    assert any(t.startswith("[RESOLVED] EmbedderMismatch") for t in titles), titles

@@ -25,6 +25,8 @@ from memvault.backup.catalog import list_backups
 from memvault.backup.destinations import open_destinations, put_records
 from memvault.backup.restore import INCOMPLETE_KEY
 from memvault.backup.scheduler import HOLDS
+from memvault.embed import EmbedderIdentity
+from memvault.embed.base import PROBE_MIN_SIMILARITY, PROBE_TEXTS
 from memvault.errors import MemvaultError
 from memvault.guard.alerts import AlertManager
 from memvault.guard.checks import (
@@ -56,6 +58,7 @@ TICK_SECONDS = 5.0
 LEDGER_EVERY_SECONDS = 60.0  # an unchanged-lineage ledger record at most this often
 LEDGER_REREAD_SECONDS = 60.0  # pick up `memvault adopt` / other replicas' records
 RESTORE_RETRY_SECONDS = 300.0
+PROBE_EVERY_SECONDS = 300.0  # an HTTP embedder is asked its probe texts again this often
 DIGEST_HOUR_UTC = 8  # the daily digest goes out at the first check after 08:00 UTC
 DIGEST_PREFIX = "digests/"
 DIGEST_MIN_UPTIME_SECONDS = 600.0  # not from a server that just started (or a test)
@@ -76,7 +79,8 @@ def read_observation(memory: Memory) -> Observation:
 
 class Guard:
     def __init__(self, settings: Settings, memory: Memory, *,
-                 tick_seconds: float = TICK_SECONDS) -> None:
+                 tick_seconds: float = TICK_SECONDS,
+                 probe_seconds: float = PROBE_EVERY_SECONDS) -> None:
         from memvault.store.leader import make_leader_elector
 
         self.settings = settings
@@ -106,7 +110,10 @@ class Guard:
         self._newest_valid_at: float | None = None
         self.drill: Any = None  # the DrillJob beside this guard in `serve` (guard/drill.py)
         self._digest_day: str | None = None
+        self._drift: Finding | None = None
         self._created_at = time.monotonic()
+        self.probe_seconds = probe_seconds
+        self._probed_at = time.monotonic()  # the startup check has just probed it
         # Registered now, before any job starts: no scheduled backup or journal shipping
         # runs until the first check has found the store to be the guarded one.
         HOLDS[id(memory.store)] = self.backup_hold
@@ -179,6 +186,10 @@ class Guard:
                          self.settings.alert_drop_ratio)
         if unknown:
             verdict.accept = None
+        drift = self._probe_drift(obs, now)
+        if drift is not None:
+            verdict.findings = [f for f in verdict.findings if f.alert != "EmbedderMismatch"]
+            verdict.findings.append(drift)
         for finding in verdict.findings:
             self._announce(finding, verdict.note)
         for finding in self._backup_findings(obs):
@@ -191,6 +202,42 @@ class Guard:
         if self.elector.is_leader() and now - self._created_at > DIGEST_MIN_UPTIME_SECONDS:
             self._maybe_digest(obs, verdict)
         return verdict
+
+    def _probe_drift(self, obs: Observation, now: float) -> Finding | None:
+        """Ask an HTTP embedder its probe texts again: a model swapped behind the same name
+        while the server runs would otherwise poison every vector written from then on. The
+        bundled model is pinned by sha256 and not asked. Returns the EmbedderMismatch finding
+        while the answers differ (the Memory then refuses writes and searches)."""
+        if self.settings.embedder == "local" or not obs.active_embedder:
+            return None
+        if now - self._probed_at < self.probe_seconds:
+            return self._drift
+        self._probed_at = now
+        stored = self.memory.store.embedders().get(obs.active_embedder)
+        if stored is None or stored.key != obs.active_embedder:
+            return None
+        try:
+            answers = self.memory.embedder.embed(list(PROBE_TEXTS))
+        except Exception as exc:  # down is not drift: requests report that themselves
+            log.warning("embedder probe skipped: %s: %s", type(exc).__name__, exc)
+            return self._drift
+        fresh = EmbedderIdentity(stored.provider, stored.model, int(answers.shape[1]), answers)
+        similarity = stored.probe_similarity(fresh)
+        if similarity >= PROBE_MIN_SIMILARITY:
+            if self._drift is not None:
+                log.warning("the embedder answers its probe texts as before again")
+            self._drift = None
+            self.memory.embedder_drift = None
+            return None
+        message = (f"the model behind {obs.active_embedder} now answers the probe texts "
+                   f"differently from the one that made the store's vectors (similarity "
+                   f"{similarity:.3f} < {PROBE_MIN_SIMILARITY}); writes and searches are "
+                   "refused so that no vector of another model gets in")
+        self._drift = Finding("EmbedderMismatch", True, message, {
+            "hint": "restore the original model behind that name (e.g. pin the Ollama tag), "
+            "or re-embed with `memvault reembed --embedder SPEC`"})
+        self.memory.embedder_drift = message
+        return self._drift
 
     def _maybe_digest(self, obs: Observation, verdict: Verdict,
                       now: datetime | None = None) -> bool:

@@ -90,6 +90,10 @@ class Memory:
         self.store = store or open_store(self.settings)
         self._embedder = embedder
         self._identity: EmbedderIdentity | None = None
+        # Set by the guard when the model behind the configured name stops answering its probe
+        # texts as it did (a model swapped behind an HTTP endpoint while running): every
+        # write and search is refused until it answers as before.
+        self.embedder_drift: str | None = None
         self._embedder_lock = threading.Lock()
         self.actor = actor
         self._llm = llm  # memvault.llm.ChatClient, built on first infer when MEMVAULT_LLM is set
@@ -119,7 +123,12 @@ class Memory:
         return self._embedder
 
     def embedder_identity(self) -> EmbedderIdentity:
-        """The configured embedder's identity, checked against the store once per process."""
+        """The configured embedder's identity, checked against the store once per process (and
+        again by the guard's periodic probe, see `embedder_drift`)."""
+        if self.embedder_drift:
+            raise EmbedderMismatch(self.embedder_drift, hint="restore the model the store's "
+                                   "vectors were made with behind that name, or re-embed "
+                                   "(`memvault reembed --embedder SPEC`)")
         if self._identity is None:
             identity = self.embedder.identity()
             self._check_embedder(identity)
