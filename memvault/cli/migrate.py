@@ -204,8 +204,9 @@ def export(
     fmt: str = typer.Option("jsonl", "--format", help="Output format: jsonl."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Write every memory as one JSON object per line (one consistent snapshot); `memvault
-    import jsonl FILE` reads it back."""
+    """Write every memory as JSON lines (one consistent snapshot).
+
+    `memvault import jsonl FILE` reads it back."""
     from memvault.cli.backup import progress_bars
     from memvault.config import load_settings
     from memvault.migrate import ExportFilter, export_jsonl

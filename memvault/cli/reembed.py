@@ -27,8 +27,10 @@ def reembed(
     batch: int = typer.Option(256, "--batch", min=1, max=1000, help="Texts per embed call."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Give every memory a vector from another embedder while the store keeps serving, then
-    switch to it. Resumable; old vectors are kept (going back is a config change)."""
+    """Switch to another embedder online: backfill its vectors, then switch.
+
+    The store keeps serving meanwhile; a stopped run resumes; old vectors are kept (going back
+    is a config change)."""
     from memvault.config import load_settings
     from memvault.embed import make_embedder
     from memvault.errors import EmbedderError
