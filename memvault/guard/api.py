@@ -12,17 +12,16 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from memvault.backup.catalog import list_backups
-from memvault.backup.destinations import open_destinations, put_records
+from memvault.backup.destinations import open_destinations
 from memvault.backup.restore import INCOMPLETE_KEY
 from memvault.backup.scheduler import HOLDS
 from memvault.embed import EmbedderIdentity
@@ -38,6 +37,7 @@ from memvault.guard.checks import (
     assess_backups,
     unreachable,
 )
+from memvault.guard.digest import DIGEST_MIN_UPTIME_SECONDS, digest_text, send_digest
 from memvault.guard.ledger import (
     LedgerRecord,
     LedgerUnavailable,
@@ -45,6 +45,7 @@ from memvault.guard.ledger import (
     read_ledger,
     write_ledger,
 )
+from memvault.guard.refuse import RefuseUnguardedStore
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -59,9 +60,6 @@ LEDGER_EVERY_SECONDS = 60.0  # an unchanged-lineage ledger record at most this o
 LEDGER_REREAD_SECONDS = 60.0  # pick up `memvault adopt` / other replicas' records
 RESTORE_RETRY_SECONDS = 300.0
 PROBE_EVERY_SECONDS = 300.0  # an HTTP embedder is asked its probe texts again this often
-DIGEST_HOUR_UTC = 8  # the daily digest goes out at the first check after 08:00 UTC
-DIGEST_PREFIX = "digests/"
-DIGEST_MIN_UPTIME_SECONDS = 600.0  # not from a server that just started (or a test)
 
 # The guard running for a store (by id of the Memory), so the app's checks find it.
 _GUARDS: dict[int, Guard] = {}
@@ -241,34 +239,18 @@ class Guard:
 
     def _maybe_digest(self, obs: Observation, verdict: Verdict,
                       now: datetime | None = None) -> bool:
-        """Once a day, a short account to the alert URLs even when all is well: its absence,
-        or a count that looks wrong, tells a person what no alert can (the incident ran 17
-        days in silence). A marker file per day in the destinations keeps it to one per day
-        across restarts and replicas."""
-        now = now or datetime.now(UTC)
-        if not self.settings.alert_urls or now.hour < DIGEST_HOUR_UTC:
+        """The daily digest (guard/digest.py), composed from what this guard knows."""
+        if self._digest_day == (now or datetime.now(UTC)).strftime("%Y-%m-%d"):
             return False
-        day = now.strftime("%Y-%m-%d")
-        if self._digest_day == day:
-            return False
-        key = f"{DIGEST_PREFIX}{day}.json"
-        try:
-            if any(dest.size(key) is not None for dest in self.destinations):
-                self._digest_day = day
-                return False
-        except MemvaultError as exc:
-            log.error("cannot check for today's digest: %s", exc)
-            return False
-        title, body = digest_text(obs, verdict, self.ledger, self.alerts.status(),
-                                  self.drill.status() if self.drill is not None else None,
-                                  self._newest_valid_at)
-        deliveries = self.alerts.notify(title, body)
-        self._digest_day = day
-        marker = json.dumps({"sent_at": now.isoformat(), "title": title,
-                             "delivered": sum(d.ok for d in deliveries)}).encode()
-        put_records(self.destinations, key, marker, prefix=DIGEST_PREFIX, keep=20,
-                    what="digest record")
-        return True
+
+        def compose() -> tuple[str, str]:
+            return digest_text(obs, verdict, self.ledger, self.alerts.status(),
+                               self.drill.status() if self.drill is not None else None,
+                               self._newest_valid_at)
+
+        sent, self._digest_day = send_digest(self.destinations, self.alerts, compose,
+                                             bool(self.settings.alert_urls), now)
+        return sent
 
     def _announce(self, finding: Finding, note: str | None = None) -> None:
         """Fire or resolve the finding's alert. With several replicas on one PostgreSQL, the
@@ -420,30 +402,6 @@ class Guard:
         }
 
 
-def digest_text(obs: Observation, verdict: Verdict, ledger: LedgerRecord | None,
-                alerts: dict[str, Any], drill: dict[str, Any] | None,
-                newest_valid_at: float | None) -> tuple[str, str]:
-    firing = [f.alert for f in verdict.firing()]
-    peak = ledger.peak_since(datetime.now(UTC) - timedelta(hours=24)) if ledger else 0
-    state = "ATTENTION" if firing else "OK"
-    title = f"[DIGEST] memvault {state}: {obs.total} memories in {len(obs.namespaces)} namespaces"
-    lines = [f"store {obs.store_id} ({obs.backend}, {obs.location}), journal seq {obs.seq}",
-             f"memories: {obs.total} now, {peak} at most in the last 24 h"]
-    lines += [f"  {ns}: {n}" for ns, n in sorted(obs.namespaces.items())[:20]]
-    if newest_valid_at:
-        age_h = (time.time() - newest_valid_at) / 3600
-        lines.append(f"newest valid backup: {age_h:.1f} h old")
-    else:
-        lines.append("newest valid backup: none known to this server")
-    if drill:
-        lines.append(f"last successful restore drill: {drill.get('last_success_at') or 'never'}")
-    lines.append("alerts firing: " + (", ".join(firing) if firing else "none"))
-    sent = alerts.get("notifications", {})
-    lines.append(f"notifications so far: {sent.get('sent', 0)} sent, {sent.get('failed', 0)} "
-                 "failed")
-    return title, "\n".join(lines)
-
-
 def guard_check(memory: Memory) -> dict[str, Any]:
     guard = _GUARDS.get(id(memory))
     if guard is None or guard.verdict is None:
@@ -469,42 +427,15 @@ class _Forward:
             yield from guard.registry.collect()
 
 
-# Data routes answered only while the store is the guarded one: an emptied store must not
-# answer "no memories" (the incident's 17 days), nor a replaced one serve or take another
-# store's data.
-DATA_PREFIXES = ("/memories", "/search", "/reset", "/entities")
-REFUSE = ("StoreEmpty", "StoreReplaced")
-
-
-class RefuseUnguardedStore:
-    """ASGI layer: 503 `store_refused` for data routes while StoreEmpty/StoreReplaced fire."""
-
-    def __init__(self, app: Any, memory: Memory) -> None:
-        self.app = app
-        self.memory = memory
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(DATA_PREFIXES):
-            guard = _GUARDS.get(id(self.memory))
-            refused = [f for f in (guard.verdict.firing() if guard and guard.verdict else [])
-                       if f.alert in REFUSE]
-            if refused:
-                body = json.dumps({
-                    "detail": "; ".join(f"{f.alert}: {f.summary}" for f in refused),
-                    "code": "store_refused", "alerts": [f.alert for f in refused],
-                    "hint": str(refused[0].details.get("hint", "")),
-                    "request_id": (scope.get("state") or {}).get("request_id")}).encode()
-                await send({"type": "http.response.start", "status": 503, "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()), (b"retry-after", b"30")]})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
-
-
 def install(app: FastAPI) -> None:
     app.state.readiness_checks.append(guard_check)
-    app.add_middleware(RefuseUnguardedStore, memory=app.state.memory)
+    memory = app.state.memory
+
+    def verdict() -> Verdict | None:
+        guard = _GUARDS.get(id(memory))
+        return guard.verdict if guard is not None else None
+
+    app.add_middleware(RefuseUnguardedStore, verdict=verdict)
     registry = getattr(app.state, "metrics_registry", None)
     if registry is not None:
         with contextlib.suppress(ValueError):

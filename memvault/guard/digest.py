@@ -1,0 +1,73 @@
+"""The daily digest: once a day a short account goes to the alert URLs even when all is well.
+Its absence, or a count that looks wrong to the person who knows the data, tells what no
+automatic check can (the incident ran 17 days in silence). A marker file per day in the backup
+destinations keeps it to one per day across restarts and replicas."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from memvault.backup.destinations import Destination, put_records
+from memvault.errors import MemvaultError
+from memvault.guard.alerts import AlertManager
+from memvault.guard.checks import Observation, Verdict
+from memvault.guard.ledger import LedgerRecord
+
+log = logging.getLogger("memvault.guard")
+
+DIGEST_HOUR_UTC = 8  # the digest goes out at the first check after 08:00 UTC
+DIGEST_PREFIX = "digests/"
+DIGEST_MIN_UPTIME_SECONDS = 600.0  # not from a server that just started (or a test)
+
+
+def send_digest(destinations: list[Destination], alerts: AlertManager,
+                compose: Callable[[], tuple[str, str]], configured: bool,
+                now: datetime | None = None) -> tuple[bool, str | None]:
+    """Send today's digest unless it is too early, nobody is configured, or it went out
+    already (marker file). Returns (sent now, the day known to be done or None)."""
+    now = now or datetime.now(UTC)
+    if not configured or now.hour < DIGEST_HOUR_UTC:
+        return False, None
+    day = now.strftime("%Y-%m-%d")
+    key = f"{DIGEST_PREFIX}{day}.json"
+    try:
+        if any(dest.size(key) is not None for dest in destinations):
+            return False, day
+    except MemvaultError as exc:
+        log.error("cannot check for today's digest: %s", exc)
+        return False, None
+    title, body = compose()
+    deliveries = alerts.notify(title, body)
+    marker = json.dumps({"sent_at": now.isoformat(), "title": title,
+                         "delivered": sum(d.ok for d in deliveries)}).encode()
+    put_records(destinations, key, marker, prefix=DIGEST_PREFIX, keep=20, what="digest record")
+    return True, day
+
+
+def digest_text(obs: Observation, verdict: Verdict, ledger: LedgerRecord | None,
+                alerts: dict[str, Any], drill: dict[str, Any] | None,
+                newest_valid_at: float | None) -> tuple[str, str]:
+    firing = [f.alert for f in verdict.firing()]
+    peak = ledger.peak_since(datetime.now(UTC) - timedelta(hours=24)) if ledger else 0
+    state = "ATTENTION" if firing else "OK"
+    title = f"[DIGEST] memvault {state}: {obs.total} memories in {len(obs.namespaces)} namespaces"
+    lines = [f"store {obs.store_id} ({obs.backend}, {obs.location}), journal seq {obs.seq}",
+             f"memories: {obs.total} now, {peak} at most in the last 24 h"]
+    lines += [f"  {ns}: {n}" for ns, n in sorted(obs.namespaces.items())[:20]]
+    if newest_valid_at:
+        age_h = (time.time() - newest_valid_at) / 3600
+        lines.append(f"newest valid backup: {age_h:.1f} h old")
+    else:
+        lines.append("newest valid backup: none known to this server")
+    if drill:
+        lines.append(f"last successful restore drill: {drill.get('last_success_at') or 'never'}")
+    lines.append("alerts firing: " + (", ".join(firing) if firing else "none"))
+    sent = alerts.get("notifications", {})
+    lines.append(f"notifications so far: {sent.get('sent', 0)} sent, {sent.get('failed', 0)} "
+                 "failed")
+    return title, "\n".join(lines)
