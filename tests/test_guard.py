@@ -480,3 +480,28 @@ def test_a_model_swapped_behind_the_same_name_while_running_is_caught(
     titles = notifications(webhook)
     assert any(t.startswith("[FIRING] EmbedderMismatch") for t in titles), titles
     assert any(t.startswith("[RESOLVED] EmbedderMismatch") for t in titles), titles
+
+
+def test_a_process_left_on_the_old_embedder_after_a_switch_stops_writing(
+    settings: Settings, memory: Memory,
+) -> None:
+    """`memvault reembed` switched the store while this process still embeds with the old
+    model: its writes would carry no vector of the active model (unsearchable)."""
+    from memvault.errors import EmbedderMismatch
+    from tests.helpers import identity
+
+    memory.add("written before the switch", user_id="alice", infer=False)
+    original = memory.store.meta().active_embedder
+    assert original is not None
+    with running(Guard(settings, memory)) as guard:
+        other = identity("reembedded-model", 384)
+        memory.store.register_embedder(other)
+        memory.store.set_active_embedder(other.key)  # what the switch does
+        assert "EmbedderMismatch" in {f.alert for f in guard.check().firing()}
+        with pytest.raises(EmbedderMismatch):
+            memory.add("written after the switch", user_id="alice", infer=False)
+        assert memory.store.total() == 1
+        memory.store.set_active_embedder(original)  # switched back
+        assert not guard.check().firing()
+        memory.add("written after switching back", user_id="alice", infer=False)
+        assert memory.store.total() == 2

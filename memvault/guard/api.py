@@ -188,6 +188,11 @@ class Guard:
         if drift is not None:
             verdict.findings = [f for f in verdict.findings if f.alert != "EmbedderMismatch"]
             verdict.findings.append(drift)
+        # A store holding vectors of another model (switched by `memvault reembed` after this
+        # process checked it, or a model swapped behind the name) takes no write and answers
+        # no search from this process: its vectors would be unsearchable or its ranking wrong.
+        mismatch = next((f for f in verdict.firing() if f.alert == "EmbedderMismatch"), None)
+        self.memory.embedder_drift = mismatch.summary if mismatch and obs.total else None
         for finding in verdict.findings:
             self._announce(finding, verdict.note)
         for finding in self._backup_findings(obs):
@@ -225,7 +230,6 @@ class Guard:
             if self._drift is not None:
                 log.warning("the embedder answers its probe texts as before again")
             self._drift = None
-            self.memory.embedder_drift = None
             return None
         message = (f"the model behind {obs.active_embedder} now answers the probe texts "
                    f"differently from the one that made the store's vectors (similarity "
@@ -234,7 +238,6 @@ class Guard:
         self._drift = Finding("EmbedderMismatch", True, message, {
             "hint": "restore the original model behind that name (e.g. pin the Ollama tag), "
             "or re-embed with `memvault reembed --embedder SPEC`"})
-        self.memory.embedder_drift = message
         return self._drift
 
     def _maybe_digest(self, obs: Observation, verdict: Verdict,
