@@ -169,8 +169,12 @@ class Guard:
             return Verdict([finding])
         now = time.monotonic()
         unknown = False
+        # Re-read every minute, and at every check while the store is refused (an `adopt`
+        # from the CLI then takes effect within one check).
+        was_refused = self.verdict is not None and any(
+            f.alert in ("StoreEmpty", "StoreReplaced") for f in self.verdict.firing())
         if self.ledger is None or now - self._ledger_read_at > LEDGER_REREAD_SECONDS \
-                or (self.verdict is not None and self.verdict.firing()):
+                or was_refused:
             try:
                 self.ledger, self.ledger_problems = read_ledger(self.destinations)
                 self._ledger_read_at = now
