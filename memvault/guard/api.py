@@ -376,7 +376,7 @@ class Guard:
                                                     "--dry-run` to see why"})
             return
         self._restoring = False
-        self.memory._identity = None  # the restore may have set the store's active embedder
+        self.memory.recheck_embedder()  # the restore may have set the store's active embedder
         self.restore = {"started_at": started, "ok": True, **report.to_json()}
         log.warning("automatic restore done: %s", report.to_json())
 

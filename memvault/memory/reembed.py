@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from memvault.backup.progress import Advance, NoProgress, Progress
 from memvault.errors import EmbedderError, InvalidInput, MemvaultError, StoreError
 from memvault.store import parse_filters
 from memvault.store.records import JournalEntry
@@ -46,18 +46,6 @@ class ReembedError(MemvaultError):
     code = "reembed_failed"
 
 
-Advance = Callable[[int], None]
-
-
-class Progress(Protocol):
-    """Same shape as memvault.backup.progress.Progress (the CLI passes its Rich bars)."""
-
-    def task(self, description: str, total: int | None) -> Advance: ...
-
-
-class _NoProgress:
-    def task(self, description: str, total: int | None) -> Advance:
-        return lambda n: None
 
 
 @dataclass(frozen=True)
@@ -187,7 +175,7 @@ def reembed(
                            "changed", hint=exc.hint or "check the embedder and retry") from exc
     plan = plan_reembed(store, identity)
     store.register_embedder(identity)
-    run = _Run(store, target, identity, max(1, min(batch, MAX_PAGE)), progress or _NoProgress())
+    run = _Run(store, target, identity, max(1, min(batch, MAX_PAGE)), progress or NoProgress())
     try:
         cursor, rounds = run.backfill()
         if switch and plan.active != identity.key:

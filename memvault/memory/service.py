@@ -135,6 +135,11 @@ class Memory:
             self._identity = identity
         return self._identity
 
+    def recheck_embedder(self) -> None:
+        """Check the configured embedder against the store again on next use (after a restore
+        or re-embedding changed the store's active embedder under this process)."""
+        self._identity = None
+
     def _check_embedder(self, identity: EmbedderIdentity) -> None:
         store = self.store
         # An interrupted restore leaves a partial store behind (memvault.backup.restore).
