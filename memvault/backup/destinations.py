@@ -42,6 +42,11 @@ class Destination(ABC):
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
     @abstractmethod
+    def replace_bytes(self, key: str, data: bytes) -> None:
+        """Store data under key, replacing what is there (atomically). Only for the few
+        mutable pointers (a lineage's head, the destination marker), never for backup data."""
+
+    @abstractmethod
     def iter_chunks(self, key: str) -> Iterator[bytes]:
         """The stored bytes of key; a missing key raises BackupCorrupt naming it."""
 
@@ -126,6 +131,23 @@ class LocalDestination(Destination):
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._write_new(key, lambda handle: handle.write(data))
+
+    def replace_bytes(self, key: str, data: bytes) -> None:
+        final = self._path(key)
+        tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            raise self._fail("write", key, exc) from exc
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     def iter_chunks(self, key: str) -> Iterator[bytes]:
         try:
@@ -246,6 +268,10 @@ class S3Destination(Destination):
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._refuse_existing(key)
+        self._call("upload", key, lambda: self.client.put_object(
+            Bucket=self.bucket, Key=self._key(key), Body=data))
+
+    def replace_bytes(self, key: str, data: bytes) -> None:
         self._call("upload", key, lambda: self.client.put_object(
             Bucket=self.bucket, Key=self._key(key), Body=data))
 

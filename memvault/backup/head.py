@@ -1,0 +1,107 @@
+"""A lineage's head and the destination marker: the two objects read by GET, never by LIST.
+
+`lineages/<lineage>/head.json` is replaced by the lineage's one writer (the process that ships
+its journal) on every shipping cycle. It is the writer's heartbeat (`process` + `beat`: another
+store sees the lineage is alive when `beat` moves between two reads, whatever the clocks say)
+and the lineage's high-water marks (journal shipped up to `journal_upto`, `memories`), so a
+listing that answers nothing cannot pass for "there is nothing".
+
+`memvault-destination.json` names every lineage that ever wrote to the destination: a
+destination whose marker names lineages but whose listing shows none is not empty, it is lying.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from memvault.backup.destinations import Destination
+from memvault.backup.errors import BackupCorrupt
+from memvault.backup.layout import DESTINATION_MARKER, check_lineage_id, head_key
+
+HEAD_FORMAT = 1
+
+
+@dataclass
+class LineageHead:
+    lineage_id: str
+    store_id: str
+    process: str  # one id per writer process run
+    beat: int  # increases with every write of the head by that process
+    journal_upto: int  # every seq up to this one is in a shipped segment
+    journal_tip_sha256: str | None
+    memories: int | None
+    written_at: str  # wall clock of the writer: for people, never compared
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    stopped: bool = False  # set by a clean shutdown: the writer is gone
+    format: int = HEAD_FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LineageHead:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def new_process_id() -> str:
+    return uuid.uuid4().hex
+
+
+def read_head(dest: Destination, lineage_id: str) -> LineageHead | None:
+    """The lineage's head, or None when it has none. Raises DestinationError when the
+    destination does not answer and BackupCorrupt when the object is not a head."""
+    key = head_key(lineage_id)
+    try:
+        raw = dest.read_bytes(key)
+    except BackupCorrupt:  # missing
+        if dest.size(key) is None:
+            return None
+        raise
+    try:
+        return LineageHead.from_json(json.loads(raw))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BackupCorrupt(f"{key} in {dest} is not a lineage head: {exc}", file=key) from None
+
+
+def write_head(dest: Destination, head: LineageHead) -> None:
+    dest.replace_bytes(head_key(head.lineage_id),
+                       json.dumps(head.to_json(), indent=1).encode("utf-8"))
+
+
+def read_marker(dest: Destination) -> list[str]:
+    """Lineages the destination's marker names ([] when there is no marker)."""
+    try:
+        raw = dest.read_bytes(DESTINATION_MARKER)
+    except BackupCorrupt:
+        if dest.size(DESTINATION_MARKER) is None:
+            return []
+        raise
+    try:
+        data = json.loads(raw)
+        return [check_lineage_id(str(x)) for x in data["lineages"]]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BackupCorrupt(f"{DESTINATION_MARKER} in {dest} is not readable: {exc}",
+                            file=DESTINATION_MARKER) from None
+
+
+def register_lineage(dest: Destination, lineage_id: str) -> None:
+    """Name `lineage_id` in the destination's marker (read, add, replace, read back). Two
+    lineages registering at once may lose one name; the read-back catches that and retries."""
+    check_lineage_id(lineage_id)
+    for _ in range(3):
+        names = read_marker(dest)
+        if lineage_id in names:
+            return
+        body = {"format": "memvault-destination", "lineages": sorted({*names, lineage_id})}
+        dest.replace_bytes(DESTINATION_MARKER, json.dumps(body, indent=1).encode("utf-8"))
+    if lineage_id not in read_marker(dest):
+        raise BackupCorrupt(f"{DESTINATION_MARKER} in {dest} keeps losing lineage "
+                            f"{lineage_id} (another writer replaces it)",
+                            file=DESTINATION_MARKER)
