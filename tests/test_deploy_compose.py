@@ -182,12 +182,11 @@ def test_every_mounted_file_ships_in_the_repo_and_grafana_gets_the_board() -> No
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             assert source in named or Path(source).exists(), (volume, "missing in the repo")
-    board = mount_source(services["grafana"], "/var/lib/grafana/dashboards/"
-                         "memvault-dashboard.json")
-    assert Path(board).resolve() == (DEPLOY / "grafana" / "memvault-dashboard.json").resolve()
     provider = yaml.safe_load((COMPOSE / "grafana" / "provisioning" / "dashboards" /
                                "memvault.yml").read_text())
-    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    folder = provider["providers"][0]["options"]["path"]
+    board = mount_source(services["grafana"], f"{folder}/memvault-dashboard.json")
+    assert Path(board).resolve() == (DEPLOY / "grafana" / "memvault-dashboard.json").resolve()
     assert mount_source(services["grafana"], "/etc/grafana/provisioning")
 
 
