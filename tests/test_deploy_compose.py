@@ -88,6 +88,16 @@ def test_compose_validates_with_the_example_env(example: dict[str, str]) -> None
     assert example["COMPOSE_PROJECT_NAME"]
 
 
+def test_compose_schema_check_can_fail(tmp_path: Path) -> None:
+    """docker-compose validates against the compose schema: a misspelt key is refused."""
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text((COMPOSE / "docker-compose.yml").read_text().replace(
+        "restart: unless-stopped", "restartt: unless-stopped", 1))
+    result = run(["docker-compose", "--env-file", str(ENV_EXAMPLE), "-f", str(broken),
+                  "config"], env=clean_env())
+    assert result.returncode != 0 and "restartt" in result.stderr, result.stderr
+
+
 def test_a_missing_env_variable_stops_compose(tmp_path: Path, example: dict[str, str]) -> None:
     for key in ("POSTGRES_PASSWORD", "MEMVAULT_PORT", "MEMVAULT_ADMIN_API_KEY"):
         env = write_env(tmp_path / ".env", {k: v for k, v in example.items() if k != key})
