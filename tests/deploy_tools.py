@@ -20,6 +20,7 @@ PACKAGES = {
     "amtool": "prometheus-alertmanager",
     "docker-compose": "docker-compose",
     "systemd-analyze": "systemd",
+    "busybox": "busybox",  # the shell and awk of the Prometheus and Alertmanager images
 }
 
 
@@ -44,9 +45,19 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **extra}
 
 
-def render(template: Path, output: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def render(template: Path, output: Path, env: dict[str, str],
+           shell: str = "sh") -> subprocess.CompletedProcess[str]:
     """What the compose stack does at a container's start: deploy/compose/render-config.sh
     fills ${NAME} in `template` from `env` (then runs `true` instead of the server)."""
     script = DEPLOY / "compose" / "render-config.sh"
-    return subprocess.run(["sh", str(script), str(template), str(output), "true"], env=env,
+    return subprocess.run([shell, str(script), str(template), str(output), "true"], env=env,
                           capture_output=True, text=True, timeout=30, check=False)
+
+
+def busybox_bin(directory: Path) -> Path:
+    """A PATH directory where sh, awk, mv and true are busybox, as in the prom/* images."""
+    busybox = tool("busybox")
+    directory.mkdir(parents=True, exist_ok=True)
+    for applet in ("sh", "awk", "mv", "true"):
+        (directory / applet).symlink_to(busybox)
+    return directory

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from memvault.config import Settings, load_settings
-from tests.deploy_tools import DEPLOY, ROOT, clean_env, render, run
+from tests.deploy_tools import DEPLOY, ROOT, busybox_bin, clean_env, render, run
 
 COMPOSE = DEPLOY / "compose"
 ENV_EXAMPLE = COMPOSE / ".env.example"
@@ -209,3 +209,27 @@ def test_database_data_and_backups_are_separate_named_volumes() -> None:
     data = mount_source(services["memvault"], "/data")
     assert {pgdata, backups, data} <= set(config["volumes"])  # named, they survive `down`
     assert len({pgdata, backups, data}) == 3
+
+
+@pytest.mark.parametrize("shell", ["host", "busybox"])
+def test_render_config_substitutes_literally_and_refuses_unset_names(
+        tmp_path: Path, shell: str) -> None:
+    template = tmp_path / "template.yml"
+    template.write_text("# ${NOT_SET} in a comment stays\n"
+                        "a: '${ONE}' b: ${TWO}${ONE}\n"
+                        "c: ${NOT_SET}\n")
+    path = str(busybox_bin(tmp_path / "bin")) if shell == "busybox" else None
+    sh = str(tmp_path / "bin" / "sh") if shell == "busybox" else "sh"
+    awkward = r"x&y|z\1 $HOME ${TWO}"  # sed-hostile characters, and no re-expansion
+    env = clean_env(ONE=awkward, TWO="2", NOT_SET="set")
+    if path:
+        env["PATH"] = path
+    out = tmp_path / "out.yml"
+    result = render(template, out, env, shell=sh)
+    assert result.returncode == 0, result.stderr
+    assert out.read_text().splitlines() == [
+        "# ${NOT_SET} in a comment stays", f"a: '{awkward}' b: 2{awkward}", "c: set"]
+    del env["NOT_SET"]
+    failed = render(template, tmp_path / "other.yml", env, shell=sh)
+    assert failed.returncode != 0 and "NOT_SET is not set" in failed.stderr
+    assert not (tmp_path / "other.yml").exists()
