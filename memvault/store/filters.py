@@ -5,10 +5,18 @@ Semantics, identical in every backend and in the Python reference evaluator:
 - values only match values of the same kind (number, string, boolean): 1 never equals "1";
 - `NOT: [a, b]` means neither a nor b;
 - `{"key": "*"}` means the key is present and not null.
+
+Limits (documented in docs/api.md; over them a filter is refused with InvalidInput naming the
+limit, never sent to the database): MAX_IN_VALUES values per `in`/`nin`, MAX_CONDITIONS
+conditions in all, MAX_FILTER_VALUES values in all, MAX_DEPTH levels of AND/OR/NOT. Within
+them every backend answers: `in` lists compile to one array parameter (SQLite `json_each`,
+PostgreSQL `= ANY`) and long AND/OR chains to balanced trees, so no filter reaches SQLite's
+expression-depth limit or PostgreSQL's parameter limit.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -26,6 +34,8 @@ COLUMN_KEYS = (*ENTITY_KEYS, "actor_id", "role", "memory_type", "created_at", "u
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 MAX_IN_VALUES = 1000
 MAX_DEPTH = 16
+MAX_CONDITIONS = 2000
+MAX_FILTER_VALUES = 100_000
 INT64 = 2**63
 
 
@@ -52,7 +62,27 @@ def parse_filters(filters: Any) -> Node | None:
     node = _parse_object(filters, depth=0)
     if isinstance(node, Bool) and node.op == "AND" and not node.items:
         return None
+    _check_size(node)
     return node
+
+
+def _check_size(node: Node) -> None:
+    conditions = values = 0
+    pending: list[Node] = [node]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Bool):
+            pending.extend(item.items)
+            continue
+        conditions += 1
+        values += len(item.value) if item.op in ("in", "nin") else 1
+    if conditions > MAX_CONDITIONS:
+        raise InvalidInput(f"the filter has {conditions} conditions, over the limit of "
+                           f"{MAX_CONDITIONS}", hint="split the query, or use one `in` list "
+                           "per key instead of many equalities")
+    if values > MAX_FILTER_VALUES:
+        raise InvalidInput(f"the filter holds {values} values, over the limit of "
+                           f"{MAX_FILTER_VALUES}", hint="split the query into several")
 
 
 def _parse_object(obj: Any, depth: int) -> Node:
@@ -126,7 +156,8 @@ def _check_list(key: str, op: str, values: Any) -> tuple[Any, ...]:
     if not isinstance(values, list | tuple) or not values:
         raise InvalidInput(f"{op} on {key!r} needs a non-empty list")
     if len(values) > MAX_IN_VALUES:
-        raise InvalidInput(f"{op} on {key!r} has more than {MAX_IN_VALUES} values")
+        raise InvalidInput(f"{op} on {key!r} has more than {MAX_IN_VALUES} values (the limit "
+                           "per list)", hint="split the list over several requests")
     return tuple(_check_scalar(key, op, v) for v in values)
 
 
@@ -280,6 +311,11 @@ class Dialect:
     def contains(self, haystack: str, needle: str) -> str:
         raise NotImplementedError
 
+    def one_of(self, expr: str, kind: str, values: list[Any]) -> tuple[str, Any]:
+        """`expr` equals one of `values` (all of one kind: text, int or float), as SQL with ONE
+        parameter whatever the list's length, and that parameter."""
+        raise NotImplementedError
+
 
 class SQLiteDialect(Dialect):
     p = "?"
@@ -304,6 +340,11 @@ class SQLiteDialect(Dialect):
 
     def contains(self, haystack: str, needle: str) -> str:
         return f"instr({haystack}, {needle}) > 0"
+
+    def one_of(self, expr: str, kind: str, values: list[Any]) -> tuple[str, Any]:
+        # json_each yields TEXT for strings and INTEGER/REAL for numbers, compared as `=` does.
+        return (f"{expr} IN (SELECT value FROM json_each({self.p}))",
+                json.dumps(values, ensure_ascii=False))
 
 
 class PostgresDialect(Dialect):
@@ -343,6 +384,11 @@ class PostgresDialect(Dialect):
     def contains(self, haystack: str, needle: str) -> str:
         return f"strpos({haystack}, {needle}) > 0"
 
+    def one_of(self, expr: str, kind: str, values: list[Any]) -> tuple[str, Any]:
+        # The array types `=` would use for one value: numeric for ints, float8 for floats.
+        array = {"text": "text[]", "int": "numeric[]", "float": "float8[]"}[kind]
+        return f"{expr} = ANY({self.p}::{array})", list(values)
+
 
 def compile_sql(node: Node | None, dialect: Dialect) -> tuple[str, list[Any]]:
     """A WHERE fragment over the memories table aliased `m`, and its parameters."""
@@ -352,13 +398,61 @@ def compile_sql(node: Node | None, dialect: Dialect) -> tuple[str, list[Any]]:
     return _compile(node, dialect, params), params
 
 
+# Terms joined per parenthesised group: SQLite nests `a OR b OR c ...` one level per term and
+# stops at 1000 levels, so long chains are built as a balanced tree of small groups.
+_GROUP = 8
+
+
+def _join(parts: list[str], op: str) -> str:
+    while len(parts) > _GROUP:
+        parts = ["(" + f" {op} ".join(parts[i : i + _GROUP]) + ")"
+                 for i in range(0, len(parts), _GROUP)]
+    return "(" + f" {op} ".join(parts) + ")"
+
+
+def _flatten(node: Bool) -> list[Node]:
+    """The items of an AND/OR, with nested items of the same operator pulled up."""
+    items: list[Node] = []
+    for item in node.items:
+        if isinstance(item, Bool) and item.op == node.op and node.op != "NOT":
+            items.extend(_flatten(item))
+        else:
+            items.append(item)
+    return items
+
+
+def _compile_in(node: Cond, d: Dialect, params: list[Any]) -> str:
+    """`key in values`, one array parameter per kind of value (the reference matches a value
+    only against values of its own kind)."""
+    false = "(1=0)"
+    if node.key in COLUMN_KEYS:  # text columns, text values (checked when parsed)
+        sql, param = d.one_of(d.column(node.key), "text", list(node.value))
+        params.append(param)
+        return f"COALESCE({sql}, {false})"
+    groups: dict[str, list[Any]] = {}
+    # Duplicates dropped by (type, value): 1, 1.0 and True are equal as dict keys.
+    for kind_of, value in dict.fromkeys((type(v), v) for v in node.value):
+        kind = {bool: "bool", int: "int", float: "float", str: "text"}[kind_of]
+        groups.setdefault(kind, []).append(value)
+    parts = []
+    for kind, values in groups.items():
+        if kind == "bool":
+            parts.extend(_compile(Cond(node.key, "eq", v), d, params) for v in values)
+            continue
+        family = "text" if kind == "text" else "number"
+        sql, param = d.one_of(d.value(node.key, family), kind, values)
+        params.append(param)
+        parts.append(f"COALESCE({d.kind_is(node.key, family)} AND {sql}, {false})")
+    return _join(parts, "OR")
+
+
 def _compile(node: Node, d: Dialect, params: list[Any]) -> str:
     false, true = "(1=0)", "(1=1)"
     if isinstance(node, Bool):
-        parts = [_compile(item, d, params) for item in node.items]
+        parts = [_compile(item, d, params) for item in _flatten(node)]
         if node.op == "AND":
-            return "(" + " AND ".join(parts) + ")" if parts else true
-        joined = "(" + " OR ".join(parts) + ")" if parts else false
+            return _join(parts, "AND") if parts else true
+        joined = _join(parts, "OR") if parts else false
         return joined if node.op == "OR" else f"(NOT {joined})"
     op = node.op
     if op == "ne":
@@ -366,9 +460,7 @@ def _compile(node: Node, d: Dialect, params: list[Any]) -> str:
     if op == "nin":
         return f"(NOT {_compile(Cond(node.key, 'in', node.value), d, params)})"
     if op == "in":
-        return "(" + " OR ".join(
-            _compile(Cond(node.key, "eq", v), d, params) for v in node.value
-        ) + ")"
+        return _compile_in(node, d, params)
     # Every leaf below yields true/false, never NULL, so NOT behaves as in the reference.
     if node.key in COLUMN_KEYS:
         col = d.column(node.key)
