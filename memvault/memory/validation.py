@@ -117,6 +117,9 @@ def _check_json_values(metadata: dict[str, Any]) -> None:
     pending: list[tuple[str, Any, int]] = [("metadata", metadata, 0)]
     while pending:
         path, value, depth = pending.pop()
+        if isinstance(value, str) and "\x00" in value:
+            # PostgreSQL cannot read a NUL back out of JSON: every filter on the key would fail.
+            raise InvalidInput(f"{path} contains a NUL character", hint="remove it")
         if value is None or isinstance(value, bool | str):
             continue
         if isinstance(value, int):
@@ -140,8 +143,9 @@ def _check_json_values(metadata: dict[str, Any]) -> None:
                                hint="flatten the metadata")
         if isinstance(value, dict):
             for key, item in value.items():
-                if not isinstance(key, str):
-                    raise InvalidInput(f"{path}: metadata keys must be strings, got {key!r}")
+                if not isinstance(key, str) or "\x00" in key:
+                    raise InvalidInput(f"{path}: metadata keys must be strings without NUL, "
+                                       f"got {key!r}")
                 pending.append((_path(path, key), item, depth + 1))
         else:
             pending.extend((_path(path, i), item, depth + 1) for i, item in enumerate(value))

@@ -41,6 +41,8 @@ HOSTILE_ADDS: list[tuple[str, dict[str, Any], str]] = [
     ("-inf", {"metadata": {"x": float("-inf")}}, "NaN or Infinity"),
     ("deep", {"metadata": _nested(MAX_METADATA_DEPTH + 1)}, "nests deeper"),
     ("huge metadata", {"metadata": {"blob": "x" * 70_000}}, "bytes"),
+    ("nul value", {"metadata": {"s": "x\x00y"}}, "metadata.s contains a NUL"),
+    ("nul key", {"metadata": {"a": {"k\x00": 1}}}, "without NUL"),
     ("memory_type", {"memory_type": "t" * (MAX_LABEL_CHARS + 1)}, "memory_type"),
     ("memory_type NUL", {"memory_type": "a\x00b"}, "memory_type"),
     ("long id", {"agent_id": "a" * 257}, "agent_id"),
