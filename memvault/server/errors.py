@@ -30,6 +30,7 @@ from memvault.errors import (
     StoreUnavailable,
     Unauthorized,
 )
+from memvault.server.locations import LocationHider, caller_is_admin
 
 log = logging.getLogger("memvault.server")
 
@@ -78,4 +79,6 @@ def install_error_handlers(app: FastAPI) -> None:
         if status >= 500:
             log.error("%s %s -> %d %s [request %s]: %s", request.method, request.url.path,
                       status, body.get("code"), rid, body["detail"])
+            if not caller_is_admin(request):
+                body["detail"] = LocationHider(request.app.state.settings)(body["detail"])
         return JSONResponse(body, status_code=status)

@@ -2,13 +2,17 @@
 
 `/readyz` answers without authentication (load balancers and orchestrators probe it), so its
 failing checks say *why* (codes, alert names, the failure's wording) but not *where*: no SQLite
-path, data directory, database URL, host, port, database or user name.
+path, data directory, database URL, host, port, database or user name. The same holds for the
+5xx error bodies of every other route (the server log keeps the whole message).
 """
 
 from __future__ import annotations
 
+import hmac
 import re
 from pathlib import Path
+
+from starlette.requests import Request
 
 from memvault.config import Settings, redact_url
 
@@ -55,3 +59,16 @@ def _postgres_parts(url: str) -> set[str]:
     for host in list(parts):
         parts |= {h for h in host.split(",") if h}  # multi-host DSNs
     return {p for p in parts if len(p) >= 3}
+
+
+def caller_is_admin(request: Request) -> bool:
+    """The admin key was sent (or the server runs open). Decided from the headers alone: a
+    probe must work while the store, where scoped keys live, is down."""
+    admin_key: str | None = request.app.state.admin_key
+    if admin_key is None:
+        return True
+    token = request.headers.get("x-api-key")
+    if not token:
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        token = credentials.strip() if scheme.lower() in ("bearer", "token") else ""
+    return bool(token) and hmac.compare_digest(token.encode(), admin_key.encode())

@@ -7,7 +7,6 @@ that made the store's vectors; anything else is a 503 listing the failing checks
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ from memvault.config import redact_url
 from memvault.errors import MemvaultError
 from memvault.memory import Memory
 from memvault.server.auth import Principal, require_admin
-from memvault.server.locations import LocationHider
+from memvault.server.locations import LocationHider, caller_is_admin
 
 router = APIRouter(tags=["operations"])
 
@@ -58,26 +57,13 @@ def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _caller_is_admin(request: Request) -> bool:
-    """The admin key was sent (or the server runs open). Decided from the headers alone: a
-    probe must work while the store, where scoped keys live, is down."""
-    admin_key: str | None = request.app.state.admin_key
-    if admin_key is None:
-        return True
-    token = request.headers.get("x-api-key")
-    if not token:
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        token = credentials.strip() if scheme.lower() in ("bearer", "token") else ""
-    return bool(token) and hmac.compare_digest(token.encode(), admin_key.encode())
-
-
 @router.get("/readyz", summary="Ready to serve: 200, or 503 with the failing checks",
             responses={503: {"description": "the failing checks; where the data lives (paths, "
                                             "hosts, database and user names) only for admin"}})
 def readyz(request: Request) -> JSONResponse:
     memory: Memory = request.app.state.memory
     redact = request.app.state.redact
-    hide = None if _caller_is_admin(request) else LocationHider(request.app.state.settings)
+    hide = None if caller_is_admin(request) else LocationHider(request.app.state.settings)
     checks = []
     for check in request.app.state.readiness_checks:
         try:

@@ -149,6 +149,9 @@ def test_unauthenticated_readyz_hides_where_the_data_lives(
                 conn.execute(f"DROP DATABASE {database} WITH (FORCE)")
             public = client.get("/readyz")
             admin = client.get("/readyz", headers={"X-API-Key": ADMIN})
+            # Any other route's 5xx body, to a caller without the admin key, hides them too.
+            failed = client.get("/memories", params={"user_id": "a"},
+                                headers={"X-API-Key": "mvk_notakey_x"})
         application.state.add_batcher.stop()
         application.state.embed_batcher.stop()
     assert public.status_code == admin.status_code == 503
@@ -158,6 +161,9 @@ def test_unauthenticated_readyz_hides_where_the_data_lives(
     for location in (host, database, str(tmp_path)):
         assert location not in public.text, location
     assert database in admin.text  # the admin still sees where
+    assert failed.status_code == 503 and failed.json()["code"] == "datastore_unavailable"
+    for location in (host, database):
+        assert location not in failed.text, location
 
 
 def test_unauthenticated_readyz_hides_the_sqlite_path(
