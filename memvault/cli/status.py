@@ -104,9 +104,12 @@ def _guard_check(memory: Any, checks: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _finish(report: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, Any]:
+    from memvault.config import redact_url
+
     worst = max((c["state"] for c in checks), default=UNKNOWN)
     for check in checks:
         check["status"] = STATE_NAMES[check.pop("state")]
+        check["message"] = redact_url(str(check.get("message", "")))
     report["checks"] = checks
     report["status"] = STATE_NAMES[worst]
     report["exit_code"] = worst

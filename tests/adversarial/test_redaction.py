@@ -186,3 +186,17 @@ def test_unauthenticated_readyz_hides_the_sqlite_path(
         application.state.embed_batcher.stop()
     assert str(tmp_path) not in body
     assert json.loads(admin)["status"] == "ok"
+
+
+def test_cli_hides_keys_in_embedder_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                         ) -> None:
+    monkeypatch.setenv("MEMVAULT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MEMVAULT_EMBEDDER", "openai:text-embedding-3-small")
+    # Nothing listens on port 9: the embedder's failure message quotes its URL.
+    monkeypatch.setenv("MEMVAULT_EMBEDDER_URL", f"http://127.0.0.1:9/v1?api_key={PASSWORD}")
+    monkeypatch.setenv("MEMVAULT_EMBEDDER_TIMEOUT", "1s")
+    runner = CliRunner()
+    for args in (["status", "--json"], ["config", "show", "--json"], ["doctor", "--json"],
+                 ["add", "a fact", "--user-id", "u"]):
+        result = runner.invoke(cli_app, args)
+        assert PASSWORD not in result.output, (args, result.output)
