@@ -60,7 +60,7 @@ from memvault.store.base import (
     merge_update,
     rekeyed_namespaces,
 )
-from memvault.store.filters import PostgresDialect, compile_sql
+from memvault.store.filter_sql import PostgresDialect, compile_sql
 from memvault.store.records import (
     ENTITY_KEYS,
     ENTITY_TYPES,

@@ -27,13 +27,8 @@ from memvault.store.base import (
     merge_update,
     rekeyed_namespaces,
 )
-from memvault.store.filters import (
-    SQLITE,
-    Node,
-    compile_sql,
-    entity_constraints,
-    only_entity_constraints,
-)
+from memvault.store.filter_sql import SQLITE, compile_sql
+from memvault.store.filters import Node, entity_constraints, only_entity_constraints
 from memvault.store.records import (
     ENTITY_KEYS,
     ENTITY_TYPES,
