@@ -182,3 +182,13 @@ def test_escaped_ids_round_trip_through_the_store(memory: Memory, value: str) ->
     assert memory.get(added["id"])["user_id"] == value
     assert list(memory.store.counts()) == [namespace_key(value, None, None)]
     assert json.loads(json.dumps(memory.entities()))[0]["id"] == value
+
+
+def test_an_entity_whose_id_holds_a_slash_can_be_deleted_over_rest(client: Any) -> None:
+    body = {"messages": [{"role": "user", "content": "to delete"}], "infer": False}
+    assert client.post("/memories", json={**body, "user_id": "a/b"}).status_code == 200
+    assert client.post("/memories", json={**body, "user_id": "a"}).status_code == 200
+    answer = client.delete("/entities/user/a%2Fb")
+    assert answer.status_code == 200, answer.text
+    assert client.get("/memories", params={"user_id": "a/b"}).json()["results"] == []
+    assert len(client.get("/memories", params={"user_id": "a"}).json()["results"]) == 1
