@@ -174,3 +174,58 @@ def test_deep_nesting_is_refused() -> None:
         raw = {"NOT": [raw]}
     with pytest.raises(InvalidInput, match="deeper"):
         parse_filters(raw)
+
+
+# ---------------------------------------------------------------- large filters within limits
+
+_big_value = st.one_of(st.sampled_from(WORDS), st.integers(-5, 12), st.sampled_from(
+    [2.5, 10**12, 0.0, 1.0, True, False, 2**63 - 1, -(2**63), 1e300]))
+
+
+@settings(max_examples=12, deadline=None, print_blob=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.data_too_large])
+@given(key=st.sampled_from(["color", "n", "flag", "name", "missing"]),
+       values=st.lists(_big_value, min_size=990, max_size=1000),
+       negate=st.booleans())
+def test_big_in_lists_agree_with_reference(filled: tuple[Store, list[Any]], key: str,
+                                           values: list[Any], negate: bool) -> None:
+    store, recs = filled
+    node = parse_filters({key: {"nin" if negate else "in": values}})
+    expected = {r.id for r in recs if evaluate(node, r)}
+    assert {r.id for r in store.list(node)} == expected
+
+
+def test_in_of_1000_and_or_of_1000_answer(filled: tuple[Store, list[Any]]) -> None:
+    store, recs = filled
+    for raw in (
+        {"n": {"in": list(range(1000))}},
+        {"user_id": {"in": ["alice", *[f"u{i}" for i in range(999)]]}},
+        {"OR": [{"n": i} for i in range(1000)]},
+        {"AND": [{"n": {"ne": i}} for i in range(3, 1003)]},
+        {"OR": [{"AND": [{"n": i}, {"color": {"ne": "x"}}]} for i in range(500)]},
+    ):
+        node = parse_filters(raw)
+        assert {r.id for r in store.list(node)} == {r.id for r in recs if evaluate(node, r)}
+        key = store.meta().active_embedder
+        hits = store.search(vectors(1, seed=5)[0], key,
+                            parse_filters({"AND": [{"user_id": "alice"}, raw]}), 200)
+        assert len(hits) <= len(recs)
+
+
+def test_many_keys_with_big_in_lists_answer(filled: tuple[Store, list[Any]]) -> None:
+    store, recs = filled
+    raw = {f"k{i}": {"nin": list(range(i, i + 1000))} for i in range(70)}
+    node = parse_filters(raw)
+    assert {r.id for r in store.list(node)} == {r.id for r in recs}
+
+
+@pytest.mark.parametrize(("raw", "fragment"), [
+    ({"OR": [{"n": i} for i in range(2001)]}, "over the limit of 2000"),
+    ({f"k{i}": {"in": list(range(1000))} for i in range(101)}, "over the limit of 100000"),
+    ({"k": {"nin": list(range(1001))}}, "more than 1000"),
+])
+def test_filters_over_the_limits_are_refused(raw: Any, fragment: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_filters(raw)
+    assert fragment in str(caught.value)

@@ -79,3 +79,42 @@ def test_mem0_tables_may_share_the_database(pg_url: str) -> None:
     assert store.total() == 0
     store.close()
     assert _sql(pg_url, "SELECT id, memory FROM public.memories") == [("m1", "mem0 row")]
+
+
+def test_replicas_opening_a_version_1_store_together_rekey_it_once(pg_url: str) -> None:
+    from memvault.store.records import legacy_namespace_key, namespace_key
+    from tests.helpers import prepared, record, vectors
+
+    store = PostgresStore(pg_url)
+    ident = prepared(store)
+    recs = [record("same text", user_id="x", agent_id="y/run:z"),
+            record("other text", user_id="100%", agent_id="a/b")]
+    store.add(recs, vectors(len(recs)), ident.key, None)
+    store.close()
+    for r in recs:  # as schema version 1 wrote them
+        _sql(pg_url, f"UPDATE {SCHEMA}.memories SET namespace = "
+                     f"'{legacy_namespace_key(r.user_id, r.agent_id, r.run_id)}' "
+                     f"WHERE id = '{r.id}'")
+    _sql(pg_url, f"UPDATE {SCHEMA}.meta SET value = '1' WHERE key = 'schema_version'")
+
+    opened: list[PostgresStore] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            opened.append(PostgresStore(pg_url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert {s.meta().schema_version for s in opened} == {SCHEMA_VERSION}
+    assert opened[0].counts() == {r.namespace: 1 for r in recs}
+    assert {r.namespace for r in recs} == {namespace_key("x", "y/run:z", None),
+                                           namespace_key("100%", "a/b", None)}
+    for s in opened:
+        s.close()

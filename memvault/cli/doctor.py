@@ -39,7 +39,7 @@ def doctor(ctx: typer.Context, as_json: bool = JsonOption) -> None:
 
 
 def diagnose(flags: dict[str, Any]) -> dict[str, Any]:
-    from memvault.config import load_settings
+    from memvault.config import load_settings, redact_url
 
     settings = load_settings(flags)
     report = collect_status(flags)  # store, embedder, vectors, contents, guard
@@ -52,6 +52,9 @@ def diagnose(flags: dict[str, Any]) -> dict[str, Any]:
     worst = max([report["exit_code"], *(c["state"] for c in checks)])
     for check in checks:
         check["status"] = STATE_NAMES[check.pop("state")]
+        for field in ("name", "message", "hint"):  # destinations may be URLs with keys
+            if isinstance(check.get(field), str):
+                check[field] = redact_url(check[field])
     report["checks"] = report["checks"] + checks
     report["status"] = STATE_NAMES[worst]
     report["exit_code"] = worst

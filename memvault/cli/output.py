@@ -31,6 +31,9 @@ def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) ->
 
 
 def print_error(message: str, hint: str | None = None) -> None:
+    from memvault.config.redact import redact_url
+
+    message = redact_url(message)  # a driver's or endpoint's message may quote a DSN or URL
     # soft_wrap: never break a command the user should copy in the middle
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:

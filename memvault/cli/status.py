@@ -53,6 +53,13 @@ def memory_status(memory: Any, checks: list[dict[str, Any]]) -> dict[str, Any]:
             "vectors": vectors,
         },
     }
+    if meta.backend == "postgres":
+        # The cluster this process is connected to, and the one the store was created on
+        # (the guard compares them; a dump restored into another cluster shows a new value).
+        section["store"]["system_identifier"] = (meta.extra.get("pg_connected") or {}).get(
+            "system_identifier")
+        section["store"]["created_on_system_identifier"] = meta.extra.get(
+            "pg_system_identifier")
     checks.append({"name": "store", "state": OK, "message": f"{meta.backend} store reachable"})
     try:
         identity = memory.embedder_identity()
@@ -97,9 +104,12 @@ def _guard_check(memory: Any, checks: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _finish(report: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, Any]:
+    from memvault.config import redact_url
+
     worst = max((c["state"] for c in checks), default=UNKNOWN)
     for check in checks:
         check["status"] = STATE_NAMES[check.pop("state")]
+        check["message"] = redact_url(str(check.get("message", "")))
     report["checks"] = checks
     report["status"] = STATE_NAMES[worst]
     report["exit_code"] = worst
@@ -113,6 +123,8 @@ def render_status(report: dict[str, Any]) -> None:
     if store:
         console.print(f"store {store['store_id']} ({store['backend']}, schema "
                       f"{store['schema_version']}, journal seq {store['last_seq']})")
+        if store.get("system_identifier"):
+            console.print(f"PostgreSQL cluster system_identifier {store['system_identifier']}")
         embedders = report["embedders"]
         configured = (embedders["configured"] or {}).get("key", "unavailable")
         console.print(f"embedder: active {embedders['active']}, configured {configured}")

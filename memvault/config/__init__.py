@@ -6,6 +6,8 @@ from memvault.config.settings import (
     load_settings,
     public_settings,
     redact_url,
+    secret_values,
 )
 
-__all__ = ["Settings", "describe_settings", "load_settings", "public_settings", "redact_url"]
+__all__ = ["Settings", "describe_settings", "load_settings", "public_settings", "redact_url",
+           "secret_values"]

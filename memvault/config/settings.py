@@ -29,6 +29,7 @@ from memvault.config.durations import (
     parse_duration,
     parse_keep,
 )
+from memvault.config.redact import dsn_secrets, environment_secrets, redact_url
 from memvault.errors import ConfigError
 
 ENV_PREFIX = "MEMVAULT_"
@@ -175,9 +176,14 @@ SECRET_KEYS = {"embedder_api_key", "llm_api_key", "admin_api_key", "backup_encry
                "s3_secret_access_key"}
 
 
-def redact_url(url: str) -> str:
-    """postgresql://u:secret@h/db -> postgresql://u:***@h/db."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+def secret_values(settings: Settings) -> list[str]:
+    """Literal secrets that must never be shown: configured keys, the database password in
+    whatever spelling the URL gives it, and the driver's environment secrets (PGPASSWORD)."""
+    values = [secret.get_secret_value() for secret in (
+        settings.admin_api_key, settings.embedder_api_key, settings.llm_api_key,
+        settings.backup_encryption_key, settings.s3_secret_access_key, *settings.alert_urls,
+    ) if secret is not None]
+    return values + dsn_secrets(settings.database_url or "") + environment_secrets()
 
 
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
@@ -242,7 +248,8 @@ def display_value(name: str, value: Any) -> Any:
         return "***"
     if name == "alert_urls":
         return [_redact_apprise(v.get_secret_value()) for v in value]
-    if name in ("database_url", "embedder_url", "llm_url"):  # credentials may be in URLs
+    if name in ("database_url", "embedder_url", "llm_url", "s3_endpoint_url"):
+        # credentials may be in URLs, as userinfo or as ?password= / keyword values
         return redact_url(value)
     if name == "backup_urls":
         return [redact_url(v) for v in value]
@@ -271,4 +278,5 @@ __all__ = [
     "load_settings",
     "public_settings",
     "redact_url",
+    "secret_values",
 ]

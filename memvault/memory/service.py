@@ -457,8 +457,7 @@ def _check_add(
     items = check.normalize_messages(messages)
     meta = check.check_metadata(metadata)
     expires = check.check_expiration(expiration_date)
-    if memory_type is not None and not isinstance(memory_type, str):
-        raise InvalidInput("memory_type must be a string")
+    check.check_label(memory_type, "memory_type")
     return entities, items, meta, expires
 
 

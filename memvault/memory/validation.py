@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from datetime import date
@@ -14,6 +15,11 @@ from memvault.store.records import ENTITY_KEYS
 MAX_TEXT_BYTES = 64 * 1024
 MAX_METADATA_BYTES = 64 * 1024
 MAX_ID_CHARS = 256
+# memory_type and a message's name (stored as actor_id): short labels, like the ids.
+MAX_LABEL_CHARS = 256
+# Nesting of metadata objects and lists (backup writers and readers recurse into it).
+MAX_METADATA_DEPTH = 32
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_TOP_K = 1000
 MAX_MESSAGES = 1000
 # Keys that decide a memory's tenant: never taken from caller metadata (mem0 fix).
@@ -87,6 +93,7 @@ def check_metadata(metadata: Any) -> dict[str, Any] | None:
         if key in RESERVED_METADATA_KEYS:
             continue
         cleaned[key] = value
+    _check_json_values(cleaned)
     try:
         encoded = json.dumps(cleaned, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as exc:
@@ -96,6 +103,69 @@ def check_metadata(metadata: Any) -> dict[str, Any] | None:
     if len(encoded) > MAX_METADATA_BYTES:
         raise InvalidInput(f"metadata is {len(encoded)} bytes, over {MAX_METADATA_BYTES}")
     return cleaned or None
+
+
+def _path(parent: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{key}" if key.isidentifier() else f"{parent}[{json.dumps(key)}]"
+
+
+def _check_json_values(metadata: dict[str, Any]) -> None:
+    """Every value must survive a backup byte-exact: 64-bit integers, finite floats, JSON
+    types only, bounded nesting. A refusal names the key path (metadata.a.b[2])."""
+    pending: list[tuple[str, Any, int]] = [("metadata", metadata, 0)]
+    while pending:
+        path, value, depth = pending.pop()
+        if isinstance(value, str) and "\x00" in value:
+            # PostgreSQL cannot read a NUL back out of JSON: every filter on the key would fail.
+            raise InvalidInput(f"{path} contains a NUL character", hint="remove it")
+        if value is None or isinstance(value, bool | str):
+            continue
+        if isinstance(value, int):
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise InvalidInput(
+                    f"{path} is {value}, outside the 64-bit integer range "
+                    f"({INT64_MIN}..{INT64_MAX})",
+                    hint="send a larger number as a string")
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise InvalidInput(
+                    f"{path} is {value}: JSON has no NaN or Infinity, send a finite number "
+                    "or a string", hint="replace the value with null or a string")
+            continue
+        if not isinstance(value, dict | list | tuple):
+            raise InvalidInput(f"{path} is a {type(value).__name__}, not a JSON value "
+                               "(string, number, boolean, null, list or object)")
+        if depth >= MAX_METADATA_DEPTH:
+            raise InvalidInput(f"{path} nests deeper than {MAX_METADATA_DEPTH} levels",
+                               hint="flatten the metadata")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str) or "\x00" in key:
+                    raise InvalidInput(f"{path}: metadata keys must be strings without NUL, "
+                                       f"got {key!r}")
+                pending.append((_path(path, key), item, depth + 1))
+        else:
+            pending.extend((_path(path, i), item, depth + 1) for i, item in enumerate(value))
+
+
+def check_label(value: Any, field: str) -> str | None:
+    """memory_type and a message's name: optional short printable strings."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string, got {type(value).__name__}")
+    if len(value) > MAX_LABEL_CHARS or _CONTROL.search(value):
+        raise InvalidInput(
+            f"{field} must be at most {MAX_LABEL_CHARS} printable characters, got "
+            f"{len(value)} characters starting {value[:40]!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{field} is not valid UTF-8 (it contains a lone surrogate)") from None
+    return value
 
 
 def check_expiration(value: Any) -> str | None:
@@ -158,8 +228,6 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
                 f"messages[{position}].role must be user, assistant, system or tool, got {role!r}"
             )
         content = check_text(message.get("content"), f"messages[{position}].content")
-        name = message.get("name")
-        if name is not None and not isinstance(name, str):
-            raise InvalidInput(f"messages[{position}].name must be a string")
+        name = check_label(message.get("name"), f"messages[{position}].name")
         result.append({"role": role, "content": content, "name": name})
     return result

@@ -8,13 +8,13 @@ Every message passes through the Redactor first, so a secret that slipped into a
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from memvault.config import Settings
+from memvault.config import Settings, secret_values
+from memvault.config.redact import Redactor as TextRedactor
 from memvault.errors import (
     ConfigError,
     EmbedderError,
@@ -30,6 +30,7 @@ from memvault.errors import (
     StoreUnavailable,
     Unauthorized,
 )
+from memvault.server.locations import LocationHider, caller_is_admin
 
 log = logging.getLogger("memvault.server")
 
@@ -51,20 +52,11 @@ ERROR_STATUS: list[tuple[type[MemvaultError], int, str | None]] = [
 ]
 
 
-class Redactor:
-    """Masks credentials in URLs and the literal values of every configured secret."""
+class Redactor(TextRedactor):
+    """Masks credentials in URLs and DSNs and the literal values of every configured secret."""
 
     def __init__(self, settings: Settings) -> None:
-        secrets = [settings.admin_api_key, settings.embedder_api_key, settings.llm_api_key,
-                   settings.backup_encryption_key, *settings.alert_urls]
-        self._values = sorted({s.get_secret_value() for s in secrets if s is not None
-                               and len(s.get_secret_value()) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
-        for value in self._values:
-            text = text.replace(value, "***")
-        return text
+        super().__init__(secret_values(settings))
 
 
 def request_id(request: Request) -> str:
@@ -87,4 +79,6 @@ def install_error_handlers(app: FastAPI) -> None:
         if status >= 500:
             log.error("%s %s -> %d %s [request %s]: %s", request.method, request.url.path,
                       status, body.get("code"), rid, body["detail"])
+            if not caller_is_admin(request):
+                body["detail"] = LocationHider(request.app.state.settings)(body["detail"])
         return JSONResponse(body, status_code=status)

@@ -18,6 +18,7 @@ from memvault.config import redact_url
 from memvault.errors import MemvaultError
 from memvault.memory import Memory
 from memvault.server.auth import Principal, require_admin
+from memvault.server.locations import LocationHider, caller_is_admin
 
 router = APIRouter(tags=["operations"])
 
@@ -57,10 +58,12 @@ def livez() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Ready to serve: 200, or 503 with the failing checks",
-            responses={503: {"description": "the failing checks"}})
+            responses={503: {"description": "the failing checks; where the data lives (paths, "
+                                            "hosts, database and user names) only for admin"}})
 def readyz(request: Request) -> JSONResponse:
     memory: Memory = request.app.state.memory
     redact = request.app.state.redact
+    hide = None if caller_is_admin(request) else LocationHider(request.app.state.settings)
     checks = []
     for check in request.app.state.readiness_checks:
         try:
@@ -69,6 +72,8 @@ def readyz(request: Request) -> JSONResponse:
             result = {"name": getattr(check, "__name__", "check"), "ok": False,
                       "message": f"{type(exc).__name__}: {exc}"}
         result["message"] = redact(str(result.get("message", "")))
+        if hide is not None:
+            result["message"] = hide(result["message"])
         checks.append(result)
     failing = [c for c in checks if not c["ok"]]
     body = {"status": "fail" if failing else "ok", "checks": checks, "failing": failing}

@@ -254,7 +254,7 @@ def _scoped_entities(memory: Memory, scope: dict[str, str]) -> list[dict[str, An
     return sorted(found.values(), key=lambda e: (order[e["type"]], e["id"]))
 
 
-@router.delete("/entities/{entity_type}/{entity_id}", tags=["entities"],
+@router.delete("/entities/{entity_type}/{entity_id:path}", tags=["entities"],
                summary="Delete every memory of a user, agent or run",
                responses={200: {"model": schemas.MessageResponse}, **NOT_FOUND, **ERRORS})
 def delete_entity(

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 class Message(BaseModel):
     role: str = Field("user", description="user, assistant, system or tool")
     content: str
-    name: str | None = Field(None, description="stored as the memory's actor_id")
+    name: str | None = Field(None, description="stored as the memory's actor_id; at most 256 "
+                             "printable characters")
 
 
 class MemoryCreate(BaseModel):
@@ -22,10 +23,12 @@ class MemoryCreate(BaseModel):
     user_id: str | None = None
     agent_id: str | None = None
     run_id: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = Field(
+        None, description="a JSON object, at most 64 KiB and 32 levels deep; integers in the "
+        "signed 64-bit range, finite numbers, no NUL")
     infer: bool = Field(True, description="extract facts with MEMVAULT_LLM; verbatim without it")
     expiration_date: str | None = Field(None, description="YYYY-MM-DD")
-    memory_type: str | None = None
+    memory_type: str | None = Field(None, description="at most 256 printable characters")
     prompt: str | None = Field(None, description="custom fact-extraction prompt (infer only)")
 
 

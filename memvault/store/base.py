@@ -8,7 +8,7 @@ index of other processes and is what backups ship for point-in-time recovery.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,9 +17,36 @@ import numpy as np
 
 from memvault.embed.base import EmbedderIdentity
 from memvault.store.filters import Node
-from memvault.store.records import JournalEntry, MemoryRecord, StoreMeta
+from memvault.store.records import (
+    ENTITY_KEYS,
+    JournalEntry,
+    MemoryRecord,
+    StoreMeta,
+    namespace_key,
+)
 
-SCHEMA_VERSION = 1
+# 2: namespace keys escape '%' and '/' inside ids (rows of version 1 stores are re-keyed).
+SCHEMA_VERSION = 2
+
+
+def legacy_key_condition(position: str) -> str:
+    """SQL selecting the rows whose version 1 namespace key may differ from the current one
+    (an id holding '%' or '/'); `position` is the backend's substring function."""
+    return " OR ".join(f"{position}({column}, '{char}') > 0"
+                       for column in ENTITY_KEYS for char in ("/", "%"))
+
+
+def rekeyed_namespaces(
+    rows: Iterable[tuple[str, str | None, str | None, str | None, str]],
+) -> list[tuple[str, str]]:
+    """(new namespace, id) for each (id, user_id, agent_id, run_id, namespace) row whose stored
+    key is not the current encoding's."""
+    changes = []
+    for memory_id, user_id, agent_id, run_id, stored in rows:
+        key = namespace_key(user_id, agent_id, run_id)
+        if key != stored:
+            changes.append((key, memory_id))
+    return changes
 
 
 def merge_update(

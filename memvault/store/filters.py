@@ -5,6 +5,11 @@ Semantics, identical in every backend and in the Python reference evaluator:
 - values only match values of the same kind (number, string, boolean): 1 never equals "1";
 - `NOT: [a, b]` means neither a nor b;
 - `{"key": "*"}` means the key is present and not null.
+
+Limits (documented in docs/api.md; over them a filter is refused with InvalidInput naming the
+limit, never sent to the database): MAX_IN_VALUES values per `in`/`nin`, MAX_CONDITIONS
+conditions in all, MAX_FILTER_VALUES values in all, MAX_DEPTH levels of AND/OR/NOT. Within
+them every backend answers (see filter_sql.py).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ COLUMN_KEYS = (*ENTITY_KEYS, "actor_id", "role", "memory_type", "created_at", "u
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 MAX_IN_VALUES = 1000
 MAX_DEPTH = 16
+MAX_CONDITIONS = 2000
+MAX_FILTER_VALUES = 100_000
 INT64 = 2**63
 
 
@@ -52,7 +59,27 @@ def parse_filters(filters: Any) -> Node | None:
     node = _parse_object(filters, depth=0)
     if isinstance(node, Bool) and node.op == "AND" and not node.items:
         return None
+    _check_size(node)
     return node
+
+
+def _check_size(node: Node) -> None:
+    conditions = values = 0
+    pending: list[Node] = [node]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Bool):
+            pending.extend(item.items)
+            continue
+        conditions += 1
+        values += len(item.value) if item.op in ("in", "nin") else 1
+    if conditions > MAX_CONDITIONS:
+        raise InvalidInput(f"the filter has {conditions} conditions, over the limit of "
+                           f"{MAX_CONDITIONS}", hint="split the query, or use one `in` list "
+                           "per key instead of many equalities")
+    if values > MAX_FILTER_VALUES:
+        raise InvalidInput(f"the filter holds {values} values, over the limit of "
+                           f"{MAX_FILTER_VALUES}", hint="split the query into several")
 
 
 def _parse_object(obj: Any, depth: int) -> Node:
@@ -126,7 +153,8 @@ def _check_list(key: str, op: str, values: Any) -> tuple[Any, ...]:
     if not isinstance(values, list | tuple) or not values:
         raise InvalidInput(f"{op} on {key!r} needs a non-empty list")
     if len(values) > MAX_IN_VALUES:
-        raise InvalidInput(f"{op} on {key!r} has more than {MAX_IN_VALUES} values")
+        raise InvalidInput(f"{op} on {key!r} has more than {MAX_IN_VALUES} values (the limit "
+                           "per list)", hint="split the list over several requests")
     return tuple(_check_scalar(key, op, v) for v in values)
 
 
@@ -192,7 +220,8 @@ def only_entity_constraints(node: Node | None) -> bool:
 _MISSING = object()
 
 
-def _kind(value: Any) -> str | None:
+def value_kind(value: Any) -> str | None:
+    """The kind a value compares as: bool, number or text (None for anything else)."""
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int | float):
@@ -234,12 +263,12 @@ def evaluate(node: Node | None, record: MemoryRecord) -> bool:
     if op == "in":
         return any(_eq(value, v) for v in node.value)
     if op in ("contains", "icontains"):
-        if _kind(value) != "text":
+        if value_kind(value) != "text":
             return False
         if op == "contains":
             return node.value in value
         return node.value.lower() in value.lower()
-    if _kind(value) is None or _kind(value) != _kind(node.value):
+    if value_kind(value) is None or value_kind(value) != value_kind(node.value):
         return False
     return {
         "gt": value > node.value,
@@ -250,159 +279,8 @@ def evaluate(node: Node | None, record: MemoryRecord) -> bool:
 
 
 def _eq(value: Any, expected: Any) -> bool:
-    kind = _kind(value)
-    return kind is not None and kind == _kind(expected) and value == expected
+    kind = value_kind(value)
+    return kind is not None and kind == value_kind(expected) and value == expected
 
-
-# ---------------------------------------------------------------- SQL compilation
-
-
-class Dialect:
-    """How one backend spells a typed metadata lookup. `p` is the parameter placeholder."""
-
-    p = "?"
-
-    def column(self, key: str) -> str:
-        return f"m.{key}"
-
-    def kind_is(self, key: str, kind: str) -> str:
-        raise NotImplementedError
-
-    def value(self, key: str, kind: str) -> str:
-        raise NotImplementedError
-
-    def present(self, key: str) -> str:
-        raise NotImplementedError
-
-    def lower(self, expr: str) -> str:
-        raise NotImplementedError
-
-    def contains(self, haystack: str, needle: str) -> str:
-        raise NotImplementedError
-
-
-class SQLiteDialect(Dialect):
-    p = "?"
-
-    @staticmethod
-    def _path(key: str) -> str:
-        return "'$.\"" + key.replace("'", "''") + "\"'"
-
-    def kind_is(self, key: str, kind: str) -> str:
-        path = self._path(key)
-        types = {"number": "('integer','real')", "text": "('text')", "bool": "('true','false')"}
-        return f"json_type(m.metadata, {path}) IN {types[kind]}"
-
-    def value(self, key: str, kind: str) -> str:
-        return f"json_extract(m.metadata, {self._path(key)})"
-
-    def present(self, key: str) -> str:
-        return f"COALESCE(json_type(m.metadata, {self._path(key)}) NOT IN ('null'), 0)"
-
-    def lower(self, expr: str) -> str:
-        return f"mv_lower({expr})"  # Python's str.lower, registered on the connection
-
-    def contains(self, haystack: str, needle: str) -> str:
-        return f"instr({haystack}, {needle}) > 0"
-
-
-class PostgresDialect(Dialect):
-    """Metadata is a `json` column (kept verbatim, like SQLite's TEXT), text compares bytewise
-    ("C" collation, as SQLite does) and lower() uses full Unicode case mapping where the server
-    has it (PostgreSQL 18 `pg_unicode_fast`), which is what Python's str.lower does."""
-
-    p = "%s"
-
-    def __init__(self, casefold_collation: str | None = None) -> None:
-        self.casefold_collation = casefold_collation
-
-    @staticmethod
-    def _field(key: str) -> str:
-        return "'" + key.replace("'", "''").replace("%", "%%") + "'"
-
-    def kind_is(self, key: str, kind: str) -> str:
-        types = {"number": "'number'", "text": "'string'", "bool": "'boolean'"}
-        return f"json_typeof(m.metadata -> {self._field(key)}) = {types[kind]}"
-
-    def value(self, key: str, kind: str) -> str:
-        text = f"(m.metadata ->> {self._field(key)})"
-        if kind == "number":
-            return f"(CASE WHEN {self.kind_is(key, 'number')} THEN {text}::numeric END)"
-        if kind == "bool":
-            return f"(CASE WHEN {self.kind_is(key, 'bool')} THEN {text}::boolean END)"
-        return f"({text} COLLATE \"C\")"
-
-    def present(self, key: str) -> str:
-        return f"COALESCE(json_typeof(m.metadata -> {self._field(key)}) <> 'null', false)"
-
-    def lower(self, expr: str) -> str:
-        if self.casefold_collation is None:
-            return f"lower({expr})"
-        return f"lower(({expr})::text COLLATE {self.casefold_collation})"
-
-    def contains(self, haystack: str, needle: str) -> str:
-        return f"strpos({haystack}, {needle}) > 0"
-
-
-def compile_sql(node: Node | None, dialect: Dialect) -> tuple[str, list[Any]]:
-    """A WHERE fragment over the memories table aliased `m`, and its parameters."""
-    if node is None:
-        return ("1=1", [])
-    params: list[Any] = []
-    return _compile(node, dialect, params), params
-
-
-def _compile(node: Node, d: Dialect, params: list[Any]) -> str:
-    false, true = "(1=0)", "(1=1)"
-    if isinstance(node, Bool):
-        parts = [_compile(item, d, params) for item in node.items]
-        if node.op == "AND":
-            return "(" + " AND ".join(parts) + ")" if parts else true
-        joined = "(" + " OR ".join(parts) + ")" if parts else false
-        return joined if node.op == "OR" else f"(NOT {joined})"
-    op = node.op
-    if op == "ne":
-        return f"(NOT {_compile(Cond(node.key, 'eq', node.value), d, params)})"
-    if op == "nin":
-        return f"(NOT {_compile(Cond(node.key, 'in', node.value), d, params)})"
-    if op == "in":
-        return "(" + " OR ".join(
-            _compile(Cond(node.key, "eq", v), d, params) for v in node.value
-        ) + ")"
-    # Every leaf below yields true/false, never NULL, so NOT behaves as in the reference.
-    if node.key in COLUMN_KEYS:
-        col = d.column(node.key)
-        if op == "exists":
-            return f"({col} IS NOT NULL)"
-        if op in ("contains", "icontains"):
-            hay, needle = (col, d.p) if op == "contains" else (d.lower(col), d.lower(d.p))
-            params.append(node.value)
-            return f"COALESCE({d.contains(hay, needle)}, {false})"
-        sql_op = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
-        params.append(node.value)
-        return f"COALESCE({col} {sql_op} {d.p}, {false})"
-    if op == "exists":
-        return f"({d.present(node.key)})"
-    if op in ("contains", "icontains"):
-        value = d.value(node.key, "text")
-        hay, needle = (value, d.p) if op == "contains" else (d.lower(value), d.lower(d.p))
-        params.append(node.value)
-        return f"COALESCE({d.kind_is(node.key, 'text')} AND {d.contains(hay, needle)}, {false})"
-    kind = _kind(node.value)
-    assert kind is not None
-    sql_op = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
-    if kind == "bool":
-        params.append(node.value)
-        test = f"{d.kind_is(node.key, 'bool')} AND {d.value(node.key, 'bool')} = {d.p}"
-        return f"COALESCE({test}, {false})"
-    params.append(node.value)
-    return (
-        f"COALESCE({d.kind_is(node.key, kind)} AND {d.value(node.key, kind)} {sql_op} {d.p}, "
-        f"{false})"
-    )
-
-
-SQLITE = SQLiteDialect()
-POSTGRES = PostgresDialect()
 
 Evaluator = Callable[[MemoryRecord], bool]

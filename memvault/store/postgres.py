@@ -56,9 +56,11 @@ from memvault.store.base import (
     Store,
     check_bulk_vectors,
     check_schema_version,
+    legacy_key_condition,
     merge_update,
+    rekeyed_namespaces,
 )
-from memvault.store.filters import PostgresDialect, compile_sql
+from memvault.store.filter_sql import PostgresDialect, compile_sql
 from memvault.store.records import (
     ENTITY_KEYS,
     ENTITY_TYPES,
@@ -140,6 +142,7 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         f"INSERT INTO {SCHEMA}.journal_counter (seq) VALUES (0)",
     ],
+    2: [],  # data only: _rekey_namespaces
 }
 
 _COLUMNS = (
@@ -508,6 +511,8 @@ class PostgresStore(Store):
             with conn.transaction():
                 for statement in statements:
                     conn.execute(statement)
+                if target == 2:
+                    self._rekey_namespaces(conn)
                 if target == 1:
                     identity = self._read_server_identity(conn)
                     initial = {
@@ -531,6 +536,22 @@ class PostgresStore(Store):
                 )
                 log.info("migrated the store in %s to schema version %d",
                          self.target.describe(), target)
+
+    def _rekey_namespaces(self, conn: psycopg.Connection[Any]) -> None:
+        """Rewrite the namespace of rows whose ids hold '%' or '/' in the escaped encoding. Via
+        a unique stand-in first: a new key may equal another row's not yet rewritten old key."""
+        rows = conn.execute(
+            f"SELECT id, user_id, agent_id, run_id, namespace FROM {SCHEMA}.memories WHERE "
+            + legacy_key_condition("strpos")).fetchall()
+        changes = rekeyed_namespaces(rows)
+        update = f"UPDATE {SCHEMA}.memories SET namespace = %s WHERE id = %s"
+        with conn.cursor() as cur:
+            cur.executemany(update, [("\x01" + memory_id, memory_id)
+                                     for _, memory_id in changes])
+            cur.executemany(update, changes)
+        if changes:
+            log.info("re-keyed the namespace of %d memories in %s (ids holding '%%' or '/')",
+                     len(changes), self.target.describe())
 
     def _read_server_identity(self, conn: psycopg.Connection[Any]) -> dict[str, Any]:
         system_identifier: str | None

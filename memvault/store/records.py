@@ -16,8 +16,26 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def _escape_id(value: str) -> str:
+    # Percent-escape only the escape character and the separator: ids without either keep the
+    # key they always had, and no id can spell a separator, so the key is injective.
+    return value.replace("%", "%25").replace("/", "%2F")
+
+
 def namespace_key(user_id: str | None, agent_id: str | None, run_id: str | None) -> str:
-    """One string per (user, agent, run) combination, e.g. 'user:alice/agent:bot'."""
+    """One string per (user, agent, run) combination, e.g. 'user:alice/agent:bot'; distinct
+    triples always give distinct keys ('%' and '/' inside an id are written %25 and %2F)."""
+    parts = [
+        f"{ENTITY_TYPES[name]}:{_escape_id(value)}"
+        for name, value in zip(ENTITY_KEYS, (user_id, agent_id, run_id), strict=True)
+        if value is not None
+    ]
+    return "/".join(parts)
+
+
+def legacy_namespace_key(user_id: str | None, agent_id: str | None, run_id: str | None) -> str:
+    """The key of schema version 1 stores and backup format version 1 (ids joined unescaped,
+    so an id holding '/' could collide with another triple). For reading old data only."""
     parts = [
         f"{ENTITY_TYPES[name]}:{value}"
         for name, value in zip(ENTITY_KEYS, (user_id, agent_id, run_id), strict=True)

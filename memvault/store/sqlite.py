@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import uuid
@@ -22,15 +23,12 @@ from memvault.store.base import (
     Store,
     check_bulk_vectors,
     check_schema_version,
+    legacy_key_condition,
     merge_update,
+    rekeyed_namespaces,
 )
-from memvault.store.filters import (
-    SQLITE,
-    Node,
-    compile_sql,
-    entity_constraints,
-    only_entity_constraints,
-)
+from memvault.store.filter_sql import SQLITE, compile_sql
+from memvault.store.filters import Node, entity_constraints, only_entity_constraints
 from memvault.store.records import (
     ENTITY_KEYS,
     ENTITY_TYPES,
@@ -40,6 +38,8 @@ from memvault.store.records import (
     utc_now,
 )
 from memvault.store.vector_index import VectorIndex
+
+log = logging.getLogger("memvault.store.sqlite")
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -86,6 +86,7 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX journal_memory ON journal(memory_id);
     """,
+    2: "",  # data only: _rekey_namespaces
 }
 
 _COLUMNS = (
@@ -116,6 +117,20 @@ def _dumps(value: Any) -> str | None:
 
 def _today() -> str:
     return datetime.now(UTC).date().isoformat()
+
+
+def _rekey_namespaces(cur: sqlite3.Cursor, path: Path) -> None:
+    """Rewrite the namespace of rows whose ids hold '%' or '/' in the escaped encoding. Via a
+    unique stand-in first: a new key may equal another row's not yet rewritten old key."""
+    rows = cur.execute("SELECT id, user_id, agent_id, run_id, namespace FROM memories WHERE "
+                       + legacy_key_condition("instr")).fetchall()
+    changes = rekeyed_namespaces(rows)
+    cur.executemany("UPDATE memories SET namespace = ? WHERE id = ?",
+                    [("\x00" + memory_id, memory_id) for _, memory_id in changes])
+    cur.executemany("UPDATE memories SET namespace = ? WHERE id = ?", changes)
+    if changes:
+        log.info("re-keyed the namespace of %d memories in %s (ids holding '%%' or '/')",
+                 len(changes), path)
 
 
 class SQLiteStore(Store):
@@ -185,6 +200,8 @@ class SQLiteStore(Store):
                 for statement in MIGRATIONS[target].split(";"):
                     if statement.strip():
                         cur.execute(statement)
+                if target == 2:
+                    _rekey_namespaces(cur, self.path)
                 if target == 1:
                     now = utc_now()
                     for key, value in {
