@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from memvault.backup.errors import BackupCorrupt, DestinationError
-from memvault.errors import MemvaultError
 
 if TYPE_CHECKING:
     from memvault.config import Settings

@@ -4,8 +4,12 @@ A backup that was never restored is not a backup. `run_drill` restores the newes
 (the same choice as `memvault restore latest`, shipped journal included) into a scratch SQLite
 store under `<data_dir>/tmp/drill-*` (the backup format is backend-neutral, so this works for
 every backend), keeps the backup's own vectors (a drill never re-embeds), verifies the result,
-always deletes the scratch store and records the outcome as a new file `drills/<time>.json` in
-every backup destination (the newest 20 kept). It never touches the live store.
+always deletes the scratch store and records the outcome as a new file in every backup
+destination, under the drilled lineage and named by the seq it restored to
+(`lineages/<lineage>/drills/<seq>-<n><time>.json`, the newest 20 by seq kept; format-1
+`drills/<time>.json` records are still read). "Newest" is by seq, never by the clock: a drill
+recorded with a clock that ran ahead never hides a later failing one. It never touches the
+live store.
 
 `DrillJob` runs a drill every MEMVAULT_DRILL_INTERVAL in `serve` (leader only), keeps
 `memvault_restore_drill_last_success_timestamp_seconds` and fires / resolves `DrillFailed`.
@@ -31,14 +35,17 @@ import numpy as np
 from prometheus_client import Gauge
 
 from memvault.backup.catalog import BackupEntry
-from memvault.backup.destinations import (
-    Destination,
-    open_destinations,
-    put_records,
-    record_keys,
-)
+from memvault.backup.destinations import Destination, open_destinations
 from memvault.backup.errors import BackupError, RestoreRefused
+from memvault.backup.layout import RecordKind
 from memvault.backup.progress import Advance, NoProgress, Progress
+from memvault.backup.records import (
+    lineage_record_keys,
+    name_of,
+    newest_first,
+    next_record_key,
+    put_records,
+)
 from memvault.embed.base import EmbedderIdentity
 from memvault.errors import MemvaultError
 
@@ -51,8 +58,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("memvault.guard.drill")
 
-PREFIX = "drills/"
 KEEP = 20
+AHEAD_TOLERANCE_S = 300.0
 SAMPLE = 50  # memories searched with their own vectors
 TEXT_SAMPLE = 5  # of those, texts embedded again and compared with their stored vectors
 TEXT_MIN_SIMILARITY = 0.9
@@ -150,7 +157,8 @@ def _backup_json(entry: BackupEntry | None) -> dict[str, Any] | None:
         return None
     m = entry.manifest
     return {"id": m.id, "destination": entry.destination.url, "created_at": m.created_at,
-            "seq": m.seq, "total": m.total, "active_embedder": m.active_embedder}
+            "seq": m.seq, "total": m.total, "active_embedder": m.active_embedder,
+            "lineage_id": m.lineage_id}
 
 
 @dataclass
@@ -201,11 +209,13 @@ def run_drill(
     destinations: list[Destination] | None = None,
     progress: Progress | None = None,
     embedder: Embedder | None = None,
+    lineage_id: str | None = None,
 ) -> DrillReport:
     """Restore the newest valid backup into a scratch store, verify it, delete the scratch
     store and record the result in every destination. Returns the report (ok or not); raises
     only DrillCancelled (when `progress` says to stop). `embedder` is the configured one, used
-    only for shipped journal texts (made from the settings when needed and not given)."""
+    only for shipped journal texts (made from the settings when needed and not given);
+    `lineage_id` names where a drill that found no backup at all is recorded."""
     progress = progress or NoProgress()
     dests = destinations if destinations is not None else open_destinations(settings)
     report = DrillReport(ok=False, started_at=_now())
@@ -240,7 +250,7 @@ def run_drill(
             log.error("could not delete the drill's scratch store %s", scratch)
         report.finished_at = _now()
         report.durations["total_s"] = round(time.perf_counter() - started, 3)
-    _record(dests, report)
+    _record(dests, report, lineage_id)
     if report.ok:
         log.info("restore drill passed: backup %s, %d memories in %.1fs",
                  (report.restored or {}).get("id"), report.total, report.durations["total_s"])
@@ -400,31 +410,39 @@ def _sweep_stale(root: Path) -> None:
 # ------------------------------------------------------------------ records
 
 
-def _key(report: DrillReport) -> str:
-    return f"{PREFIX}{_parse(report.finished_at).strftime('%Y%m%dT%H%M%S%fZ')}.json"
-
-
-def _record(destinations: list[Destination], report: DrillReport) -> None:
-    """Write the report as a new file to every destination and prune to the newest KEEP."""
-    key = _key(report)
+def _record(destinations: list[Destination], report: DrillReport,
+            lineage_id: str | None) -> None:
+    """Write the report as a new file to every destination, under the drilled lineage at the
+    seq it restored to, and prune that lineage's drills to the newest KEEP by seq."""
+    backup = report.restored or report.newest or {}
+    lineage = backup.get("lineage_id") or lineage_id
+    if not lineage:
+        report.record_problems.append("no backup and no lineage: the drill is not recorded")
+        return
+    seq = int(report.journal.get("upto_seq") or backup.get("seq") or 0)
+    stamp = _parse(report.finished_at).strftime("%Y%m%dT%H%M%S%fZ")
+    key = next_record_key(destinations, lineage, RecordKind.DRILLS, seq, stamp)
     report.record = key
     payload = json.dumps(report.to_json(), indent=1, default=str).encode()
-    report.record_problems += put_records(destinations, key, payload, prefix=PREFIX, keep=KEEP,
+    report.record_problems += put_records(destinations, key, payload,
+                                          prefix=key.rsplit("/", 1)[0] + "/", keep=KEEP,
                                           what="drill record")
     if destinations and len(report.record_problems) == len(destinations):
         report.record = None
 
 
 def read_drills(destinations: list[Destination], *, limit: int | None = None,
-                cache: dict[str, dict[str, Any]] | None = None
+                cache: dict[str, dict[str, Any]] | None = None,
+                lineage_id: str | None = None
                 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Drill records over all destinations, newest first (a record written to several
-    destinations counts once), and the problems met on the way. `cache` (key -> record) saves
-    reading a record twice: records are never changed once written."""
+    """Drill records over all destinations (of `lineage_id`, or of every lineage; format-1
+    records too), newest first by seq (a record written to several destinations counts once),
+    and the problems met on the way. `cache` (key -> record) saves reading a record twice:
+    records are never changed once written."""
     cache = cache if cache is not None else {}
-    where, problems = record_keys(destinations, PREFIX)
+    where, problems = lineage_record_keys(destinations, RecordKind.DRILLS, lineage_id)
     records: list[dict[str, Any]] = []
-    for key in sorted(where, reverse=True):
+    for key in newest_first(where):
         if limit is not None and len(records) >= limit:
             break
         if key not in cache:
@@ -485,6 +503,9 @@ class DrillJob:
         self._cache: dict[str, dict[str, Any]] = {}
         self._alerted: str | None = None  # the result the alert state follows
         self._success_at = 0.0
+        self._success_order: tuple[Any, ...] | None = None
+        self._ran_mono: float | None = None  # when this job last ran a drill (monotonic)
+        self._ran_result: dict[str, Any] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -530,7 +551,12 @@ class DrillJob:
     def refresh(self) -> None:
         """Pick up the newest drill result from the destinations (another replica's, or
         `memvault drill`'s), for the gauge, the alert and when the next drill is due."""
-        records, self.problems = read_drills(self.guard.destinations, cache=self._cache)
+        try:
+            lineage: str | None = self.memory.store.meta().lineage_id
+        except MemvaultError:
+            lineage = None
+        records, self.problems = read_drills(self.guard.destinations, cache=self._cache,
+                                             lineage_id=lineage)
         for problem in self.problems:
             log.warning("%s", problem)
         if records:
@@ -540,13 +566,20 @@ class DrillJob:
             self._set_success(ok)
 
     def seconds_until_due(self, now: float | None = None) -> float:
-        now = time.time() if now is None else now
+        """From the drill this job ran (monotonic), else from the newest record's stamp; a
+        stamp ahead of this clock proves nothing: due now."""
         newest = self.newest
         if newest is None:
             return 0.0
         interval = self.settings.drill_interval
         wait = interval if newest.get("ok") else min(interval, self.retry_seconds)
-        return max(0.0, _parse(newest["finished_at"]).timestamp() + wait - now)
+        if self._ran_mono is not None and newest is self._ran_result:
+            return max(0.0, self._ran_mono + wait - self.guard.clock.mono())
+        now = self.guard.clock.wall().timestamp() if now is None else now
+        finished = _parse(newest["finished_at"]).timestamp()
+        if finished > now + AHEAD_TOLERANCE_S:
+            return 0.0
+        return max(0.0, finished + wait - now)
 
     def run_now(self) -> DrillReport | None:
         """One drill now (the job's thread, or a test). None when no valid backup exists yet:
@@ -560,18 +593,20 @@ class DrillJob:
             return None
         log.info("restore drill starting")
         report = run_drill(self.settings, destinations=self.guard.destinations,
-                           progress=_Stoppable(self._stop), embedder=self.memory.embedder)
+                           progress=_Stoppable(self._stop), embedder=self.memory.embedder,
+                           lineage_id=self.memory.store.meta().lineage_id)
         self.last = report
         result = report.to_json()
         if report.record:
             self._cache[report.record] = result
-        self._observe(result)
+        self._ran_mono, self._ran_result = self.guard.clock.mono(), result
+        self._observe(result, ran_here=True)
         if report.ok:
-            self._set_success(result)
+            self._set_success(result, ran_here=True)
         return report
 
-    def _observe(self, result: dict[str, Any]) -> None:
-        if self.newest is not None and _order(result) < _order(self.newest):
+    def _observe(self, result: dict[str, Any], ran_here: bool = False) -> None:
+        if not ran_here and self.newest is not None and _order(result) < _order(self.newest):
             return
         self.newest = result
         if not self.guard.elector.is_leader():
@@ -592,11 +627,16 @@ class DrillJob:
                 {"backup": restored or "none", "drilled_at": result.get("finished_at"),
                  "hint": result.get("hint") or "run `memvault drill` and read its report"})
 
-    def _set_success(self, result: dict[str, Any]) -> None:
-        stamp = _parse(result["finished_at"]).timestamp()
-        if stamp > self._success_at:
-            self._success_at = stamp
-            self.gauge.set(stamp)
+    def _set_success(self, result: dict[str, Any], ran_here: bool = False) -> None:
+        """The gauge follows the newest success by seq; a stamp ahead of this clock reads as
+        now (when this process learned of it), never as a future year."""
+        order = _order(result)
+        if not ran_here and self._success_order is not None and order <= self._success_order:
+            return
+        self._success_order = order
+        now = self.guard.clock.wall().timestamp()
+        self._success_at = min(_parse(result["finished_at"]).timestamp(), now)
+        self.gauge.set(self._success_at)
 
     def status(self) -> dict[str, Any]:
         return {"interval_s": self.settings.drill_interval, "newest": self.newest,
@@ -605,5 +645,10 @@ class DrillJob:
                 "due_in_s": round(self.seconds_until_due(), 1), "problems": self.problems}
 
 
-def _order(result: dict[str, Any]) -> tuple[datetime, str]:
-    return _parse(result["finished_at"]), str(result.get("record") or "")
+def _order(result: dict[str, Any]) -> tuple[Any, ...]:
+    """Records sort by (seq, stamp) of their key; a result never recorded sorts by the seq it
+    restored to."""
+    if result.get("record"):
+        name = name_of(str(result["record"]))
+        return (name.seq, name.stamp)
+    return (int((result.get("journal") or {}).get("upto_seq") or -1), "")
