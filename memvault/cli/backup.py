@@ -71,12 +71,20 @@ def backup_create(
     """Snapshot the store to every destination, read it back and validate it."""
     from memvault.backup import create_backup
     from memvault.store import open_store
+    from memvault.store.writer_lock import hold_writer_lock
 
     settings = _settings(ctx)
     store = open_store(settings)
     try:
-        with progress_bars(not as_json) as progress:
-            results = create_backup(store, settings, accept_drop=accept_drop, progress=progress)
+        # Never beside a running server's shipper (a SQLite store has one writer process).
+        lock = hold_writer_lock(store, "memvault backup create")
+        try:
+            with progress_bars(not as_json) as progress:
+                results = create_backup(store, settings, accept_drop=accept_drop,
+                                        progress=progress)
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
         store.close()
     if as_json:

@@ -125,7 +125,10 @@ def current_verdict(memory: Memory) -> tuple[Verdict, dict[str, Any]]:
     runs without a server): the store against the ledger, no alerts sent."""
     guard = running_guard(memory)
     if guard is not None and guard.verdict is not None:
-        return guard.verdict, {"checked_at": guard.checked_at, "source": "watchdog"}
+        return guard.verdict, {"checked_at": guard.checked_at, "source": "watchdog",
+                               "ledger_problems": guard.ledger_problems,
+                               "ledger_unknown": guard.known.unknown if guard.known else None,
+                               "lineages": guard.lineages_status()}
     obs = read_observation(memory)
     known, problems = known_now(obs, open_destinations(memory.settings))
     try:
