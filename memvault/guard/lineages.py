@@ -148,8 +148,8 @@ def _compare_destinations(st: LineageState, destinations: list[Destination],
     proven = set(st.named_in) | set(st.heads)
     missing = [d.url for d in destinations if d.url in proven and d.url not in st.listed_in]
     if not missing:
-        if st.listed_in and len(st.listed_in) < len(destinations):
-            silent = [d.url for d in destinations if d.url not in st.listed_in]
+        silent = [d.url for d in destinations if d.url not in st.listed_in]
+        if st.listed_in and silent:
             result.problems.append(f"lineage {st.lineage_id} is listed in "
                                    f"{', '.join(sorted(st.listed_in))} but not in "
                                    f"{', '.join(silent)}")
@@ -199,7 +199,8 @@ class Known:
     pending: str | None = None  # a lineage's liveness is not decided yet: wait, do nothing
     restore_lineage: str | None = None  # the lineage an empty store may be restored from
     ambiguous: list[LineageState] = field(default_factory=list)
-    unknown: str | None = None
+    unknown: str | None = None  # a GET proves data that no listing shows: not ready
+    unreadable: str | None = None  # no destination answers: never a first start, but served
 
 
 def choose(obs: Observation, found: Survey, watch: LivenessWatch) -> Known:

@@ -191,7 +191,7 @@ class Guard:
             for f in self.verdict.firing())
         known = self.known
         if known is None or now - self._ledger_read_at > LEDGER_REREAD_SECONDS \
-                or was_refused or known.pending or known.unknown:
+                or was_refused or known.pending or known.unknown or known.unreadable:
             self._reread(obs, now)
         verdict = self._judge(obs)
         drift = self._probe_drift(obs, now)
@@ -239,7 +239,7 @@ class Guard:
             self.ledger_problems = [exc.message]
             if self.known is None:
                 self.known = Known(None, Finding("DestinationShared", False, "unknown"),
-                                   unknown=exc.message)
+                                   unreadable=exc.message)
             return
         self.survey = found
         self.known = choose(obs, found, self.watch)
@@ -255,7 +255,7 @@ class Guard:
                          self.settings.alert_drop_ratio, self.clock.wall())
         if known is None:
             return verdict
-        if known.pending or known.unknown:
+        if known.pending or known.unknown or (known.unreadable and self.ledger is None):
             verdict.accept = None
         if known.unknown and self.ledger is None:
             unknown = ledger_unknown(obs, known.unknown)
@@ -462,7 +462,8 @@ class Guard:
         """The lineage an empty store is restored from: its own (an unfinished restore), or the
         one gone lineage with data it replaces; never a live one, never one of several."""
         known = self.known
-        if known is None or known.pending or known.unknown or known.ambiguous:
+        if known is None or known.pending or known.unknown or known.unreadable \
+                or known.ambiguous:
             return None
         if known.restore_lineage:
             return known.restore_lineage
