@@ -44,7 +44,8 @@ def adopt(
         known, problems = known_now(obs, destinations)
         ledger = known.ledger
         verdict, _ = current_verdict(memory)
-        replaced = {f.alert for f in verdict.firing()} & {"StoreReplaced", "StoreEmpty"}
+        replaced = {f.alert for f in verdict.firing()} & {"StoreReplaced", "StoreEmpty",
+                                                          "WriterConflict"}
         plan: dict[str, Any] = {
             "store": {"store_id": obs.store_id, "lineage_id": obs.lineage_id,
                       "memories": obs.total, "seq": obs.seq, "location": obs.location},

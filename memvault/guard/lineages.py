@@ -143,25 +143,28 @@ def _legacy_lineage(dest: Destination, key: str) -> str | None:
 
 def _compare_destinations(st: LineageState, destinations: list[Destination],
                           result: Survey) -> None:
-    """A lineage a GET proves (marker or head) that a listing does not show: that listing is
-    not the truth. When no destination lists it at all, the ledger is unknown."""
+    """A lineage that a GET proves (the destination marker names it, or its head shows data)
+    but a listing does not show: that listing is not the truth. When no destination lists a
+    lineage whose head shows data, what the store should hold is unknown."""
     proven = set(st.named_in) | set(st.heads)
     missing = [d.url for d in destinations if d.url in proven and d.url not in st.listed_in]
+    silent = [d.url for d in destinations if d.url not in st.listed_in]
+    if st.listed_in and silent:
+        result.problems.append(f"lineage {st.lineage_id} is listed in "
+                               f"{', '.join(sorted(st.listed_in))} but not in "
+                               f"{', '.join(silent)}")
     if not missing:
-        silent = [d.url for d in destinations if d.url not in st.listed_in]
-        if st.listed_in and silent:
-            result.problems.append(f"lineage {st.lineage_id} is listed in "
-                                   f"{', '.join(sorted(st.listed_in))} but not in "
-                                   f"{', '.join(silent)}")
         return
     result.problems.append(
         f"{', '.join(missing)} names lineage {st.lineage_id} (marker or head, read by GET) "
         "but its listing shows nothing of it: the listing is incomplete")
-    if not st.listed_in:
+    with_data = any(h.journal_upto > 0 or (h.memories or 0) > 0 for h in st.heads.values())
+    if not st.listed_in and with_data:
         result.unknown = (
-            f"the backup destinations name lineage {st.lineage_id} but no listing shows its "
-            "ledger, backups or journal (an object store answering LIST with nothing?); what "
-            "the store should hold is unknown until a listing shows them")
+            f"the backup destinations hold lineage {st.lineage_id} (its head shows journal "
+            "and memories) but no listing shows its ledger, backups or journal (an object "
+            "store answering LIST with nothing?); what the store should hold is unknown until "
+            "a listing shows them")
 
 
 class LivenessWatch:
