@@ -21,7 +21,8 @@ from memvault.backup.destinations import LocalDestination
 from memvault.cli import app
 from memvault.config import Settings, load_settings
 from memvault.guard.api import Guard
-from memvault.guard.drill import METRIC, DrillJob, read_drills, run_drill
+from memvault.guard.drill import METRIC, read_drills, run_drill
+from memvault.guard.drill_job import DrillJob
 from memvault.memory import Memory
 from tests.peers.http_peer import HTTPPeer
 

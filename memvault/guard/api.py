@@ -108,7 +108,7 @@ class WriterLockJob:
 
 
 def background_jobs(settings: Settings, memory: Memory) -> list[Any]:
-    from memvault.guard.drill import DrillJob
+    from memvault.guard.drill_job import DrillJob
 
     lock = WriterLockJob(memory)
     guard = Guard(settings, memory)

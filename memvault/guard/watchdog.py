@@ -11,27 +11,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from memvault.backup.catalog import list_backups
 from memvault.backup.destinations import open_destinations
 from memvault.backup.restore import INCOMPLETE_KEY
 from memvault.backup.scheduler import HOLDS
 from memvault.embed import EmbedderIdentity
 from memvault.embed.base import PROBE_MIN_SIMILARITY, PROBE_TEXTS
-from memvault.errors import MemvaultError
 from memvault.guard.alerts import AlertManager
+from memvault.guard.backup_health import BackupHealth
 from memvault.guard.checks import (
     HOLDING,
-    SKEW_TOLERANCE_S,
     Finding,
     Observation,
     Verdict,
     assess,
-    assess_backups,
     clock_skew,
     ledger_unknown,
     several_candidates,
@@ -94,7 +91,6 @@ class Guard:
         self.known: Known | None = None
         self.survey: Survey | None = None
         self.conflicts: list[str] = []
-        self._newest_backup: tuple[int, str, str] | None = None  # (seq, created_at, id)
         self.registry = CollectorRegistry()
         self.identity_ok = Gauge("memvault_store_identity_ok", "1 when the store is the one "
                                  "the ledger knows (not empty, replaced or rolled back).",
@@ -116,11 +112,11 @@ class Guard:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._restoring = False
-        self._newest_valid_at: float | None = None
         self.drill: Any = None  # the DrillJob beside this guard in `serve` (guard/drill.py)
         self._digest_day: str | None = None
         self._drift: Finding | None = None
         self._created_at = clock.mono()
+        self.backups = BackupHealth(settings, self.destinations, clock)
         self.probe_seconds = probe_seconds
         self._probed_at = clock.mono()  # the startup check has just probed it
         # Registered now, before any job starts: no scheduled backup or journal shipping
@@ -246,7 +242,7 @@ class Guard:
         self.ledger = self.known.ledger
         self.ledger_problems = found.problems
         self._ledger_read_at = now
-        self._newest_backup = self._newest_valid_backup(obs.lineage_id)
+        self.backups.refresh(obs.lineage_id)
         self.conflicts = self._forks(obs, found)
 
     def _judge(self, obs: Observation) -> Verdict:
@@ -293,8 +289,8 @@ class Guard:
         if self.ledger is not None and self.ledger.event != "from-backup":
             stamps.append((f"the ledger record of lineage {self.ledger.lineage_id} at seq "
                            f"{self.ledger.seq}", self.ledger.observed_at))
-        if self._newest_backup is not None:
-            seq, created, backup_id = self._newest_backup
+        if self.backups.newest is not None:
+            seq, created, backup_id = self.backups.newest
             stamps.append((f"backup {backup_id} (seq {seq})", created))
         newest_drill = self.drill.newest if self.drill is not None else None
         if newest_drill and newest_drill.get("finished_at"):
@@ -345,7 +341,7 @@ class Guard:
         def compose() -> tuple[str, str]:
             return digest_text(obs, verdict, self.ledger, self.alerts.status(),
                                self.drill.status() if self.drill is not None else None,
-                               self._newest_valid_at)
+                               self.backups.newest_valid_at)
 
         sent, self._digest_day = send_digest(self.destinations, self.alerts, compose,
                                              bool(self.settings.alert_urls), now,
@@ -371,44 +367,7 @@ class Guard:
         scheduler = _RUNNING.get(id(self.memory.store))
         if scheduler is None or not scheduler.is_leader():
             return []
-        now = self.clock.wall().timestamp()
-        self._newest_valid_at = now - self.backup_age(scheduler.last_valid_mono)
-        return assess_backups(now, self._newest_valid_at, scheduler.last_results,
-                              scheduler.shipper.lag_seconds(), self.settings.backup_interval,
-                              self.settings.journal_interval, failing=scheduler.failing)
-
-    def backup_age(self, last_valid_mono: float | None) -> float:
-        """Seconds since the newest valid backup: measured on the monotonic clock when this
-        process took it; else from the newest (by seq) valid backup's stamp; a stamp ahead of
-        this clock (or none at all) proves nothing, so the age counts from this process's
-        start (a backup that never succeeds turns stale 1.5 intervals after startup)."""
-        mono = self.clock.mono()
-        if last_valid_mono is not None:
-            return mono - last_valid_mono
-        since_start = mono - self._created_at
-        if self._newest_backup is None:
-            return since_start
-        try:
-            created = datetime.fromisoformat(self._newest_backup[1])
-        except ValueError:
-            return since_start
-        created = created if created.tzinfo else created.replace(tzinfo=UTC)
-        age = (self.clock.wall() - created).total_seconds()
-        return since_start if age < -SKEW_TOLERANCE_S else max(0.0, age)
-
-    def _newest_valid_backup(self, lineage_id: str) -> tuple[int, str, str] | None:
-        """(seq, created_at, id) of this lineage's newest valid backup by seq."""
-        newest = None
-        for dest in self.destinations:
-            try:
-                for entry in list_backups(dest):
-                    m = entry.manifest
-                    if entry.valid and m and m.lineage_id == lineage_id and (
-                            newest is None or (m.seq, m.created_at) > newest[:2]):
-                        newest = (m.seq, m.created_at, m.id)
-            except MemvaultError as exc:
-                log.error("cannot list backups in %s: %s", dest, exc)
-        return newest
+        return self.backups.findings(scheduler)
 
     def _final_record(self) -> None:
         """On shutdown the ledger gets the store's last state (as the journal gets its last

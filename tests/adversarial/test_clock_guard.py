@@ -20,7 +20,8 @@ from memvault.cli import app
 from memvault.config import Settings, load_settings
 from memvault.guard.api import Guard
 from memvault.guard.clock import Clock
-from memvault.guard.drill import METRIC, DrillJob
+from memvault.guard.drill import METRIC
+from memvault.guard.drill_job import DrillJob
 from memvault.guard.ledger import observe, read_ledger, write_ledger
 from memvault.memory import Memory
 from tests.test_guard import running

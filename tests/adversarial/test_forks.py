@@ -23,8 +23,9 @@ from memvault.backup.scheduler import HOLDS, BackupScheduler
 from memvault.backup.snapshot import create_backup
 from memvault.config import Settings, load_settings
 from memvault.embed.local import LocalEmbedder
-from memvault.guard.api import Guard, guard_check
+from memvault.guard.api import LEDGER_REREAD_SECONDS, Guard, guard_check
 from memvault.guard.clock import Clock
+from memvault.guard.ledger import read_ledger
 from memvault.memory import Memory
 from tests.test_guard import other_database, running, wait_for
 from tests.test_server_cli import free_port, serve
@@ -105,9 +106,17 @@ def test_staging_on_a_live_prods_destination_never_restores_it(
         # Staging starts its own lineage; prod's records are untouched.
         own = fresh.store.meta().lineage_id
         assert dest.list(f"lineages/{own}/ledger/")
+        staging_heart = Heart(dest, fresh.store, host="staging-host", pid=777)
+        staging_heart.beat()
     with running(Guard(settings, memory, clock=Clock(mono=mono))) as prod_guard:
-        # Prod sees staging's own (non-live) lineage: no finding, still its own store.
-        assert not firing(prod_guard) - {"ClockSkew"}
+        assert not firing(prod_guard)  # staging's head has not moved yet: not known live
+        staging_heart.beat()
+        mono.now += LEDGER_REREAD_SECONDS + 1  # the guard re-reads the destinations each minute
+        prod_guard.check()
+        # Prod sees staging alive in its destination: a warning; prod keeps serving its own.
+        assert firing(prod_guard) == {"DestinationShared"}
+        assert "pid 777" in next(f.summary for f in prod_guard.verdict.firing())
+        assert guard_check(memory)["ok"] is True
 
 
 def test_a_new_empty_store_restores_the_gone_prods_lineage_only_after_deciding(
@@ -130,7 +139,10 @@ def test_a_new_empty_store_restores_the_gone_prods_lineage_only_after_deciding(
         guard.check()
         wait_for(lambda: guard.restore and guard.verdict and not guard.verdict.firing())
         assert guard.restore["ok"] is True and fresh.store.counts() == before
-        assert fresh.store.meta().lineage_id == memory.store.meta().lineage_id
+        lineage = fresh.store.meta().lineage_id
+        assert lineage == memory.store.meta().lineage_id
+        record, _ = read_ledger([dest], lineage)  # the ledger accepted this restore, by id
+        assert record is not None and record.event == "restored" and len(record.restores) == 1
 
 
 def test_several_gone_lineages_are_named_and_none_is_restored(
