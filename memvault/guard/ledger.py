@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from memvault.backup.catalog import list_backups
+from memvault.backup.catalog import BackupEntry, list_backups
 from memvault.backup.destinations import Destination
 from memvault.backup.errors import BackupError
 from memvault.backup.head import read_head
@@ -101,12 +101,14 @@ def restore_id(marker: dict[str, Any] | None) -> str | None:
     return f"{marker.get('backup')}@{marker.get('finished_at')}"
 
 
-def read_ledger(destinations: list[Destination], lineage_id: str | None = None
+def read_ledger(destinations: list[Destination], lineage_id: str | None = None, *,
+                backups: dict[str, list[BackupEntry]] | None = None
                 ) -> tuple[LedgerRecord | None, list[str]]:
     """What the destinations know of `lineage_id` (without one: of the lineage with the highest
     seq, for a destination that holds one lineage): the record with the highest seq, raised by
     the lineage's newest valid backup, shipped journal and head; and the problems met on the
-    way. Raises LedgerUnavailable when no destination can be listed at all."""
+    way. `backups` (destination url -> its backups) saves listing them again. Raises
+    LedgerUnavailable when no destination can be listed at all."""
     where, problems = lineage_record_keys(destinations, RecordKind.LEDGER, lineage_id)
     if destinations and len(problems) == len(destinations):
         raise LedgerUnavailable(
@@ -129,7 +131,7 @@ def read_ledger(destinations: list[Destination], lineage_id: str | None = None
             break  # newest first: the first readable one of the lineage wins
     newest = best[0] if best else None
     lineage = lineage_id or (newest.lineage_id if newest else None)
-    backup = _from_backups(destinations, lineage, problems)
+    backup = _from_backups(destinations, lineage, problems, backups)
     known = merge(newest, backup)
     return _high_water(known, destinations, problems), problems
 
@@ -179,12 +181,13 @@ def merge(record: LedgerRecord | None, backup: LedgerRecord | None) -> LedgerRec
 
 
 def _from_backups(destinations: list[Destination], lineage_id: str | None,
-                  problems: list[str]) -> LedgerRecord | None:
+                  problems: list[str], listed: dict[str, list[BackupEntry]] | None
+                  ) -> LedgerRecord | None:
     """A record standing in for the lineage's newest (by seq) valid backup."""
     best = None
     for dest in destinations:
         try:
-            entries = list_backups(dest)
+            entries = listed[dest.url] if listed and dest.url in listed else list_backups(dest)
         except BackupError as exc:
             problems.append(str(exc))
             continue

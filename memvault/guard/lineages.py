@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from memvault.backup.catalog import list_backups
+from memvault.backup.catalog import BackupEntry, list_backups
 from memvault.backup.destinations import Destination
 from memvault.backup.head import LineageHead, read_head, read_marker
 from memvault.backup.layout import LINEAGES, RecordKind, legacy_records_prefix, lineage_of
@@ -80,6 +80,7 @@ def survey(destinations: list[Destination], own_lineage: str) -> Survey:
     each lineage's ledger. Raises LedgerUnavailable when no destination answers."""
     states: dict[str, LineageState] = {}
     problems: list[str] = []
+    backups: dict[str, list[BackupEntry]] = {}
     failed = 0
 
     def state(lineage_id: str) -> LineageState:
@@ -90,7 +91,8 @@ def survey(destinations: list[Destination], own_lineage: str) -> Survey:
             listed = {lineage_of(k) for k in dest.list(f"{LINEAGES}/")} - {None}
             for key in dest.list(legacy_records_prefix(RecordKind.LEDGER)):
                 listed.add(_legacy_lineage(dest, key))
-            for entry in list_backups(dest):
+            backups[dest.url] = list_backups(dest)
+            for entry in backups[dest.url]:
                 if entry.manifest is not None:
                     listed.add(entry.manifest.lineage_id)
             named = set(read_marker(dest))
@@ -124,7 +126,7 @@ def survey(destinations: list[Destination], own_lineage: str) -> Survey:
             del states[lineage_id]
             continue
         try:
-            st.record, found = read_ledger(destinations, lineage_id)
+            st.record, found = read_ledger(destinations, lineage_id, backups=backups)
             problems += found
         except LedgerUnavailable as exc:
             problems.append(exc.message)
