@@ -232,8 +232,10 @@ def observe(previous: LedgerRecord | None, *, lineage_id: str, store_id: str, ba
     recent: list[tuple[str, int]] = []
     restores: list[str] = []
     if previous is not None and previous.lineage_id == lineage_id:
-        recent = [(at, n) for at, n in previous.recent if _parse(at) >= now - RECENT_WINDOW]
-        recent.append((previous.observed_at, previous.memories))
+        # A total stamped ahead of this clock is carried as seen now: it ages out of the 24 h
+        # window a day after the clock was corrected, not 400 days later.
+        recent = [(min(at, now.isoformat(), key=_parse), n)
+                  for at, n in [*previous.recent, (previous.observed_at, previous.memories)]]
         recent = [(at, n) for at, n in recent if _parse(at) >= now - RECENT_WINDOW][-50:]
         seq = max(seq, previous.seq) if event == "observed" else seq
         restores = list(previous.restores)

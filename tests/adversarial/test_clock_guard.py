@@ -19,6 +19,7 @@ from memvault.backup.snapshot import create_backup
 from memvault.cli import app
 from memvault.config import Settings, load_settings
 from memvault.guard.api import Guard
+from memvault.guard.checks import Observation
 from memvault.guard.clock import Clock
 from memvault.guard.drill import METRIC
 from memvault.guard.drill_job import DrillJob
@@ -52,6 +53,42 @@ def test_future_named_ledger_records_never_hide_or_prune_later_ones(
     known, problems = read_ledger([dest], lineage)
     assert problems == [] and known is not None
     assert (known.seq, known.observed_at) == (21, latest.observed_at)
+
+
+def test_a_count_drop_follows_the_newest_record_by_seq_not_the_clock(
+    settings: Settings, memory: Memory,
+) -> None:
+    """A peak recorded with the clock ahead keeps MemoryCountDrop firing while the count is
+    down (records after it are not hidden), and ages out a day after the correction (not 400
+    days later)."""
+    from memvault.guard.checks import assess
+    from memvault.guard.ledger import LedgerRecord
+
+    dest = LocalDestination(settings.data_dir / "backups")
+    lineage = memory.store.meta().lineage_id
+    now = datetime.now(UTC)
+    peak = record_at(memory, 50, now + AHEAD, memories=100)
+    write_ledger([dest], peak)
+    meta = memory.store.meta()
+    down = observe(peak, lineage_id=lineage, store_id=meta.store_id, backend=meta.backend,
+                   location=meta.location, active_embedder=None, seq=60,
+                   namespaces={"user:alice": 10}, now=now)
+    write_ledger([dest], down)
+    known, _ = read_ledger([dest], lineage)
+    assert known is not None and (known.seq, known.memories) == (60, 10)
+
+    def drop(record: LedgerRecord, at: datetime) -> bool:
+        obs = Observation(store_id=meta.store_id, lineage_id=lineage, backend=meta.backend,
+                          location=meta.location, active_embedder=None, seq=61,
+                          namespaces={"user:alice": 10})
+        return "MemoryCountDrop" in {f.alert for f in assess(obs, record, None, 0.5,
+                                                              at).firing()}
+
+    assert drop(known, now)  # still down: still firing
+    later = observe(known, lineage_id=lineage, store_id=meta.store_id, backend=meta.backend,
+                    location=meta.location, active_embedder=None, seq=61,
+                    namespaces={"user:alice": 10}, now=now + timedelta(hours=25))
+    assert not drop(later, now + timedelta(hours=25))  # aged out a day after the correction
 
 
 def test_adopt_takes_effect_after_future_named_records(
