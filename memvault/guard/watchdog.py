@@ -19,8 +19,6 @@ from prometheus_client import CollectorRegistry, Gauge
 from memvault.backup.destinations import open_destinations
 from memvault.backup.restore import INCOMPLETE_KEY
 from memvault.backup.scheduler import HOLDS
-from memvault.embed import EmbedderIdentity
-from memvault.embed.base import PROBE_MIN_SIMILARITY, PROBE_TEXTS
 from memvault.guard.alerts import AlertManager
 from memvault.guard.backup_health import BackupHealth
 from memvault.guard.checks import (
@@ -45,6 +43,7 @@ from memvault.guard.ledger import (
     write_ledger,
 )
 from memvault.guard.lineages import Known, LivenessWatch, Survey, choose, survey
+from memvault.guard.probe import EmbedderProbe
 from memvault.store.writer_lock import file_swap, sqlite_path
 
 if TYPE_CHECKING:
@@ -114,11 +113,9 @@ class Guard:
         self._restoring = False
         self.drill: Any = None  # the DrillJob beside this guard in `serve` (guard/drill.py)
         self._digest_day: str | None = None
-        self._drift: Finding | None = None
         self._created_at = clock.mono()
         self.backups = BackupHealth(settings, self.destinations, clock)
-        self.probe_seconds = probe_seconds
-        self._probed_at = clock.mono()  # the startup check has just probed it
+        self.probe = EmbedderProbe(settings, memory, probe_seconds, clock.mono())
         # Registered now, before any job starts: no scheduled backup or journal shipping
         # runs until the first check has found the store to be the guarded one.
         HOLDS[id(memory.store)] = self.backup_hold
@@ -190,7 +187,7 @@ class Guard:
                 or was_refused or known.pending or known.unknown or known.unreadable:
             self._reread(obs, now)
         verdict = self._judge(obs)
-        drift = self._probe_drift(obs, now)
+        drift = self.probe.drift(obs, now)
         if drift is not None:
             verdict.findings = [f for f in verdict.findings if f.alert != "EmbedderMismatch"]
             verdict.findings.append(drift)
@@ -297,40 +294,6 @@ class Guard:
             stamps.append((f"the drill record {newest_drill.get('record')}",
                            str(newest_drill["finished_at"])))
         return clock_skew(self.clock.wall(), stamps)
-
-    def _probe_drift(self, obs: Observation, now: float) -> Finding | None:
-        """Ask an HTTP embedder its probe texts again: a model swapped behind the same name
-        while the server runs would otherwise poison every vector written from then on. The
-        bundled model is pinned by sha256 and not asked. Returns the EmbedderMismatch finding
-        while the answers differ (the Memory then refuses writes and searches)."""
-        if self.settings.embedder == "local" or not obs.active_embedder:
-            return None
-        if now - self._probed_at < self.probe_seconds:
-            return self._drift
-        self._probed_at = now
-        stored = self.memory.store.embedders().get(obs.active_embedder)
-        if stored is None or stored.key != obs.active_embedder:
-            return None
-        try:
-            answers = self.memory.embedder.embed(list(PROBE_TEXTS))
-        except Exception as exc:  # down is not drift: requests report that themselves
-            log.warning("embedder probe skipped: %s: %s", type(exc).__name__, exc)
-            return self._drift
-        fresh = EmbedderIdentity(stored.provider, stored.model, int(answers.shape[1]), answers)
-        similarity = stored.probe_similarity(fresh)
-        if similarity >= PROBE_MIN_SIMILARITY:
-            if self._drift is not None:
-                log.warning("the embedder answers its probe texts as before again")
-            self._drift = None
-            return None
-        message = (f"the model behind {obs.active_embedder} now answers the probe texts "
-                   f"differently from the one that made the store's vectors (similarity "
-                   f"{similarity:.3f} < {PROBE_MIN_SIMILARITY}); writes and searches are "
-                   "refused so that no vector of another model gets in")
-        self._drift = Finding("EmbedderMismatch", True, message, {
-            "hint": "restore the original model behind that name (e.g. pin the Ollama tag), "
-            "or re-embed with `memvault reembed --embedder SPEC`"})
-        return self._drift
 
     def _maybe_digest(self, obs: Observation, verdict: Verdict,
                       now: datetime | None = None) -> bool:
