@@ -147,12 +147,12 @@ def current_verdict(memory: Memory) -> tuple[Verdict, dict[str, Any]]:
             verdict.findings.append(unknown)
     return verdict, {"source": "now", "ledger_problems": problems,
                      "ledger_lineage": known.ledger.lineage_id if known.ledger else None,
-                     "ledger_unknown": known.unknown}
+                     "ledger_unknown": known.unknown, "deciding": known.pending}
 
 
 def known_now(obs: Observation, destinations: list[Any]) -> tuple[Known, list[str]]:
-    """Which ledger the store is compared with, from one look (a CLI cannot wait to see a
-    writer's beat move: a head not marked stopped counts as gone, so a live other store is not
-    reported here, only by the running server's guard)."""
+    """Which ledger the store is compared with, from one look. A CLI cannot wait to see a
+    writer's beat move: another lineage whose head is not marked stopped stays undecided
+    (`pending`), for the running server's guard to decide."""
     found = survey(destinations, obs.lineage_id)
-    return choose(obs, found, LivenessWatch(0.0)), found.problems
+    return choose(obs, found, LivenessWatch(float("inf"))), found.problems

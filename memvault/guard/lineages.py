@@ -19,6 +19,7 @@ the ledger unknown, never empty.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -232,9 +233,12 @@ def choose(obs: Observation, found: Survey, watch: LivenessWatch) -> Known:
                  Liveness.LIVE]
     waiting = [st for st in with_data if states[st.lineage_id] is Liveness.UNDECIDED]
     if waiting:
+        names = ", ".join(st.writer() for st in waiting)
         return Known(None, shared, pending=(
-            f"waiting up to {watch.decide_after:.0f} s to see whether the writer of "
-            f"{', '.join(st.lineage_id for st in waiting)} is alive before comparing"))
+            f"waiting up to {watch.decide_after:.0f} s to see whether the writer of {names} is "
+            "alive before comparing" if math.isfinite(watch.decide_after) else
+            f"the head of {names} is not marked stopped: whether its writer is alive shows "
+            "only over two reads"))
     if len(with_data) == 1:
         return Known(with_data[0].record, shared, restore_lineage=with_data[0].lineage_id)
     if len(with_data) > 1:

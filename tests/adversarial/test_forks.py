@@ -244,3 +244,26 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {**env, "MEMVAULT_DATA_DIR": str(tmp_path / "data")}
 
 
+
+
+def test_status_without_a_server_does_not_take_a_live_looking_lineage_for_gone(
+    settings: Settings, memory: Memory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from memvault.cli import app
+
+    fill(memory)
+    create_backup(memory.store, settings)
+    with running(Guard(settings, memory)):
+        pass
+    Heart(LocalDestination(settings.data_dir / "backups"), memory.store).beat()
+    monkeypatch.setenv("MEMVAULT_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("MEMVAULT_DATABASE_URL", f"sqlite:///{tmp_path / 'staging' / 'm.db'}")
+    out = CliRunner().invoke(app, ["status", "--json"])
+    report = json.loads(out.stdout)
+    assert out.exit_code == 1, out.stdout  # a warning: one look cannot tell live from gone
+    assert report["guard"]["firing"] == [] and report["guard"]["deciding"]
+    assert any("not decided from one look" in c["message"] for c in report["checks"])
