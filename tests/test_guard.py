@@ -526,3 +526,16 @@ def test_a_process_left_on_the_old_embedder_after_a_switch_stops_writing(
         assert not guard.check().firing()
         memory.add("written after switching back", user_id="alice", infer=False)
         assert memory.store.total() == 2
+
+
+def test_format_1_ledger_records_are_still_read_and_newer_seqs_win(tmp_path: Path) -> None:
+    dest = LocalDestination(tmp_path / "backups")
+    old = ledger(seq=40, observed_at=(NOW + timedelta(days=400)).isoformat())
+    dest.put_bytes("ledger/20281229T120000000000Z-000000000040.json",
+                   json.dumps(old.to_json()).encode())  # written by an earlier version
+    found, problems = read_ledger([dest], "L1")
+    assert problems == [] and found is not None and found.seq == 40
+    assert write_ledger([dest], ledger(seq=41)) == []  # a later seq, an earlier clock
+    found, _ = read_ledger([dest], "L1")
+    assert found is not None and found.seq == 41
+    assert dest.list("ledger/")  # format-1 records are never written nor pruned

@@ -47,7 +47,7 @@ def name_of(key: str) -> RecordName:
     leaf = key.rsplit("/", 1)[-1].removesuffix(".json")
     if seq is None:
         legacy = _LEGACY_LEDGER_RE.match(leaf)  # `<time>-<seq>`: the seq is known
-        return RecordName(int(legacy.group(1)) if legacy else -1, "0" + leaf, key)
+        return RecordName(int(legacy.group(1)) if legacy else -1, "-" + leaf, key)  # "-" < "0"
     return RecordName(seq, leaf.split("-", 1)[1], key)
 
 
