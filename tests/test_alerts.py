@@ -107,9 +107,11 @@ def test_fire_notifies_once_and_resolve_notifies_once(receiver: Receiver) -> Non
 def test_severities_and_unknown_names() -> None:
     assert set(ALERTS) == {"StoreEmpty", "StoreReplaced", "MemoryCountDrop", "EmbedderMismatch",
                            "BackupStale", "BackupInvalid", "JournalLag", "DrillFailed",
-                           "NotifierFailing", "StoreUnreachable"}
+                           "NotifierFailing", "StoreUnreachable", "BackupFailing",
+                           "DestinationShared", "WriterConflict", "ClockSkew"}
     assert {n for n, s in ALERTS.items() if s == "critical"} == {
-        "StoreEmpty", "StoreReplaced", "EmbedderMismatch", "BackupInvalid", "StoreUnreachable"}
+        "StoreEmpty", "StoreReplaced", "EmbedderMismatch", "BackupInvalid", "StoreUnreachable",
+        "BackupFailing", "WriterConflict"}
     with pytest.raises(ValueError, match="unknown alert 'StoreGone'"):
         manager([]).fire("StoreGone", "x")
 

@@ -21,7 +21,8 @@ from memvault.backup.destinations import LocalDestination
 from memvault.cli import app
 from memvault.config import Settings, load_settings
 from memvault.guard.api import Guard
-from memvault.guard.drill import METRIC, DrillJob, read_drills, run_drill
+from memvault.guard.drill import METRIC, read_drills, run_drill
+from memvault.guard.drill_job import DrillJob
 from memvault.memory import Memory
 from tests.peers.http_peer import HTTPPeer
 
@@ -170,7 +171,8 @@ def test_records_are_new_files_pruned_to_the_newest_20(
         assert report.ok, report.error
         keys.append(report.record)
     assert len(set(keys)) == 22
-    assert dest.list("drills/") == sorted(keys)[-20:]
+    lineage = memory.store.meta().lineage_id  # records live under the drilled lineage
+    assert dest.list(f"lineages/{lineage}/drills/") == sorted(keys)[-20:]
 
 
 # ------------------------------------------------------------------ the CLI
@@ -208,7 +210,7 @@ def test_cli_json_reports_a_passing_drill(
     report = json.loads(out.stdout)
     assert report["ok"] is True and report["restored"]["id"] == backup_id
     assert report["counts"] == memory.store.counts() and report["total"] == 26
-    assert report["record"].startswith("drills/")
+    assert report["record"].startswith(f"lineages/{memory.store.meta().lineage_id}/drills/")
     table = runner.invoke(app, ["drill"])
     assert table.exit_code == 0 and "PASSED" in table.stdout and backup_id in table.stdout
     assert scratch_dirs(settings) == []

@@ -75,10 +75,29 @@ def test_another_stores_data_is_replaced_not_empty() -> None:
 def test_a_rolled_back_store_is_replaced_unless_memvault_restored_it() -> None:
     rolled = assess(obs(seq=80), ledger(), "local:m:384", 0.5, NOW)
     assert firing(rolled) == {"StoreReplaced"} and "rolled back" in rolled.findings[1].summary
-    restored = assess(obs(seq=80, restored_from={"backup": "b1", "finished_at": NOW.isoformat()}),
-                      ledger(), "local:m:384", 0.5, NOW)
+    marker = {"backup": "b1", "finished_at": NOW.isoformat(), "replayed_upto": 80,
+              "restore_id": "r1"}
+    restored = assess(obs(seq=80, restored_from=marker), ledger(), "local:m:384", 0.5, NOW)
     assert firing(restored) == set() and restored.accept == "restored"
+    assert restored.restored == "r1"  # the ledger accepts this restore once
     assert "81..100 (20 entries)" in (restored.note or "")  # the loss is stated, not hidden
+
+
+def test_a_rollback_is_never_taken_for_a_restore_by_its_clock() -> None:
+    """A restore stamped by a clock 400 days ahead, then an older copy put back: still a
+    rollback (the ledger accepted that restore already, or the copy's seq is not where the
+    restore left it)."""
+    future = (NOW + timedelta(days=400)).isoformat()
+    marker = {"backup": "b1", "finished_at": future, "replayed_upto": 60, "restore_id": "r1"}
+    accepted = ledger(restores=["r1"])  # the guard recorded r1, the lineage then reached 100
+    rolled = assess(obs(seq=60, restored_from=marker), accepted, "local:m:384", 0.5, NOW)
+    assert firing(rolled) == {"StoreReplaced"} and rolled.accept is None
+    assert "r1" in next(f.summary for f in rolled.firing())
+    copy_later = assess(obs(seq=80, restored_from=marker), ledger(), "local:m:384", 0.5, NOW)
+    assert firing(copy_later) == {"StoreReplaced"}  # written to past the restore, then cut
+    old_marker = {"backup": "b1", "finished_at": future}  # no replayed_upto: not provable
+    assert firing(assess(obs(seq=80, restored_from=old_marker), ledger(), "local:m:384", 0.5,
+                         NOW)) == {"StoreReplaced"}
 
 
 def test_a_drop_beyond_the_ratio_within_24h_is_a_count_drop() -> None:
@@ -157,8 +176,8 @@ def test_ledger_records_are_new_files_and_the_newest_readable_wins(tmp_path: Pat
     second = observe(first, lineage_id="L1", store_id="s1", backend="sqlite", location="/db",
                      active_embedder="local:m:384", seq=12, namespaces={"user:a": 12}, now=NOW)
     assert write_ledger([dest], first) == [] and write_ledger([dest], second) == []
-    keys = dest.list("ledger/")
-    assert len(keys) == 2
+    keys = dest.list("lineages/L1/ledger/")
+    assert len(keys) == 2 and keys[0].startswith("lineages/L1/ledger/0000000000000010-")
     found, problems = read_ledger([dest])
     assert found is not None and (found.seq, found.memories) == (12, 12) and problems == []
     assert found.recent == [(first.observed_at, 10)]
@@ -321,7 +340,9 @@ def test_status_reports_a_replaced_store_and_adopt_accepts_it(
                                   "--json"])
     assert adopted.exit_code == 0, adopted.stdout + adopted.stderr
     assert "moved to the new cluster" in json.loads(adopted.stdout)["result"]
-    record, _ = read_ledger([LocalDestination(settings.data_dir / "backups")])
+    # Records live per lineage: the adopted store's lineage holds the adoption.
+    record, _ = read_ledger([LocalDestination(settings.data_dir / "backups")],
+                            json.loads(adopted.stdout)["lineage_id"])
     assert record is not None and record.event == "adopted" and record.memories == 1
     after = runner.invoke(app, ["status", "--json"])
     assert after.exit_code == 0, after.stdout
@@ -505,3 +526,16 @@ def test_a_process_left_on_the_old_embedder_after_a_switch_stops_writing(
         assert not guard.check().firing()
         memory.add("written after switching back", user_id="alice", infer=False)
         assert memory.store.total() == 2
+
+
+def test_format_1_ledger_records_are_still_read_and_newer_seqs_win(tmp_path: Path) -> None:
+    dest = LocalDestination(tmp_path / "backups")
+    old = ledger(seq=40, observed_at=(NOW + timedelta(days=400)).isoformat())
+    dest.put_bytes("ledger/20281229T120000000000Z-000000000040.json",
+                   json.dumps(old.to_json()).encode())  # written by an earlier version
+    found, problems = read_ledger([dest], "L1")
+    assert problems == [] and found is not None and found.seq == 40
+    assert write_ledger([dest], ledger(seq=41)) == []  # a later seq, an earlier clock
+    found, _ = read_ledger([dest], "L1")
+    assert found is not None and found.seq == 41
+    assert dest.list("ledger/")  # format-1 records are never written nor pruned

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from memvault.backup.errors import BackupCorrupt, DestinationError
-from memvault.errors import MemvaultError
 
 if TYPE_CHECKING:
     from memvault.config import Settings
@@ -344,41 +343,3 @@ def open_destination(url: str, settings: Settings) -> Destination:
 
 def open_destinations(settings: Settings) -> list[Destination]:
     return [open_destination(url, settings) for url in settings.backup_urls]
-
-
-def put_records(destinations: list[Destination], key: str, payload: bytes, *, prefix: str,
-                keep: int, what: str) -> list[str]:
-    """Write a small record under `key` to every destination (never overwriting: a key that
-    exists is left as it is), then keep only the newest `keep` keys under `prefix` (keys sort
-    by time). Used for the guard's ledger, drill and digest records. Returns the problems, one
-    per failing destination, each logged; the other destinations are still written."""
-    problems = []
-    for dest in destinations:
-        try:
-            if dest.size(key) is None:
-                dest.put_bytes(key, payload)
-            old = sorted(k for k in dest.list(prefix) if k.endswith(".json"))[:-keep]
-            if old:
-                dest.delete(old)
-        except (MemvaultError, OSError) as exc:
-            message = f"cannot write the {what} to {dest.url}: {exc}"
-            log.error(message)
-            problems.append(message)
-    return problems
-
-
-def record_keys(destinations: list[Destination], prefix: str
-                ) -> tuple[dict[str, list[Destination]], list[str]]:
-    """The JSON records under `prefix` over all destinations (key -> the destinations holding
-    it; keys sort by time) and the problems met listing them (one per failing destination)."""
-    where: dict[str, list[Destination]] = {}
-    problems = []
-    for dest in destinations:
-        try:
-            keys = [k for k in dest.list(prefix) if k.endswith(".json")]
-        except (MemvaultError, OSError) as exc:
-            problems.append(f"cannot list {prefix} in {dest.url}: {exc}")
-            continue
-        for key in keys:
-            where.setdefault(key, []).append(dest)
-    return where, problems

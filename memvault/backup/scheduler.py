@@ -1,6 +1,12 @@
 """Scheduled jobs for `serve`: snapshots every MEMVAULT_BACKUP_INTERVAL and journal shipping
 every MEMVAULT_JOURNAL_INTERVAL, in background threads, only while `is_leader()` (on
-PostgreSQL several replicas share one store and only the leader runs jobs)."""
+PostgreSQL several replicas share one store and only the leader runs jobs).
+
+When the next snapshot is due follows this lineage's newest valid snapshot by seq, and time
+within the process is monotonic: a snapshot stamped by a clock that ran ahead is "due now"
+(with ClockSkew from the guard), never "due in 400 days". A run that fails (a destination
+failed, or the run raised) is kept as `failing` until the next run succeeds everywhere: the
+guard fires BackupFailing on the first failure."""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from memvault.backup.catalog import list_backups, newest_valid
+from memvault.backup.catalog import list_backups
 from memvault.backup.destinations import Destination, open_destinations
 from memvault.backup.journal import JournalShipper
 from memvault.backup.retention import apply_prune, plan_prune
@@ -23,6 +29,7 @@ if TYPE_CHECKING:
     from memvault.store import Store
 
 log = logging.getLogger("memvault.backup.scheduler")
+AHEAD_TOLERANCE_S = 300.0
 
 # Another concern (the guard) may hold the scheduled jobs of a store, by id(store): a function
 # that returns why not to back up or ship now (a replaced or emptied store must not be backed
@@ -46,8 +53,10 @@ class BackupScheduler:
         self._threads: list[threading.Thread] = []
         self._snapshot_lock = threading.Lock()
         self.last_results: list[BackupResult] = []
-        self.last_snapshot_at: float | None = None
+        self.last_snapshot_at: float | None = None  # wall clock, for people
+        self.last_valid_mono: float | None = None  # when this process last backed up validly
         self.last_error: str | None = None
+        self.failing: str | None = None  # why the last run failed, until one succeeds
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -74,10 +83,23 @@ class BackupScheduler:
 
     def snapshot_now(self, accept_drop: bool = False) -> list[BackupResult]:
         with self._snapshot_lock:
-            results = create_backup(self.store, self.settings, destinations=self.destinations,
-                                    accept_drop=accept_drop)
+            try:
+                results = create_backup(self.store, self.settings,
+                                        destinations=self.destinations,
+                                        accept_drop=accept_drop)
+            except Exception as exc:
+                self.failing = f"{type(exc).__name__}: {exc}"
+                raise
             self.last_results = results
             self.last_snapshot_at = time.time()
+            failed = [r for r in results if r.status == "failed"]
+            if failed or not results:
+                self.failing = "; ".join(f"{r.destination}: {', '.join(r.reasons) or 'failed'}"
+                                         for r in failed) or "no destination configured"
+            else:
+                self.failing = None
+            if results and all(r.status == "valid" for r in results):
+                self.last_valid_mono = time.monotonic()
             return results
 
     def prune(self) -> None:
@@ -101,21 +123,36 @@ class BackupScheduler:
             return 0
 
     def seconds_until_snapshot(self) -> float:
-        """Due now if no destination holds a valid snapshot of this store that is recent."""
+        """Due now if a destination holds no valid snapshot of this store, or its newest (by
+        seq) is older than the interval, or is stamped ahead of this clock (its age is
+        unknown: taking one now costs one snapshot; waiting on it could cost 400 days)."""
+        if self.last_valid_mono is not None:
+            elapsed = time.monotonic() - self.last_valid_mono
+            return max(0.0, self.settings.backup_interval - elapsed)
         try:
             store_id = self.store.meta().store_id
-            newest = 0.0
+            oldest_newest = None
+            now = time.time()
             for dest in self.destinations:
-                entry = newest_valid([e for e in list_backups(dest)
-                                      if e.manifest and e.manifest.store_id == store_id])
-                if entry is None or entry.created is None:
+                newest: tuple[int, float, str] | None = None  # (seq, stamp, id)
+                for e in list_backups(dest):
+                    if e.valid and e.manifest and e.manifest.store_id == store_id and e.created:
+                        candidate = (e.manifest.seq, e.created.timestamp(), e.id)
+                        newest = candidate if newest is None else max(newest, candidate)
+                if newest is None:
                     return 0.0
-                stamp = entry.created.timestamp()
-                newest = stamp if not newest else min(newest, stamp)
+                stamp = newest[1]
+                if stamp > now + AHEAD_TOLERANCE_S:
+                    log.warning("the newest backup %s in %s is stamped ahead of this clock: a "
+                                "snapshot is due now", newest[2], dest)
+                    return 0.0
+                oldest_newest = stamp if oldest_newest is None else min(oldest_newest, stamp)
         except MemvaultError as exc:
             log.error("cannot list backups: %s", exc)
             return 0.0
-        return max(0.0, newest + self.settings.backup_interval - time.time())
+        if oldest_newest is None:
+            return 0.0
+        return max(0.0, oldest_newest + self.settings.backup_interval - now)
 
     def held(self) -> str | None:
         hold = HOLDS.get(id(self.store))
@@ -136,14 +173,15 @@ class BackupScheduler:
                 wait = min(wait, 30.0)  # taken as soon as the hold lifts
                 continue
             try:
-                results = self.snapshot_now()
+                self.snapshot_now()
                 self.prune()
                 self.last_error = None
-                if any(r.status == "failed" for r in results):
+                if self.failing:
+                    log.error("scheduled snapshot failed: %s", self.failing)
                     wait = min(wait, 300.0)  # a failed run is retried soon, not in 24 h
             except Exception as exc:  # a job thread must never die silently
                 log.exception("scheduled snapshot failed")
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = self.failing = f"{type(exc).__name__}: {exc}"
                 wait = min(wait, 300.0)
 
     def _first_wait(self) -> float:
@@ -171,6 +209,7 @@ class BackupScheduler:
             "last_snapshot_at": last,
             "last_results": [r.to_json() for r in self.last_results],
             "last_error": self.last_error,
+            "failing": self.failing,
             "journal": {"last_shipped_at": self.shipper.last_shipped_at,
                         "last_error": self.shipper.last_error},
         }

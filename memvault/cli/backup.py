@@ -71,12 +71,20 @@ def backup_create(
     """Snapshot the store to every destination, read it back and validate it."""
     from memvault.backup import create_backup
     from memvault.store import open_store
+    from memvault.store.writer_lock import hold_writer_lock
 
     settings = _settings(ctx)
     store = open_store(settings)
     try:
-        with progress_bars(not as_json) as progress:
-            results = create_backup(store, settings, accept_drop=accept_drop, progress=progress)
+        # Never beside a running server's shipper (a SQLite store has one writer process).
+        lock = hold_writer_lock(store, "memvault backup create")
+        try:
+            with progress_bars(not as_json) as progress:
+                results = create_backup(store, settings, accept_drop=accept_drop,
+                                        progress=progress)
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
         store.close()
     if as_json:
@@ -187,6 +195,7 @@ def restore(
     from memvault.backup import plan_restore, run_restore
     from memvault.embed import make_embedder
     from memvault.store import open_store
+    from memvault.store.writer_lock import hold_writer_lock
 
     settings = _settings(ctx)
     embedder = make_embedder(settings.embedder, settings)
@@ -201,9 +210,15 @@ def restore(
             if as_json:
                 print_json({"dry_run": True, "target_memories": present, "plan": plan.to_json()})
             return
-        with progress_bars(not as_json) as progress:
-            report = run_restore(store, settings, embedder, which, at, yes=yes,
-                                 progress=progress)
+        # Never under a running server (a SQLite store has one writer process).
+        lock = hold_writer_lock(store, "memvault restore")
+        try:
+            with progress_bars(not as_json) as progress:
+                report = run_restore(store, settings, embedder, which, at, yes=yes,
+                                     progress=progress)
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
         store.close()
     if as_json:

@@ -150,6 +150,10 @@ def drill_checks(settings: Any) -> list[dict[str, Any]]:
     finished = datetime.fromisoformat(str(newest["finished_at"])).timestamp()
     age_days = (time.time() - finished) / 86400
     message = f"newest drill {'passed' if newest.get('ok') else 'FAILED'}, {age_days:.1f} d ago"
+    if age_days < -300 / 86400:  # newest by seq, stamped by a clock that ran ahead
+        return [{"name": "drill", "state": WARNING, "hint": "check NTP; run `memvault drill`",
+                 "message": f"ClockSkew: the newest drill record is stamped "
+                 f"{newest['finished_at']}, ahead of this clock: its age is unknown"}]
     if not newest.get("ok"):
         return [{"name": "drill", "state": WARNING, "hint": newest.get("hint") or hint,
                  "message": f"{message}: {newest.get('error')}"}]

@@ -33,18 +33,19 @@ def adopt(
     from memvault.backup.destinations import open_destinations
     from memvault.cli.app import overrides
     from memvault.config import load_settings
-    from memvault.guard.api import read_observation
-    from memvault.guard.checks import assess
-    from memvault.guard.ledger import observe, read_ledger, write_ledger
+    from memvault.guard.api import current_verdict, known_now, read_observation
+    from memvault.guard.ledger import observe, write_ledger
     from memvault.memory import Memory
 
     settings = load_settings(overrides(ctx))
     destinations = open_destinations(settings)
     with Memory(settings, actor="cli") as memory:
         obs = read_observation(memory)
-        ledger, problems = read_ledger(destinations)
-        verdict = assess(obs, ledger, None, settings.alert_drop_ratio)
-        replaced = {f.alert for f in verdict.firing()} & {"StoreReplaced", "StoreEmpty"}
+        known, problems = known_now(obs, destinations)
+        ledger = known.ledger
+        verdict, _ = current_verdict(memory)
+        replaced = {f.alert for f in verdict.firing()} & {"StoreReplaced", "StoreEmpty",
+                                                          "WriterConflict"}
         plan: dict[str, Any] = {
             "store": {"store_id": obs.store_id, "lineage_id": obs.lineage_id,
                       "memories": obs.total, "seq": obs.seq, "location": obs.location},

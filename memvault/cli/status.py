@@ -96,7 +96,18 @@ def _guard_check(memory: Any, checks: list[dict[str, Any]]) -> dict[str, Any]:
         state = CRITICAL if finding.alert in REFUSING else WARNING
         checks.append({"name": "guard", "state": state,
                        "message": f"{finding.alert}: {finding.summary}"})
-    if not firing:
+    if info.get("deciding"):
+        checks.append({"name": "guard", "state": WARNING,
+                       "message": f"not decided from one look: {info['deciding']} (the "
+                       "running server's guard decides)"})
+    if info.get("ledger_unknown"):
+        checks.append({"name": "ledger", "state": WARNING,
+                       "message": f"the ledger is unknown: {info['ledger_unknown']}"})
+    for problem in info.get("ledger_problems") or []:
+        # One destination listing what another does not, a listing that hides what a GET
+        # proves, an unreadable record: the ledger may be incomplete.
+        checks.append({"name": "ledger", "state": WARNING, "message": problem})
+    if not firing and not info.get("ledger_unknown") and not info.get("deciding"):
         checks.append({"name": "guard", "state": OK, "message": "the store is the one the "
                        "ledger knows" if info.get("ledger_lineage") or info["source"] ==
                        "watchdog" else "no ledger yet (written by `memvault serve`)"})

@@ -35,10 +35,14 @@ ALERTS: dict[str, str] = {
     "EmbedderMismatch": CRITICAL,
     "BackupStale": WARNING,
     "BackupInvalid": CRITICAL,
+    "BackupFailing": CRITICAL,
     "JournalLag": WARNING,
     "DrillFailed": WARNING,
     "NotifierFailing": WARNING,
     "StoreUnreachable": CRITICAL,
+    "DestinationShared": WARNING,
+    "WriterConflict": CRITICAL,
+    "ClockSkew": WARNING,
 }
 
 NOTIFIER_FAILING = "NotifierFailing"

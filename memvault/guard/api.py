@@ -1,51 +1,37 @@
 """The guard's server extension (see memvault/server/extensions.py):
 
-- `background_jobs(settings, memory)`: the watchdog. It checks the store against the ledger at
-  startup (before the server accepts requests) and every few seconds after, fires and resolves
-  alerts, keeps the ledger current, and restores an empty store from the newest valid backup
-  (MEMVAULT_AUTO_RESTORE=empty). On PostgreSQL only the elected leader writes the ledger and
-  restores; every replica checks and reports.
+- `background_jobs(settings, memory)`: the writer lock of a SQLite store (held for the life of
+  `serve`), the watchdog (memvault/guard/watchdog.py) and the drill job.
 - `install(app)`: a readiness check (503 while the store is empty, replaced, unreachable or
-  fed by the wrong embedder) and the guard's metrics on the app's registry.
+  fed by the wrong embedder, or while the guard cannot know what it should hold; other firing
+  alerts are listed as `warnings`) and the guard's metrics on the app's registry.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Gauge
-
-from memvault.backup.catalog import list_backups
 from memvault.backup.destinations import open_destinations
-from memvault.backup.restore import INCOMPLETE_KEY
-from memvault.backup.scheduler import HOLDS
-from memvault.embed import EmbedderIdentity
-from memvault.embed.base import PROBE_MIN_SIMILARITY, PROBE_TEXTS
-from memvault.errors import MemvaultError
-from memvault.guard.alerts import AlertManager
 from memvault.guard.checks import (
     REFUSING,
-    Finding,
     Observation,
     Verdict,
     assess,
-    assess_backups,
-    unreachable,
+    ledger_unknown,
+    several_candidates,
 )
-from memvault.guard.digest import DIGEST_MIN_UPTIME_SECONDS, digest_text, send_digest
-from memvault.guard.ledger import (
-    LedgerRecord,
-    LedgerUnavailable,
-    observe,
-    read_ledger,
-    write_ledger,
-)
+from memvault.guard.lineages import Known, LivenessWatch, choose, survey
 from memvault.guard.refuse import RefuseUnguardedStore
+from memvault.guard.watchdog import (
+    _GUARDS,
+    LEDGER_REREAD_SECONDS,
+    TICK_SECONDS,
+    Guard,
+    read_observation,
+)
+from memvault.store.writer_lock import hold_writer_lock
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -54,371 +40,27 @@ if TYPE_CHECKING:
     from memvault.memory import Memory
 
 log = logging.getLogger("memvault.guard")
-
-TICK_SECONDS = 5.0
-LEDGER_EVERY_SECONDS = 60.0  # an unchanged-lineage ledger record at most this often
-LEDGER_REREAD_SECONDS = 60.0  # pick up `memvault adopt` / other replicas' records
-RESTORE_RETRY_SECONDS = 300.0
-PROBE_EVERY_SECONDS = 300.0  # an HTTP embedder is asked its probe texts again this often
-
-# The guard running for a store (by id of the Memory), so the app's checks find it.
-_GUARDS: dict[int, Guard] = {}
-
-
-def read_observation(memory: Memory) -> Observation:
-    store = memory.store
-    meta = store.meta()
-    return Observation(store_id=meta.store_id, lineage_id=meta.lineage_id, backend=meta.backend,
-                       location=meta.location, active_embedder=meta.active_embedder,
-                       seq=store.last_seq(), namespaces=store.counts(),
-                       restored_from=store.get_meta("restored_from"),
-                       restore_incomplete=store.get_meta(INCOMPLETE_KEY))
-
-
-class Guard:
-    def __init__(self, settings: Settings, memory: Memory, *,
-                 tick_seconds: float = TICK_SECONDS,
-                 probe_seconds: float = PROBE_EVERY_SECONDS) -> None:
-        from memvault.store.leader import make_leader_elector
-
-        self.settings = settings
-        self.memory = memory
-        self.tick_seconds = tick_seconds
-        self.registry = CollectorRegistry()
-        self.identity_ok = Gauge("memvault_store_identity_ok", "1 when the store is the one "
-                                 "the ledger knows (not empty, replaced or rolled back).",
-                                 registry=self.registry)
-        self.alerts = AlertManager([u.get_secret_value() for u in settings.alert_urls],
-                                   registry=self.registry, instance=f"memvault {settings.host}:"
-                                   f"{settings.port}")
-        self.destinations = open_destinations(settings)
-        self.elector = make_leader_elector(settings, "guard")
-        self.ledger: LedgerRecord | None = None
-        self.ledger_problems: list[str] = []
-        self.verdict: Verdict | None = None
-        self.checked_at: str | None = None
-        self.restore: dict[str, Any] = {}
-        self._ledger_read_at = 0.0
-        self._ledger_written_at = 0.0
-        self._restore_tried_at = 0.0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._restoring = False
-        self._newest_valid_at: float | None = None
-        self.drill: Any = None  # the DrillJob beside this guard in `serve` (guard/drill.py)
-        self._digest_day: str | None = None
-        self._drift: Finding | None = None
-        self._created_at = time.monotonic()
-        self.probe_seconds = probe_seconds
-        self._probed_at = time.monotonic()  # the startup check has just probed it
-        # Registered now, before any job starts: no scheduled backup or journal shipping
-        # runs until the first check has found the store to be the guarded one.
-        HOLDS[id(memory.store)] = self.backup_hold
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> None:
-        self.elector.start()
-        _GUARDS[id(self.memory)] = self
-        # The first check runs before the server accepts requests, so readiness is right from
-        # the start; a restore it calls for runs in the watchdog thread, while the server
-        # already answers /livez and /readyz (503).
-        self.check(restore=False)
-        self._thread = threading.Thread(target=self._loop, name="memvault-guard", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        self._final_record()
-        _GUARDS.pop(id(self.memory), None)
-        HOLDS.pop(id(self.memory.store), None)
-        self.elector.stop()
-
-    def _loop(self) -> None:
-        wait = 0.0 if self._wants_restore(self.verdict) else self.tick_seconds
-        while not self._stop.wait(wait):
-            wait = self.tick_seconds
-            try:
-                self.check()
-            except Exception:  # the watchdog must outlive any one bad check
-                log.exception("guard check crashed")
-
-    # ------------------------------------------------------------------ one pass
-
-    def check(self, restore: bool = True) -> Verdict:
-        with self._lock:
-            verdict = self._check()
-            self.verdict = verdict
-            self.checked_at = datetime.now(UTC).isoformat()
-        if restore and self._wants_restore(verdict):
-            self._auto_restore()
-            with self._lock:
-                verdict = self.verdict = self._check()
-        return verdict
-
-    def _check(self) -> Verdict:
-        try:
-            obs = read_observation(self.memory)
-        except Exception as exc:
-            finding = unreachable(f"{type(exc).__name__}: {exc}")
-            self.alerts.fire(finding.alert, finding.summary, finding.details)
-            self.identity_ok.set(0)
-            return Verdict([finding])
-        now = time.monotonic()
-        unknown = False
-        # Re-read every minute, and at every check while the store is refused (an `adopt`
-        # from the CLI then takes effect within one check).
-        was_refused = self.verdict is not None and any(
-            f.alert in ("StoreEmpty", "StoreReplaced") for f in self.verdict.firing())
-        if self.ledger is None or now - self._ledger_read_at > LEDGER_REREAD_SECONDS \
-                or was_refused:
-            try:
-                self.ledger, self.ledger_problems = read_ledger(self.destinations)
-                self._ledger_read_at = now
-            except LedgerUnavailable as exc:
-                # "No ledger" would be unknown, not a first start: never record this store
-                # as the guarded one on that basis; the next check reads again.
-                log.error("%s", exc)
-                self.ledger_problems = [exc.message]
-                unknown = self.ledger is None
-        verdict = assess(obs, self.ledger, self._configured_embedder(),
-                         self.settings.alert_drop_ratio)
-        if unknown:
-            verdict.accept = None
-        drift = self._probe_drift(obs, now)
-        if drift is not None:
-            verdict.findings = [f for f in verdict.findings if f.alert != "EmbedderMismatch"]
-            verdict.findings.append(drift)
-        # A store holding vectors of another model (switched by `memvault reembed` after this
-        # process checked it, or a model swapped behind the name) takes no write and answers
-        # no search from this process: its vectors would be unsearchable or its ranking wrong.
-        mismatch = next((f for f in verdict.firing() if f.alert == "EmbedderMismatch"), None)
-        self.memory.embedder_drift = mismatch.summary if mismatch and obs.total else None
-        for finding in verdict.findings:
-            self._announce(finding, verdict.note)
-        for finding in self._backup_findings(obs):
-            self._announce(finding)
-            verdict.findings.append(finding)
-        refused = [f for f in verdict.firing() if f.alert in ("StoreEmpty", "StoreReplaced")]
-        self.identity_ok.set(0 if refused else 1)
-        if verdict.accept and self.elector.is_leader():
-            self._record(obs, verdict, now)
-        if self.elector.is_leader() and now - self._created_at > DIGEST_MIN_UPTIME_SECONDS:
-            self._maybe_digest(obs, verdict)
-        return verdict
-
-    def _probe_drift(self, obs: Observation, now: float) -> Finding | None:
-        """Ask an HTTP embedder its probe texts again: a model swapped behind the same name
-        while the server runs would otherwise poison every vector written from then on. The
-        bundled model is pinned by sha256 and not asked. Returns the EmbedderMismatch finding
-        while the answers differ (the Memory then refuses writes and searches)."""
-        if self.settings.embedder == "local" or not obs.active_embedder:
-            return None
-        if now - self._probed_at < self.probe_seconds:
-            return self._drift
-        self._probed_at = now
-        stored = self.memory.store.embedders().get(obs.active_embedder)
-        if stored is None or stored.key != obs.active_embedder:
-            return None
-        try:
-            answers = self.memory.embedder.embed(list(PROBE_TEXTS))
-        except Exception as exc:  # down is not drift: requests report that themselves
-            log.warning("embedder probe skipped: %s: %s", type(exc).__name__, exc)
-            return self._drift
-        fresh = EmbedderIdentity(stored.provider, stored.model, int(answers.shape[1]), answers)
-        similarity = stored.probe_similarity(fresh)
-        if similarity >= PROBE_MIN_SIMILARITY:
-            if self._drift is not None:
-                log.warning("the embedder answers its probe texts as before again")
-            self._drift = None
-            return None
-        message = (f"the model behind {obs.active_embedder} now answers the probe texts "
-                   f"differently from the one that made the store's vectors (similarity "
-                   f"{similarity:.3f} < {PROBE_MIN_SIMILARITY}); writes and searches are "
-                   "refused so that no vector of another model gets in")
-        self._drift = Finding("EmbedderMismatch", True, message, {
-            "hint": "restore the original model behind that name (e.g. pin the Ollama tag), "
-            "or re-embed with `memvault reembed --embedder SPEC`"})
-        return self._drift
-
-    def _maybe_digest(self, obs: Observation, verdict: Verdict,
-                      now: datetime | None = None) -> bool:
-        """The daily digest (guard/digest.py), composed from what this guard knows."""
-        if self._digest_day == (now or datetime.now(UTC)).strftime("%Y-%m-%d"):
-            return False
-
-        def compose() -> tuple[str, str]:
-            return digest_text(obs, verdict, self.ledger, self.alerts.status(),
-                               self.drill.status() if self.drill is not None else None,
-                               self._newest_valid_at)
-
-        sent, self._digest_day = send_digest(self.destinations, self.alerts, compose,
-                                             bool(self.settings.alert_urls), now)
-        return sent
-
-    def _announce(self, finding: Finding, note: str | None = None) -> None:
-        """Fire or resolve the finding's alert. With several replicas on one PostgreSQL, the
-        leader speaks for the store (one notification, not one per replica); every replica
-        says it when it cannot reach the store itself (it may be the only one that cannot)."""
-        if finding.alert != "StoreUnreachable" and not self.elector.is_leader():
-            return
-        if finding.firing:
-            self.alerts.fire(finding.alert, finding.summary, finding.details)
-        else:
-            self.alerts.resolve(finding.alert, note or finding.summary)
-
-    def _backup_findings(self, obs: Observation) -> list[Finding]:
-        """Backup health as the leader's scheduler in this process sees it (other replicas
-        leave these alerts to the leader)."""
-        from memvault.backup.api import _RUNNING
-
-        scheduler = _RUNNING.get(id(self.memory.store))
-        if scheduler is None or not scheduler.is_leader():
-            return []
-        if scheduler.last_results and all(r.status == "valid" for r in scheduler.last_results):
-            self._newest_valid_at = scheduler.last_snapshot_at
-        if self._newest_valid_at is None:
-            self._newest_valid_at = self._newest_valid_backup(obs.lineage_id)
-        return assess_backups(time.time(), self._newest_valid_at, scheduler.last_results,
-                              scheduler.shipper.lag_seconds(), self.settings.backup_interval,
-                              self.settings.journal_interval)
-
-    def _newest_valid_backup(self, lineage_id: str) -> float:
-        """When the newest valid backup of this lineage was taken; with none, now (a backup
-        that never succeeds turns stale one and a half intervals after startup)."""
-        newest = None
-        for dest in self.destinations:
-            try:
-                for entry in list_backups(dest):
-                    if entry.valid and entry.manifest and entry.created \
-                            and entry.manifest.lineage_id == lineage_id:
-                        stamp = entry.created.timestamp()
-                        newest = stamp if newest is None else max(newest, stamp)
-            except MemvaultError as exc:
-                log.error("cannot list backups in %s: %s", dest, exc)
-        return newest if newest is not None else time.time()
-
-    def _final_record(self) -> None:
-        """On shutdown the ledger gets the store's last state (as the journal gets its last
-        segment): the next start compares against it, not a minute-old record."""
-        try:
-            with self._lock:
-                verdict = self.verdict
-                if verdict is None or not verdict.accept or not self.elector.is_leader():
-                    return
-                final = Verdict(verdict.findings, accept="observed" if self.ledger else
-                                verdict.accept)
-                self._record(read_observation(self.memory), final, time.monotonic(),
-                             force=True)
-        except Exception:
-            log.exception("writing the final ledger record failed")
-
-    def _record(self, obs: Observation, verdict: Verdict, now: float,
-                force: bool = False) -> None:
-        event = verdict.accept or "observed"
-        previous = self.ledger
-        changed = previous is None or event != "observed" or previous.event == "from-backup" or (
-            obs.lineage_id, obs.store_id, obs.active_embedder) != (
-            previous.lineage_id, previous.store_id, previous.active_embedder)
-        moved = previous is None or obs.seq != previous.seq or obs.total != previous.memories
-        if not force and not changed and (
-                not moved or now - self._ledger_written_at < LEDGER_EVERY_SECONDS):
-            return
-        record = observe(previous, lineage_id=obs.lineage_id, store_id=obs.store_id,
-                         backend=obs.backend, location=obs.location,
-                         active_embedder=obs.active_embedder, seq=obs.seq,
-                         namespaces=obs.namespaces, event=event, note=verdict.note)
-        problems = write_ledger(self.destinations, record)
-        if len(problems) < len(self.destinations):
-            self.ledger = record
-            self._ledger_written_at = now
-            if event != "observed":
-                log.warning("ledger: %s store %s of lineage %s%s", event, obs.store_id,
-                            obs.lineage_id, f" ({verdict.note})" if verdict.note else "")
-
-    def _configured_embedder(self) -> str | None:
-        try:
-            return str(self.memory.embedder.identity().key)
-        except Exception:  # an unreachable embedder is the readiness check's to report
-            return None
-
-    # ------------------------------------------------------------------ auto-restore
-
-    def _wants_restore(self, verdict: Verdict | None) -> bool:
-        if verdict is None:
-            return False
-        empty = any(f.alert == "StoreEmpty" and f.firing for f in verdict.findings)
-        return (empty and self.settings.auto_restore == "empty"
-                and time.monotonic() - self._restore_tried_at > RESTORE_RETRY_SECONDS
-                and self.elector.is_leader())
-
-    def _auto_restore(self) -> None:
-        from memvault.backup.restore import run_restore
-
-        self._restore_tried_at = time.monotonic()
-        self._restoring = True
-        started = datetime.now(UTC).isoformat()
-        log.warning("the store is empty where the ledger knows data: restoring the newest valid "
-                    "backup (MEMVAULT_AUTO_RESTORE=empty)")
-        try:
-            report = run_restore(self.memory.store, self.settings, self.memory.embedder,
-                                 "latest", destinations=self.destinations)
-        except Exception as exc:
-            self._restoring = False
-            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            log.error("automatic restore failed: %s", message)
-            self.restore = {"started_at": started, "ok": False, "error": message}
-            self.alerts.fire("StoreEmpty", f"the store is empty and the automatic restore "
-                             f"failed: {message}", {"hint": "run `memvault restore latest "
-                                                    "--dry-run` to see why"})
-            return
-        self._restoring = False
-        self.memory.recheck_embedder()  # the restore may have set the store's active embedder
-        self.restore = {"started_at": started, "ok": True, **report.to_json()}
-        log.warning("automatic restore done: %s", report.to_json())
-
-    def backup_hold(self) -> str | None:
-        """Why the backup scheduler must wait (see memvault/backup/scheduler.py HOLDS)."""
-        if self._restoring:
-            return "the guard is restoring the store"
-        verdict = self.verdict
-        if verdict is None:
-            return "the guard has not checked the store yet"
-        refused = [f.alert for f in verdict.firing() if f.alert in ("StoreEmpty",
-                                                                      "StoreReplaced")]
-        return f"the store is not the guarded one ({', '.join(refused)})" if refused else None
-
-    # ------------------------------------------------------------------ reporting
-
-    def status(self) -> dict[str, Any]:
-        verdict = self.verdict
-        return {
-            "checked_at": self.checked_at,
-            "leader": self.elector.is_leader(),
-            "ledger": self.ledger.to_json() if self.ledger else None,
-            "ledger_problems": self.ledger_problems,
-            "findings": [{"alert": f.alert, "firing": f.firing, "summary": f.summary}
-                         for f in (verdict.findings if verdict else [])],
-            "alerts": self.alerts.status(),
-            "auto_restore": self.settings.auto_restore,
-            "last_restore": self.restore or None,
-            "drill": self.drill.status() if self.drill is not None else None,
-        }
+__all__ = ["LEDGER_REREAD_SECONDS", "TICK_SECONDS", "Guard", "background_jobs", "current_verdict",
+           "guard_check", "install", "read_observation", "running_guard"]
 
 
 def guard_check(memory: Memory) -> dict[str, Any]:
     guard = _GUARDS.get(id(memory))
     if guard is None or guard.verdict is None:
         return {"name": "guard", "ok": True, "message": "guard not running in this process"}
-    refusing = [f for f in guard.verdict.firing() if f.alert in REFUSING]
+    firing = guard.verdict.firing()
+    refusing = [f for f in firing if f.alert in REFUSING]
+    warnings = [f"{f.alert}: {f.summary}" for f in firing if f.alert not in REFUSING]
     if refusing:
         return {"name": "guard", "ok": False, "code": refusing[0].alert,
-                "alerts": [f.alert for f in refusing],
+                "alerts": [f.alert for f in refusing], "warnings": warnings,
                 "message": "; ".join(f"{f.alert}: {f.summary}" for f in refusing)}
-    return {"name": "guard", "ok": True,
+    known = guard.known
+    if known is not None and (known.pending or known.unknown):
+        code = "guard_deciding" if known.pending else "ledger_unavailable"
+        return {"name": "guard", "ok": False, "code": code, "warnings": warnings,
+                "message": known.pending or known.unknown}
+    return {"name": "guard", "ok": True, "warnings": warnings,
             "message": f"store matches the ledger (checked {guard.checked_at})"}
 
 
@@ -449,12 +91,29 @@ def install(app: FastAPI) -> None:
             registry.register(_Forward(app.state.memory))
 
 
-def background_jobs(settings: Settings, memory: Memory) -> list[Any]:
-    from memvault.guard.drill import DrillJob
+class WriterLockJob:
+    """Holds the SQLite store's writer lock for the life of `serve` (memvault/store/
+    writer_lock.py). Taken when the jobs are made, before the server listens, so that a second
+    server on the same store exits at once naming the first's pid."""
 
+    def __init__(self, memory: Memory) -> None:
+        self.lock = hold_writer_lock(memory.store, "memvault serve")
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def background_jobs(settings: Settings, memory: Memory) -> list[Any]:
+    from memvault.guard.drill_job import DrillJob
+
+    lock = WriterLockJob(memory)
     guard = Guard(settings, memory)
     guard.drill = DrillJob(settings, memory, guard)  # the drill job uses the guard's alerts
-    return [guard, guard.drill]
+    return [guard, guard.drill, lock]  # stopped in this order: the lock is released last
 
 
 def running_guard(memory: Memory) -> Guard | None:
@@ -466,13 +125,34 @@ def current_verdict(memory: Memory) -> tuple[Verdict, dict[str, Any]]:
     runs without a server): the store against the ledger, no alerts sent."""
     guard = running_guard(memory)
     if guard is not None and guard.verdict is not None:
-        return guard.verdict, {"checked_at": guard.checked_at, "source": "watchdog"}
-    ledger, problems = read_ledger(open_destinations(memory.settings))
+        return guard.verdict, {"checked_at": guard.checked_at, "source": "watchdog",
+                               "ledger_problems": guard.ledger_problems,
+                               "ledger_unknown": guard.known.unknown if guard.known else None,
+                               "lineages": guard.lineages_status()}
+    obs = read_observation(memory)
+    known, problems = known_now(obs, open_destinations(memory.settings))
     try:
         configured = str(memory.embedder.identity().key)
     except Exception:
         configured = None
-    verdict = assess(read_observation(memory), ledger, configured,
-                     memory.settings.alert_drop_ratio)
+    verdict = assess(obs, known.ledger, configured, memory.settings.alert_drop_ratio)
+    if known.ambiguous:
+        several = several_candidates(obs, [(st.lineage_id, st.writer())
+                                           for st in known.ambiguous])
+        verdict.findings = [f for f in verdict.findings if f.alert != several.alert]
+        verdict.findings.append(several)
+    if known.unknown and known.ledger is None:
+        unknown = ledger_unknown(obs, known.unknown)
+        if unknown is not None:
+            verdict.findings.append(unknown)
     return verdict, {"source": "now", "ledger_problems": problems,
-                     "ledger_lineage": ledger.lineage_id if ledger else None}
+                     "ledger_lineage": known.ledger.lineage_id if known.ledger else None,
+                     "ledger_unknown": known.unknown, "deciding": known.pending}
+
+
+def known_now(obs: Observation, destinations: list[Any]) -> tuple[Known, list[str]]:
+    """Which ledger the store is compared with, from one look. A CLI cannot wait to see a
+    writer's beat move: another lineage whose head is not marked stopped stays undecided
+    (`pending`), for the running server's guard to decide."""
+    found = survey(destinations, obs.lineage_id)
+    return choose(obs, found, LivenessWatch(float("inf"))), found.problems

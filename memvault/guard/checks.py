@@ -6,7 +6,10 @@ is testable without timing. The rules:
   memories beyond MEMVAULT_ALERT_DROP_RATIO of the last 24h's peak is MemoryCountDrop (deletes
   are journaled, so this is a warning, not a refusal);
 - same lineage, seq behind the ledger's: rolled back outside memvault (an old dump restored
-  over it) -> StoreReplaced, unless memvault itself restored it since the ledger was written;
+  over it) -> StoreReplaced, unless memvault itself restored it: the store's restore marker
+  names a restore the ledger has not accepted yet, and the store's seq is exactly where that
+  restore left it (`replayed_upto`). No clock is compared: a restore run with the clock ahead
+  and a copy put back after the correction is still a rollback;
 - another lineage: StoreReplaced when it holds memories, StoreEmpty when it is empty (a new
   empty database where the ledger knows data: the incident in PRODUCT.md);
 - EmbedderMismatch: the configured embedder is not the one that made the lineage's vectors.
@@ -18,10 +21,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from memvault.guard.ledger import LedgerRecord, _parse
+from memvault.guard.ledger import LedgerRecord, restore_id
 
 # Alerts that make the server not ready: the data it would serve is not the data it guards.
 REFUSING = ("StoreEmpty", "StoreReplaced", "StoreUnreachable", "EmbedderMismatch")
+# Alerts that hold the scheduled snapshots and journal shipping: a replaced or emptied store
+# must not be backed up over the good backups, nor ship journal into a lineage it is not or
+# that another writer also writes.
+HOLDING = ("StoreEmpty", "StoreReplaced", "WriterConflict")
+SKEW_TOLERANCE_S = 300.0  # clocks a few minutes apart are not a finding
 
 
 @dataclass
@@ -54,6 +62,7 @@ class Verdict:
     findings: list[Finding]
     accept: str | None = None  # a ledger event to record ("first-seen", "observed", "restored")
     note: str | None = None
+    restored: str | None = None  # a restore (by id) the ledger is to accept with this record
 
     def firing(self) -> list[Finding]:
         return [f for f in self.findings if f.firing]
@@ -79,19 +88,25 @@ def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: s
     findings: dict[str, Finding] = {f.alert: f for f in _all_clear("as expected")}
     accept: str | None = "observed"
     note = None
+    restored: str | None = None
     if obs.lineage_id == ledger.lineage_id:
+        marker = obs.restored_from or {}
+        rid = restore_id(obs.restored_from)
+        fresh_restore = rid is not None and rid not in ledger.restores
+        restored = rid if fresh_restore else None
         if obs.seq < ledger.seq:
-            restored_at = (obs.restored_from or {}).get("finished_at")
-            if restored_at and _parse(restored_at) >= _parse(ledger.observed_at):
+            if fresh_restore and marker.get("replayed_upto") == obs.seq:
                 accept, note = "restored", (
-                    f"restored from backup {(obs.restored_from or {}).get('backup')}; journal "
+                    f"restored from backup {marker.get('backup')}; journal "
                     f"seq {obs.seq + 1}..{ledger.seq} ({ledger.seq - obs.seq} entries) had not "
                     "been shipped and are lost")
             else:
-                accept = None
+                accept, restored = None, None
+                why = (f"; its restore marker names restore {rid}, which the ledger accepted "
+                       "before the lineage went further" if rid and not fresh_restore else "")
                 findings["StoreReplaced"] = Finding("StoreReplaced", True, (
                     f"the store was rolled back: its journal ends at seq {obs.seq}, but "
-                    f"{known}"), {"store_seq": obs.seq, "ledger_seq": ledger.seq,
+                    f"{known}{why}"), {"store_seq": obs.seq, "ledger_seq": ledger.seq,
                                   "hint": "restore the newest backup (`memvault restore "
                                   "latest --dry-run`, then --yes), or accept this store "
                                   "with `memvault adopt`"})
@@ -136,7 +151,7 @@ def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: s
              "hint": "set MEMVAULT_EMBEDDER back, or move the store to the new model "
              "online with `memvault reembed --embedder SPEC` (an empty store being refilled "
              "by the guard is re-embedded by the restore)"})
-    return Verdict(list(findings.values()), accept=accept, note=note)
+    return Verdict(list(findings.values()), accept=accept, note=note, restored=restored)
 
 
 def unreachable(error: str) -> Finding:
@@ -152,14 +167,22 @@ def _all_clear(summary: str) -> list[Finding]:
 
 def assess_backups(now: float, newest_valid_at: float | None, last_results: list[Any],
                    journal_lag_s: float, backup_interval: float,
-                   journal_interval: float) -> list[Finding]:
+                   journal_interval: float, failing: str | None = None) -> list[Finding]:
     """Findings about the leader's backups: stale (no valid snapshot within 1.5 intervals plus
     15 min), invalid (the last run was not valid everywhere), journal lag (shipping failing for
-    more than three intervals, at least a minute)."""
+    more than three intervals, at least a minute), failing (the last run failed: at once, not
+    after a day of staleness). `newest_valid_at` is an age turned into a time by the caller
+    (see Guard.backup_age): never a future stamp taken for "fresh"."""
     stale_after = 1.5 * backup_interval + 900
     findings = [Finding("BackupStale", False, "a recent valid backup exists"),
                 Finding("BackupInvalid", False, "the last backup run was valid everywhere"),
-                Finding("JournalLag", False, "the journal ships on time")]
+                Finding("JournalLag", False, "the journal ships on time"),
+                Finding("BackupFailing", False, "the last backup run succeeded")]
+    if failing:
+        findings[3] = Finding("BackupFailing", True, f"the last backup run failed: {failing}", {
+            "hint": "the server log has the traceback; `memvault backup create` shows the "
+            "error (run it with the server stopped, or `POST /backups`)"})
+    journal_lag_s = max(0.0, journal_lag_s)
     if newest_valid_at is not None and now - newest_valid_at > stale_after:
         hours = (now - newest_valid_at) / 3600
         findings[0] = Finding("BackupStale", True, (
@@ -179,3 +202,60 @@ def assess_backups(now: float, newest_valid_at: float | None, last_results: list
             f"journal entries have waited {journal_lag_s:.0f} s to ship"), {
                 "hint": "check the backup destinations (the server log names the failure)"})
     return findings
+
+
+def several_candidates(obs: Observation, lineages: list[tuple[str, str]]) -> Finding:
+    """A store with no record of its own lineage, and several gone lineages holding data in the
+    destinations: which one it replaces is for a person to say. `lineages`: (id, who wrote it)."""
+    names = "; ".join(who for _, who in lineages)
+    alert = "StoreEmpty" if obs.total == 0 else "StoreReplaced"
+    return Finding(alert, True, (
+        f"this store (lineage {obs.lineage_id}, {obs.total} memories) has no ledger of its own, "
+        f"and the backup destinations hold several other lineages with data: {names}"), {
+            "lineages": [lid for lid, _ in lineages],
+            "hint": "restore the one this store replaces by hand (`memvault backup list`, "
+            "then `memvault restore <backup id> --yes`), or start a new lineage with "
+            "`memvault adopt`"})
+
+
+def ledger_unknown(obs: Observation, why: str) -> Finding | None:
+    """An empty store while the ledger is unknown is not served (it would answer "no memories"
+    for data that may exist); a store with data keeps serving, not ready, until it is known."""
+    if obs.total:
+        return None
+    return Finding("StoreEmpty", True, f"the store is empty and {why}", {
+        "hint": "check the backup destinations (an object store whose listing lags or answers "
+        "nothing?); the guard checks again every few seconds"})
+
+
+def clock_skew(now: datetime, stamps: list[tuple[str, str]]) -> Finding:
+    """Wall-clock stamps (what, ISO time) later than `now`: a clock that ran ahead wrote them,
+    or this clock is behind. Order never follows them (seq does); this says so to a person."""
+    ahead = []
+    for what, stamp in stamps:
+        try:
+            at = datetime.fromisoformat(stamp)
+        except (TypeError, ValueError):
+            continue
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        if (at - now).total_seconds() > SKEW_TOLERANCE_S:
+            ahead.append(f"{what} is stamped {at.isoformat()}")
+    if not ahead:
+        return Finding("ClockSkew", False, "no stamp is ahead of this clock")
+    return Finding("ClockSkew", True, (
+        f"{'; '.join(ahead)}, but this clock says {now.isoformat()}: a clock ran ahead (or "
+        "this one is behind). Newest means highest seq, so nothing is hidden; ages from such "
+        "stamps are not trusted"), {"now": now.isoformat(), "ahead": ahead,
+                                    "hint": "check NTP on this host and on every host writing "
+                                    "to the backup destinations"})
+
+
+def writer_conflict(obs: Observation, others: list[str]) -> Finding:
+    if not others:
+        return Finding("WriterConflict", False, "this process is the lineage's only writer")
+    return Finding("WriterConflict", True, (
+        f"another writer ships journal for this store's lineage {obs.lineage_id} (store "
+        f"{obs.store_id}, {obs.location}): {'; '.join(others)}. Journal shipping and "
+        "snapshots from this process are held so that they do not fork the lineage further"), {
+            "hint": "stop one of the two (a copied store file, a second server on the same "
+            "file over NFS?); give the copy a new lineage with `memvault adopt`"})

@@ -4,11 +4,16 @@ A backup that was never restored is not a backup. `run_drill` restores the newes
 (the same choice as `memvault restore latest`, shipped journal included) into a scratch SQLite
 store under `<data_dir>/tmp/drill-*` (the backup format is backend-neutral, so this works for
 every backend), keeps the backup's own vectors (a drill never re-embeds), verifies the result,
-always deletes the scratch store and records the outcome as a new file `drills/<time>.json` in
-every backup destination (the newest 20 kept). It never touches the live store.
+always deletes the scratch store and records the outcome as a new file in every backup
+destination, under the drilled lineage and named by the seq it restored to
+(`lineages/<lineage>/drills/<seq>-<n><time>.json`, the newest 20 by seq kept; format-1
+`drills/<time>.json` records are still read). "Newest" is by seq, never by the clock: a drill
+recorded with a clock that ran ahead never hides a later failing one. It never touches the
+live store.
 
-`DrillJob` runs a drill every MEMVAULT_DRILL_INTERVAL in `serve` (leader only), keeps
-`memvault_restore_drill_last_success_timestamp_seconds` and fires / resolves `DrillFailed`.
+`DrillJob` (guard/drill_job.py) runs a drill every MEMVAULT_DRILL_INTERVAL in `serve` (leader
+only), keeps `memvault_restore_drill_last_success_timestamp_seconds` and fires / resolves
+`DrillFailed`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import logging
 import random
 import shutil
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -28,31 +32,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from prometheus_client import Gauge
 
 from memvault.backup.catalog import BackupEntry
-from memvault.backup.destinations import (
-    Destination,
-    open_destinations,
-    put_records,
-    record_keys,
-)
+from memvault.backup.destinations import Destination, open_destinations
 from memvault.backup.errors import BackupError, RestoreRefused
-from memvault.backup.progress import Advance, NoProgress, Progress
+from memvault.backup.layout import RecordKind
+from memvault.backup.progress import NoProgress, Progress
+from memvault.backup.records import (
+    lineage_record_keys,
+    newest_first,
+    next_record_key,
+    put_records,
+)
 from memvault.embed.base import EmbedderIdentity
 from memvault.errors import MemvaultError
 
 if TYPE_CHECKING:
     from memvault.config import Settings
     from memvault.embed import Embedder
-    from memvault.guard.api import Guard
-    from memvault.memory import Memory
     from memvault.store import Store
 
 log = logging.getLogger("memvault.guard.drill")
 
-PREFIX = "drills/"
 KEEP = 20
+AHEAD_TOLERANCE_S = 300.0
 SAMPLE = 50  # memories searched with their own vectors
 TEXT_SAMPLE = 5  # of those, texts embedded again and compared with their stored vectors
 TEXT_MIN_SIMILARITY = 0.9
@@ -150,7 +153,8 @@ def _backup_json(entry: BackupEntry | None) -> dict[str, Any] | None:
         return None
     m = entry.manifest
     return {"id": m.id, "destination": entry.destination.url, "created_at": m.created_at,
-            "seq": m.seq, "total": m.total, "active_embedder": m.active_embedder}
+            "seq": m.seq, "total": m.total, "active_embedder": m.active_embedder,
+            "lineage_id": m.lineage_id}
 
 
 @dataclass
@@ -187,7 +191,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _parse(value: str) -> datetime:
+def parse_stamp(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
@@ -201,11 +205,13 @@ def run_drill(
     destinations: list[Destination] | None = None,
     progress: Progress | None = None,
     embedder: Embedder | None = None,
+    lineage_id: str | None = None,
 ) -> DrillReport:
     """Restore the newest valid backup into a scratch store, verify it, delete the scratch
     store and record the result in every destination. Returns the report (ok or not); raises
     only DrillCancelled (when `progress` says to stop). `embedder` is the configured one, used
-    only for shipped journal texts (made from the settings when needed and not given)."""
+    only for shipped journal texts (made from the settings when needed and not given);
+    `lineage_id` names where a drill that found no backup at all is recorded."""
     progress = progress or NoProgress()
     dests = destinations if destinations is not None else open_destinations(settings)
     report = DrillReport(ok=False, started_at=_now())
@@ -240,7 +246,7 @@ def run_drill(
             log.error("could not delete the drill's scratch store %s", scratch)
         report.finished_at = _now()
         report.durations["total_s"] = round(time.perf_counter() - started, 3)
-    _record(dests, report)
+    _record(dests, report, lineage_id)
     if report.ok:
         log.info("restore drill passed: backup %s, %d memories in %.1fs",
                  (report.restored or {}).get("id"), report.total, report.durations["total_s"])
@@ -400,38 +406,46 @@ def _sweep_stale(root: Path) -> None:
 # ------------------------------------------------------------------ records
 
 
-def _key(report: DrillReport) -> str:
-    return f"{PREFIX}{_parse(report.finished_at).strftime('%Y%m%dT%H%M%S%fZ')}.json"
-
-
-def _record(destinations: list[Destination], report: DrillReport) -> None:
-    """Write the report as a new file to every destination and prune to the newest KEEP."""
-    key = _key(report)
+def _record(destinations: list[Destination], report: DrillReport,
+            lineage_id: str | None) -> None:
+    """Write the report as a new file to every destination, under the drilled lineage at the
+    seq it restored to, and prune that lineage's drills to the newest KEEP by seq."""
+    backup = report.restored or report.newest or {}
+    lineage = backup.get("lineage_id") or lineage_id
+    if not lineage:
+        report.record_problems.append("no backup and no lineage: the drill is not recorded")
+        return
+    seq = int(report.journal.get("upto_seq") or backup.get("seq") or 0)
+    stamp = parse_stamp(report.finished_at).strftime("%Y%m%dT%H%M%S%fZ")
+    key = next_record_key(destinations, lineage, RecordKind.DRILLS, seq, stamp)
     report.record = key
     payload = json.dumps(report.to_json(), indent=1, default=str).encode()
-    report.record_problems += put_records(destinations, key, payload, prefix=PREFIX, keep=KEEP,
+    report.record_problems += put_records(destinations, key, payload,
+                                          prefix=key.rsplit("/", 1)[0] + "/", keep=KEEP,
                                           what="drill record")
     if destinations and len(report.record_problems) == len(destinations):
         report.record = None
 
 
 def read_drills(destinations: list[Destination], *, limit: int | None = None,
-                cache: dict[str, dict[str, Any]] | None = None
+                cache: dict[str, dict[str, Any]] | None = None,
+                lineage_id: str | None = None
                 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Drill records over all destinations, newest first (a record written to several
-    destinations counts once), and the problems met on the way. `cache` (key -> record) saves
-    reading a record twice: records are never changed once written."""
+    """Drill records over all destinations (of `lineage_id`, or of every lineage; format-1
+    records too), newest first by seq (a record written to several destinations counts once),
+    and the problems met on the way. `cache` (key -> record) saves reading a record twice:
+    records are never changed once written."""
     cache = cache if cache is not None else {}
-    where, problems = record_keys(destinations, PREFIX)
+    where, problems = lineage_record_keys(destinations, RecordKind.DRILLS, lineage_id)
     records: list[dict[str, Any]] = []
-    for key in sorted(where, reverse=True):
+    for key in newest_first(where):
         if limit is not None and len(records) >= limit:
             break
         if key not in cache:
             for dest in where[key]:
                 try:
                     data = json.loads(dest.read_bytes(key))
-                    _parse(data["finished_at"])
+                    parse_stamp(data["finished_at"])
                     cache[key] = {**data, "record": key}
                     break
                 except (MemvaultError, OSError, ValueError, TypeError, KeyError) as exc:
@@ -439,171 +453,3 @@ def read_drills(destinations: list[Destination], *, limit: int | None = None,
         if key in cache:
             records.append(cache[key])
     return records, problems
-
-
-# ------------------------------------------------------------------ the scheduled job
-
-
-class _Stoppable:
-    """Progress that raises DrillCancelled once `stop` is set, so a shutdown ends a running
-    drill at its next step (and its scratch store is removed)."""
-
-    def __init__(self, stop: threading.Event) -> None:
-        self._stop = stop
-
-    def task(self, description: str, total: int | None) -> Advance:
-        def advance(n: int) -> None:
-            if self._stop.is_set():
-                raise DrillCancelled("the drill was stopped: the server is shutting down")
-
-        advance(0)
-        return advance
-
-
-class DrillJob:
-    """Runs a drill every MEMVAULT_DRILL_INTERVAL on the guard's leader (the first one when
-    the newest drill record is older than that, or none exists; never in the first
-    `startup_delay` seconds), keeps the success-timestamp gauge on the guard's registry and
-    fires / resolves DrillFailed through the guard's AlertManager: the alert follows the newest
-    drill result, whether the job or `memvault drill` produced it."""
-
-    def __init__(self, settings: Settings, memory: Memory, guard: Guard, *,
-                 startup_delay: float = STARTUP_DELAY_SECONDS,
-                 tick_seconds: float = TICK_SECONDS,
-                 retry_seconds: float = RETRY_SECONDS) -> None:
-        self.settings = settings
-        self.memory = memory
-        self.guard = guard
-        self.startup_delay = startup_delay
-        self.tick_seconds = tick_seconds
-        self.retry_seconds = retry_seconds
-        self.gauge = Gauge(METRIC, "When the newest successful restore drill finished (unix "
-                           "time); 0 before the first.", registry=guard.registry)
-        self.last: DrillReport | None = None  # the newest drill this job ran
-        self.newest: dict[str, Any] | None = None  # the newest drill result known
-        self.problems: list[str] = []
-        self._cache: dict[str, dict[str, Any]] = {}
-        self._alerted: str | None = None  # the result the alert state follows
-        self._success_at = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # ---------------------------------------------------------------- lifecycle
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="memvault-drill", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            self._thread = None
-
-    def _loop(self) -> None:
-        self._guarded(self.refresh)  # the gauge and alert from the records, at once
-        if self._stop.wait(self.startup_delay):
-            return
-        while not self._stop.is_set():
-            self._guarded(self.tick)
-            if self._stop.wait(self.tick_seconds):
-                return
-
-    def _guarded(self, step: Callable[[], object]) -> None:
-        try:
-            step()
-        except DrillCancelled:
-            pass
-        except Exception:  # the job must outlive any one bad pass
-            log.exception("drill job pass crashed")
-
-    # ---------------------------------------------------------------- one pass
-
-    def tick(self) -> DrillReport | None:
-        """Refresh from the records; on the leader, run a drill when one is due."""
-        self.refresh()
-        if not self.guard.elector.is_leader() or self.seconds_until_due() > 0:
-            return None
-        return self.run_now()
-
-    def refresh(self) -> None:
-        """Pick up the newest drill result from the destinations (another replica's, or
-        `memvault drill`'s), for the gauge, the alert and when the next drill is due."""
-        records, self.problems = read_drills(self.guard.destinations, cache=self._cache)
-        for problem in self.problems:
-            log.warning("%s", problem)
-        if records:
-            self._observe(records[0])
-        ok = next((r for r in records if r.get("ok")), None)
-        if ok is not None:
-            self._set_success(ok)
-
-    def seconds_until_due(self, now: float | None = None) -> float:
-        now = time.time() if now is None else now
-        newest = self.newest
-        if newest is None:
-            return 0.0
-        interval = self.settings.drill_interval
-        wait = interval if newest.get("ok") else min(interval, self.retry_seconds)
-        return max(0.0, _parse(newest["finished_at"]).timestamp() + wait - now)
-
-    def run_now(self) -> DrillReport | None:
-        """One drill now (the job's thread, or a test). None when no valid backup exists yet:
-        that is BackupStale's to report, and nothing is recorded."""
-        from memvault.backup.restore import candidates
-
-        try:
-            candidates(self.guard.destinations, "latest", None)
-        except RestoreRefused as exc:
-            log.warning("restore drill waits: %s", exc.message)
-            return None
-        log.info("restore drill starting")
-        report = run_drill(self.settings, destinations=self.guard.destinations,
-                           progress=_Stoppable(self._stop), embedder=self.memory.embedder)
-        self.last = report
-        result = report.to_json()
-        if report.record:
-            self._cache[report.record] = result
-        self._observe(result)
-        if report.ok:
-            self._set_success(result)
-        return report
-
-    def _observe(self, result: dict[str, Any]) -> None:
-        if self.newest is not None and _order(result) < _order(self.newest):
-            return
-        self.newest = result
-        if not self.guard.elector.is_leader():
-            return  # the leader alerts (it runs the drills)
-        marker = result.get("record") or result.get("finished_at")
-        if marker == self._alerted:
-            return
-        self._alerted = marker
-        restored = (result.get("restored") or result.get("newest") or {}).get("id")
-        if result.get("ok"):
-            self.guard.alerts.resolve(
-                ALERT, f"restore drill passed: backup {restored} restored into a scratch store, "
-                f"{result.get('total', 0)} memories verified in "
-                f"{result.get('durations', {}).get('total_s', 0)}s")
-        else:
-            self.guard.alerts.fire(
-                ALERT, f"restore drill failed: {result.get('error')}",
-                {"backup": restored or "none", "drilled_at": result.get("finished_at"),
-                 "hint": result.get("hint") or "run `memvault drill` and read its report"})
-
-    def _set_success(self, result: dict[str, Any]) -> None:
-        stamp = _parse(result["finished_at"]).timestamp()
-        if stamp > self._success_at:
-            self._success_at = stamp
-            self.gauge.set(stamp)
-
-    def status(self) -> dict[str, Any]:
-        return {"interval_s": self.settings.drill_interval, "newest": self.newest,
-                "last_success_at": (datetime.fromtimestamp(self._success_at, UTC).isoformat()
-                                    if self._success_at else None),
-                "due_in_s": round(self.seconds_until_due(), 1), "problems": self.problems}
-
-
-def _order(result: dict[str, Any]) -> tuple[datetime, str]:
-    return _parse(result["finished_at"]), str(result.get("record") or "")

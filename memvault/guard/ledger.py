@@ -1,10 +1,13 @@
-"""The ledger: what the guarded store is and how much it held, kept with the backups.
+"""The ledger: what each guarded lineage is and how much it held, kept with the backups.
 
 It lives outside the database on purpose: a store that was emptied, replaced (new database,
 new credentials) or rolled back cannot vouch for itself. Records are written as new files
-(`ledger/<time>-<seq>.json`, never overwritten, the newest 20 kept) to every backup
-destination; the newest readable record wins. Without any record, the newest valid backup's
-manifest stands in for one, so losing the ledger files loses no protection.
+(`lineages/<lineage>/ledger/<seq>-<n><time>.json`, never overwritten, the newest 20 by seq
+kept; see memvault/backup/records.py) to every backup destination; the readable record with the
+highest seq wins, never the one with the latest clock. Without any record, the lineage's newest
+(by seq) valid backup stands in for one, and the shipped journal and the lineage's head (read
+by GET) raise the high-water mark, so losing the ledger files loses no protection. Format-1
+records (`ledger/<time>-<seq>.json`) are still read.
 """
 
 from __future__ import annotations
@@ -16,20 +19,30 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from memvault.backup.catalog import list_backups
-from memvault.backup.destinations import Destination, put_records, record_keys
+from memvault.backup.catalog import BackupEntry, list_backups
+from memvault.backup.destinations import Destination
 from memvault.backup.errors import BackupError
+from memvault.backup.head import read_head
+from memvault.backup.layout import RecordKind, records_prefix
+from memvault.backup.records import (
+    lineage_record_keys,
+    name_of,
+    newest_first,
+    next_record_key,
+    put_records,
+)
 from memvault.errors import MemvaultError
 
 log = logging.getLogger("memvault.guard")
 
-PREFIX = "ledger/"
 KEEP = 20
 RECENT_WINDOW = timedelta(hours=25)  # counts kept for MemoryCountDrop's 24h comparison
+RESTORES_KEPT = 20
 
 
 class LedgerUnavailable(MemvaultError):
-    """No backup destination could be listed: what the store should be is unknown."""
+    """No backup destination could be listed, or every listing hides what the destinations
+    are known (by GET) to hold: what the store should be is unknown."""
 
     code = "ledger_unavailable"
 
@@ -44,12 +57,13 @@ class LedgerRecord:
     seq: int  # the highest journal seq seen in this lineage
     memories: int
     namespaces: dict[str, int]
-    observed_at: str
+    observed_at: str  # wall clock: for people and the 24 h count window, never for order
     event: str = "observed"  # first-seen | observed | restored | adopted | from-backup
     note: str | None = None
     recent: list[tuple[str, int]] = field(default_factory=list)  # (time, total), last 25h
     host: str = field(default_factory=socket.gethostname)
-    format: int = 1
+    restores: list[str] = field(default_factory=list)  # restore ids this lineage accepted
+    format: int = 2
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +73,10 @@ class LedgerRecord:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         known["recent"] = [tuple(item) for item in known.get("recent", [])]
         return cls(**known)
+
+    @property
+    def has_data(self) -> bool:
+        return self.seq > 0 or self.memories > 0
 
     def peak_since(self, since: datetime) -> int:
         """The largest total observed at or after `since` (0 if none)."""
@@ -73,40 +91,60 @@ def _parse(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _key(record: LedgerRecord) -> str:
-    stamp = _parse(record.observed_at).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"{PREFIX}{stamp}-{record.seq:012d}.json"
+def restore_id(marker: dict[str, Any] | None) -> str | None:
+    """The id of the restore a store's `restored_from` marker names (markers written before
+    restores had ids are named by their backup and finish time)."""
+    if not marker:
+        return None
+    if marker.get("restore_id"):
+        return str(marker["restore_id"])
+    return f"{marker.get('backup')}@{marker.get('finished_at')}"
 
 
-def read_ledger(destinations: list[Destination]) -> tuple[LedgerRecord | None, list[str]]:
-    """The newest ledger record over all destinations (or one built from the newest valid
-    backup), and the problems met on the way (unreachable destination, unreadable record).
-    Raises LedgerUnavailable when no destination can be listed at all."""
-    where, problems = record_keys(destinations, PREFIX)
+def read_ledger(destinations: list[Destination], lineage_id: str | None = None, *,
+                backups: dict[str, list[BackupEntry]] | None = None
+                ) -> tuple[LedgerRecord | None, list[str]]:
+    """What the destinations know of `lineage_id` (without one: of the lineage with the highest
+    seq, for a destination that holds one lineage): the record with the highest seq, raised by
+    the lineage's newest valid backup, shipped journal and head; and the problems met on the
+    way. `backups` (destination url -> its backups) saves listing them again. Raises
+    LedgerUnavailable when no destination can be listed at all."""
+    where, problems = lineage_record_keys(destinations, RecordKind.LEDGER, lineage_id)
     if destinations and len(problems) == len(destinations):
         raise LedgerUnavailable(
             "the ledger cannot be read from any backup destination: " + "; ".join(problems),
             hint="check MEMVAULT_BACKUP_URLS (mounted? credentials?); until one answers, the "
             "guard cannot tell this store from a replaced one")
-    newest: LedgerRecord | None = None
-    for key in sorted(where, reverse=True):  # newest first; the first readable one wins
+    best: tuple[LedgerRecord, str] | None = None
+    for key in newest_first(where):
         for dest in where[key]:
             try:
-                newest = LedgerRecord.from_json(json.loads(dest.read_bytes(key)))
-                break
+                record = LedgerRecord.from_json(json.loads(dest.read_bytes(key)))
             except (MemvaultError, OSError, ValueError, TypeError, KeyError) as exc:
                 problems.append(f"unreadable ledger record {key} in {dest.url}: {exc}")
-        if newest is not None:
+                continue
+            if (lineage_id is None or record.lineage_id == lineage_id) and (
+                    best is None or _order(record, key) > _order(*best)):
+                best = record, key
             break
-    backup = _from_backups(destinations, problems)
+        if best is not None and lineage_id is not None:
+            break  # newest first: the first readable one of the lineage wins
+    newest = best[0] if best else None
+    lineage = lineage_id or (newest.lineage_id if newest else None)
+    backup = _from_backups(destinations, lineage, problems, backups)
     known = merge(newest, backup)
-    return _journal_high_water(known, destinations, problems), problems
+    return _high_water(known, destinations, problems), problems
 
 
-def _journal_high_water(record: LedgerRecord | None, destinations: list[Destination],
-                        problems: list[str]) -> LedgerRecord | None:
-    """Raise the seq to what the lineage's shipped journal proves (it ships every few
-    seconds; the ledger is written at most every minute and not at all after a kill -9)."""
+def _order(record: LedgerRecord, key: str) -> tuple[int, Any]:
+    return record.seq, name_of(key)
+
+
+def _high_water(record: LedgerRecord | None, destinations: list[Destination],
+                problems: list[str]) -> LedgerRecord | None:
+    """Raise the seq to what the lineage's shipped journal and head prove (the journal ships
+    every few seconds; the ledger is written at most every minute and not at all after a
+    kill -9)."""
     from memvault.backup.journal import list_segments
 
     if record is None:
@@ -116,8 +154,12 @@ def _journal_high_water(record: LedgerRecord | None, destinations: list[Destinat
         try:
             shipped = max([shipped, *(r.upto_seq for r in list_segments(dest,
                                                                        record.lineage_id))])
+            head = read_head(dest, record.lineage_id)
+            if head is not None:
+                shipped = max(shipped, head.journal_upto)
         except (MemvaultError, OSError) as exc:
-            problems.append(f"cannot list the journal in {dest.url}: {exc}")
+            problems.append(f"cannot read the journal of {record.lineage_id} in {dest.url}: "
+                            f"{exc}")
     if shipped <= record.seq:
         return record
     return replace(record, seq=shipped,
@@ -125,67 +167,83 @@ def _journal_high_water(record: LedgerRecord | None, destinations: list[Destinat
 
 
 def merge(record: LedgerRecord | None, backup: LedgerRecord | None) -> LedgerRecord | None:
-    """What the guard knows: the ledger record, unless a valid backup knows more. A backup of
-    the same lineage at a later seq raises the high-water mark (the ledger is written at most
-    every minute, a backup may be newer); one of another lineage taken after the record
-    replaces it."""
+    """What the guard knows of a lineage: its ledger record, unless a valid backup of it
+    reaches a higher seq (the ledger is written at most every minute, a backup may be newer):
+    then the backup's counts, which are the later ones by seq. A backup of another lineage
+    teaches nothing about this one."""
     if record is None or backup is None:
         return record or backup
-    if backup.lineage_id == record.lineage_id:
-        if backup.seq <= record.seq:
-            return record
-        newer = _parse(backup.observed_at) > _parse(record.observed_at)
-        return replace(record, seq=backup.seq,
-                       memories=backup.memories if newer else record.memories,
-                       namespaces=backup.namespaces if newer else record.namespaces,
-                       observed_at=backup.observed_at if newer else record.observed_at,
-                       note=f"high-water mark from backup {backup.note}")
-    return backup if _parse(backup.observed_at) > _parse(record.observed_at) else record
+    if backup.lineage_id != record.lineage_id or backup.seq <= record.seq:
+        return record
+    return replace(record, seq=backup.seq, memories=backup.memories,
+                   namespaces=backup.namespaces, note=f"high-water mark from backup "
+                   f"{backup.note}")
 
 
-def _from_backups(destinations: list[Destination], problems: list[str]) -> LedgerRecord | None:
+def _from_backups(destinations: list[Destination], lineage_id: str | None,
+                  problems: list[str], listed: dict[str, list[BackupEntry]] | None
+                  ) -> LedgerRecord | None:
+    """A record standing in for the lineage's newest (by seq) valid backup."""
     best = None
     for dest in destinations:
         try:
-            entries = list_backups(dest)
+            entries = listed[dest.url] if listed and dest.url in listed else list_backups(dest)
         except BackupError as exc:
             problems.append(str(exc))
             continue
         for entry in entries:
-            if entry.valid and entry.manifest and (
-                    best is None or entry.manifest.created_at > best.created_at):
-                best = entry.manifest
+            m = entry.manifest
+            if entry.valid and m and (lineage_id is None or m.lineage_id == lineage_id) and (
+                    best is None or (m.seq, m.created_at) > (best.seq, best.created_at)):
+                best = m
     if best is None:
         return None
-    namespaces = dict(best.counts)
     return LedgerRecord(
         lineage_id=best.lineage_id, store_id=best.store_id, backend=best.backend, location="",
         active_embedder=best.active_embedder, seq=best.seq, memories=best.total,
-        namespaces=namespaces, observed_at=best.created_at, event="from-backup",
+        namespaces=dict(best.counts), observed_at=best.created_at, event="from-backup",
         note=best.id)
 
 
 def write_ledger(destinations: list[Destination], record: LedgerRecord) -> list[str]:
-    """Write `record` to every destination and prune old records; the problems, if any (a
-    destination that failed is logged and reported, the others are still written)."""
-    return put_records(destinations, _key(record), json.dumps(record.to_json(), indent=1).encode(),
-                       prefix=PREFIX, keep=KEEP, what="ledger")
+    """Write `record` to every destination under its lineage, named by its seq, and prune the
+    lineage's old records; the problems, if any (a destination that failed is logged and
+    reported, the others are still written)."""
+    key = record_key_for(destinations, record)
+    return put_records(destinations, key, json.dumps(record.to_json(), indent=1).encode(),
+                       prefix=records_prefix(record.lineage_id, RecordKind.LEDGER), keep=KEEP,
+                       what="ledger")
+
+
+def record_key_for(destinations: list[Destination], record: LedgerRecord) -> str:
+    stamp = _parse(record.observed_at).strftime("%Y%m%dT%H%M%S%fZ")
+    return next_record_key(destinations, record.lineage_id, RecordKind.LEDGER, record.seq,
+                           stamp)
 
 
 def observe(previous: LedgerRecord | None, *, lineage_id: str, store_id: str, backend: str,
             location: str, active_embedder: str | None, seq: int, namespaces: dict[str, int],
-            event: str = "observed", note: str | None = None,
+            event: str = "observed", note: str | None = None, restored: str | None = None,
             now: datetime | None = None) -> LedgerRecord:
-    """A new record for the store as it is now, carrying the recent totals forward."""
+    """A new record for the store as it is now, carrying the recent totals and the accepted
+    restores forward."""
     now = now or datetime.now(UTC)
     total = sum(namespaces.values())
     recent: list[tuple[str, int]] = []
+    restores: list[str] = []
     if previous is not None and previous.lineage_id == lineage_id:
-        recent = [(at, n) for at, n in previous.recent if _parse(at) >= now - RECENT_WINDOW]
-        recent.append((previous.observed_at, previous.memories))
+        # A total stamped ahead of this clock is carried as seen now: it ages out of the 24 h
+        # window a day after the clock was corrected, not 400 days later.
+        recent = [(min(at, now.isoformat(), key=_parse), n)
+                  for at, n in [*previous.recent, (previous.observed_at, previous.memories)]]
         recent = [(at, n) for at, n in recent if _parse(at) >= now - RECENT_WINDOW][-50:]
         seq = max(seq, previous.seq) if event == "observed" else seq
+        restores = list(previous.restores)
+    if restored and restored not in restores:
+        restores = [*restores, restored][-RESTORES_KEPT:]
     return LedgerRecord(lineage_id=lineage_id, store_id=store_id, backend=backend,
                         location=location, active_embedder=active_embedder, seq=seq,
                         memories=total, namespaces=dict(namespaces),
-                        observed_at=now.isoformat(), event=event, note=note, recent=recent)
+                        observed_at=now.isoformat(), event=event, note=note, recent=recent,
+                        restores=restores)
+

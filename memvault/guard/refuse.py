@@ -1,6 +1,7 @@
 """While the store is empty or replaced, the memory routes answer 503 `store_refused`: an
 emptied store must not answer "no memories" (the incident's 17 days), nor a replaced one serve
-or take another store's data (writes would fork the lineage)."""
+or take another store's data (writes would fork the lineage). A SQLite file deleted under the
+server is refused too: writes would go to the deleted file and be lost at the next restart."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ class RefuseUnguardedStore:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].startswith(DATA_PREFIXES):
             verdict = self.verdict()
-            refused = [f for f in (verdict.firing() if verdict else []) if f.alert in REFUSE]
+            refused = [f for f in (verdict.firing() if verdict else [])
+                       if f.alert in REFUSE or f.details.get("file_swapped")]
             if refused:
                 body = json.dumps({
                     "detail": "; ".join(f"{f.alert}: {f.summary}" for f in refused),

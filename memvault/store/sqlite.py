@@ -38,6 +38,7 @@ from memvault.store.records import (
     utc_now,
 )
 from memvault.store.vector_index import VectorIndex
+from memvault.store.writer_lock import file_identity
 
 log = logging.getLogger("memvault.store.sqlite")
 
@@ -143,6 +144,8 @@ class SQLiteStore(Store):
         # Per embedder: the version of its vectors this process's index was built from.
         self._vectors_versions: dict[str, Any] = {}
         self._conn = self._connect(timeout)
+        # The file this process opened: the guard notices when the path stops being it.
+        self.opened_as = file_identity(self.path)
         self._migrate()
 
     # ------------------------------------------------------------------ opening
