@@ -13,7 +13,6 @@ from memvault.backup.errors import (
     RetentionRefused,
 )
 from memvault.backup.format import INCOMPLETE, SUSPICIOUS, VALID, Manifest
-from memvault.backup.journal import JournalShipper
 from memvault.backup.restore import (
     RestorePlan,
     plan_restore,
@@ -22,6 +21,7 @@ from memvault.backup.restore import (
 )
 from memvault.backup.retention import apply_prune, plan_prune
 from memvault.backup.scheduler import BackupScheduler
+from memvault.backup.shipper import JournalShipper
 from memvault.backup.snapshot import BackupResult, create_backup
 from memvault.backup.verify import verify_backups
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from memvault.backup.catalog import list_backups, newest_valid
 from memvault.backup.destinations import Destination, open_destinations
-from memvault.backup.journal import JournalShipper
 from memvault.backup.retention import apply_prune, plan_prune
+from memvault.backup.shipper import JournalShipper
 from memvault.backup.snapshot import BackupResult, create_backup
 from memvault.errors import MemvaultError
 
