@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,14 +47,22 @@ class BackupEntry:
     def valid(self) -> bool:
         return self.status == VALID
 
+    @property
+    def seq(self) -> int:
+        return self.manifest.seq if self.manifest else -1
+
+    def order(self) -> tuple[int, str, str]:
+        """Newer means a higher journal seq; the wall clock only breaks ties (for people)."""
+        return (self.seq, self.created_at, self.id)
+
     def summary(self) -> dict[str, Any]:
         m = self.manifest
         return {
             "id": self.id,
             "destination": self.destination.url,
             "status": self.status,
-            "reasons": (m.validation.get("reasons", []) if m else
-                        [self.problem or "no manifest: the backup never finished"]),
+            "reasons": ([self.problem] if self.problem else m.validation.get("reasons", [])
+                        if m else ["no manifest: the backup never finished"]),
             "created_at": m.created_at if m else None,
             "seq": m.seq if m else None,
             "total": m.total if m else None,
@@ -67,9 +76,13 @@ class BackupEntry:
 
 
 def list_backups(dest: Destination) -> list[BackupEntry]:
-    """Every snapshot folder, oldest first. A folder without a manifest is `incomplete`."""
+    """Every snapshot folder, oldest (lowest seq) first. A folder without a manifest is
+    `incomplete`, and so is one whose manifest names a file the listing does not show with
+    the size the manifest gives: a manifest alone (its data never written or lost) is never
+    a valid backup."""
     folders: dict[str, list[str]] = {}
-    for key in dest.list(SNAPSHOTS + "/"):
+    sizes = dest.list_sizes(SNAPSHOTS + "/")
+    for key in sorted(sizes):
         parts = key.split("/")
         if len(parts) >= 3:
             folders.setdefault(parts[1], []).append(key)
@@ -84,9 +97,29 @@ def list_backups(dest: Destination) -> list[BackupEntry]:
             log.error("backup %s in %s has an unreadable manifest: %s", backup_id, dest, exc)
             entries.append(BackupEntry(backup_id, dest, UNREADABLE, None, keys, str(exc)))
             continue
+        missing = missing_files(manifest, sizes, lambda name, b=backup_id: snapshot_key(b, name))
+        if missing:
+            problem = (f"its manifest names files that are not there: {'; '.join(missing)} "
+                       "(the run that wrote it failed or the files were deleted)")
+            log.error("backup %s in %s is not usable: %s", backup_id, dest, problem)
+            entries.append(BackupEntry(backup_id, dest, INCOMPLETE, manifest, keys, problem))
+            continue
         entries.append(BackupEntry(backup_id, dest, manifest.status, manifest, keys))
-    entries.sort(key=lambda e: (e.created_at or e.id, e.id))
+    entries.sort(key=BackupEntry.order)
     return entries
+
+
+def missing_files(manifest: Manifest, sizes: dict[str, int], key_of: Callable[[str], str]
+                  ) -> list[str]:
+    """Each file the manifest names that the listing lacks or shows with another size."""
+    missing = []
+    for name, info in manifest.files.items():
+        listed = sizes.get(key_of(name))
+        if listed is None:
+            missing.append(f"{name} is missing")
+        elif listed != info.size:
+            missing.append(f"{name} holds {listed} bytes, the manifest says {info.size}")
+    return missing
 
 
 def load_manifest(dest: Destination, backup_id: str) -> Manifest:
@@ -100,5 +133,5 @@ def load_manifest(dest: Destination, backup_id: str) -> Manifest:
 
 
 def newest_valid(entries: list[BackupEntry]) -> BackupEntry | None:
-    valid = [e for e in entries if e.valid]
-    return valid[-1] if valid else None
+    """The valid backup at the highest journal seq (never the one with the latest clock)."""
+    return max((e for e in entries if e.valid), key=BackupEntry.order, default=None)

@@ -3,7 +3,6 @@ in full, judge it (valid or suspicious), and only then write its manifest."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
@@ -207,8 +206,7 @@ def _ship(dest: Destination, draft: Manifest, vector_counts: dict[str, int], sta
                        json.dumps(manifest.to_json(), indent=2).encode("utf-8"))
     except MemvaultError as exc:
         log.error("backup %s to %s failed: %s", draft.id, dest, exc)
-        with contextlib.suppress(MemvaultError):
-            dest.delete(written)  # best effort: an unreachable destination keeps its partials
+        _remove_failed(dest, snapshot_key(draft.id, MANIFEST), written)
         metrics.backup_runs.labels(FAILED).inc()
         return BackupResult(dest.url, draft.id, FAILED, [str(exc)])
     status = manifest.status
@@ -222,6 +220,23 @@ def _ship(dest: Destination, draft: Manifest, vector_counts: dict[str, int], sta
         log.error("backup %s to %s is SUSPICIOUS and will never count as valid: %s",
                   manifest.id, dest, "; ".join(reasons))
     return BackupResult(dest.url, draft.id, status, reasons, manifest)
+
+
+def _remove_failed(dest: Destination, manifest_key: str, written: list[str]) -> None:
+    """Remove what a failed run wrote, its manifest FIRST: the manifest may have been stored
+    although its upload was answered with an error, and a manifest left without its data
+    would read as a backup. An unreachable destination keeps its partials (logged; the
+    catalog never counts a manifest whose files are missing as valid)."""
+    try:
+        dest.delete([manifest_key])
+    except MemvaultError as exc:
+        log.error("cannot remove the manifest %s of a failed backup from %s: %s", manifest_key,
+                  dest, exc)
+        return
+    try:
+        dest.delete(written)
+    except MemvaultError as exc:
+        log.error("cannot remove the files of a failed backup from %s: %s", dest, exc)
 
 
 def judge(dest: Destination, manifest: Manifest, vector_counts: dict[str, int],

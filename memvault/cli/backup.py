@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -155,24 +156,40 @@ def backup_prune(
 ) -> None:
     """Apply MEMVAULT_BACKUP_KEEP to valid backups; the newest valid one is always kept."""
     from memvault.backup import apply_prune, open_destinations, plan_prune
+    from memvault.backup.destinations import DeletesRefused
 
     settings = _settings(ctx)
     plans = [plan_prune(dest, settings.backup_keep) for dest in open_destinations(settings)]
     if not dry_run:
         for plan in plans:
-            apply_prune(plan)
+            # Refused keys are recorded in the plan (and logged); the others are still pruned.
+            with contextlib.suppress(DeletesRefused):
+                apply_prune(plan)
+    refused = sum(len(p.not_deleted) for p in plans)
     if as_json:
         print_json({"dry_run": dry_run, "plans": [p.to_json() for p in plans]})
-        return
-    verb = "would delete" if dry_run else "deleted"
-    for plan in plans:
-        rows = [[i, "keep", ", ".join(r)] for i, r in plan.keep.items()]
-        rows += [[i, verb, why] for i, why in plan.delete.items()]
-        print_table(f"retention in {plan.destination.url}", ["id", "action", "why"],
-                    sorted(rows))
-        if plan.segments:
-            console.print(f"{verb} {len(plan.segments)} journal segments older than every "
-                          "kept point-in-time window", highlight=False)
+    else:
+        for plan in plans:
+            deleted = set(plan.deleted_ids())
+            rows = [[i, "keep", ", ".join(r)] for i, r in plan.keep.items()]
+            rows += [[i, "would delete" if dry_run else
+                      "deleted" if i in deleted else "NOT deleted", why]
+                     for i, why in plan.delete.items()]
+            print_table(f"retention in {plan.destination.url}", ["id", "action", "why"],
+                        sorted(rows))
+            segments = [k for k in plan.segments if k not in plan.not_deleted]
+            if plan.segments:
+                verb = "would delete" if dry_run else "deleted"
+                console.print(f"{verb} {len(segments)} journal segments older than every "
+                              "kept point-in-time window", highlight=False)
+            for key, why in plan.not_deleted.items():
+                print_error(f"{key} in {plan.destination.url} was NOT deleted: {why}")
+    if refused:
+        print_error(f"{refused} object(s) were not deleted; the backups they belong to are "
+                    "still there (nothing above marked 'deleted' is among them)",
+                    "grant the backup credentials delete permission (s3:DeleteObject) or make "
+                    "the files writable, then run `memvault backup prune` again")
+        raise typer.Exit(1)
 
 
 def restore(
