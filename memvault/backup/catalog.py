@@ -8,15 +8,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from memvault.backup import layout
 from memvault.backup.destinations import Destination
 from memvault.backup.errors import BackupCorrupt, BackupError
 from memvault.backup.format import (
     INCOMPLETE,
     MANIFEST,
-    SNAPSHOTS,
     UNREADABLE,
     VALID,
     Manifest,
+    legacy_snapshot_folder,
     snapshot_key,
 )
 
@@ -33,6 +34,16 @@ class BackupEntry:
     manifest: Manifest | None
     keys: list[str]
     problem: str | None = None
+    folder: str = ""  # where the files are: `lineages/<l>/snapshots/<seq>-<id>/` (or format 1)
+
+    def __post_init__(self) -> None:
+        if not self.folder:
+            self.folder = legacy_snapshot_folder(self.id)
+
+    @property
+    def seq(self) -> int:
+        """The journal seq the snapshot was taken at (-1 when its manifest is unreadable)."""
+        return self.manifest.seq if self.manifest else -1
 
     @property
     def created_at(self) -> str:
@@ -66,31 +77,47 @@ class BackupEntry:
         }
 
 
-def list_backups(dest: Destination) -> list[BackupEntry]:
-    """Every snapshot folder, oldest first. A folder without a manifest is `incomplete`."""
-    folders: dict[str, list[str]] = {}
-    for key in dest.list(SNAPSHOTS + "/"):
+def _snapshot_folders(dest: Destination) -> dict[str, tuple[str, list[str]]]:
+    """folder -> (backup id, keys) for format-2 folders of every lineage and format-1 ones."""
+    folders: dict[str, tuple[str, list[str]]] = {}
+    for key in dest.list(layout.LINEAGES + "/"):
+        parts = key.split("/")  # lineages/<lineage>/snapshots/<seq>-<id>/<file>
+        if len(parts) >= 5 and parts[2] == layout.SNAPSHOTS:
+            match = layout.SNAPSHOT_FOLDER_RE.match(parts[3])
+            if match:
+                folder = "/".join(parts[:4]) + "/"
+                folders.setdefault(folder, (match.group(2), []))[1].append(key)
+    for key in dest.list(layout.LEGACY_SNAPSHOTS + "/"):
         parts = key.split("/")
         if len(parts) >= 3:
-            folders.setdefault(parts[1], []).append(key)
+            folder = legacy_snapshot_folder(parts[1])
+            folders.setdefault(folder, (parts[1], []))[1].append(key)
+    return folders
+
+
+def list_backups(dest: Destination) -> list[BackupEntry]:
+    """Every snapshot folder (both layouts), oldest first. A folder without a manifest is
+    `incomplete`."""
     entries = []
-    for backup_id, keys in folders.items():
-        if snapshot_key(backup_id, MANIFEST) not in keys:
-            entries.append(BackupEntry(backup_id, dest, INCOMPLETE, None, keys))
+    for folder, (backup_id, keys) in _snapshot_folders(dest).items():
+        if snapshot_key(folder, MANIFEST) not in keys:
+            entries.append(BackupEntry(backup_id, dest, INCOMPLETE, None, keys, folder=folder))
             continue
         try:
-            manifest = load_manifest(dest, backup_id)
+            manifest = load_manifest(dest, folder)
         except BackupError as exc:
             log.error("backup %s in %s has an unreadable manifest: %s", backup_id, dest, exc)
-            entries.append(BackupEntry(backup_id, dest, UNREADABLE, None, keys, str(exc)))
+            entries.append(BackupEntry(backup_id, dest, UNREADABLE, None, keys, str(exc),
+                                       folder=folder))
             continue
-        entries.append(BackupEntry(backup_id, dest, manifest.status, manifest, keys))
+        entries.append(BackupEntry(backup_id, dest, manifest.status, manifest, keys,
+                                   folder=folder))
     entries.sort(key=lambda e: (e.created_at or e.id, e.id))
     return entries
 
 
-def load_manifest(dest: Destination, backup_id: str) -> Manifest:
-    key = snapshot_key(backup_id, MANIFEST)
+def load_manifest(dest: Destination, folder: str) -> Manifest:
+    key = snapshot_key(folder, MANIFEST)
     raw = dest.read_bytes(key)
     try:
         return Manifest.from_json(json.loads(raw))

@@ -16,20 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from memvault.backup import metrics
+from memvault.backup import layout, metrics
 from memvault.backup.catalog import list_backups
 from memvault.backup.crypto import Cipher, cipher_for
 from memvault.backup.destinations import Destination, open_destinations
 from memvault.backup.errors import BackupCorrupt
-from memvault.backup.format import (
-    JOURNAL,
-    SEGMENT_RE,
-    VALID,
-    encode_bytes,
-    iter_lines,
-    read_plain,
-    segment_key,
-)
+from memvault.backup.format import VALID, encode_bytes, iter_lines, read_plain
 from memvault.errors import MemvaultError
 from memvault.store.records import JournalEntry, utc_now
 
@@ -58,11 +50,14 @@ class Segment:
 
 
 def list_segments(dest: Destination, lineage_id: str) -> list[SegmentRef]:
+    """The lineage's segments in seq order: format 2 (`lineages/<l>/journal/`) merged with
+    format 1 (`journal/<l>/`), so a chain may continue across the layout change."""
     refs = []
-    for key in dest.list(f"{JOURNAL}/{lineage_id}/"):
-        match = SEGMENT_RE.match(key.rsplit("/", 1)[-1])
-        if match:
-            refs.append(SegmentRef(key, int(match.group(1)), int(match.group(2))))
+    for prefix in (layout.journal_prefix(lineage_id), layout.legacy_journal_prefix(lineage_id)):
+        for key in dest.list(prefix):
+            match = layout.SEGMENT_NAME_RE.match(key.rsplit("/", 1)[-1])
+            if match and key == prefix + key.rsplit("/", 1)[-1]:
+                refs.append(SegmentRef(key, int(match.group(1)), int(match.group(2))))
     refs.sort(key=lambda r: (r.after_seq, r.upto_seq))
     return refs
 
@@ -230,7 +225,7 @@ class JournalShipper:
             lines += [json.dumps(e.to_dict(), ensure_ascii=False, separators=(",", ":"))
                       for e in entries]
             stored = encode_bytes(("\n".join(lines) + "\n").encode("utf-8"), self.cipher)
-            dest.put_bytes(segment_key(lineage_id, upto, last), stored)
+            dest.put_bytes(layout.segment_key(lineage_id, upto, last), stored)
             self._tips[(dest.url, lineage_id)] = (last, hashlib.sha256(stored).hexdigest())
             self.last_shipped_at = utc_now()
             metrics.journal_segments.labels("shipped").inc()

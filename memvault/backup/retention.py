@@ -106,7 +106,7 @@ def plan_prune(dest: Destination, keep_policy: dict[str, int],
             keep.setdefault(entry.id, []).append(f"{entry.status}: left for inspection")
             continue
         # The manifest goes first: a half-deleted backup then reads as unfinished, never valid.
-        manifest_key = snapshot_key(entry.id, MANIFEST)
+        manifest_key = snapshot_key(entry.folder, MANIFEST)
         plan.delete_keys[entry.id] = sorted(entry.keys, key=lambda k: k != manifest_key)
     for lineage_id, floor in pitr_floor.items():
         plan.segments += [r.key for r in list_segments(dest, lineage_id) if r.upto_seq <= floor]
