@@ -23,6 +23,7 @@ from memvault.config import Settings, load_settings
 from memvault.guard.api import Guard
 from memvault.guard.drill import METRIC, DrillJob, read_drills, run_drill
 from memvault.memory import Memory
+from tests.helpers import backup_folder
 from tests.peers.http_peer import HTTPPeer
 
 
@@ -43,7 +44,7 @@ def backup(memory: Memory, settings: Settings) -> str:
 
 def damage(settings: Settings, backup_id: str, name: str) -> None:
     """Flip one byte in the middle of a backup file (same size: only a full read can tell)."""
-    path = Path(settings.backup_urls[0]) / "snapshots" / backup_id / name
+    path = backup_folder(settings.backup_urls[0], backup_id) / name
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x10
     path.write_bytes(bytes(data))
@@ -138,7 +139,7 @@ def test_vectors_that_do_not_belong_to_their_texts_fail_the_drill(
     the stored ids are rotated and the manifest's checksums made to match."""
     fill(memory)
     backup_id = backup(memory, settings)
-    folder = Path(settings.backup_urls[0]) / "snapshots" / backup_id
+    folder = backup_folder(settings.backup_urls[0], backup_id)
     ids_file = folder / "vectors-0.ids.zst"
     ids = zstandard.ZstdDecompressor().decompressobj().decompress(ids_file.read_bytes())
     lines = ids.decode().split("\n")

@@ -1,8 +1,10 @@
 """The open backup format (docs/backup-format.md): names, manifest, writing and reading files.
 
-A snapshot is a folder `snapshots/<id>/` holding zstd-compressed JSON lines of memories, one
-raw little-endian float32 matrix per embedder with its ids, and `manifest.json`, written last.
-Journal segments are `journal/<lineage_id>/<after_seq>-<upto_seq>.jsonl.zst`.
+A snapshot is a folder (`lineages/<lineage>/snapshots/<seq>-<id>/`, layout.py; format 1 used
+`snapshots/<id>/`) holding zstd-compressed JSON lines of memories, one raw little-endian float32
+matrix per embedder with its ids, and `manifest.json`, written last. Journal segments are
+`lineages/<lineage>/journal/<after_seq>-<upto_seq>.jsonl.zst` (format 1:
+`journal/<lineage>/...`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import contextlib
 import hashlib
 import os
 import queue
-import re
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -25,6 +26,7 @@ import numpy as np
 import orjson
 import zstandard
 
+from memvault.backup import layout
 from memvault.backup.crypto import Cipher, EncryptingWriter
 from memvault.backup.destinations import Destination
 from memvault.backup.errors import BackupCorrupt, EncryptionKeyError
@@ -32,15 +34,12 @@ from memvault.embed.base import EmbedderIdentity
 from memvault.store.records import MemoryRecord, namespace_key
 
 FORMAT = "memvault-backup"
-FORMAT_VERSION = 1
-SNAPSHOTS = "snapshots"
-JOURNAL = "journal"
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 MEMORIES_FILE = "memories.jsonl.zst"
 ZSTD_LEVEL = 3
 # Raw float32 barely compresses; the fastest level keeps snapshots quick.
 VECTORS_ZSTD_LEVEL = 1
-SEGMENT_RE = re.compile(r"^(\d{16})-(\d{16})\.jsonl\.zst$")
 
 VALID = "valid"
 SUSPICIOUS = "suspicious"
@@ -48,12 +47,21 @@ INCOMPLETE = "incomplete"
 UNREADABLE = "unreadable"
 
 
-def snapshot_key(backup_id: str, name: str) -> str:
-    return f"{SNAPSHOTS}/{backup_id}/{name}"
+def snapshot_key(folder: str, name: str) -> str:
+    """The key of file `name` in the snapshot folder `folder` (as the catalog found it)."""
+    return f"{folder.rstrip('/')}/{name}"
 
 
-def segment_key(lineage_id: str, after_seq: int, upto_seq: int) -> str:
-    return f"{JOURNAL}/{lineage_id}/{after_seq:016d}-{upto_seq:016d}.jsonl.zst"
+def legacy_snapshot_folder(backup_id: str) -> str:
+    """Where format 1 kept a snapshot (read only)."""
+    return f"{layout.LEGACY_SNAPSHOTS}/{backup_id}/"
+
+
+def manifest_folder(manifest: Manifest) -> str:
+    """Where a snapshot with this manifest is written (format 2) or was written (format 1)."""
+    if manifest.format_version >= 2:
+        return layout.snapshot_folder(manifest.lineage_id, manifest.seq, manifest.id)
+    return legacy_snapshot_folder(manifest.id)
 
 
 def vector_files(index: int) -> tuple[str, str]:
@@ -394,17 +402,19 @@ def parse_memories(raw: bytes) -> list[dict[str, Any]]:
 
 
 def read_snapshot(dest: Destination, manifest: Manifest, cipher: Cipher | None,
-                  load_vectors: bool = True) -> SnapshotData:
+                  load_vectors: bool = True, *, folder: str | None = None) -> SnapshotData:
     """Read every file of a snapshot, checking checksums, sizes, framing, shapes and counts
     against the manifest. Raises BackupCorrupt naming the file and the fault. Without
-    `load_vectors` the vectors are read and checked but not kept (validation)."""
+    `load_vectors` the vectors are read and checked but not kept (validation). `folder` is
+    where the catalog found the snapshot (default: where its manifest says it is written)."""
     _check_encryption(manifest, cipher)
+    where = folder or manifest_folder(manifest)
 
     def plain(name: str) -> Iterator[bytes]:
         info = manifest.files.get(name)
         if info is None:
             raise BackupCorrupt(f"the manifest of {manifest.id} does not list {name}", file=name)
-        key = snapshot_key(manifest.id, name)
+        key = snapshot_key(where, name)
         return read_plain(dest.iter_chunks(key), key, cipher, info, manifest.encrypted, name)
 
     def read_vectors(entry: EmbedderEntry) -> tuple[list[str], np.ndarray]:

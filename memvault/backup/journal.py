@@ -14,15 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from memvault.backup import layout
 from memvault.backup.crypto import Cipher
 from memvault.backup.destinations import Destination
 from memvault.backup.errors import BackupCorrupt
-from memvault.backup.format import (
-    JOURNAL,
-    SEGMENT_RE,
-    iter_lines,
-    read_plain,
-)
+from memvault.backup.format import iter_lines, read_plain
 from memvault.store.records import JournalEntry
 
 log = logging.getLogger("memvault.backup.journal")
@@ -46,11 +42,14 @@ class Segment:
 
 
 def list_segments(dest: Destination, lineage_id: str) -> list[SegmentRef]:
+    """The lineage's segments in seq order: format 2 (`lineages/<l>/journal/`) merged with
+    format 1 (`journal/<l>/`), so a chain may continue across the layout change."""
     refs = []
-    for key in dest.list(f"{JOURNAL}/{lineage_id}/"):
-        match = SEGMENT_RE.match(key.rsplit("/", 1)[-1])
-        if match:
-            refs.append(SegmentRef(key, int(match.group(1)), int(match.group(2))))
+    for prefix in (layout.journal_prefix(lineage_id), layout.legacy_journal_prefix(lineage_id)):
+        for key in dest.list(prefix):
+            match = layout.SEGMENT_NAME_RE.match(key.rsplit("/", 1)[-1])
+            if match and key == prefix + key.rsplit("/", 1)[-1]:
+                refs.append(SegmentRef(key, int(match.group(1)), int(match.group(2))))
     refs.sort(key=lambda r: (r.after_seq, r.upto_seq))
     return refs
 

@@ -232,7 +232,7 @@ def run_restore(
     for entry in candidates(dests, which, when):
         plan = _plan_for(entry, when, cipher, configured)
         try:
-            data = read_snapshot(entry.destination, plan.manifest, cipher)
+            data = read_snapshot(entry.destination, plan.manifest, cipher, folder=entry.folder)
         except BackupCorrupt as exc:
             message = f"backup {entry.id} in {entry.destination} is damaged: {exc.message}"
             log.error("%s; trying the previous valid backup", message)

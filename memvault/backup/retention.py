@@ -124,7 +124,10 @@ def plan_prune(dest: Destination, keep_policy: dict[str, int],
     for entry in entries:
         if entry.id in keep:
             continue
-        if entry.status == INCOMPLETE:
+        if entry.status == INCOMPLETE and entry.manifest is not None:
+            # The manifest is written last: one whose files are gone is no run in progress.
+            plan.delete[entry.id] = f"not a usable backup: {entry.problem}"
+        elif entry.status == INCOMPLETE:
             started = _id_time(entry.id)
             if started is not None and now - started < INCOMPLETE_GRACE:
                 keep.setdefault(entry.id, []).append("unfinished, may still be in progress")
@@ -138,7 +141,7 @@ def plan_prune(dest: Destination, keep_policy: dict[str, int],
             keep.setdefault(entry.id, []).append(f"{entry.status}: left for inspection")
             continue
         # The manifest goes first: a half-deleted backup then reads as unfinished, never valid.
-        manifest_key = snapshot_key(entry.id, MANIFEST)
+        manifest_key = snapshot_key(entry.folder, MANIFEST)
         plan.delete_keys[entry.id] = sorted(entry.keys, key=lambda k: k != manifest_key)
     for lineage_id, floor in pitr_floor.items():
         plan.segments += [r.key for r in list_segments(dest, lineage_id) if r.upto_seq <= floor]

@@ -10,11 +10,11 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from memvault.backup import metrics
+from memvault.backup import layout, metrics
 from memvault.backup.catalog import list_backups
 from memvault.backup.crypto import cipher_for
 from memvault.backup.destinations import Destination, open_destinations
-from memvault.backup.format import VALID, encode_bytes, segment_key
+from memvault.backup.format import VALID, encode_bytes
 from memvault.backup.journal import SEGMENT_HEADER, SEGMENT_MAX_ENTRIES, list_segments
 from memvault.errors import MemvaultError
 from memvault.store.records import utc_now
@@ -108,7 +108,7 @@ class JournalShipper:
             lines += [json.dumps(e.to_dict(), ensure_ascii=False, separators=(",", ":"))
                       for e in entries]
             stored = encode_bytes(("\n".join(lines) + "\n").encode("utf-8"), self.cipher)
-            dest.put_bytes(segment_key(lineage_id, upto, last), stored)
+            dest.put_bytes(layout.segment_key(lineage_id, upto, last), stored)
             self._tips[(dest.url, lineage_id)] = (last, hashlib.sha256(stored).hexdigest())
             self.last_shipped_at = utc_now()
             metrics.journal_segments.labels("shipped").inc()

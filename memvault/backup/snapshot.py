@@ -32,6 +32,7 @@ from memvault.backup.format import (
     FileInfo,
     Manifest,
     StagedFile,
+    manifest_folder,
     read_snapshot,
     record_lines,
     snapshot_key,
@@ -193,8 +194,9 @@ def _ship(dest: Destination, draft: Manifest, vector_counts: dict[str, int], sta
     try:
         history = list_backups(dest)
         advance = progress.task(f"upload to {dest.url}", len(draft.files))
+        folder = manifest_folder(draft)
         for name in draft.files:
-            key = snapshot_key(draft.id, name)
+            key = snapshot_key(folder, name)
             dest.put_file(key, staging / name)
             written.append(key)
             advance(1)
@@ -202,11 +204,11 @@ def _ship(dest: Destination, draft: Manifest, vector_counts: dict[str, int], sta
         reasons = judge(dest, manifest, vector_counts, cipher, history, settings, accept_drop)
         manifest.completed_at = utc_now()
         manifest.validation = _validation(manifest, reasons, history)
-        dest.put_bytes(snapshot_key(draft.id, MANIFEST),
+        dest.put_bytes(snapshot_key(folder, MANIFEST),
                        json.dumps(manifest.to_json(), indent=2).encode("utf-8"))
     except MemvaultError as exc:
         log.error("backup %s to %s failed: %s", draft.id, dest, exc)
-        _remove_failed(dest, snapshot_key(draft.id, MANIFEST), written)
+        _remove_failed(dest, snapshot_key(manifest_folder(draft), MANIFEST), written)
         metrics.backup_runs.labels(FAILED).inc()
         return BackupResult(dest.url, draft.id, FAILED, [str(exc)])
     status = manifest.status

@@ -53,7 +53,7 @@ def verify_entry(entry: BackupEntry, read_data: bool, cipher: Cipher | None) -> 
         return [Fault(dest.url, entry.id, MANIFEST, entry.problem or "unreadable")]
     manifest = entry.manifest
     faults = []
-    listed = {snapshot_key(entry.id, name): name for name in manifest.files}
+    listed = {snapshot_key(entry.folder, name): name for name in manifest.files}
     for key, name in listed.items():
         size = dest.size(key)
         if size is None:
@@ -63,12 +63,12 @@ def verify_entry(entry: BackupEntry, read_data: bool, cipher: Cipher | None) -> 
                                 f"has {size} bytes, the manifest says "
                                 f"{manifest.files[name].size} (truncated or damaged)"))
     for key in entry.keys:
-        if key not in listed and key != snapshot_key(entry.id, MANIFEST):
+        if key not in listed and key != snapshot_key(entry.folder, MANIFEST):
             faults.append(Fault(dest.url, entry.id, key.rsplit("/", 1)[-1],
                                 "unexpected file not listed in the manifest"))
     if read_data and not faults:
         try:
-            read_snapshot(dest, manifest, cipher)
+            read_snapshot(dest, manifest, cipher, folder=entry.folder)
         except BackupError as exc:
             faults.append(Fault(dest.url, entry.id, getattr(exc, "file", None), exc.message))
     return faults
