@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 from pydantic import SecretStr
 
 from memvault.backup import (
@@ -286,6 +288,15 @@ def test_format_1_backups_and_segments_are_still_restored(memory: Memory, settin
     folder.rename(legacy)
     manifest = json.loads((legacy / "manifest.json").read_text())
     manifest["format_version"] = 1
+    del manifest["manifest_sha256"]
+    # Format 1 wrote frames without content checksums, followed by an empty frame.
+    memories = legacy / "memories.jsonl.zst"
+    plain = zstandard.ZstdDecompressor().decompressobj().decompress(memories.read_bytes())
+    old = zstandard.ZstdCompressor(write_checksum=False)
+    memories.write_bytes(old.compress(plain) + old.compress(b""))
+    manifest["files"]["memories.jsonl.zst"] = {
+        "size": memories.stat().st_size,
+        "sha256": hashlib.sha256(memories.read_bytes()).hexdigest()}
     (legacy / "manifest.json").write_text(json.dumps(manifest))
     (segment,) = (root / "lineages" / lineage / "journal").iterdir()
     (root / "journal" / lineage).mkdir(parents=True)

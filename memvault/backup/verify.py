@@ -46,7 +46,7 @@ class VerifyReport:
 
 def verify_entry(entry: BackupEntry, read_data: bool, cipher: Cipher | None) -> list[Fault]:
     dest = entry.destination
-    if entry.status == INCOMPLETE:
+    if entry.status == INCOMPLETE and entry.manifest is None:
         return [Fault(dest.url, entry.id, MANIFEST,
                       "missing: the backup never finished (interrupted or failed)")]
     if entry.status == UNREADABLE or entry.manifest is None:
