@@ -28,6 +28,7 @@ from memvault.backup import (
     restore_incomplete,
     run_restore,
 )
+from memvault.backup.errors import RestoreLoss
 from memvault.config import Settings
 from memvault.embed.local import LocalEmbedder
 from memvault.errors import StoreError
@@ -263,10 +264,19 @@ def test_restore_stops_at_a_journal_gap_and_says_so(memory: Memory, settings: Se
     plan = plan_restore(target_settings)
     assert plan.to_json()["journal"]["entries"] == 1
     assert "journal gap" in plan.chain.faults[0]
-    report = run_restore(target, target_settings, local_embedder)
+    assert plan.loss.lost and plan.to_json()["loss"]["namespaces"] == {"user:alice": {"add": 1}}
+    # Short of what the lineage reached: refused (nothing written) unless the loss is allowed.
+    with pytest.raises(RestoreLoss, match=r"seqs \d+\.\.\d+ are lost") as refused:
+        run_restore(target, target_settings, local_embedder)
+    assert "user:alice 1 add" in refused.value.message
+    assert target.total() == 0 and restore_incomplete(target) is None
+    report = run_restore(target, target_settings, local_embedder, allow_loss=True)
     texts = {r.memory for r in target.list(None)}
     assert "first shipped" in texts and "after the gap" not in texts
     assert report.counts == {"user:alice": 4}
+    assert report.to_json()["plan"]["loss"]["lost"] is True
+    # Numbering continues past the lost seqs: they are never handed out twice.
+    assert target.last_seq() >= memory.store.last_seq()
 
 
 def test_format_1_backups_and_segments_are_still_restored(memory: Memory, settings: Settings,
