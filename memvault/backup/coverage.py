@@ -36,13 +36,18 @@ class HighWater:
                          sorted(self.sources.items(), key=lambda item: -item[1]))
 
 
+def folder_seq(entry: BackupEntry) -> int | None:
+    """The seq a format-2 snapshot folder's name says (None for format 1)."""
+    match = layout.SNAPSHOT_FOLDER_RE.match(entry.folder.rstrip("/").rsplit("/", 1)[-1])
+    return int(match.group(1)) if match and entry.folder.startswith(layout.LINEAGES) else None
+
+
 def entry_seq(entry: BackupEntry) -> int | None:
-    """The seq a snapshot was taken at: its manifest's, else what its format-2 folder name
-    says (a damaged manifest still promises that seq)."""
+    """The seq a finished snapshot was taken at: its manifest's, else (a damaged manifest
+    still promises that seq) what its folder name says; None for one never finished."""
     if entry.manifest is not None:
         return entry.manifest.seq
-    match = layout.SNAPSHOT_FOLDER_RE.match(entry.folder.rstrip("/").rsplit("/", 1)[-1])
-    return int(match.group(1)) if match and entry.problem else None
+    return folder_seq(entry) if entry.problem else None
 
 
 def entry_lineage(entry: BackupEntry) -> str | None:

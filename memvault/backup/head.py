@@ -12,6 +12,7 @@ destination whose marker names lineages but whose listing shows none is not empt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -23,7 +24,14 @@ from memvault.backup.destinations import Destination
 from memvault.backup.errors import BackupCorrupt
 from memvault.backup.layout import DESTINATION_MARKER, check_lineage_id, head_key
 
-HEAD_FORMAT = 1
+HEAD_FORMAT = 2
+# Format 2: the head vouches for itself (sha256 of its canonical JSON without this key).
+HEAD_CHECKSUM = "head_sha256"
+
+
+def _digest(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -65,14 +73,20 @@ def read_head(dest: Destination, lineage_id: str) -> LineageHead | None:
             return None
         raise
     try:
-        return LineageHead.from_json(json.loads(raw))
-    except (ValueError, TypeError, KeyError) as exc:
+        data = json.loads(raw)
+        if HEAD_CHECKSUM in data or int(data.get("format", 1)) >= 2:
+            body = {k: v for k, v in data.items() if k != HEAD_CHECKSUM}
+            if data.get(HEAD_CHECKSUM) != _digest(body):
+                raise ValueError(f"its {HEAD_CHECKSUM} does not match its content (damaged)")
+        return LineageHead.from_json(data)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise BackupCorrupt(f"{key} in {dest} is not a lineage head: {exc}", file=key) from None
 
 
 def write_head(dest: Destination, head: LineageHead) -> None:
-    dest.replace_bytes(head_key(head.lineage_id),
-                       json.dumps(head.to_json(), indent=1).encode("utf-8"))
+    body = head.to_json()
+    body[HEAD_CHECKSUM] = _digest(body)
+    dest.replace_bytes(head_key(head.lineage_id), json.dumps(body, indent=1).encode("utf-8"))
 
 
 def read_marker(dest: Destination) -> list[str]:
