@@ -169,6 +169,13 @@ def _read_plain(source: Iterable[bytes], key: str, cipher: Cipher | None,
         else stored()
     try:
         yield from _frames(chunks, key, require_checksum)
+    except EncryptionKeyError as exc:
+        if expected is None:
+            raise
+        # The manifest names the configured key (checked before any file is read), so a file
+        # whose header names another one is damaged.
+        raise BackupCorrupt(f"{key} is damaged: {exc.message}, although its manifest names "
+                            "the configured key", file=key) from None
     except zstandard.ZstdError as exc:
         _check_stored(key, expected, size, sha)
         raise BackupCorrupt(f"{key} is not valid zstd data: {exc}", file=key) from None

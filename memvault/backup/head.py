@@ -27,6 +27,8 @@ from memvault.backup.layout import DESTINATION_MARKER, check_lineage_id, head_ke
 HEAD_FORMAT = 2
 # Format 2: the head vouches for itself (sha256 of its canonical JSON without this key).
 HEAD_CHECKSUM = "head_sha256"
+MARKER_FORMAT = "memvault-destination"
+MARKER_CHECKSUM = "marker_sha256"
 
 
 def _digest(body: dict[str, Any]) -> str:
@@ -99,8 +101,14 @@ def read_marker(dest: Destination) -> list[str]:
         raise
     try:
         data = json.loads(raw)
+        if data.get("format") != MARKER_FORMAT:
+            raise ValueError(f"its format is {data.get('format')!r}")
+        if MARKER_CHECKSUM in data:
+            body = {k: v for k, v in data.items() if k != MARKER_CHECKSUM}
+            if data[MARKER_CHECKSUM] != _digest(body):
+                raise ValueError(f"its {MARKER_CHECKSUM} does not match its content (damaged)")
         return [check_lineage_id(str(x)) for x in data["lineages"]]
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise BackupCorrupt(f"{DESTINATION_MARKER} in {dest} is not readable: {exc}",
                             file=DESTINATION_MARKER) from None
 
@@ -113,7 +121,9 @@ def register_lineage(dest: Destination, lineage_id: str) -> None:
         names = read_marker(dest)
         if lineage_id in names:
             return
-        body = {"format": "memvault-destination", "lineages": sorted({*names, lineage_id})}
+        body: dict[str, Any] = {"format": MARKER_FORMAT,
+                                "lineages": sorted({*names, lineage_id})}
+        body[MARKER_CHECKSUM] = _digest(body)
         dest.replace_bytes(DESTINATION_MARKER, json.dumps(body, indent=1).encode("utf-8"))
     if lineage_id not in read_marker(dest):
         raise BackupCorrupt(f"{DESTINATION_MARKER} in {dest} keeps losing lineage "

@@ -17,7 +17,7 @@ from typing import Any
 from memvault.backup import jsonlines, layout
 from memvault.backup.crypto import Cipher
 from memvault.backup.destinations import Destination
-from memvault.backup.errors import BackupCorrupt
+from memvault.backup.errors import BackupCorrupt, BackupError
 from memvault.backup.format import iter_lines, read_plain
 from memvault.backup.head import LineageHead
 from memvault.store.records import JournalEntry
@@ -168,8 +168,8 @@ def follow_chain(dest: Destination, lineage_id: str, start_seq: int, cipher: Cip
     for index, ref in enumerate(pending):
         if ref.after_seq > covered:
             chain.problems.append(ChainFault(
-                f"journal gap: seqs ({covered}, {ref.after_seq}] are in no segment (the next "
-                f"one, {ref.key}, starts after {ref.after_seq})", ref.key))
+                f"journal gap: seqs {covered + 1}..{ref.after_seq} are in no segment (the "
+                f"next one, {ref.key}, starts after {ref.after_seq})", ref.key))
             stopped_at = index
             break
         if ref.upto_seq <= covered:
@@ -177,8 +177,10 @@ def follow_chain(dest: Destination, lineage_id: str, start_seq: int, cipher: Cip
             continue
         try:
             segment = read_segment(dest, ref, cipher)
-        except BackupCorrupt as exc:
-            chain.problems.append(ChainFault(str(exc), ref.key))
+        except BackupError as exc:  # damaged, another key, or the destination failed
+            chain.problems.append(ChainFault(f"{ref.key}: {exc.message}"
+                                             if ref.key not in exc.message else exc.message,
+                                             ref.key))
             stopped_at = index + 1
             break
         if previous is not None and segment.header.get("prev_sha256") != previous.sha256:
@@ -198,10 +200,10 @@ def follow_chain(dest: Destination, lineage_id: str, start_seq: int, cipher: Cip
         chain.segments.append(segment)
         previous = segment
         covered = ref.upto_seq
-    for ref in pending[stopped_at:]:  # what lies past the stop, as far as it reads
+    for ref in pending[stopped_at:]:  # what lies past the stop: each checked on its own
         try:
             chain.beyond.append(read_segment(dest, ref, cipher))
-        except BackupCorrupt as exc:
-            log.error("journal segment %s past the end of the chain is not readable either: %s",
-                      ref.key, exc)
+        except BackupError as exc:
+            chain.problems.append(ChainFault(f"past the end of the chain: {exc.message}",
+                                             ref.key))
     return chain

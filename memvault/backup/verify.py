@@ -12,9 +12,9 @@ from memvault.backup.crypto import Cipher
 from memvault.backup.destinations import Destination
 from memvault.backup.errors import BackupError
 from memvault.backup.format import INCOMPLETE, MANIFEST, UNREADABLE, read_snapshot, snapshot_key
-from memvault.backup.head import read_head
+from memvault.backup.head import read_head, read_marker
 from memvault.backup.journal import follow_chain, list_segments
-from memvault.backup.layout import head_key
+from memvault.backup.layout import DESTINATION_MARKER, head_key
 
 
 @dataclass
@@ -96,17 +96,47 @@ def _select(entries: list[BackupEntry], backup_id: str | None, every: bool
     return sorted(chosen, key=BackupEntry.order)
 
 
+def _check_marker(dest: Destination, lineages: list[str], report: VerifyReport) -> list[str]:
+    """The destination marker (when there is one) must name every lineage present, and each
+    lineage it names must have its head: a missing head or name is something deleted."""
+    try:
+        named = read_marker(dest)
+    except BackupError as exc:
+        report.faults.append(Fault(dest.url, None, DESTINATION_MARKER, exc.message))
+        return []
+    if not named:
+        heads = [lineage_id for lineage_id in lineages if dest.size(head_key(lineage_id))]
+        if heads:  # the marker is written before any head: it was deleted
+            report.faults.append(Fault(dest.url, None, DESTINATION_MARKER,
+                                       f"missing, although lineage {heads[0]} has a head here "
+                                       "(deleted)"))
+        return []  # else a destination written before markers existed
+    for lineage_id in lineages:
+        if lineage_id not in named:
+            report.faults.append(Fault(dest.url, None, DESTINATION_MARKER,
+                                       f"does not name lineage {lineage_id}, which has backups "
+                                       "here (the marker is damaged or was replaced)"))
+    for lineage_id in named:
+        if dest.size(head_key(lineage_id)) is None:
+            report.faults.append(Fault(dest.url, None, head_key(lineage_id),
+                                       f"missing: {DESTINATION_MARKER} names lineage "
+                                       f"{lineage_id}, whose head is not there (deleted, or "
+                                       "the marker is damaged)"))
+    return named
+
+
 def _seq(entry: BackupEntry) -> int:
     seq = entry_seq(entry)
     return seq if seq is not None else folder_seq(entry) or 0
 
 
 def verify_journal(dest: Destination, lineage_id: str, cipher: Cipher | None,
-                   entries: list[BackupEntry], high_water: int | None = None
+                   entries: list[BackupEntry], high_water: int | None = None,
+                   checked: list[BackupEntry] | None = None
                    ) -> tuple[dict[str, Any], list[Fault]]:
     """The lineage's whole chain (every segment read and checked), the newest segment
-    against the lineage head, and coverage: from the newest valid snapshot up to the
-    lineage's high-water mark, every seq must be in a readable segment."""
+    against the lineage head, and coverage: from each checked snapshot (default: the newest
+    valid) up to the lineage's high-water mark, every seq must be in a readable segment."""
     faults: list[Fault] = []
     head_file = head_key(lineage_id)
     try:
@@ -123,11 +153,15 @@ def verify_journal(dest: Destination, lineage_id: str, cipher: Cipher | None,
                for p in chain.problems]
     faults += [Fault(dest.url, None, key, "duplicate: this segment covers seqs another "
                      "segment already covers") for key in chain.duplicates]
-    floor = newest.seq if newest else start
-    if refs and newest and refs[0].after_seq > floor:
-        faults.append(Fault(dest.url, None, refs[0].key,
-                            f"journal gap: seqs {floor + 1}..{refs[0].after_seq} after the "
-                            f"newest valid snapshot {newest.id} are in no segment"))
+    snapshots = checked if checked is not None else [newest] if newest else []
+    for entry in snapshots:
+        if entry_lineage(entry) != lineage_id or entry.manifest is None:
+            continue
+        first = refs[0].after_seq if refs else mark.seq
+        if entry.seq < min(first, mark.seq):
+            faults.append(Fault(dest.url, entry.id, refs[0].key if refs else head_file,
+                                f"journal gap: seqs {entry.seq + 1}..{first} after this "
+                                "snapshot are in no segment (restoring it stops there)"))
     if not chain.problems and chain.upto_seq < mark.seq:
         faults.append(Fault(
             dest.url, None, head_file if head and head.journal_upto > chain.upto_seq
@@ -166,9 +200,13 @@ def verify_backups(destinations: list[Destination], cipher: Cipher | None, *,
                                    "faults": [f.to_json() for f in faults]})
         lineages = sorted({lineage for e in (chosen if backup_id else entries)
                            if (lineage := entry_lineage(e))})
+        if not backup_id:
+            named = _check_marker(dest, lineages, report)
+            lineages = sorted({*lineages, *named})
         for lineage_id in lineages:
             try:
-                summary, faults = verify_journal(dest, lineage_id, cipher, entries, high_water)
+                summary, faults = verify_journal(dest, lineage_id, cipher, entries, high_water,
+                                                 [e for e in chosen if e.valid])
             except BackupError as exc:
                 summary, faults = {"destination": dest.url, "lineage_id": lineage_id}, [
                     Fault(dest.url, None, f"journal of {lineage_id}", exc.message)]
