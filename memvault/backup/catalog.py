@@ -23,6 +23,9 @@ from memvault.backup.format import (
 )
 
 log = logging.getLogger("memvault.backup")
+# A manifest whose files the listing does not show (or shows with other sizes): never valid,
+# whatever the manifest says; left for inspection, `backup verify` names each file.
+DAMAGED = "damaged"
 
 
 @dataclass
@@ -128,7 +131,7 @@ def list_backups(dest: Destination) -> list[BackupEntry]:
             problem = (f"its manifest names files that are not there: {'; '.join(missing)} "
                        "(the run that wrote it failed or the files were deleted)")
             log.error("backup %s in %s is not usable: %s", backup_id, dest, problem)
-            entries.append(BackupEntry(backup_id, dest, INCOMPLETE, manifest, keys, problem,
+            entries.append(BackupEntry(backup_id, dest, DAMAGED, manifest, keys, problem,
                                        folder=folder))
             continue
         entries.append(BackupEntry(backup_id, dest, manifest.status, manifest, keys,

@@ -3,8 +3,9 @@
 `lineages/<lineage>/head.json` is replaced by the lineage's one writer (the process that ships
 its journal) on every shipping cycle. It is the writer's heartbeat (`process` + `beat`: another
 store sees the lineage is alive when `beat` moves between two reads, whatever the clocks say)
-and the lineage's high-water marks (journal shipped up to `journal_upto`, `memories`), so a
-listing that answers nothing cannot pass for "there is nothing".
+and the lineage's high-water marks (journal shipped up to `journal_upto`; `memories` and
+`snapshot_seq` of its newest valid snapshot), so a listing that answers nothing cannot pass
+for "there is nothing".
 
 `memvault-destination.json` names every lineage that ever wrote to the destination: a
 destination whose marker names lineages but whose listing shows none is not empty, it is lying.
@@ -44,12 +45,15 @@ class LineageHead:
     beat: int  # increases with every write of the head by that process
     journal_upto: int  # every seq up to this one is in a shipped segment
     journal_tip_sha256: str | None
-    memories: int | None
+    memories: int | None  # in the newest valid snapshot (None: none taken yet)
     written_at: str  # wall clock of the writer: for people, never compared
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     stopped: bool = False  # set by a clean shutdown: the writer is gone
     format: int = HEAD_FORMAT
+    # The newest valid snapshot of the lineage (by seq) in this destination: a listing that
+    # shows none cannot pass for "no history" when judging the next one.
+    snapshot_seq: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -124,10 +124,7 @@ def plan_prune(dest: Destination, keep_policy: dict[str, int],
     for entry in entries:
         if entry.id in keep:
             continue
-        if entry.status == INCOMPLETE and entry.manifest is not None:
-            # The manifest is written last: one whose files are gone is no run in progress.
-            plan.delete[entry.id] = f"not a usable backup: {entry.problem}"
-        elif entry.status == INCOMPLETE:
+        if entry.status == INCOMPLETE:
             started = _id_time(entry.id)
             if started is not None and now - started < INCOMPLETE_GRACE:
                 keep.setdefault(entry.id, []).append("unfinished, may still be in progress")

@@ -1,5 +1,12 @@
 """Continuous journal shipping: new journal entries go to every destination as segments chained
-by seq and by checksum (see journal.py for the read side)."""
+by seq and by checksum (see journal.py for the read side), and the lineage's head (head.py) is
+rewritten on every cycle: the writer's heartbeat and the high-water marks a GET can confirm
+when a listing answers nothing.
+
+A listing is never the only evidence of absence: when it shows fewer segments than the head
+names, the chain continues from the head's tip; shipping refuses (the error shows as journal
+lag) rather than start a new chain over an existing one.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +15,23 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from memvault.backup import layout, metrics
 from memvault.backup.catalog import list_backups
 from memvault.backup.crypto import cipher_for
 from memvault.backup.destinations import Destination, open_destinations
-from memvault.backup.format import VALID, encode_bytes
+from memvault.backup.errors import DestinationError
+from memvault.backup.format import VALID, Manifest, encode_bytes
+from memvault.backup.head import (
+    LineageHead,
+    new_process_id,
+    read_head,
+    register_lineage,
+    write_head,
+)
 from memvault.backup.journal import SEGMENT_HEADER, SEGMENT_MAX_ENTRIES, list_segments
 from memvault.errors import MemvaultError
 from memvault.store.records import utc_now
@@ -26,74 +43,154 @@ if TYPE_CHECKING:
 log = logging.getLogger("memvault.backup.journal")
 
 
+@dataclass
+class _Beat:
+    """What this process last wrote as a destination's head, and when (monotonic)."""
+
+    head: LineageHead | None = None
+    written_at: float | None = None
+    registered: bool = False
+
+
 class JournalShipper:
     """Ships new journal entries to every destination; each keeps its own chain tip."""
 
     def __init__(self, store: Store, settings: Settings,
-                 destinations: list[Destination] | None = None) -> None:
+                 destinations: list[Destination] | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.settings = settings
         self.destinations = destinations if destinations is not None \
             else open_destinations(settings)
         secret = settings.backup_encryption_key
         self.cipher = cipher_for(secret.get_secret_value() if secret else None)
+        self.process = new_process_id()
+        self._clock = clock
         self._tips: dict[tuple[str, str], tuple[int, str | None]] = {}
+        self._beats: dict[str, _Beat] = {}  # by destination URL
         self._lock = threading.Lock()
-        self._caught_up_at = time.time()
+        self._caught_up_at = clock()
+        self.errors: dict[str, str] = {}  # destination URL -> why the last cycle failed there
         self.last_error: str | None = None
         self.last_shipped_at: str | None = None
 
     def lag_seconds(self) -> float:
-        """How long entries have waited because shipping fails (0 while it succeeds)."""
-        return time.time() - self._caught_up_at if self.last_error else 0.0
+        """How long entries have waited because shipping fails (0 while it succeeds). A
+        monotonic clock: a wall clock stepped back or ahead cannot hide or invent lag."""
+        return self._clock() - self._caught_up_at if self.last_error else 0.0
 
-    def _tip(self, dest: Destination, lineage_id: str) -> tuple[int, str | None]:
+    def _tip(self, dest: Destination, lineage_id: str, new_chain_at: int = 0
+             ) -> tuple[int, str | None]:
         """(upto_seq, sha256) of the newest segment, or where shipping starts for a new chain."""
         cached = self._tips.get((dest.url, lineage_id))
         if cached is not None:
             return cached
         refs = list_segments(dest, lineage_id)
-        if refs:
+        head = read_head(dest, lineage_id)  # by GET: confirms what the listing may not show
+        listed_upto = max((r.upto_seq for r in refs), default=-1)
+        if head is not None and head.journal_upto > max(listed_upto, 0):
+            if not head.journal_tip_sha256:
+                raise DestinationError(
+                    f"the listing of {dest} shows the journal of lineage {lineage_id} up to "
+                    f"seq {max(listed_upto, 0)} but its head says {head.journal_upto}, without "
+                    "the checksum to continue the chain; refusing to start a new chain over it",
+                    hint="check the destination (a listing that lags or answers nothing); "
+                         "shipping resumes by itself when the listing shows the segments")
+            log.warning("the listing of %s shows the journal of %s up to seq %d, its head says "
+                        "%d: continuing from the head (a listing is not proof of absence)",
+                        dest, lineage_id, listed_upto, head.journal_upto)
+            tip: tuple[int, str | None] = (head.journal_upto, head.journal_tip_sha256)
+        elif refs:
             last = max(refs, key=lambda r: r.upto_seq)
-            tip: tuple[int, str | None] = (
-                last.upto_seq, hashlib.sha256(dest.read_bytes(last.key)).hexdigest())
+            tip = (last.upto_seq, hashlib.sha256(dest.read_bytes(last.key)).hexdigest())
         else:
-            # A new chain starts at the newest valid snapshot of this lineage (what a restore
-            # starts from); without one, at the very beginning of the journal.
-            seqs = [e.manifest.seq for e in list_backups(dest) if e.status == VALID
+            # A new chain starts at the OLDEST valid snapshot of this lineage, so that every
+            # snapshot a restore may fall back to is bridged by the journal (none: at the very
+            # beginning of the journal, or at the first snapshot being taken).
+            seqs = [e.seq for e in list_backups(dest) if e.status == VALID
                     and e.manifest and e.manifest.lineage_id == lineage_id]
-            tip = (max(seqs) if seqs else 0, None)
+            tip = (min(seqs) if seqs else new_chain_at, None)
         self._tips[(dest.url, lineage_id)] = tip
         return tip
 
-    def ship(self) -> int:
-        """Ship everything new to every destination; returns the number of segments written.
-        A failing destination is logged and retried on the next call; raises nothing."""
+    def ship(self, *, beat: bool = True, new_chain_at: int = 0) -> int:
+        """Ship everything new to every destination and (beat=True) write each one's lineage
+        head; returns the number of segments written. A failing destination is logged, named
+        in `errors` and retried on the next call; raises nothing. `new_chain_at`: where a
+        destination without any chain or snapshot of the lineage starts one (the seq of the
+        first snapshot being taken; 0 = the whole journal)."""
         with self._lock:
-            lineage_id = self.store.meta().lineage_id
-            store_id = self.store.meta().store_id
+            meta = self.store.meta()
             shipped = 0
-            errors = []
+            self.errors = {}
             for dest in self.destinations:
                 try:
-                    shipped += self._ship_to(dest, lineage_id, store_id)
+                    count = self._ship_to(dest, meta.lineage_id, meta.store_id, new_chain_at)
+                    shipped += count
+                    if beat:
+                        self._beat(dest, meta.lineage_id, meta.store_id, force=count > 0)
                 except MemvaultError as exc:
-                    self._tips.pop((dest.url, lineage_id), None)
-                    errors.append(f"{dest.url}: {exc}")
+                    self._tips.pop((dest.url, meta.lineage_id), None)
+                    self.errors[dest.url] = str(exc)
                     metrics.journal_segments.labels("failed").inc()
                     log.error("journal shipping to %s failed: %s", dest, exc)
-            self.last_error = "; ".join(errors) or None
-            if errors:
-                metrics.journal_lag.set(time.time() - self._caught_up_at)
+            self.last_error = "; ".join(f"{u}: {e}" for u, e in self.errors.items()) or None
+            if self.errors:
+                metrics.journal_lag.set(self._clock() - self._caught_up_at)
             else:
-                self._caught_up_at = time.time()
+                self._caught_up_at = self._clock()
                 metrics.journal_lag.set(0)
             return shipped
 
-    def _ship_to(self, dest: Destination, lineage_id: str, store_id: str) -> int:
+    def note_snapshot(self, dest: Destination, manifest: Manifest) -> None:
+        """A valid snapshot reached `dest`: its head now names it (memories, seq), so the next
+        snapshot is judged against it even when a listing shows nothing."""
+        with self._lock:
+            self._beat(dest, manifest.lineage_id, manifest.store_id, force=True,
+                       snapshot=manifest)
+
+    def stop(self) -> None:
+        """A clean stop: every head says its writer is gone (logged when one cannot be
+        written; the next writer's beat moves it on anyway)."""
+        with self._lock:
+            meta = self.store.meta()
+            for dest in self.destinations:
+                try:
+                    self._beat(dest, meta.lineage_id, meta.store_id, force=True, stopped=True)
+                except MemvaultError as exc:
+                    log.error("cannot mark the lineage head in %s stopped: %s", dest, exc)
+
+    def _beat(self, dest: Destination, lineage_id: str, store_id: str, *, force: bool,
+              stopped: bool = False, snapshot: Manifest | None = None) -> None:
+        beat = self._beats.setdefault(dest.url, _Beat())
+        now = self._clock()
+        if not force and beat.written_at is not None and \
+                now - beat.written_at < self.settings.journal_interval:
+            return
+        if not beat.registered:
+            register_lineage(dest, lineage_id)
+            beat.registered = True
+        base = beat.head if beat.head and beat.head.lineage_id == lineage_id \
+            else read_head(dest, lineage_id)
+        upto, sha = self._tips.get((dest.url, lineage_id), (0, None))
+        if sha is None and base is not None:  # nothing shipped by this process yet
+            upto, sha = base.journal_upto, base.journal_tip_sha256
+        memories, snapshot_seq = (base.memories, base.snapshot_seq) if base else (None, None)
+        if snapshot is not None and snapshot.seq >= (snapshot_seq or 0):
+            memories, snapshot_seq = snapshot.total, snapshot.seq
+        head = LineageHead(
+            lineage_id=lineage_id, store_id=store_id, process=self.process,
+            beat=(base.beat + 1) if base else 1, journal_upto=upto if sha else 0,
+            journal_tip_sha256=sha, memories=memories, written_at=utc_now(),
+            stopped=stopped, snapshot_seq=snapshot_seq)
+        write_head(dest, head)
+        beat.head, beat.written_at = replace(head), now
+
+    def _ship_to(self, dest: Destination, lineage_id: str, store_id: str,
+                 new_chain_at: int) -> int:
         shipped = 0
         while True:
-            upto, prev_sha = self._tip(dest, lineage_id)
+            upto, prev_sha = self._tip(dest, lineage_id, new_chain_at)
             entries = self.store.journal(upto, SEGMENT_MAX_ENTRIES)
             if not entries:
                 return shipped

@@ -178,15 +178,16 @@ def backup_prune(
             print_table(f"retention in {plan.destination.url}", ["id", "action", "why"],
                         sorted(rows))
             segments = [k for k in plan.segments if k not in plan.not_deleted]
-            if plan.segments:
+            segments = plan.segments if dry_run else segments
+            if segments:
                 verb = "would delete" if dry_run else "deleted"
                 console.print(f"{verb} {len(segments)} journal segments older than every "
                               "kept point-in-time window", highlight=False)
             for key, why in plan.not_deleted.items():
                 print_error(f"{key} in {plan.destination.url} was NOT deleted: {why}")
     if refused:
-        print_error(f"{refused} object(s) were not deleted; the backups they belong to are "
-                    "still there (nothing above marked 'deleted' is among them)",
+        print_error(f"{refused} object(s) were NOT deleted: the backups and journal segments "
+                    "they belong to are still there",
                     "grant the backup credentials delete permission (s3:DeleteObject) or make "
                     "the files writable, then run `memvault backup prune` again")
         raise typer.Exit(1)

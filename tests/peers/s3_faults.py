@@ -7,7 +7,8 @@ DeleteObjects answered 200 with a per-key AccessDenied, 503 storms.
         settings.s3_endpoint_url = proxy.url
 
 Faults match the request kind and a regex searched in the object key (or the LIST prefix);
-each fires `times` times (None: until removed). `proxy.seen` counts requests by kind.
+each lets `skip` matching requests through, then fires `times` times (None: until
+removed). `proxy.seen` counts requests by kind.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ class Fault:
     pattern: str
     action: Action
     times: int | None = None
+    skip: int = 0  # let this many matching requests through first
     fired: int = 0
+    matched: int = 0
     regex: re.Pattern[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +91,9 @@ class S3FaultProxy:
             self.seen[request.kind] += 1
             for fault in self.faults:
                 if fault.kind != request.kind or not fault.regex.search(request.key):
+                    continue
+                fault.matched += 1
+                if fault.matched <= fault.skip:
                     continue
                 if fault.times is not None and fault.fired >= fault.times:
                     continue
@@ -152,6 +158,8 @@ def _handler(proxy: S3FaultProxy) -> type[BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             kind, key = _classify(self.command, parts.path,
                                   parse_qs(parts.query, keep_blank_values=True))
+            if kind == RequestKind.DELETE_OBJECTS:  # match the keys it names
+                key = "\n".join(k.decode() for k in re.findall(rb"<Key>(.*?)</Key>", body))
             fault = proxy.match(_Request(kind, key, body))
             if fault is not None and fault.action == Action.UNAVAILABLE:
                 self._answer(503, b"<Error><Code>SlowDown</Code><Message>Please reduce your "

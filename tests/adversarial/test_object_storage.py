@@ -1,0 +1,155 @@
+"""An object store that fails the way real ones do, through a fault-injecting proxy in front of
+the S3 test server: deletes refused key by key, replies lost after the write, listings that
+answer nothing. Nothing may claim "deleted", "valid" or "empty" that is not."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from memvault.backup import VALID, apply_prune, create_backup, list_backups, plan_prune
+from memvault.backup.catalog import DAMAGED, newest_valid
+from memvault.backup.destinations import DeletesRefused, open_destination
+from memvault.backup.verify import verify_backups
+from memvault.cli import app
+from memvault.config import Settings
+from memvault.memory import Memory
+from tests.peers.s3_faults import Action, Fault, RequestKind, S3FaultProxy
+from tests.peers.s3_server import S3Server
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[S3Server]:
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def proxy(s3_server: S3Server) -> Iterator[S3FaultProxy]:
+    with S3FaultProxy(s3_server.url) as faults:
+        yield faults
+
+
+@pytest.fixture
+def s3_only(settings: Settings, s3_server: S3Server, proxy: S3FaultProxy) -> Settings:
+    """One S3 destination, reached through the fault proxy."""
+    bucket = "mv-" + uuid.uuid4().hex[:10]
+    s3_server.create_bucket(bucket)
+    return settings.model_copy(update={
+        "backup_urls": [f"s3://{bucket}/p"], "s3_endpoint_url": proxy.url,
+        "s3_access_key_id": "memvault-test", "s3_retries": 2,
+        "s3_secret_access_key": SecretStr("memvault-test-secret")})
+
+
+def _add(memory: Memory, n: int, tag: str) -> None:
+    memory.add([{"role": "user", "content": f"{tag} fact {i}"} for i in range(n)],
+               user_id="alice", infer=False)
+
+
+def _snapshots(memory: Memory, settings: Settings, count: int) -> list[str]:
+    ids = []
+    for index in range(count):
+        _add(memory, 2, f"round {index}")
+        (result,) = create_backup(memory.store, settings)
+        assert result.status == VALID, result.reasons
+        ids.append(result.id)
+    return ids
+
+
+# ---------------------------------------------------------------- DeleteObjects per-key errors
+
+
+def test_prune_names_every_key_a_delete_refuses(memory: Memory, s3_only: Settings,
+                                                proxy: S3FaultProxy, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = _snapshots(memory, s3_only, 3)
+    dest = open_destination(s3_only.backup_urls[0], s3_only)
+    proxy.add(Fault(RequestKind.DELETE_OBJECTS, ".", Action.DENY_DELETE))
+    before = REGISTRY.get_sample_value("memvault_backup_objects_not_deleted_total",
+                                       {"destination": dest.url}) or 0
+    plan = plan_prune(dest, {"last": 1})
+    assert set(plan.delete) == set(ids[:2])
+    with pytest.raises(DeletesRefused) as refused:
+        apply_prune(plan)
+    # Manifests go first; a refused manifest keeps its data files (never a manifest alone).
+    manifests = {f"{e.folder}manifest.json" for e in list_backups(dest)[:2]}
+    assert manifests <= set(refused.value.not_deleted) <= manifests | set(plan.segments)
+    assert plan.deleted_ids() == []
+    assert [e.id for e in list_backups(dest) if e.valid] == ids  # everything is still there
+    after = REGISTRY.get_sample_value("memvault_backup_objects_not_deleted_total",
+                                      {"destination": dest.url})
+    assert after == before + len(refused.value.not_deleted)
+
+    # The CLI says so: exit 1, each key named, nothing called "deleted".
+    monkeypatch.setenv("MEMVAULT_DATA_DIR", str(s3_only.data_dir))
+    monkeypatch.setenv("MEMVAULT_DATABASE_URL", s3_only.database_url)
+    monkeypatch.setenv("MEMVAULT_BACKUP_URLS", s3_only.backup_urls[0])
+    monkeypatch.setenv("MEMVAULT_BACKUP_KEEP", "last=1")
+    monkeypatch.setenv("MEMVAULT_S3_ENDPOINT_URL", proxy.url)
+    monkeypatch.setenv("MEMVAULT_S3_ACCESS_KEY_ID", "memvault-test")
+    monkeypatch.setenv("MEMVAULT_S3_SECRET_ACCESS_KEY", "memvault-test-secret")
+    out = CliRunner().invoke(app, ["backup", "prune"])
+    text = " ".join(out.output.split())
+    assert out.exit_code == 1, out.output
+    assert "NOT deleted" in text and "AccessDenied" in text
+    assert " deleted " not in text.replace("NOT deleted", "")
+    assert [e.id for e in list_backups(dest) if e.valid] == ids
+
+
+# ---------------------------------------------------------------- replies lost after the write
+
+
+@pytest.mark.parametrize("action", [Action.LOSE_REPLY, Action.DROP_CONNECTION])
+def test_a_lost_reply_is_checked_before_it_counts_as_failed(
+        memory: Memory, s3_only: Settings, proxy: S3FaultProxy, action: Action) -> None:
+    _add(memory, 5, "lost reply")
+    # Every attempt of the data file and of the manifest is stored, and its reply lost.
+    for pattern in (r"memories\.jsonl\.zst$", r"manifest\.json$"):
+        proxy.add(Fault(RequestKind.PUT, pattern, action))
+    (result,) = create_backup(memory.store, s3_only)
+    assert result.status == VALID, result.reasons
+    dest = open_destination(s3_only.backup_urls[0], s3_only)
+    (entry,) = list_backups(dest)
+    assert entry.valid and entry.id == result.id
+    assert verify_backups([dest], None, read_data=True).ok
+
+
+def test_a_failed_run_leaves_no_manifest_and_prune_keeps_the_real_backups(
+        memory: Memory, s3_only: Settings, proxy: S3FaultProxy) -> None:
+    ids = _snapshots(memory, s3_only, 2)
+    _add(memory, 3, "third")
+    # The manifest is stored but its reply is lost, and the re-check cannot tell: the run
+    # fails. Its manifest must go with its data (first), or it would read as the newest backup.
+    proxy.add(Fault(RequestKind.PUT, r"manifest\.json$", Action.LOSE_REPLY))
+    # (the first HEAD is the no-overwrite check before the upload)
+    proxy.add(Fault(RequestKind.HEAD, r"manifest\.json$", Action.UNAVAILABLE, skip=1))
+    (failed,) = create_backup(memory.store, s3_only)
+    assert failed.status == "failed"
+    proxy.clear()
+    dest = open_destination(s3_only.backup_urls[0], s3_only)
+    entries = list_backups(dest)
+    assert [e.id for e in entries] == ids  # nothing of the failed run is left
+    plan = plan_prune(dest, {"last": 1})
+    assert list(plan.keep) == [ids[1]]
+
+
+def test_a_manifest_whose_data_is_gone_is_never_valid(memory: Memory, s3_only: Settings,
+                                                      s3_server: S3Server) -> None:
+    ids = _snapshots(memory, s3_only, 2)
+    dest = open_destination(s3_only.backup_urls[0], s3_only)
+    newest = list_backups(dest)[-1]
+    # What a run that lost track of its files leaves: the manifest alone.
+    dest.delete([k for k in newest.keys if not k.endswith("manifest.json")])
+    entries = list_backups(dest)
+    assert [(e.id, e.status) for e in entries] == [(ids[0], VALID), (ids[1], DAMAGED)]
+    assert "memories.jsonl.zst is missing" in (entries[1].problem or "")
+    found = newest_valid(entries)
+    assert found is not None and found.id == ids[0]
+    plan = plan_prune(dest, {"last": 1})
+    assert ids[0] in plan.keep and ids[0] not in plan.delete
