@@ -372,7 +372,7 @@ def test_journal_segments_chain_and_detect_gaps(memory: Memory, settings: Settin
     # A replaced segment breaks the checksum chain.
     original = segments[1].read_bytes()
     lines = zstandard.ZstdDecompressor().decompressobj().decompress(original).decode()
-    segments[1].write_bytes(zstandard.ZstdCompressor().compress(
+    segments[1].write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(
         lines.replace("round 1", "round X").encode()))
     broken = verify_backups(dests, None)
     assert any("chain broken" in f.fault and segments[2].name in f.fault for f in broken.faults)

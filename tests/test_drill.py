@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from memvault.backup import JournalShipper, create_backup, open_destinations
 from memvault.backup.destinations import LocalDestination
+from memvault.backup.format import manifest_digest
 from memvault.cli import app
 from memvault.config import Settings, load_settings
 from memvault.guard.api import Guard
@@ -145,11 +146,13 @@ def test_vectors_that_do_not_belong_to_their_texts_fail_the_drill(
     lines = ids.decode().split("\n")
     lines = [line for line in lines if line]
     rotated = ("\n".join(lines[1:] + lines[:1]) + "\n").encode()
-    packed = zstandard.ZstdCompressor().compress(rotated)
+    packed = zstandard.ZstdCompressor(write_checksum=True).compress(rotated)
     ids_file.write_bytes(packed)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"]["vectors-0.ids.zst"] = {"size": len(packed),
                                               "sha256": hashlib.sha256(packed).hexdigest()}
+    del manifest["manifest_sha256"]
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
     report = run_drill(settings, embedder=local_embedder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 from pydantic import SecretStr
 
 from memvault.backup import (
@@ -26,6 +28,7 @@ from memvault.backup import (
     restore_incomplete,
     run_restore,
 )
+from memvault.backup.errors import RestoreLoss
 from memvault.config import Settings
 from memvault.embed.local import LocalEmbedder
 from memvault.errors import StoreError
@@ -261,10 +264,19 @@ def test_restore_stops_at_a_journal_gap_and_says_so(memory: Memory, settings: Se
     plan = plan_restore(target_settings)
     assert plan.to_json()["journal"]["entries"] == 1
     assert "journal gap" in plan.chain.faults[0]
-    report = run_restore(target, target_settings, local_embedder)
+    assert plan.loss.lost and plan.to_json()["loss"]["namespaces"] == {"user:alice": {"add": 1}}
+    # Short of what the lineage reached: refused (nothing written) unless the loss is allowed.
+    with pytest.raises(RestoreLoss, match=r"seqs \d+\.\.\d+ are lost") as refused:
+        run_restore(target, target_settings, local_embedder)
+    assert "user:alice 1 add" in refused.value.message
+    assert target.total() == 0 and restore_incomplete(target) is None
+    report = run_restore(target, target_settings, local_embedder, allow_loss=True)
     texts = {r.memory for r in target.list(None)}
     assert "first shipped" in texts and "after the gap" not in texts
     assert report.counts == {"user:alice": 4}
+    assert report.to_json()["plan"]["loss"]["lost"] is True
+    # Numbering continues past the lost seqs: they are never handed out twice.
+    assert target.last_seq() >= memory.store.last_seq()
 
 
 def test_format_1_backups_and_segments_are_still_restored(memory: Memory, settings: Settings,
@@ -286,6 +298,15 @@ def test_format_1_backups_and_segments_are_still_restored(memory: Memory, settin
     folder.rename(legacy)
     manifest = json.loads((legacy / "manifest.json").read_text())
     manifest["format_version"] = 1
+    del manifest["manifest_sha256"]
+    # Format 1 wrote frames without content checksums, followed by an empty frame.
+    memories = legacy / "memories.jsonl.zst"
+    plain = zstandard.ZstdDecompressor().decompressobj().decompress(memories.read_bytes())
+    old = zstandard.ZstdCompressor(write_checksum=False)
+    memories.write_bytes(old.compress(plain) + old.compress(b""))
+    manifest["files"]["memories.jsonl.zst"] = {
+        "size": memories.stat().st_size,
+        "sha256": hashlib.sha256(memories.read_bytes()).hexdigest()}
     (legacy / "manifest.json").write_text(json.dumps(manifest))
     (segment,) = (root / "lineages" / lineage / "journal").iterdir()
     (root / "journal" / lineage).mkdir(parents=True)

@@ -9,6 +9,7 @@ from memvault.backup.errors import (
     BackupError,
     DestinationError,
     EncryptionKeyError,
+    RestoreLoss,
     RestoreRefused,
     RetentionRefused,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "EncryptionKeyError",
     "JournalShipper",
     "Manifest",
+    "RestoreLoss",
     "RestorePlan",
     "RestoreRefused",
     "RetentionRefused",

@@ -199,6 +199,12 @@ def restore(
     at: str | None = typer.Option(None, "--at", help="Point in time, ISO-8601."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, change nothing."),
     yes: bool = typer.Option(False, "--yes", help="Replace the memories of a non-empty store."),
+    lineage: str | None = typer.Option(
+        None, "--lineage", help="Restore this lineage (store) when the destinations hold "
+        "several and none is this store's own."),
+    allow_loss: bool = typer.Option(
+        False, "--allow-loss", help="Restore what is there even when it ends short of what "
+        "the backups promise; the lost seqs and namespaces are printed."),
     as_json: bool = JsonOption,
 ) -> None:
     """Restore a backup (and the shipped journal up to --at) into the configured store."""
@@ -209,27 +215,38 @@ def restore(
     settings = _settings(ctx)
     embedder = make_embedder(settings.embedder, settings)
     configured = embedder.identity()
-    plan = plan_restore(settings, which, at, configured=configured)
     store = open_store(settings)
     try:
+        plan = plan_restore(settings, which, at, configured=configured, lineage=lineage,
+                            target_lineage=store.meta().lineage_id)
         present = store.total()
         if not as_json:
             _print_plan(plan.to_json(), present)
         if dry_run:
             if as_json:
                 print_json({"dry_run": True, "target_memories": present, "plan": plan.to_json()})
+            if plan.loss.lost and not allow_loss:
+                print_error(f"this restore would lose data: {plan.loss.describe()}",
+                            "`memvault backup verify --all --read-data` shows what is damaged; "
+                            "--allow-loss restores what is there")
+                raise typer.Exit(1)
             return
         with progress_bars(not as_json) as progress:
             report = run_restore(store, settings, embedder, which, at, yes=yes,
-                                 progress=progress)
+                                 progress=progress, lineage=lineage, allow_loss=allow_loss)
     finally:
         store.close()
     if as_json:
         print_json(report.to_json())
-    else:
-        console.print(f"restored {report.plan.manifest.id}: {sum(report.counts.values())} "
-                      f"memories, {report.replayed} journal entries replayed; counts verified",
-                      highlight=False)
+        return
+    loss = report.plan.loss
+    if loss.lost:
+        print_error(f"restored WITH LOSS (--allow-loss): {loss.describe()}",
+                    "the lost memories are not in any readable backup; check the other "
+                    "destinations and `memvault backup verify --all --read-data`")
+    console.print(f"restored {report.plan.manifest.id}: {sum(report.counts.values())} "
+                  f"memories, {report.replayed} journal entries replayed; counts verified",
+                  highlight=False)
 
 
 def _print_plan(plan: dict[str, Any], present: int) -> None:
@@ -244,6 +261,14 @@ def _print_plan(plan: dict[str, Any], present: int) -> None:
                   + (f", requested --at {plan['at']}" if plan["at"] else ""), highlight=False)
     for fault in journal["faults"]:
         console.print(f"  [yellow]journal stops early:[/] {fault}", highlight=False)
+    for step in journal["clock_steps_back"]:
+        console.print(f"  [yellow]clock went back:[/] seq {step['seq']} is stamped {step['ts']}, "
+                      f"before seq {step['previous_seq']} ({step['previous_ts']})",
+                      highlight=False)
+    for warning in plan["warnings"]:
+        console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
+    if plan["loss"]["lost"]:
+        console.print(f"  [red]loss:[/] {plan['loss']['summary']}", highlight=False)
     action = (f"re-embed with {embed['configured']}" if embed["reembed"]
               else "keep the backup's vectors")
     console.print(f"  embedder: backup {embed['backup']}, configured {embed['configured']}: "
