@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,19 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from memvault.backup import VALID, apply_prune, create_backup, list_backups, plan_prune
+from memvault.backup import (
+    VALID,
+    JournalShipper,
+    apply_prune,
+    create_backup,
+    list_backups,
+    plan_prune,
+)
 from memvault.backup.catalog import DAMAGED, newest_valid
 from memvault.backup.destinations import DeletesRefused, open_destination
+from memvault.backup.head import read_head, read_marker, write_head
+from memvault.backup.journal import list_segments
+from memvault.backup.presence import ListingUnreliable, list_lineages
 from memvault.backup.verify import verify_backups
 from memvault.cli import app
 from memvault.config import Settings
@@ -153,3 +164,80 @@ def test_a_manifest_whose_data_is_gone_is_never_valid(memory: Memory, s3_only: S
     assert found is not None and found.id == ids[0]
     plan = plan_prune(dest, {"last": 1})
     assert ids[0] in plan.keep and ids[0] not in plan.delete
+
+
+# ---------------------------------------------------------------- listings that answer nothing
+
+
+def test_an_empty_listing_is_not_an_empty_history(memory: Memory, s3_only: Settings,
+                                                  proxy: S3FaultProxy) -> None:
+    _add(memory, 20, "held")
+    (first,) = create_backup(memory.store, s3_only)
+    assert first.status == VALID
+    ids = [r["id"] for r in memory.get_all(user_id="alice", top_k=100)["results"]]
+    for memory_id in ids[:13]:
+        memory.delete(memory_id)
+    proxy.add(Fault(RequestKind.LIST, ".", Action.EMPTY_LIST))
+    dest = open_destination(s3_only.backup_urls[0], s3_only)
+    with pytest.raises(ListingUnreliable, match="listing unreliable"):
+        list_lineages(dest)
+    assert list_lineages(dest, strict=False).unseen == [memory.store.meta().lineage_id]
+    # 20 -> 7 with no history in sight: the lineage head (GET) is the history.
+    (dropped,) = create_backup(memory.store, s3_only)
+    assert dropped.status == "suspicious", dropped.reasons
+    assert "fewer than 50%" in dropped.reasons[0] and "(20)" in dropped.reasons[0]
+    proxy.clear()
+    assert list_lineages(dest).reliable
+
+
+def test_a_failed_journal_put_under_an_empty_listing_continues_the_chain(
+        memory: Memory, s3_only: Settings, proxy: S3FaultProxy) -> None:
+    _add(memory, 5, "base")
+    (base,) = create_backup(memory.store, s3_only)
+    assert base.status == VALID
+    shipper = JournalShipper(memory.store, s3_only)
+    _add(memory, 1, "one")
+    assert shipper.ship() == 1
+    proxy.add(Fault(RequestKind.LIST, ".", Action.EMPTY_LIST))
+    failing = proxy.add(Fault(RequestKind.PUT, r"/journal/", Action.UNAVAILABLE))
+    _add(memory, 1, "two")
+    assert shipper.ship() == 0 and shipper.last_error  # one failed PUT (every attempt)
+    proxy.remove(failing)
+    _add(memory, 1, "three")
+    assert shipper.ship() == 1 and not shipper.last_error  # from the head's tip, not seq 0
+    proxy.clear()
+    dest = open_destination(s3_only.backup_urls[0], s3_only)
+    lineage = memory.store.meta().lineage_id
+    refs = list_segments(dest, lineage)
+    assert [r.after_seq for r in refs] == [base.manifest.seq if base.manifest else -1,
+                                           refs[0].upto_seq]
+    assert refs[-1].upto_seq == memory.store.last_seq()
+    report = verify_backups([dest], None, every=True, read_data=True)
+    assert report.ok, report.faults
+
+
+def test_shipping_refuses_a_new_chain_over_one_the_head_names(
+        memory: Memory, s3_only: Settings, proxy: S3FaultProxy,
+        caplog: pytest.LogCaptureFixture) -> None:
+    _add(memory, 3, "base")
+    shipper = JournalShipper(memory.store, s3_only)
+    assert shipper.ship() == 1
+    dest = open_destination(s3_only.backup_urls[0], s3_only)
+    lineage = memory.store.meta().lineage_id
+    head = read_head(dest, lineage)
+    assert head is not None and head.journal_upto == memory.store.last_seq()
+    assert head.journal_tip_sha256 and head.beat == 1 and head.process == shipper.process
+    assert read_marker(dest) == [lineage]
+    # A head that names shipped seqs but no tip checksum (written by something else), while
+    # the listing shows nothing: no new chain from seq 0, a refusal that shows as lag.
+    write_head(dest, replace(head, journal_tip_sha256=None, beat=head.beat + 1))
+    proxy.add(Fault(RequestKind.LIST, ".", Action.EMPTY_LIST))
+    _add(memory, 1, "more")
+    fresh = JournalShipper(memory.store, s3_only)
+    assert fresh.ship() == 0
+    assert fresh.last_error and "refusing to start a new chain" in fresh.last_error
+    proxy.clear()
+    assert [r.after_seq for r in list_segments(dest, lineage)] == [0]
+    shipper.stop()
+    stopped = read_head(dest, lineage)
+    assert stopped is not None and stopped.stopped and stopped.beat > head.beat
