@@ -126,7 +126,7 @@ def create_backup(
             log.error("backup failed: %s", why)
             metrics.backup_runs.labels(FAILED).inc(len(dests))
             return [BackupResult(d.url, "", FAILED, [why]) for d in dests]
-        shipper = shipper or JournalShipper(store, settings, dests)
+        shipper = shipper or JournalShipper(store, settings, dests, heartbeat=False)
         shipper.ship(new_chain_at=draft.seq)
         results = [_journal_failed(dest, draft, shipper.errors[dest.url])
                    if dest.url in shipper.errors else
