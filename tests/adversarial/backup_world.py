@@ -6,7 +6,6 @@ Shared by tests/adversarial/test_backup_fuzz.py (sampled) and bench/bench_fuzz.p
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -19,14 +18,13 @@ import numpy as np
 from memvault.backup import JournalShipper, create_backup, list_backups, run_restore
 from memvault.backup.crypto import Cipher, cipher_for
 from memvault.backup.destinations import LocalDestination
-from memvault.backup.head import LineageHead, new_process_id, register_lineage, write_head
+from memvault.backup.head import read_head
 from memvault.backup.journal import list_segments
 from memvault.backup.verify import VerifyReport, verify_backups
 from memvault.config import Settings, load_settings
 from memvault.errors import MemvaultError
 from memvault.memory import Memory
 from memvault.store import open_store
-from memvault.store.records import utc_now
 
 KEY = "a long random secret for the fuzz tests"
 
@@ -57,20 +55,6 @@ def _settings(base: Path, encrypted: bool) -> Settings:
     return load_settings(values)
 
 
-def _write_head(settings: Settings, memory: Memory) -> None:
-    """What the journal shipper writes after each cycle: the lineage's head and marker."""
-    dest = LocalDestination(settings.backup_urls[0])
-    lineage = memory.store.meta().lineage_id
-    refs = list_segments(dest, lineage)
-    last = refs[-1]
-    register_lineage(dest, lineage)
-    write_head(dest, LineageHead(
-        lineage_id=lineage, store_id=memory.store.meta().store_id, process=new_process_id(),
-        beat=1, journal_upto=last.upto_seq,
-        journal_tip_sha256=hashlib.sha256(dest.read_bytes(last.key)).hexdigest(),
-        memories=memory.store.total(), written_at=utc_now()))
-
-
 def build(base: Path, embedder: Any, encrypted: bool = False) -> World:
     settings = _settings(base, encrypted)
     with Memory(settings, embedder=embedder) as memory:
@@ -91,7 +75,7 @@ def build(base: Path, embedder: Any, encrypted: bool = False) -> World:
         assert shipper.ship() == 1
         say("the newest write", "carol", metadata={"big": -(2**80)})
         assert shipper.ship() == 1
-        _write_head(settings, memory)
+        shipper.stop()  # a clean stop writes the head: journal_upto and the newest sha256
         store = memory.store
         lineage = store.meta().lineage_id
         active = store.meta().active_embedder
@@ -102,6 +86,8 @@ def build(base: Path, embedder: Any, encrypted: bool = False) -> World:
                 for mid, row in zip(vid, matrix, strict=True):
                     vectors[mid] = np.asarray(row, dtype="<f4").tobytes()
     root = Path(settings.backup_urls[0])
+    head = read_head(LocalDestination(root), lineage)
+    assert head is not None and head.journal_tip_sha256 and head.stopped, head
     world = World(root, settings, encrypted, lineage, records, vectors)
     dest = LocalDestination(root)
 
