@@ -61,6 +61,7 @@ def lineage_high_water(lineage_id: str, entries: list[BackupEntry],
     for head in heads:
         if head is not None:
             mark.raise_to("lineage head journal_upto", head.journal_upto)
+            mark.raise_to("lineage head snapshot_seq", getattr(head, "snapshot_seq", None))
     for entry in entries:
         if entry_lineage(entry) == lineage_id:
             mark.raise_to(f"snapshot {entry.id}", entry_seq(entry))

@@ -107,9 +107,9 @@ def read_marker(dest: Destination) -> list[str]:
         data = json.loads(raw)
         if data.get("format") != MARKER_FORMAT:
             raise ValueError(f"its format is {data.get('format')!r}")
-        if MARKER_CHECKSUM in data:
+        if MARKER_CHECKSUM in data or int(data.get("format_version", 1)) >= 2:
             body = {k: v for k, v in data.items() if k != MARKER_CHECKSUM}
-            if data[MARKER_CHECKSUM] != _digest(body):
+            if data.get(MARKER_CHECKSUM) != _digest(body):
                 raise ValueError(f"its {MARKER_CHECKSUM} does not match its content (damaged)")
         return [check_lineage_id(str(x)) for x in data["lineages"]]
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -125,7 +125,7 @@ def register_lineage(dest: Destination, lineage_id: str) -> None:
         names = read_marker(dest)
         if lineage_id in names:
             return
-        body: dict[str, Any] = {"format": MARKER_FORMAT,
+        body: dict[str, Any] = {"format": MARKER_FORMAT, "format_version": 2,
                                 "lineages": sorted({*names, lineage_id})}
         body[MARKER_CHECKSUM] = _digest(body)
         dest.replace_bytes(DESTINATION_MARKER, json.dumps(body, indent=1).encode("utf-8"))

@@ -96,21 +96,21 @@ def _select(entries: list[BackupEntry], backup_id: str | None, every: bool
     return sorted(chosen, key=BackupEntry.order)
 
 
-def _check_marker(dest: Destination, lineages: list[str], report: VerifyReport) -> list[str]:
+def _check_marker(dest: Destination, lineages: list[str], report: VerifyReport) -> None:
     """The destination marker (when there is one) must name every lineage present, and each
     lineage it names must have its head: a missing head or name is something deleted."""
     try:
         named = read_marker(dest)
     except BackupError as exc:
         report.faults.append(Fault(dest.url, None, DESTINATION_MARKER, exc.message))
-        return []
+        return
     if not named:
         heads = [lineage_id for lineage_id in lineages if dest.size(head_key(lineage_id))]
         if heads:  # the marker is written before any head: it was deleted
             report.faults.append(Fault(dest.url, None, DESTINATION_MARKER,
                                        f"missing, although lineage {heads[0]} has a head here "
                                        "(deleted)"))
-        return []  # else a destination written before markers existed
+        return  # else a destination written before markers existed
     for lineage_id in lineages:
         if lineage_id not in named:
             report.faults.append(Fault(dest.url, None, DESTINATION_MARKER,
@@ -122,7 +122,6 @@ def _check_marker(dest: Destination, lineages: list[str], report: VerifyReport) 
                                        f"missing: {DESTINATION_MARKER} names lineage "
                                        f"{lineage_id}, whose head is not there (deleted, or "
                                        "the marker is damaged)"))
-    return named
 
 
 def _seq(entry: BackupEntry) -> int:
@@ -201,8 +200,7 @@ def verify_backups(destinations: list[Destination], cipher: Cipher | None, *,
         lineages = sorted({lineage for e in (chosen if backup_id else entries)
                            if (lineage := entry_lineage(e))})
         if not backup_id:
-            named = _check_marker(dest, lineages, report)
-            lineages = sorted({*lineages, *named})
+            _check_marker(dest, lineages, report)
         for lineage_id in lineages:
             try:
                 summary, faults = verify_journal(dest, lineage_id, cipher, entries, high_water,

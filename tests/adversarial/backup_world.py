@@ -6,7 +6,7 @@ Shared by tests/adversarial/test_backup_fuzz.py (sampled) and bench/bench_fuzz.p
 
 from __future__ import annotations
 
-import hashlib
+import json
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -19,14 +19,14 @@ import numpy as np
 from memvault.backup import JournalShipper, create_backup, list_backups, run_restore
 from memvault.backup.crypto import Cipher, cipher_for
 from memvault.backup.destinations import LocalDestination
-from memvault.backup.head import LineageHead, new_process_id, register_lineage, write_head
+from memvault.backup.head import read_head
 from memvault.backup.journal import list_segments
 from memvault.backup.verify import VerifyReport, verify_backups
 from memvault.config import Settings, load_settings
 from memvault.errors import MemvaultError
 from memvault.memory import Memory
 from memvault.store import open_store
-from memvault.store.records import utc_now
+from tests.helpers import record
 
 KEY = "a long random secret for the fuzz tests"
 
@@ -57,18 +57,14 @@ def _settings(base: Path, encrypted: bool) -> Settings:
     return load_settings(values)
 
 
-def _write_head(settings: Settings, memory: Memory) -> None:
-    """What the journal shipper writes after each cycle: the lineage's head and marker."""
-    dest = LocalDestination(settings.backup_urls[0])
-    lineage = memory.store.meta().lineage_id
-    refs = list_segments(dest, lineage)
-    last = refs[-1]
-    register_lineage(dest, lineage)
-    write_head(dest, LineageHead(
-        lineage_id=lineage, store_id=memory.store.meta().store_id, process=new_process_id(),
-        beat=1, journal_upto=last.upto_seq,
-        journal_tip_sha256=hashlib.sha256(dest.read_bytes(last.key)).hexdigest(),
-        memories=memory.store.total(), written_at=utc_now()))
+def legacy_write(memory: Memory, text: str, metadata: dict[str, Any]) -> None:
+    """A memory with metadata the API now refuses (integers beyond 64 bits), written through
+    the store as an older memvault did: a backup must hold what the store holds."""
+    store = memory.store
+    active = store.meta().active_embedder
+    assert active is not None
+    store.add([record(text, user_id="legacy", metadata=metadata)],
+              memory.embedder.embed([text]), active, "test")
 
 
 def build(base: Path, embedder: Any, encrypted: bool = False) -> World:
@@ -76,7 +72,9 @@ def build(base: Path, embedder: Any, encrypted: bool = False) -> World:
     with Memory(settings, embedder=embedder) as memory:
         shipper = JournalShipper(memory.store, settings)
         say = lambda text, user, **extra: memory.add(text, user_id=user, infer=False, **extra)  # noqa: E731
-        say("alice likes green tea", "alice", metadata={"n": 2**70, "f": 0.1, "deep": {"a": [1]}})
+        say("alice likes green tea", "alice", metadata={"f": 0.1, "deep": {"a": [1]}})
+        legacy_write(memory, "a store written before the API refused huge integers",
+                     {"n": 2**70, "neg": -(2**80)})
         say("bob plays the cello", "bob")
         say("🦊 astral fox, ünïcode", "alice/agent:x")
         assert create_backup(memory.store, settings)[0].status == "valid"
@@ -89,9 +87,10 @@ def build(base: Path, embedder: Any, encrypted: bool = False) -> World:
         assert create_backup(memory.store, settings)[0].status == "valid"
         say("after the second snapshot", "bob")
         assert shipper.ship() == 1
-        say("the newest write", "carol", metadata={"big": -(2**80)})
+        say("the newest write", "carol")
+        legacy_write(memory, "shipped with a huge integer", {"big": 2**64})
         assert shipper.ship() == 1
-        _write_head(settings, memory)
+        shipper.stop()  # a clean stop writes the head: journal_upto and the newest sha256
         store = memory.store
         lineage = store.meta().lineage_id
         active = store.meta().active_embedder
@@ -102,6 +101,8 @@ def build(base: Path, embedder: Any, encrypted: bool = False) -> World:
                 for mid, row in zip(vid, matrix, strict=True):
                     vectors[mid] = np.asarray(row, dtype="<f4").tobytes()
     root = Path(settings.backup_urls[0])
+    head = read_head(LocalDestination(root), lineage)
+    assert head is not None and head.journal_tip_sha256 and head.stopped, head
     world = World(root, settings, encrypted, lineage, records, vectors)
     dest = LocalDestination(root)
 
@@ -169,13 +170,18 @@ def restore(world: World, dest_root: Path, scratch: Path, embedder: Any, **optio
         target.close()
 
 
+def exact(value: Any) -> str:
+    """A value as text that tells 2**70 from 2.0**70 and 1 from 1.0 (== does not)."""
+    return json.dumps(value, sort_keys=True)
+
+
 def difference(world: World, target: Any) -> str | None:
     got = {r.id: r.to_dict() for r in target.list(None)}
-    if got != world.memories:
+    if exact(got) != exact(world.memories):
         missing = sorted(set(world.memories) - set(got))
         extra = sorted(set(got) - set(world.memories))
         changed = sorted(k for k in set(got) & set(world.memories)
-                         if got[k] != world.memories[k])
+                         if exact(got[k]) != exact(world.memories[k]))
         return f"SILENT LOSS: missing {missing}, extra {extra}, changed {changed}"
     active = target.meta().active_embedder
     with target.snapshot() as snap:
