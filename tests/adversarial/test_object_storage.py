@@ -21,6 +21,7 @@ from memvault.backup import (
     create_backup,
     list_backups,
     plan_prune,
+    run_restore,
 )
 from memvault.backup.catalog import DAMAGED, newest_valid
 from memvault.backup.destinations import DeletesRefused, open_destination
@@ -30,7 +31,9 @@ from memvault.backup.presence import ListingUnreliable, list_lineages
 from memvault.backup.verify import verify_backups
 from memvault.cli import app
 from memvault.config import Settings
+from memvault.embed.local import LocalEmbedder
 from memvault.memory import Memory
+from memvault.store import open_store
 from tests.peers.s3_faults import Action, Fault, RequestKind, S3FaultProxy
 from tests.peers.s3_server import S3Server
 
@@ -241,3 +244,51 @@ def test_shipping_refuses_a_new_chain_over_one_the_head_names(
     shipper.stop()
     stopped = read_head(dest, lineage)
     assert stopped is not None and stopped.stopped and stopped.beat > head.beat
+
+
+# ---------------------------------------------------------------- gaps and storms
+
+
+def test_two_snapshots_within_one_journal_interval_leave_no_gap(
+        memory: Memory, s3_only: Settings, tmp_path: Path,
+        local_embedder: LocalEmbedder) -> None:
+    _add(memory, 3, "older")
+    (older,) = create_backup(memory.store, s3_only)
+    _add(memory, 3, "between")  # no shipping cycle runs before the next snapshot
+    (newer,) = create_backup(memory.store, s3_only)
+    assert (older.status, newer.status) == (VALID, VALID)
+    dest = open_destination(s3_only.backup_urls[0], s3_only)
+    lineage = memory.store.meta().lineage_id
+    assert [(r.after_seq, r.upto_seq) for r in list_segments(dest, lineage)] == [
+        (older.manifest.seq if older.manifest else -1, newer.manifest.seq if newer.manifest
+         else -1)]
+    # The newer snapshot is damaged: the older one plus the journal still gives everything.
+    entry = next(e for e in list_backups(dest) if e.id == newer.id)
+    dest.delete([k for k in entry.keys if k.endswith("memories.jsonl.zst")])
+    target = open_store(s3_only.model_copy(update={
+        "database_url": f"sqlite:///{tmp_path / 'target.db'}"}))
+    try:
+        report = run_restore(target, s3_only, local_embedder)
+        assert report.plan.manifest.id == older.id
+        assert target.counts() == memory.store.counts() == {"user:alice": 6}
+    finally:
+        target.close()
+
+
+def test_a_503_storm_marks_nothing_valid_and_the_journal_completes_after(
+        memory: Memory, s3_only: Settings, proxy: S3FaultProxy) -> None:
+    _add(memory, 4, "storm")
+    storm = [proxy.add(Fault(kind, ".", Action.UNAVAILABLE)) for kind in RequestKind]
+    (result,) = create_backup(memory.store, s3_only)
+    assert result.status == "failed" and "SlowDown" in result.reasons[0]
+    shipper = JournalShipper(memory.store, s3_only)
+    assert shipper.ship() == 0 and shipper.last_error
+    for fault in storm:
+        proxy.remove(fault)
+    dest = open_destination(s3_only.backup_urls[0], s3_only)
+    assert [e for e in list_backups(dest) if e.valid] == []
+    assert shipper.ship() == 1 and not shipper.last_error
+    (after,) = create_backup(memory.store, s3_only)
+    assert after.status == VALID
+    report = verify_backups([dest], None, every=True, read_data=True)
+    assert report.ok, report.faults
