@@ -37,6 +37,9 @@ from memvault.store import open_store
 from tests.peers.s3_faults import Action, Fault, RequestKind, S3FaultProxy
 from tests.peers.s3_server import S3Server
 
+# Where the store plays no part (what the object store answers), one backend is enough.
+SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
+
 
 @pytest.fixture(scope="module")
 def s3_server() -> Iterator[S3Server]:
@@ -79,6 +82,7 @@ def _snapshots(memory: Memory, settings: Settings, count: int) -> list[str]:
 # ---------------------------------------------------------------- DeleteObjects per-key errors
 
 
+@SQLITE_ONLY
 def test_prune_names_every_key_a_delete_refuses(memory: Memory, s3_only: Settings,
                                                 proxy: S3FaultProxy, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,6 +123,7 @@ def test_prune_names_every_key_a_delete_refuses(memory: Memory, s3_only: Setting
 # ---------------------------------------------------------------- replies lost after the write
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("action", [Action.LOSE_REPLY, Action.DROP_CONNECTION])
 def test_a_lost_reply_is_checked_before_it_counts_as_failed(
         memory: Memory, s3_only: Settings, proxy: S3FaultProxy, action: Action) -> None:
@@ -275,6 +280,7 @@ def test_two_snapshots_within_one_journal_interval_leave_no_gap(
         target.close()
 
 
+@SQLITE_ONLY
 def test_a_503_storm_marks_nothing_valid_and_the_journal_completes_after(
         memory: Memory, s3_only: Settings, proxy: S3FaultProxy) -> None:
     _add(memory, 4, "storm")
