@@ -92,9 +92,10 @@ def backup_checks(settings: Any, memories: int) -> list[dict[str, Any]]:
                            "hint": "run `memvault backup create`; `memvault backup list` "
                            "shows why earlier ones are not valid"})
             continue
-        newest = max(valid, key=lambda e: e.created_at)
-        age = time.time() - newest.created.timestamp()  # type: ignore[union-attr]
-        last = max(entries, key=lambda e: e.created_at)
+        # Newest = highest seq; a stamp from a clock that ran ahead gives age 0, not < 0.
+        newest = max(valid, key=lambda e: e.order())
+        age = max(0.0, time.time() - newest.created.timestamp())  # type: ignore[union-attr]
+        last = max(entries, key=lambda e: e.order())
         message = (f"newest valid {newest.id}, {age / 3600:.1f} h old, "
                    f"{newest.manifest.total if newest.manifest else '?'} memories")
         if age > stale_after:

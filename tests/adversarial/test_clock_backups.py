@@ -137,3 +137,15 @@ def test_journal_lag_is_monotonic(memory: Memory, settings: Settings, tmp_path: 
     shipper.ship()
     assert shipper.lag_seconds() == 120.0
     assert REGISTRY.get_sample_value("memvault_journal_lag_seconds") == 120.0
+
+
+def test_doctor_names_the_newest_backup_by_seq(memory: Memory, settings: Settings) -> None:
+    from memvault.cli.doctor import backup_checks
+
+    _add(memory, 2, "ahead")
+    create_backup(memory.store, settings, clock=_at(AHEAD))  # then the clock was corrected
+    _add(memory, 2, "now")
+    (newest,) = create_backup(memory.store, settings)
+    (check,) = backup_checks(settings, memory.store.total())
+    assert check["state"] == 0, check  # OK
+    assert f"newest valid {newest.id}, 0.0 h old" in check["message"]
