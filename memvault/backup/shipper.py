@@ -128,6 +128,8 @@ class JournalShipper:
             self.errors = {}
             for dest in self.destinations:
                 try:
+                    if not self.heartbeat and self._writer_running(dest, meta.lineage_id):
+                        continue
                     count = self._ship_to(dest, meta.lineage_id, meta.store_id, new_chain_at)
                     shipped += count
                     if beat and self.heartbeat:
@@ -144,6 +146,16 @@ class JournalShipper:
                 self._caught_up_at = self._clock()
                 metrics.journal_lag.set(0)
             return shipped
+
+    def _writer_running(self, dest: Destination, lineage_id: str) -> bool:
+        """Whether the head names a running writer (not stopped) other than this shipper: it
+        ships the journal itself, and two shippers of one lineage would fork its chain."""
+        head = read_head(dest, lineage_id)
+        if head is None or head.stopped or head.process == self.process:
+            return False
+        log.info("journal of %s in %s: left to its running writer (%s, pid %s)", lineage_id,
+                 dest, head.host, head.pid)
+        return True
 
     def note_snapshot(self, dest: Destination, manifest: Manifest) -> None:
         """A valid snapshot reached `dest`: its head now names it (memories, seq), so the next
@@ -186,9 +198,11 @@ class JournalShipper:
             memories, snapshot_seq = snapshot.total, snapshot.seq
         process, number = self.process, max(base.beat if base else 0,
                                             mine.beat if mine else 0) + 1
-        if not self.heartbeat and base is not None:
-            # Not this lineage's heartbeat: name the snapshot, leave the writer's beat alone.
-            process, number, stopped = base.process, base.beat, base.stopped
+        if not self.heartbeat:
+            # Not this lineage's heartbeat: name the snapshot, leave the writer's beat alone
+            # (and never pose as a running writer).
+            process, number, stopped = (base.process, base.beat, base.stopped) if base \
+                else (process, number, True)
         head = LineageHead(
             lineage_id=lineage_id, store_id=store_id, process=process, beat=number,
             journal_upto=upto if sha else 0, journal_tip_sha256=sha, memories=memories,

@@ -281,6 +281,26 @@ def test_two_snapshots_within_one_journal_interval_leave_no_gap(
 
 
 @SQLITE_ONLY
+def test_a_snapshot_leaves_the_journal_to_the_running_writer(memory: Memory, s3_only: Settings
+                                                             ) -> None:
+    """`backup create` next to a running server (one lineage, two processes): only the
+    writer whose head is beating ships, so the chain never forks."""
+    writer = JournalShipper(memory.store, s3_only)
+    _add(memory, 3, "shipped")
+    assert writer.ship() == 1
+    _add(memory, 2, "not yet")
+    (snapshot,) = create_backup(memory.store, s3_only)
+    assert snapshot.status == VALID
+    assert writer.ship() == 1 and not writer.last_error
+    dest = open_destination(s3_only.backup_urls[0], s3_only)
+    refs = list_segments(dest, memory.store.meta().lineage_id)
+    assert [(r.after_seq, r.upto_seq) for r in refs] == [(0, 3), (3, 5)]
+    head = read_head(dest, memory.store.meta().lineage_id)
+    assert head is not None and head.process == writer.process and not head.stopped
+    assert (head.snapshot_seq, head.memories) == (5, 5)  # the snapshot is named all the same
+
+
+@SQLITE_ONLY
 def test_a_503_storm_marks_nothing_valid_and_the_journal_completes_after(
         memory: Memory, s3_only: Settings, proxy: S3FaultProxy) -> None:
     _add(memory, 4, "storm")
