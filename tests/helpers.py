@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,3 +42,13 @@ def prepared(store: Store, ident: EmbedderIdentity | None = None) -> EmbedderIde
     store.register_embedder(ident)
     store.set_active_embedder(ident.key)
     return ident
+
+
+def backup_folder(destination: str | Path, backup_id: str) -> Path:
+    """The local folder holding backup `backup_id` (wherever the layout puts it)."""
+    from memvault.backup.catalog import list_backups
+    from memvault.backup.destinations import LocalDestination
+
+    root = Path(destination)
+    entry = next(e for e in list_backups(LocalDestination(root)) if e.id == backup_id)
+    return root / entry.folder

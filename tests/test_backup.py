@@ -54,7 +54,8 @@ def backups(settings: Settings) -> list[BackupEntry]:
 
 
 def backup_dir(settings: Settings, backup_id: str) -> Path:
-    return Path(settings.backup_urls[0]) / "snapshots" / backup_id
+    entry = next(e for e in backups(settings) if e.id == backup_id)
+    return Path(settings.backup_urls[0]) / entry.folder
 
 
 # ------------------------------------------------------------------ snapshot + open format
@@ -69,7 +70,7 @@ def test_snapshot_is_valid_and_readable_without_memvault(memory: Memory, setting
     assert result.status == VALID, result.reasons
     folder = backup_dir(settings, result.id)
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["format"] == "memvault-backup" and manifest["format_version"] == 1
+    assert manifest["format"] == "memvault-backup" and manifest["format_version"] == 2
     assert manifest["counts"] == {"agent:planner": 1, "user:alice": 12, "user:bob": 7}
     assert manifest["seq"] == memory.store.last_seq()
     assert manifest["store"]["store_id"] == memory.store.meta().store_id
@@ -326,7 +327,7 @@ def test_full_disk_fails_loudly_and_marks_nothing_valid(memory: Memory, settings
     assert result.status == "failed"
     assert "No space left on device" in result.reasons[0]
     assert not [e for e in list_backups(LocalDestination(tiny_disk)) if e.status == VALID]
-    assert not list((tiny_disk / "snapshots").rglob("*.tmp-*"))  # temp files cleaned up
+    assert not list(tiny_disk.rglob("*.tmp-*"))  # temp files cleaned up
 
 
 # ------------------------------------------------------------------ encryption
@@ -367,11 +368,11 @@ def test_journal_segments_chain_and_detect_gaps(memory: Memory, settings: Settin
     assert report.ok, report.faults
     (journal,) = report.journal
     assert journal["segments"] == 3 and journal["upto_seq"] == memory.store.last_seq()
-    segments = sorted((Path(settings.backup_urls[0]) / "journal").rglob("*.jsonl.zst"))
+    segments = sorted(Path(settings.backup_urls[0]).rglob("*.jsonl.zst"))
     # A replaced segment breaks the checksum chain.
     original = segments[1].read_bytes()
     lines = zstandard.ZstdDecompressor().decompressobj().decompress(original).decode()
-    segments[1].write_bytes(zstandard.ZstdCompressor().compress(
+    segments[1].write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(
         lines.replace("round 1", "round X").encode()))
     broken = verify_backups(dests, None)
     assert any("chain broken" in f.fault and segments[2].name in f.fault for f in broken.faults)

@@ -16,6 +16,7 @@ from memvault.config import Settings
 from memvault.embed.local import LocalEmbedder
 from memvault.memory import Memory
 from memvault.store import open_store
+from tests.helpers import backup_folder
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def test_cli_backup_verify_prune_restore(cli: CliRunner, tmp_path: Path) -> None
     found = cli.invoke(app, [*other, "search", "fact", "--user-id", "bob", "--json"])
     assert json.loads(found.stdout)["results"][0]["memory"] == "bob fact"
     # A damaged file: verify names it and exits 1.
-    folder = tmp_path / "data" / "backups" / "snapshots" / result["id"]
+    folder = backup_folder(tmp_path / "data" / "backups", result["id"])
     (folder / "memories.jsonl.zst").write_bytes(b"garbage")
     broken = cli.invoke(app, ["backup", "verify", "--all"])
     assert broken.exit_code == 1 and "memories.jsonl.zst" in broken.output

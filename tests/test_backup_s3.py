@@ -58,7 +58,7 @@ def test_s3_backup_verify_journal_and_restore(memory: Memory, s3_settings: Setti
     s3_dest = open_destinations(s3_settings)[0]
     (entry,) = list_backups(s3_dest)
     assert entry.valid and entry.manifest and entry.manifest.encrypted
-    stored = s3_dest.read_bytes(f"snapshots/{entry.id}/memories.jsonl.zst")
+    stored = s3_dest.read_bytes(f"{entry.folder}memories.jsonl.zst")
     assert b"s3 fact" not in stored  # encrypted at rest
     memory.add("written after the snapshot", user_id="alice", infer=False)
     assert JournalShipper(memory.store, s3_settings).ship() == 2  # one segment per destination

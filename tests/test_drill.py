@@ -18,12 +18,14 @@ from typer.testing import CliRunner
 
 from memvault.backup import JournalShipper, create_backup, open_destinations
 from memvault.backup.destinations import LocalDestination
+from memvault.backup.format import manifest_digest
 from memvault.cli import app
 from memvault.config import Settings, load_settings
 from memvault.guard.api import Guard
 from memvault.guard.drill import METRIC, read_drills, run_drill
 from memvault.guard.drill_job import DrillJob
 from memvault.memory import Memory
+from tests.helpers import backup_folder
 from tests.peers.http_peer import HTTPPeer
 
 
@@ -44,7 +46,7 @@ def backup(memory: Memory, settings: Settings) -> str:
 
 def damage(settings: Settings, backup_id: str, name: str) -> None:
     """Flip one byte in the middle of a backup file (same size: only a full read can tell)."""
-    path = Path(settings.backup_urls[0]) / "snapshots" / backup_id / name
+    path = backup_folder(settings.backup_urls[0], backup_id) / name
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x10
     path.write_bytes(bytes(data))
@@ -139,17 +141,19 @@ def test_vectors_that_do_not_belong_to_their_texts_fail_the_drill(
     the stored ids are rotated and the manifest's checksums made to match."""
     fill(memory)
     backup_id = backup(memory, settings)
-    folder = Path(settings.backup_urls[0]) / "snapshots" / backup_id
+    folder = backup_folder(settings.backup_urls[0], backup_id)
     ids_file = folder / "vectors-0.ids.zst"
     ids = zstandard.ZstdDecompressor().decompressobj().decompress(ids_file.read_bytes())
     lines = ids.decode().split("\n")
     lines = [line for line in lines if line]
     rotated = ("\n".join(lines[1:] + lines[:1]) + "\n").encode()
-    packed = zstandard.ZstdCompressor().compress(rotated)
+    packed = zstandard.ZstdCompressor(write_checksum=True).compress(rotated)
     ids_file.write_bytes(packed)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"]["vectors-0.ids.zst"] = {"size": len(packed),
                                               "sha256": hashlib.sha256(packed).hexdigest()}
+    del manifest["manifest_sha256"]
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
     report = run_drill(settings, embedder=local_embedder)

@@ -376,7 +376,7 @@ def test_the_shipped_journal_raises_a_stale_ledger(
     settings: Settings, memory: Memory, tmp_path: Path,
 ) -> None:
     """kill -9 before the ledger's next write: it still says "empty", the journal knows better."""
-    from memvault.backup.journal import JournalShipper
+    from memvault.backup.shipper import JournalShipper
 
     dest = LocalDestination(tmp_path / "data" / "backups")
     meta = memory.store.meta()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 import textwrap
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 from pydantic import SecretStr
 
 from memvault.backup import (
@@ -25,11 +28,13 @@ from memvault.backup import (
     restore_incomplete,
     run_restore,
 )
+from memvault.backup.errors import RestoreLoss
 from memvault.config import Settings
 from memvault.embed.local import LocalEmbedder
 from memvault.errors import StoreError
 from memvault.memory import Memory
 from memvault.store import Store, open_store, utc_now
+from tests.helpers import backup_folder
 from tests.peers.embedding_server import EmbeddingServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +144,7 @@ def test_restore_falls_back_from_a_damaged_backup(memory: Memory, settings: Sett
     newer = backup_ok(memory, settings)
     add_texts(memory, 2, "carol")
     shipper.ship()
-    damaged = Path(settings.backup_urls[0]) / "snapshots" / newer.id / "memories.jsonl.zst"
+    damaged = backup_folder(settings.backup_urls[0], newer.id) / "memories.jsonl.zst"
     data = bytearray(damaged.read_bytes())
     data[5] ^= 0x01
     damaged.write_bytes(bytes(data))
@@ -254,12 +259,63 @@ def test_restore_stops_at_a_journal_gap_and_says_so(memory: Memory, settings: Se
     for text in ("first shipped", "lost with its segment", "after the gap"):
         memory.add(text, user_id="alice", infer=False)
         assert shipper.ship() == 1
-    segments = sorted((Path(settings.backup_urls[0]) / "journal").rglob("*.jsonl.zst"))
+    segments = sorted(Path(settings.backup_urls[0]).rglob("*.jsonl.zst"))
     segments[1].unlink()
     plan = plan_restore(target_settings)
     assert plan.to_json()["journal"]["entries"] == 1
     assert "journal gap" in plan.chain.faults[0]
-    report = run_restore(target, target_settings, local_embedder)
+    assert plan.loss.lost and plan.to_json()["loss"]["namespaces"] == {"user:alice": {"add": 1}}
+    # Short of what the lineage reached: refused (nothing written) unless the loss is allowed.
+    with pytest.raises(RestoreLoss, match=r"seqs \d+\.\.\d+ are lost") as refused:
+        run_restore(target, target_settings, local_embedder)
+    assert "user:alice 1 add" in refused.value.message
+    assert target.total() == 0 and restore_incomplete(target) is None
+    report = run_restore(target, target_settings, local_embedder, allow_loss=True)
     texts = {r.memory for r in target.list(None)}
     assert "first shipped" in texts and "after the gap" not in texts
     assert report.counts == {"user:alice": 4}
+    assert report.to_json()["plan"]["loss"]["lost"] is True
+    # Numbering continues past the lost seqs: they are never handed out twice.
+    assert target.last_seq() >= memory.store.last_seq()
+
+
+def test_format_1_backups_and_segments_are_still_restored(memory: Memory, settings: Settings,
+                                                          target: Store,
+                                                          target_settings: Settings,
+                                                          local_embedder: LocalEmbedder) -> None:
+    """A destination written by format 1 (`snapshots/<id>/`, `journal/<lineage>/`) restores,
+    and a chain continues from format-1 segments into format-2 ones."""
+    add_texts(memory, 5)
+    snapshot = backup_ok(memory, settings)
+    shipper = JournalShipper(memory.store, settings)
+    memory.add("shipped in format 1", user_id="alice", infer=False)
+    assert shipper.ship() == 1
+    root = Path(settings.backup_urls[0])
+    lineage = memory.store.meta().lineage_id
+    folder = backup_folder(root, snapshot.id)
+    legacy = root / "snapshots" / snapshot.id
+    legacy.parent.mkdir(parents=True)
+    folder.rename(legacy)
+    manifest = json.loads((legacy / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    del manifest["manifest_sha256"]
+    # Format 1 wrote frames without content checksums, followed by an empty frame.
+    memories = legacy / "memories.jsonl.zst"
+    plain = zstandard.ZstdDecompressor().decompressobj().decompress(memories.read_bytes())
+    old = zstandard.ZstdCompressor(write_checksum=False)
+    memories.write_bytes(old.compress(plain) + old.compress(b""))
+    manifest["files"]["memories.jsonl.zst"] = {
+        "size": memories.stat().st_size,
+        "sha256": hashlib.sha256(memories.read_bytes()).hexdigest()}
+    (legacy / "manifest.json").write_text(json.dumps(manifest))
+    (segment,) = (root / "lineages" / lineage / "journal").iterdir()
+    (root / "journal" / lineage).mkdir(parents=True)
+    segment.rename(root / "journal" / lineage / segment.name)
+    memory.add("shipped in format 2", user_id="alice", infer=False)
+    assert shipper.ship() == 1
+    assert backup_folder(root, snapshot.id) == legacy
+    report = run_restore(target, target_settings, local_embedder)
+    assert report.plan.manifest.id == snapshot.id and report.replayed == 2
+    texts = {r.memory for r in target.list(None)}
+    assert {"shipped in format 1", "shipped in format 2"} <= texts
+    assert report.counts == memory.store.counts()

@@ -9,11 +9,11 @@ from memvault.backup.errors import (
     BackupError,
     DestinationError,
     EncryptionKeyError,
+    RestoreLoss,
     RestoreRefused,
     RetentionRefused,
 )
 from memvault.backup.format import INCOMPLETE, SUSPICIOUS, VALID, Manifest
-from memvault.backup.journal import JournalShipper
 from memvault.backup.restore import (
     RestorePlan,
     plan_restore,
@@ -22,6 +22,7 @@ from memvault.backup.restore import (
 )
 from memvault.backup.retention import apply_prune, plan_prune
 from memvault.backup.scheduler import BackupScheduler
+from memvault.backup.shipper import JournalShipper
 from memvault.backup.snapshot import BackupResult, create_backup
 from memvault.backup.verify import verify_backups
 
@@ -39,6 +40,7 @@ __all__ = [
     "EncryptionKeyError",
     "JournalShipper",
     "Manifest",
+    "RestoreLoss",
     "RestorePlan",
     "RestoreRefused",
     "RetentionRefused",

@@ -7,8 +7,10 @@ an existing file, so a finished backup cannot be overwritten.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import shutil
@@ -16,6 +18,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,6 +31,23 @@ log = logging.getLogger("memvault.backup")
 
 CHUNK = 1 << 20
 T = TypeVar("T")
+
+
+class DeletesRefused(DestinationError):
+    """Some keys were not deleted although the request as a whole was answered (S3's
+    DeleteObjects answers 200 and names each key it refused). `not_deleted` maps each key to
+    the reason; every other key of the request is gone."""
+
+    code = "backup_delete_refused"
+
+    def __init__(self, destination: str, not_deleted: dict[str, str]) -> None:
+        first = "; ".join(f"{k}: {why}" for k, why in list(not_deleted.items())[:5])
+        more = f" (and {len(not_deleted) - 5} more)" if len(not_deleted) > 5 else ""
+        super().__init__(
+            f"{len(not_deleted)} object(s) in {destination} were NOT deleted: {first}{more}",
+            hint="grant the backup credentials the delete permission (s3:DeleteObject) or "
+                 "make the files writable, then run `memvault backup prune` again")
+        self.not_deleted = not_deleted
 
 
 class Destination(ABC):
@@ -56,12 +76,18 @@ class Destination(ABC):
     def size(self, key: str) -> int | None:
         """Size in bytes, or None when the key does not exist."""
 
-    @abstractmethod
     def list(self, prefix: str) -> list[str]:
         """All keys under prefix (recursive), sorted."""
+        return sorted(self.list_sizes(prefix))
 
     @abstractmethod
-    def delete(self, keys: list[str]) -> None: ...
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        """Every key under prefix (recursive) with its size in bytes, as the listing says."""
+
+    @abstractmethod
+    def delete(self, keys: list[str]) -> None:
+        """Delete keys (a missing key counts as deleted). Raises DeletesRefused naming every
+        key that is still there, DestinationError when the destination does not answer."""
 
     def __str__(self) -> str:
         return self.url
@@ -165,26 +191,37 @@ class LocalDestination(Destination):
         except FileNotFoundError:
             return None
 
-    def list(self, prefix: str) -> list[str]:
+    def list_sizes(self, prefix: str) -> dict[str, int]:
         base = self._path(prefix) if prefix else self.root
         if not base.is_dir():
-            return []
-        keys = []
+            return {}
+        sizes = {}
         for path in base.rglob("*"):
-            if path.is_file() and ".tmp-" not in path.name:
-                keys.append(path.relative_to(self.root).as_posix())
-        return sorted(keys)
+            if ".tmp-" in path.name:
+                continue
+            with contextlib.suppress(FileNotFoundError):  # deleted while listing
+                stat = path.stat()
+                if path.is_file():
+                    sizes[path.relative_to(self.root).as_posix()] = stat.st_size
+        return sizes
 
     def delete(self, keys: list[str]) -> None:
         parents = set()
+        refused: dict[str, str] = {}
         for key in keys:
             path = self._path(key)
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                refused[key] = exc.strerror or str(exc)
             parents.add(path.parent)
         for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
             with contextlib.suppress(OSError):
                 parent.rmdir()  # only when empty
+        if refused:
+            raise DeletesRefused(self.url, refused)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -262,17 +299,62 @@ class S3Destination(Destination):
         from boto3.s3.transfer import TransferConfig
 
         config = TransferConfig(multipart_threshold=64 * CHUNK, multipart_chunksize=16 * CHUNK)
-        self._call("upload", key, lambda: self.client.upload_file(
-            str(source), self.bucket, self._key(key), Config=config))
+        self._put(key, lambda: self.client.upload_file(
+            str(source), self.bucket, self._key(key), Config=config),
+            lambda: _file_digests(source))
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._refuse_existing(key)
-        self._call("upload", key, lambda: self.client.put_object(
-            Bucket=self.bucket, Key=self._key(key), Body=data))
+        self._put_object(key, data)
 
     def replace_bytes(self, key: str, data: bytes) -> None:
-        self._call("upload", key, lambda: self.client.put_object(
-            Bucket=self.bucket, Key=self._key(key), Body=data))
+        self._put_object(key, data)
+
+    def _put_object(self, key: str, data: bytes) -> None:
+        md5 = hashlib.md5(data, usedforsecurity=False)
+        # Content-MD5 makes the server refuse a body damaged on the way.
+        self._put(key, lambda: self.client.put_object(
+            Bucket=self.bucket, Key=self._key(key), Body=data,
+            ContentMD5=base64.b64encode(md5.digest()).decode("ascii")),
+            lambda: _Digests(len(data), md5.hexdigest(), hashlib.sha256(data).hexdigest()))
+
+    def _put(self, key: str, send: Callable[[], object], digests: Callable[[], _Digests]
+             ) -> None:
+        """One upload attempt per try; when its reply is lost (a 5xx or a dropped connection
+        after the server may have written it), the object is read back before the attempt
+        is called failed: present with our size and checksum means written."""
+
+        def attempt() -> None:
+            try:
+                send()
+            except Exception:
+                if self._stored_matches(key, digests()):
+                    log.warning("S3 upload of %s to %s: the reply was lost but the object is "
+                                "stored and checks out (size and checksum)", key, self.url)
+                    return
+                raise
+
+        self._call("upload", key, attempt)
+
+    def _stored_matches(self, key: str, want: _Digests) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            if int(head["ContentLength"]) != want.size:
+                return False
+            etag = str(head.get("ETag", "")).strip('"')
+            if "-" not in etag and etag:  # a single-part upload: the ETag is the MD5
+                return etag == want.md5
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            sha = hashlib.sha256()
+            for chunk in body.iter_chunks(CHUNK):
+                sha.update(chunk)
+            return sha.hexdigest() == want.sha256
+        except (ClientError, BotoCoreError, OSError) as exc:
+            log.warning("S3 re-check of %s at %s after a failed upload failed too: %s", key,
+                        self.endpoint, exc)
+            return False
 
     def _refuse_existing(self, key: str) -> None:
         if self.size(key) is not None:
@@ -312,24 +394,52 @@ class S3Destination(Destination):
 
         return self._call("stat", key, head)
 
-    def list(self, prefix: str) -> list[str]:
+    def list_sizes(self, prefix: str) -> dict[str, int]:
         full = self._key(prefix)
         strip = len(self.prefix) + 1 if self.prefix else 0
 
-        def collect() -> list[str]:
-            keys = []
+        def collect() -> dict[str, int]:
+            sizes = {}
             for page in self.client.get_paginator("list_objects_v2").paginate(
                     Bucket=self.bucket, Prefix=full):
-                keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
-            return keys
+                sizes.update({item["Key"][strip:]: int(item.get("Size", 0))
+                              for item in page.get("Contents", [])})
+            return sizes
 
-        return sorted(self._call("list", prefix or "/", collect))
+        return self._call("list", prefix or "/", collect)
 
     def delete(self, keys: list[str]) -> None:
+        refused: dict[str, str] = {}
         for start in range(0, len(keys), 1000):
             batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
-            self._call("delete", keys[start], lambda b=batch: self.client.delete_objects(
+            answer = self._call("delete", keys[start], lambda b=batch: self.client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": b, "Quiet": True}))
+            # A 200 answer may still refuse keys one by one (AccessDenied without
+            # s3:DeleteObject): each refused key is named in Errors and is still there.
+            strip = len(self.prefix) + 1 if self.prefix else 0
+            for error in answer.get("Errors", []) or []:
+                key = str(error.get("Key", ""))[strip:]
+                refused[key] = f"{error.get('Code', 'Error')}: {error.get('Message', '')}"
+        if refused:
+            raise DeletesRefused(self.url, refused)
+
+
+@dataclass(frozen=True)
+class _Digests:
+    size: int
+    md5: str
+    sha256: str
+
+
+def _file_digests(path: Path) -> _Digests:
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            md5.update(chunk)
+            sha.update(chunk)
+            size += len(chunk)
+    return _Digests(size, md5.hexdigest(), sha.hexdigest())
 
 
 def open_destination(url: str, settings: Settings) -> Destination:

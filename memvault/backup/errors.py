@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from memvault.errors import MemvaultError
 
 
@@ -36,3 +38,14 @@ class RestoreRefused(BackupError):
 
 class RetentionRefused(BackupError):
     code = "retention_refused"
+
+
+class RestoreLoss(RestoreRefused):
+    """The restore would end short of what the lineage's backups promise (lost seqs)."""
+
+    code = "restore_would_lose_data"
+
+    def __init__(self, message: str, *, loss: dict[str, Any], hint: str | None = None
+                 ) -> None:
+        super().__init__(message, hint=hint)
+        self.loss = loss

@@ -1,46 +1,48 @@
 """The open backup format (docs/backup-format.md): names, manifest, writing and reading files.
 
-A snapshot is a folder `snapshots/<id>/` holding zstd-compressed JSON lines of memories, one
-raw little-endian float32 matrix per embedder with its ids, and `manifest.json`, written last.
-Journal segments are `journal/<lineage_id>/<after_seq>-<upto_seq>.jsonl.zst`.
+A snapshot is a folder (`lineages/<lineage>/snapshots/<seq>-<id>/`, layout.py; format 1 used
+`snapshots/<id>/`) holding zstd-compressed JSON lines of memories, one raw little-endian float32
+matrix per embedder with its ids, and `manifest.json`, written last. Journal segments are
+`lineages/<lineage>/journal/<after_seq>-<upto_seq>.jsonl.zst` (format 1:
+`journal/<lineage>/...`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import queue
-import re
-import threading
+import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
-import zstandard
 
-from memvault.backup.crypto import Cipher, EncryptingWriter
+from memvault.backup import jsonlines, layout
+from memvault.backup.crypto import Cipher
 from memvault.backup.destinations import Destination
 from memvault.backup.errors import BackupCorrupt, EncryptionKeyError
+
+# The stored files' writers and readers, named here for the modules that write the format.
+from memvault.backup.frames import ZSTD_LEVEL as ZSTD_LEVEL
+from memvault.backup.frames import FileInfo as FileInfo
+from memvault.backup.frames import StagedFile as StagedFile
+from memvault.backup.frames import encode_bytes as encode_bytes
+from memvault.backup.frames import iter_lines as iter_lines
+from memvault.backup.frames import read_plain as read_plain
 from memvault.embed.base import EmbedderIdentity
 from memvault.store.records import MemoryRecord, namespace_key
 
 FORMAT = "memvault-backup"
-FORMAT_VERSION = 1
-SNAPSHOTS = "snapshots"
-JOURNAL = "journal"
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+# Format 2: the manifest vouches for itself (and, by sha256, for every other file).
+MANIFEST_CHECKSUM = "manifest_sha256"
 MEMORIES_FILE = "memories.jsonl.zst"
-ZSTD_LEVEL = 3
 # Raw float32 barely compresses; the fastest level keeps snapshots quick.
 VECTORS_ZSTD_LEVEL = 1
-SEGMENT_RE = re.compile(r"^(\d{16})-(\d{16})\.jsonl\.zst$")
 
 VALID = "valid"
 SUSPICIOUS = "suspicious"
@@ -48,115 +50,25 @@ INCOMPLETE = "incomplete"
 UNREADABLE = "unreadable"
 
 
-def snapshot_key(backup_id: str, name: str) -> str:
-    return f"{SNAPSHOTS}/{backup_id}/{name}"
+def snapshot_key(folder: str, name: str) -> str:
+    """The key of file `name` in the snapshot folder `folder` (as the catalog found it)."""
+    return f"{folder.rstrip('/')}/{name}"
 
 
-def segment_key(lineage_id: str, after_seq: int, upto_seq: int) -> str:
-    return f"{JOURNAL}/{lineage_id}/{after_seq:016d}-{upto_seq:016d}.jsonl.zst"
+def legacy_snapshot_folder(backup_id: str) -> str:
+    """Where format 1 kept a snapshot (read only)."""
+    return f"{layout.LEGACY_SNAPSHOTS}/{backup_id}/"
+
+
+def manifest_folder(manifest: Manifest) -> str:
+    """Where a snapshot with this manifest is written (format 2) or was written (format 1)."""
+    if manifest.format_version >= 2:
+        return layout.snapshot_folder(manifest.lineage_id, manifest.seq, manifest.id)
+    return legacy_snapshot_folder(manifest.id)
 
 
 def vector_files(index: int) -> tuple[str, str]:
     return f"vectors-{index}.f32.zst", f"vectors-{index}.ids.zst"
-
-
-# ---------------------------------------------------------------------------- writing
-
-
-class _HashingFile:
-    """The stored bytes: counted and hashed on their way to disk."""
-
-    def __init__(self, path: Path) -> None:
-        self._handle = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self._handle.write(data)
-        self.sha.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self._handle.flush()
-
-    def close(self) -> None:
-        if self._handle.closed:
-            return
-        try:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())  # it may be published by a hard link, not a copy
-        finally:
-            self._handle.close()
-
-
-@dataclass
-class FileInfo:
-    size: int
-    sha256: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"size": self.size, "sha256": self.sha256}
-
-
-class StagedFile:
-    """zstd -> (AES-GCM) -> local file, with size and sha256 of what is stored.
-
-    Compression, encryption, hashing and writing run in a worker thread (they release the GIL),
-    so they overlap with the caller reading the store and encoding the next batch.
-    """
-
-    def __init__(self, path: Path, cipher: Cipher | None, level: int = ZSTD_LEVEL) -> None:
-        self.path = path
-        self._raw = _HashingFile(path)
-        self._sealer: EncryptingWriter | None = cipher.writer(self._raw) if cipher else None
-        sink: Any = self._sealer or self._raw
-        self._zstd = zstandard.ZstdCompressor(level=level).stream_writer(
-            sink, closefd=False, write_return_read=True)
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
-        self._error: BaseException | None = None
-        self._worker = threading.Thread(target=self._drain, name="backup-writer", daemon=True)
-        self._worker.start()
-
-    def _drain(self) -> None:
-        while (data := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    self._zstd.write(data)
-                except BaseException as exc:  # re-raised in the caller's thread
-                    self._error = exc
-
-    def write(self, data: bytes) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(data)
-
-    def abort(self) -> None:
-        """Stop the worker and close the file after a failure (the caller deletes it)."""
-        if self._worker.is_alive():
-            self._queue.put(None)
-            self._worker.join()
-        with contextlib.suppress(Exception):
-            self._raw.close()
-
-    def close(self) -> FileInfo:
-        self._queue.put(None)
-        self._worker.join()
-        if self._error is not None:
-            with contextlib.suppress(Exception):
-                self._raw.close()
-            raise self._error
-        self._zstd.flush(zstandard.FLUSH_FRAME)
-        self._zstd.close()
-        if self._sealer is not None:
-            self._sealer.close()
-        self._raw.close()
-        return FileInfo(self._raw.size, self._raw.sha.hexdigest())
-
-
-def encode_bytes(data: bytes, cipher: Cipher | None, level: int = ZSTD_LEVEL) -> bytes:
-    compressed = zstandard.ZstdCompressor(level=level).compress(data)
-    return cipher.seal(compressed) if cipher else compressed
 
 
 def record_lines(records: Iterable[MemoryRecord]) -> bytes:
@@ -167,8 +79,8 @@ def record_lines(records: Iterable[MemoryRecord]) -> bytes:
         triple = (record.user_id, record.agent_id, record.run_id)
         namespace = namespaces.get(triple)
         if namespace is None:
-            namespace = namespaces[triple] = orjson.dumps(record.namespace)
-        line = orjson.dumps(record)  # a dataclass: serialised natively, keys in field order
+            namespace = namespaces[triple] = jsonlines.dumps(record.namespace)
+        line = jsonlines.dumps(record)  # a dataclass: keys in field order
         out.append(line[:-1] + b',"namespace":' + namespace + b"}")
     out.append(b"")
     return b"\n".join(out)
@@ -178,78 +90,14 @@ def record_line(record: MemoryRecord) -> bytes:
     return record_lines([record])
 
 
-# ---------------------------------------------------------------------------- reading
-
-
-def read_plain(source: Iterable[bytes], key: str, cipher: Cipher | None,
-               expected: FileInfo | None, encrypted: bool, file: str | None = None
-               ) -> Iterator[bytes]:
-    """Decompressed bytes of a stored file, checking size, sha256, tags and the zstd frame.
-
-    Checksum faults are raised at the end of the stream, so callers must not commit what they
-    read before the generator is exhausted. Faults name `file` (default: the key).
-    """
-    try:
-        yield from _read_plain(source, key, cipher, expected, encrypted)
-    except BackupCorrupt as exc:
-        exc.file = file or key
-        raise
-
-
-def _read_plain(source: Iterable[bytes], key: str, cipher: Cipher | None,
-                expected: FileInfo | None, encrypted: bool) -> Iterator[bytes]:
-    sha = hashlib.sha256()
-    size = 0
-
-    def stored() -> Iterator[bytes]:
-        nonlocal size
-        for chunk in source:
-            sha.update(chunk)
-            size += len(chunk)
-            yield chunk
-
-    if encrypted and cipher is None:
-        raise EncryptionKeyError(f"{key} is encrypted and no key is configured",
-                                 hint="set MEMVAULT_BACKUP_ENCRYPTION_KEY to the backup's key")
-    chunks: Iterable[bytes] = cipher.open_chunks(stored(), key) if encrypted and cipher \
-        else stored()
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
-    try:
-        for chunk in chunks:
-            out = decompressor.decompress(chunk)
-            if out:
-                yield out
-    except zstandard.ZstdError as exc:
-        _check_stored(key, expected, size, sha)
-        raise BackupCorrupt(f"{key} is not valid zstd data: {exc}", file=key) from None
-    _check_stored(key, expected, size, sha)
-    if not decompressor.eof:
-        raise BackupCorrupt(f"{key} is truncated: the zstd frame is incomplete", file=key)
-
-
-def _check_stored(key: str, expected: FileInfo | None, size: int, sha: Any) -> None:
-    if expected is None:
-        return
-    if size != expected.size:
-        raise BackupCorrupt(f"{key} has {size} bytes, the manifest says {expected.size} "
-                            "(truncated or damaged)", file=key)
-    digest = sha.hexdigest()
-    if digest != expected.sha256:
-        raise BackupCorrupt(f"{key} sha256 is {digest}, the manifest says {expected.sha256} "
-                            "(the file is damaged)", file=key)
-
-
-def iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    rest = b""
-    for chunk in chunks:
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        yield from (line for line in lines if line)
-    if rest:
-        yield rest
-
-
 # ---------------------------------------------------------------------------- manifest
+
+
+def manifest_digest(body: dict[str, Any]) -> str:
+    """sha256 of the manifest's content in canonical JSON (sorted keys, no spaces): any change
+    to a key or value changes it, whatever the file's whitespace."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -300,6 +148,12 @@ class Manifest:
         return EmbedderIdentity.from_json(entry.identity)
 
     def to_json(self) -> dict[str, Any]:
+        data = self._body()
+        if self.format_version >= 2:
+            data[MANIFEST_CHECKSUM] = manifest_digest(data)
+        return data
+
+    def _body(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "format_version": self.format_version,
@@ -326,6 +180,12 @@ class Manifest:
         if version > FORMAT_VERSION:
             raise ValueError(f"format version {version} is newer than this memvault reads "
                              f"({FORMAT_VERSION}); upgrade memvault")
+        if version >= 2 or MANIFEST_CHECKSUM in data:  # a damaged version cannot skip it
+            claimed = data.get(MANIFEST_CHECKSUM)
+            actual = manifest_digest({k: v for k, v in data.items() if k != MANIFEST_CHECKSUM})
+            if claimed != actual:
+                raise ValueError(f"its {MANIFEST_CHECKSUM} is {claimed}, its content hashes to "
+                                 f"{actual}: the manifest is damaged")
         store = data["store"]
         return cls(
             id=data["id"], store_id=store["store_id"], lineage_id=store["lineage_id"],
@@ -375,12 +235,9 @@ def parse_memories(raw: bytes) -> list[dict[str, Any]]:
     joined into one array); a fault names the line."""
     body = raw[:-1] if raw.endswith(b"\n") else raw
     try:
-        rows = orjson.loads(b"[" + body.replace(b"\n", b",") + b"]") if body else []
-    except orjson.JSONDecodeError as exc:
-        pos = exc.pos
-        line = body.count(b"\n", 0, max(0, pos - 1)) + 1
-        raise BackupCorrupt(f"{MEMORIES_FILE} line {line} is not valid JSON: {exc}",
-                            file=MEMORIES_FILE) from None
+        rows = jsonlines.loads_lines(body)
+    except jsonlines.LineError as exc:
+        raise BackupCorrupt(f"{MEMORIES_FILE} {exc}", file=MEMORIES_FILE) from None
     try:  # every line an object with a string id and text
         bad = next((i for i, r in enumerate(rows)
                     if type(r["id"]) is not str or type(r["memory"]) is not str), None)
@@ -394,18 +251,21 @@ def parse_memories(raw: bytes) -> list[dict[str, Any]]:
 
 
 def read_snapshot(dest: Destination, manifest: Manifest, cipher: Cipher | None,
-                  load_vectors: bool = True) -> SnapshotData:
+                  load_vectors: bool = True, *, folder: str | None = None) -> SnapshotData:
     """Read every file of a snapshot, checking checksums, sizes, framing, shapes and counts
     against the manifest. Raises BackupCorrupt naming the file and the fault. Without
-    `load_vectors` the vectors are read and checked but not kept (validation)."""
+    `load_vectors` the vectors are read and checked but not kept (validation). `folder` is
+    where the catalog found the snapshot (default: where its manifest says it is written)."""
     _check_encryption(manifest, cipher)
+    where = folder or manifest_folder(manifest)
 
     def plain(name: str) -> Iterator[bytes]:
         info = manifest.files.get(name)
         if info is None:
             raise BackupCorrupt(f"the manifest of {manifest.id} does not list {name}", file=name)
-        key = snapshot_key(manifest.id, name)
-        return read_plain(dest.iter_chunks(key), key, cipher, info, manifest.encrypted, name)
+        key = snapshot_key(where, name)
+        return read_plain(dest.iter_chunks(key), key, cipher, info, manifest.encrypted, name,
+                          require_checksum=manifest.format_version >= 2)
 
     def read_vectors(entry: EmbedderEntry) -> tuple[list[str], np.ndarray]:
         raw = b""

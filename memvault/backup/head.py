@@ -3,8 +3,9 @@
 `lineages/<lineage>/head.json` is replaced by the lineage's one writer (the process that ships
 its journal) on every shipping cycle. It is the writer's heartbeat (`process` + `beat`: another
 store sees the lineage is alive when `beat` moves between two reads, whatever the clocks say)
-and the lineage's high-water marks (journal shipped up to `journal_upto`, `memories`), so a
-listing that answers nothing cannot pass for "there is nothing".
+and the lineage's high-water marks (journal shipped up to `journal_upto`; `memories` and
+`snapshot_seq` of its newest valid snapshot), so a listing that answers nothing cannot pass
+for "there is nothing".
 
 `memvault-destination.json` names every lineage that ever wrote to the destination: a
 destination whose marker names lineages but whose listing shows none is not empty, it is lying.
@@ -12,6 +13,7 @@ destination whose marker names lineages but whose listing shows none is not empt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -23,7 +25,16 @@ from memvault.backup.destinations import Destination
 from memvault.backup.errors import BackupCorrupt
 from memvault.backup.layout import DESTINATION_MARKER, check_lineage_id, head_key
 
-HEAD_FORMAT = 1
+HEAD_FORMAT = 2
+# Format 2: the head vouches for itself (sha256 of its canonical JSON without this key).
+HEAD_CHECKSUM = "head_sha256"
+MARKER_FORMAT = "memvault-destination"
+MARKER_CHECKSUM = "marker_sha256"
+
+
+def _digest(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -34,12 +45,15 @@ class LineageHead:
     beat: int  # increases with every write of the head by that process
     journal_upto: int  # every seq up to this one is in a shipped segment
     journal_tip_sha256: str | None
-    memories: int | None
+    memories: int | None  # in the newest valid snapshot (None: none taken yet)
     written_at: str  # wall clock of the writer: for people, never compared
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     stopped: bool = False  # set by a clean shutdown: the writer is gone
     format: int = HEAD_FORMAT
+    # The newest valid snapshot of the lineage (by seq) in this destination: a listing that
+    # shows none cannot pass for "no history" when judging the next one.
+    snapshot_seq: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,14 +79,20 @@ def read_head(dest: Destination, lineage_id: str) -> LineageHead | None:
             return None
         raise
     try:
-        return LineageHead.from_json(json.loads(raw))
-    except (ValueError, TypeError, KeyError) as exc:
+        data = json.loads(raw)
+        if HEAD_CHECKSUM in data or int(data.get("format", 1)) >= 2:
+            body = {k: v for k, v in data.items() if k != HEAD_CHECKSUM}
+            if data.get(HEAD_CHECKSUM) != _digest(body):
+                raise ValueError(f"its {HEAD_CHECKSUM} does not match its content (damaged)")
+        return LineageHead.from_json(data)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise BackupCorrupt(f"{key} in {dest} is not a lineage head: {exc}", file=key) from None
 
 
 def write_head(dest: Destination, head: LineageHead) -> None:
-    dest.replace_bytes(head_key(head.lineage_id),
-                       json.dumps(head.to_json(), indent=1).encode("utf-8"))
+    body = head.to_json()
+    body[HEAD_CHECKSUM] = _digest(body)
+    dest.replace_bytes(head_key(head.lineage_id), json.dumps(body, indent=1).encode("utf-8"))
 
 
 def read_marker(dest: Destination) -> list[str]:
@@ -85,8 +105,14 @@ def read_marker(dest: Destination) -> list[str]:
         raise
     try:
         data = json.loads(raw)
+        if data.get("format") != MARKER_FORMAT:
+            raise ValueError(f"its format is {data.get('format')!r}")
+        if MARKER_CHECKSUM in data or int(data.get("format_version", 1)) >= 2:
+            body = {k: v for k, v in data.items() if k != MARKER_CHECKSUM}
+            if data.get(MARKER_CHECKSUM) != _digest(body):
+                raise ValueError(f"its {MARKER_CHECKSUM} does not match its content (damaged)")
         return [check_lineage_id(str(x)) for x in data["lineages"]]
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise BackupCorrupt(f"{DESTINATION_MARKER} in {dest} is not readable: {exc}",
                             file=DESTINATION_MARKER) from None
 
@@ -99,7 +125,9 @@ def register_lineage(dest: Destination, lineage_id: str) -> None:
         names = read_marker(dest)
         if lineage_id in names:
             return
-        body = {"format": "memvault-destination", "lineages": sorted({*names, lineage_id})}
+        body: dict[str, Any] = {"format": MARKER_FORMAT, "format_version": 2,
+                                "lineages": sorted({*names, lineage_id})}
+        body[MARKER_CHECKSUM] = _digest(body)
         dest.replace_bytes(DESTINATION_MARKER, json.dumps(body, indent=1).encode("utf-8"))
     if lineage_id not in read_marker(dest):
         raise BackupCorrupt(f"{DESTINATION_MARKER} in {dest} keeps losing lineage "

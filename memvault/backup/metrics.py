@@ -17,3 +17,10 @@ journal_lag = Gauge(
     "Age of the oldest journal entry not yet shipped to every destination (0 = caught up).")
 journal_segments = Counter(
     "memvault_journal_segments_total", "Journal segments shipped, by result.", ["result"])
+objects_not_deleted = Counter(
+    "memvault_backup_objects_not_deleted_total", "Backup objects a prune asked to delete that the "
+    "destination refused or kept (each such key is named in the log).", ["destination"])
+clock_skew = Gauge(
+    "memvault_backup_clock_skew_seconds", "How far the newest wall-clock stamp of a backup "
+    "artifact (manifest, journal segment, lineage head) lies in the future of this process's "
+    "clock; 0 when none does.", ["destination"])

@@ -11,22 +11,33 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from memvault.backup.candidates import candidates, list_all
 from memvault.backup.catalog import BackupEntry, list_backups
+from memvault.backup.coverage import (
+    HighWater,
+    Loss,
+    known_lost,
+    lineage_high_water,
+    newer_snapshot,
+)
 from memvault.backup.crypto import Cipher, cipher_for
 from memvault.backup.destinations import Destination, open_destinations
-from memvault.backup.errors import BackupCorrupt, BackupError, RestoreRefused
+from memvault.backup.errors import BackupCorrupt, BackupError, RestoreLoss, RestoreRefused
 from memvault.backup.format import VALID, SnapshotData, read_snapshot
-from memvault.backup.journal import Chain, follow_chain, list_segments
+from memvault.backup.head import LineageHead, read_head
+from memvault.backup.journal import Chain, SegmentRef, clock_steps_back, follow_chain, list_segments
 from memvault.backup.progress import NoProgress, Progress
+from memvault.backup.replay import check_replayed, replay
 from memvault.embed.base import EmbedderIdentity
-from memvault.errors import InvalidInput, MemvaultError
-from memvault.store.records import JournalEntry, MemoryRecord, namespace_key, utc_now
+from memvault.errors import InvalidInput
+from memvault.store.records import JournalEntry, namespace_key, utc_now
 
 if TYPE_CHECKING:
     from memvault.config import Settings
@@ -55,7 +66,9 @@ class RestorePlan:
     configured: EmbedderIdentity | None
     reembed: bool
     expected_counts: dict[str, int]
+    loss: Loss
     skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def manifest(self) -> Any:
@@ -70,9 +83,13 @@ class RestorePlan:
                        "created_at": m.created_at, "seq": m.seq, "store_id": m.store_id,
                        "lineage_id": m.lineage_id, "encrypted": m.encrypted},
             "at": self.at.isoformat() if self.at else None,
+            "lineage_id": m.lineage_id,
             "journal": {"entries": len(self.replay), "upto_seq": last.seq if last else m.seq,
                         "upto_ts": last.ts if last else None,
-                        "shipped_upto_seq": self.chain.upto_seq, "faults": self.chain.faults},
+                        "shipped_upto_seq": self.chain.upto_seq, "faults": self.chain.faults,
+                        "clock_steps_back": clock_steps_back(self.chain.all_entries())},
+            "loss": self.loss.to_json(),
+            "warnings": self.warnings,
             "counts_in_backup": m.counts,
             "counts_after_restore": self.expected_counts,
             "total_after_restore": sum(self.expected_counts.values()),
@@ -94,43 +111,6 @@ def _parse_at(at: str | datetime | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def candidates(destinations: list[Destination], which: str, at: datetime | None
-               ) -> list[BackupEntry]:
-    """Backups to try, best first. `latest` = newest valid (before `at`); else one id."""
-    entries: list[BackupEntry] = []
-    problems = []
-    for dest in destinations:
-        try:
-            entries += list_backups(dest)
-        except BackupError as exc:
-            problems.append(str(exc))
-            log.error("cannot list backups in %s: %s", dest, exc)
-    if which != "latest":
-        chosen = [e for e in entries if e.id == which]
-        if not chosen:
-            raise RestoreRefused(f"no backup {which} in " + ", ".join(d.url for d in destinations)
-                                 + (f" ({'; '.join(problems)})" if problems else ""),
-                                 hint="`memvault backup list` shows the backups")
-        usable = [e for e in chosen if e.valid]
-        if not usable:
-            entry = chosen[0]
-            reasons = "; ".join(entry.summary()["reasons"])
-            raise RestoreRefused(f"backup {which} is {entry.status} ({reasons}); only valid "
-                                 "backups are restored", hint="pick a valid backup from "
-                                 "`memvault backup list`")
-        return usable
-    valid = [e for e in entries if e.valid and e.manifest]
-    if at is not None:
-        valid = [e for e in valid if e.created and e.created <= at]
-    valid.sort(key=lambda e: (e.created_at, e.manifest.seq if e.manifest else 0), reverse=True)
-    if not valid:
-        where = ", ".join(d.url for d in destinations)
-        raise RestoreRefused(f"no valid backup{' before ' + at.isoformat() if at else ''} in "
-                             f"{where}" + (f" ({'; '.join(problems)})" if problems else ""),
-                             hint="`memvault backup list` shows what is there")
-    return valid
-
-
 def _expected_counts(data: SnapshotData, replay: list[JournalEntry]) -> dict[str, int]:
     """The snapshot's counts moved by the replayed journal (as the target should now hold)."""
     counts = Counter(data.counts())
@@ -149,12 +129,56 @@ def _namespace(data: dict[str, Any]) -> str:
     return namespace_key(data.get("user_id"), data.get("agent_id"), data.get("run_id"))
 
 
+@dataclass
+class Survey:
+    """What the destinations say about the chosen lineage: candidates best first, every
+    backup listed, each destination's head and segments, and the lineage's high-water mark."""
+
+    candidates: list[BackupEntry]
+    entries: list[BackupEntry]
+    heads: dict[str, LineageHead | None]
+    refs: dict[str, list[SegmentRef]]
+    high_water: HighWater
+    warnings: list[str]
+
+
+def survey(dests: list[Destination], which: str, at: datetime | None, *,
+           lineage: str | None = None, target_lineage: str | None = None,
+           high_water: int | None = None) -> Survey:
+    entries, problems = list_all(dests)
+    chosen = candidates(dests, which, at, lineage=lineage, target_lineage=target_lineage,
+                        entries=entries)
+    assert chosen[0].manifest is not None
+    lineage_id = chosen[0].manifest.lineage_id
+    heads: dict[str, LineageHead | None] = {}
+    refs: dict[str, list[SegmentRef]] = {}
+    warnings = [f"a destination could not be listed: {p}" for p in problems]
+    for dest in dests:
+        try:
+            heads[dest.url] = read_head(dest, lineage_id)
+        except BackupError as exc:
+            heads[dest.url] = None
+            warnings.append(f"the lineage head in {dest.url} is not readable ({exc.message}); "
+                            "the newest journal segment there is not vouched for")
+            log.error("%s", warnings[-1])
+        try:
+            refs[dest.url] = list_segments(dest, lineage_id)
+        except BackupError as exc:
+            refs[dest.url] = []
+            warnings.append(f"the journal in {dest.url} could not be listed: {exc.message}")
+    mark = lineage_high_water(lineage_id, entries, list(heads.values()), list(refs.values()),
+                              high_water)
+    return Survey(chosen, entries, heads, refs, mark, warnings)
+
+
 def _plan_for(entry: BackupEntry, at: datetime | None, cipher: Cipher | None,
-              configured: EmbedderIdentity | None) -> RestorePlan:
+              configured: EmbedderIdentity | None, found: Survey) -> RestorePlan:
     manifest = entry.manifest
     assert manifest is not None
-    chain = follow_chain(entry.destination, manifest.lineage_id, manifest.seq, cipher)
-    replay = chain.entries(at)
+    dest = entry.destination
+    chain = follow_chain(dest, manifest.lineage_id, manifest.seq, cipher,
+                         found.refs.get(dest.url), found.heads.get(dest.url))
+    replay_entries = chain.entries(at)
     backup_identity = None
     if manifest.active_embedder and any(e.key == manifest.active_embedder
                                         for e in manifest.embedders):
@@ -164,24 +188,45 @@ def _plan_for(entry: BackupEntry, at: datetime | None, cipher: Cipher | None,
     # Counts per namespace from the manifest, moved by the journal (ids not needed: an ADD in
     # the journal is always a new id, a DELETE always an existing one).
     counts = Counter(manifest.counts)
-    for journal_entry in replay:
+    for journal_entry in replay_entries:
         if journal_entry.op == "ADD" and journal_entry.after:
             counts[_namespace(journal_entry.after)] += 1
         elif journal_entry.op == "DELETE" and journal_entry.before:
             counts[_namespace(journal_entry.before)] -= 1
     expected = {k: v for k, v in sorted(counts.items()) if v > 0}
-    return RestorePlan(entry, at, chain, replay, configured, reembed, expected)
+    reached = chain.upto_seq
+    everything = chain.all_entries()
+    if at is not None and everything and replay_entries != everything:
+        reached = max(reached, found.high_water.seq)  # the chain reaches past the time asked
+    loss = Loss(reached, found.high_water, known_lost(chain.beyond, reached),
+                newer_snapshot(found.entries, manifest.lineage_id, manifest.seq)
+                if reached < found.high_water.seq else None, expected)
+    warnings = list(found.warnings)
+    steps = clock_steps_back(everything)
+    if steps:
+        warnings.append(f"{len(steps)} journal entries are stamped earlier than the entry "
+                        f"before them (the writer's clock went back), first at seq "
+                        f"{steps[0]['seq']}: --at follows seq order up to the last entry "
+                        "stamped at or before it")
+    if chain.duplicates:
+        warnings.append(f"journal segments overlapping others were not replayed: "
+                        f"{', '.join(chain.duplicates)}")
+    return RestorePlan(entry, at, chain, replay_entries, configured, reembed, expected, loss,
+                       warnings=warnings)
 
 
 def plan_restore(settings: Settings, which: str = "latest", at: str | datetime | None = None,
                  *, configured: EmbedderIdentity | None = None,
-                 destinations: list[Destination] | None = None) -> RestorePlan:
+                 destinations: list[Destination] | None = None, lineage: str | None = None,
+                 target_lineage: str | None = None, high_water: int | None = None
+                 ) -> RestorePlan:
     """The plan for the best candidate (no data read beyond manifests and journal segments)."""
     when = _parse_at(at)
     dests = destinations if destinations is not None else open_destinations(settings)
     cipher = _cipher(settings)
-    first = candidates(dests, which, when)[0]
-    return _plan_for(first, when, cipher, configured)
+    found = survey(dests, which, when, lineage=lineage, target_lineage=target_lineage,
+                   high_water=high_water)
+    return _plan_for(found.candidates[0], when, cipher, configured, found)
 
 
 def _cipher(settings: Settings) -> Cipher | None:
@@ -216,7 +261,15 @@ def run_restore(
     yes: bool = False,
     destinations: list[Destination] | None = None,
     progress: Progress | None = None,
+    lineage: str | None = None,
+    high_water: int | None = None,
+    allow_loss: bool = False,
 ) -> RestoreReport:
+    """Restore the chosen lineage's newest usable backup and its journal. `lineage` picks the
+    lineage (default: the target's own, else the only one with valid backups); `high_water`
+    is a seq the caller knows the lineage reached (the guard's ledger). A result short of the
+    lineage's high-water mark raises RestoreLoss before anything is written, unless
+    `allow_loss` (then the plan's `loss` says what is missing)."""
     progress = progress or NoProgress()
     when = _parse_at(at)
     dests = destinations if destinations is not None else open_destinations(settings)
@@ -228,20 +281,44 @@ def run_restore(
             f"the target store holds {present} memories; restore only fills an empty store",
             hint="pass --yes to replace them (they are deleted through the journal first)")
     configured = embedder.identity()
+    found = survey(dests, which, when, lineage=lineage, target_lineage=store.meta().lineage_id,
+                   high_water=high_water)
     skipped: list[str] = []
-    for entry in candidates(dests, which, when):
-        plan = _plan_for(entry, when, cipher, configured)
+    for plan in _plans(found, when, cipher, configured):
+        entry = plan.entry
         try:
-            data = read_snapshot(entry.destination, plan.manifest, cipher)
+            data = read_snapshot(entry.destination, plan.manifest, cipher, folder=entry.folder)
         except BackupCorrupt as exc:
             message = f"backup {entry.id} in {entry.destination} is damaged: {exc.message}"
             log.error("%s; trying the previous valid backup", message)
             skipped.append(message)
             continue
         plan.skipped = skipped
+        if plan.loss.lost:
+            if not allow_loss:
+                raise RestoreLoss(
+                    "restore refused, it would lose data: " + plan.loss.describe()
+                    + (f" (skipped: {'; '.join(skipped)})" if skipped else ""),
+                    loss=plan.loss.to_json(),
+                    hint="run `memvault backup verify --all --read-data` to see what is "
+                         "damaged; `memvault restore --allow-loss` restores what is there")
+            log.error("restoring with known loss (--allow-loss): %s", plan.loss.describe())
         return _apply(store, embedder, plan, data, present, marker, progress)
     raise RestoreRefused("no usable backup: " + "; ".join(skipped),
                          hint="run `memvault backup verify --all --read-data` for details")
+
+
+def _plans(found: Survey, at: datetime | None, cipher: Cipher | None,
+           configured: EmbedderIdentity | None) -> Iterator[RestorePlan]:
+    """Plans best first: highest seq, and among copies at one seq (one backup in several
+    destinations) the one whose journal reaches furthest."""
+    by_seq: dict[int, list[BackupEntry]] = {}
+    for entry in found.candidates:
+        by_seq.setdefault(entry.seq, []).append(entry)
+    for seq in sorted(by_seq, reverse=True):
+        plans = [_plan_for(entry, at, cipher, configured, found) for entry in by_seq[seq]]
+        plans.sort(key=lambda p: p.loss.reached, reverse=True)
+        yield from plans
 
 
 def _apply(store: Store, embedder: Embedder, plan: RestorePlan, data: SnapshotData,
@@ -268,10 +345,16 @@ def _apply(store: Store, embedder: Embedder, plan: RestorePlan, data: SnapshotDa
         store.set_active_embedder(manifest.active_embedder)
     active = configured.key if plan.reembed or not manifest.active_embedder \
         else manifest.active_embedder
-    replayed = _replay(store, embedder, plan.replay, active, progress)
-    shipped = max((r.upto_seq for r in list_segments(plan.entry.destination,
-                                                     manifest.lineage_id)), default=0)
-    seq = max(manifest.seq, plan.chain.upto_seq, shipped)
+    replayed = replay(store, embedder, plan.replay, active, progress)
+    differences = check_replayed(store, plan.replay)
+    if differences:
+        raise BackupError(
+            f"restore of {manifest.id}: after replaying the journal the store does not hold "
+            f"what the journal says: {'; '.join(differences)}; the target stays marked "
+            "incomplete", hint="run `memvault backup verify --all --read-data`, then re-run "
+            "the restore")
+    # Past a known loss too: the lost seqs were handed out once and are never reused.
+    seq = max(manifest.seq, plan.chain.upto_seq, plan.loss.high_water.seq)
     # Numbering continues the lineage: new writes never reuse a seq that a backup holds.
     store.advance_seq(seq)
     store.set_meta("lineage_id", manifest.lineage_id)
@@ -348,51 +431,6 @@ def _embed(embedder: Embedder, texts: list[str], advance: Any, step: int = 256) 
         parts.append(embedder.embed(texts[start:start + step]))
         advance(len(parts[-1]))
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
-
-
-def _replay(store: Store, embedder: Embedder, entries: list[JournalEntry], key: str,
-            progress: Progress) -> int:
-    advance = progress.task("replaying the journal", len(entries))
-    done = 0
-    pending: list[MemoryRecord] = []
-
-    def flush() -> None:
-        if pending:
-            vectors = embedder.embed([r.memory for r in pending])
-            store.add(list(pending), vectors, key, "restore")
-            advance(len(pending))
-            pending.clear()
-
-    for entry in entries:
-        if entry.op == "ADD" and entry.after:
-            pending.append(MemoryRecord.from_dict(entry.after))
-            if len(pending) >= 256:
-                flush()
-            done += 1
-            continue
-        flush()
-        try:
-            if entry.op == "UPDATE" and entry.after:
-                record = MemoryRecord.from_dict(entry.after)
-                if store.get(record.id) is None:
-                    log.warning("journal seq %d updates %s, which is not in the target; "
-                                "skipped", entry.seq, record.id)
-                else:
-                    before = (entry.before or {}).get("memory")
-                    vector = embedder.embed([record.memory])[0] \
-                        if before != record.memory else None
-                    store.update(record, vector, key if vector is not None else "", "restore")
-            elif entry.op == "DELETE":
-                store.delete([entry.memory_id], "restore")
-        except MemvaultError as exc:
-            raise BackupError(f"replaying journal seq {entry.seq} ({entry.op} "
-                              f"{entry.memory_id}) failed: {exc}",
-                              hint="the target stays marked incomplete; re-run the restore"
-                              ) from exc
-        done += 1
-        advance(1)
-    flush()
-    return done
 
 
 def valid_backups(settings: Settings) -> list[BackupEntry]:

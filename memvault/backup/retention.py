@@ -1,22 +1,30 @@
-"""Retention (last / daily / weekly / monthly) over valid backups only.
+"""Retention (last / daily / weekly / monthly) over valid backups only, per lineage.
 
-Suspicious backups never count towards a bucket, so they can never push a valid one out; the
-newest valid backup is always kept; a policy that keeps nothing is refused.
+"Newest" and "last N" mean the highest journal seqs, never the latest clocks: a snapshot
+stamped in the future (a clock that ran ahead) cannot push the real newest one out, and the
+point-in-time journal floor follows seq too. Daily/weekly/monthly group by the wall-clock
+stamp, which only decides which older backups are kept in addition. Suspicious backups never
+count towards a bucket; the newest valid backup of each lineage is always kept; a policy that
+keeps nothing is refused. A delete the destination refuses is reported key by key.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from memvault.backup import metrics
 from memvault.backup.catalog import BackupEntry, list_backups
-from memvault.backup.destinations import Destination
-from memvault.backup.errors import RetentionRefused
+from memvault.backup.destinations import DeletesRefused, Destination
+from memvault.backup.errors import DestinationError, RetentionRefused
 from memvault.backup.format import INCOMPLETE, MANIFEST, SUSPICIOUS, snapshot_key
 from memvault.backup.journal import list_segments
+
+log = logging.getLogger("memvault.backup")
 
 # An unfinished snapshot younger than this may still be being written.
 INCOMPLETE_GRACE = timedelta(hours=1)
@@ -30,12 +38,27 @@ class PrunePlan:
     delete: dict[str, str] = field(default_factory=dict)  # id -> why
     delete_keys: dict[str, list[str]] = field(default_factory=dict)
     segments: list[str] = field(default_factory=list)
+    # Filled by apply_prune: each key the destination did not delete, with its reason.
+    not_deleted: dict[str, str] = field(default_factory=dict)
+    applied: bool = False
+
+    def deleted_ids(self) -> list[str]:
+        """Backups whose every key is gone (only after apply_prune)."""
+        if not self.applied:
+            return []
+        return [i for i, keys in self.delete_keys.items()
+                if not any(k in self.not_deleted for k in keys)]
 
     def to_json(self) -> dict[str, Any]:
-        return {"destination": self.destination.url,
-                "keep": [{"id": k, "reasons": v} for k, v in self.keep.items()],
-                "delete": [{"id": k, "reason": v} for k, v in self.delete.items()],
-                "journal_segments_to_delete": len(self.segments)}
+        out: dict[str, Any] = {
+            "destination": self.destination.url,
+            "keep": [{"id": k, "reasons": v} for k, v in self.keep.items()],
+            "delete": [{"id": k, "reason": v} for k, v in self.delete.items()],
+            "journal_segments_to_delete": len(self.segments)}
+        if self.applied:
+            out["deleted"] = self.deleted_ids()
+            out["not_deleted"] = [{"key": k, "reason": v} for k, v in self.not_deleted.items()]
+        return out
 
 
 def check_policy(keep: dict[str, int]) -> None:
@@ -62,6 +85,10 @@ def _bucketed(valid: list[BackupEntry], count: int, bucket: Callable[[datetime],
         keep.setdefault(entry.id, []).append(f"{label} {key}")
 
 
+def _lineage(entry: BackupEntry) -> str:
+    return entry.manifest.lineage_id if entry.manifest else ""
+
+
 def plan_prune(dest: Destination, keep_policy: dict[str, int],
                now: datetime | None = None, entries: list[BackupEntry] | None = None
                ) -> PrunePlan:
@@ -69,25 +96,30 @@ def plan_prune(dest: Destination, keep_policy: dict[str, int],
     now = now or datetime.now(UTC)
     entries = entries if entries is not None else list_backups(dest)
     plan = PrunePlan(dest)
-    valid = sorted((e for e in entries if e.valid), key=lambda e: e.created_at, reverse=True)
     keep = plan.keep
-    if valid:
+    pitr_floor: dict[str, int] = {}
+    for lineage_id in sorted({_lineage(e) for e in entries if e.valid}):
+        valid = sorted((e for e in entries if e.valid and _lineage(e) == lineage_id),
+                       key=BackupEntry.order, reverse=True)
         keep.setdefault(valid[0].id, []).append("newest valid backup")
-    for index, entry in enumerate(valid[:keep_policy.get("last", 0)]):
-        keep.setdefault(entry.id, []).append(f"last {index + 1}")
-    _bucketed(valid, keep_policy.get("daily", 0), lambda d: d.date().isoformat(), "daily",
-              keep)
-    # Point-in-time recovery needs the journal from the oldest snapshot of the last/daily window.
-    pitr_floor = {e.manifest.lineage_id: e.manifest.seq for e in valid
-                  if e.id in keep and e.manifest}  # newest first: the oldest wins
-    _bucketed(valid, keep_policy.get("weekly", 0),
-              lambda d: "{}-W{:02d}".format(*d.isocalendar()[:2]), "weekly", keep)
-    _bucketed(valid, keep_policy.get("monthly", 0), lambda d: f"{d:%Y-%m}", "monthly", keep)
-    newest_valid_at = valid[0].created_at if valid else ""
+        for index, entry in enumerate(valid[:keep_policy.get("last", 0)]):
+            keep.setdefault(entry.id, []).append(f"last {index + 1}")
+        _bucketed(valid, keep_policy.get("daily", 0), lambda d: d.date().isoformat(), "daily",
+                  keep)
+        # Point-in-time recovery needs the journal from the lowest seq of the last/daily
+        # window (whatever the clocks said when those snapshots were taken).
+        pitr_floor[lineage_id] = min(e.seq for e in valid if e.id in keep)
+        _bucketed(valid, keep_policy.get("weekly", 0),
+                  lambda d: "{}-W{:02d}".format(*d.isocalendar()[:2]), "weekly", keep)
+        _bucketed(valid, keep_policy.get("monthly", 0), lambda d: f"{d:%Y-%m}", "monthly",
+                  keep)
+    newest_valid_seq = {lin: max(e.seq for e in entries if e.valid and _lineage(e) == lin)
+                        for lin in pitr_floor}
     suspicious = sorted((e for e in entries if e.status == SUSPICIOUS),
-                        key=lambda e: e.created_at, reverse=True)
+                        key=BackupEntry.order, reverse=True)
     for index, entry in enumerate(suspicious):
-        if index < max(keep_policy.get("last", 0), 1) or entry.created_at > newest_valid_at:
+        if index < max(keep_policy.get("last", 0), 1) or \
+                entry.seq > newest_valid_seq.get(_lineage(entry), -1):
             keep.setdefault(entry.id, []).append("suspicious, kept for inspection")
     for entry in entries:
         if entry.id in keep:
@@ -106,7 +138,7 @@ def plan_prune(dest: Destination, keep_policy: dict[str, int],
             keep.setdefault(entry.id, []).append(f"{entry.status}: left for inspection")
             continue
         # The manifest goes first: a half-deleted backup then reads as unfinished, never valid.
-        manifest_key = snapshot_key(entry.id, MANIFEST)
+        manifest_key = snapshot_key(entry.folder, MANIFEST)
         plan.delete_keys[entry.id] = sorted(entry.keys, key=lambda k: k != manifest_key)
     for lineage_id, floor in pitr_floor.items():
         plan.segments += [r.key for r in list_segments(dest, lineage_id) if r.upto_seq <= floor]
@@ -114,11 +146,37 @@ def plan_prune(dest: Destination, keep_policy: dict[str, int],
 
 
 def apply_prune(plan: PrunePlan) -> None:
+    """Delete what the plan says. Every key the destination refuses is recorded in
+    `plan.not_deleted`, logged and counted; a backup whose manifest could not be deleted keeps
+    its data files (a manifest without its data would read as a backup). Raises DeletesRefused
+    at the end when anything was refused (everything else was still attempted)."""
+    dest = plan.destination
+    plan.applied = True
     for keys in plan.delete_keys.values():
-        plan.destination.delete(keys[:1])
-        plan.destination.delete(keys[1:])
+        if _delete(dest, keys[:1], plan):
+            _delete(dest, keys[1:], plan)
     if plan.segments:
-        plan.destination.delete(plan.segments)
+        _delete(dest, plan.segments, plan)
+    if plan.not_deleted:
+        raise DeletesRefused(dest.url, plan.not_deleted)
+
+
+def _delete(dest: Destination, keys: list[str], plan: PrunePlan) -> bool:
+    if not keys:
+        return True
+    try:
+        dest.delete(keys)
+    except DeletesRefused as exc:
+        refused = exc.not_deleted
+    except DestinationError as exc:  # nothing is known to be deleted
+        refused = dict.fromkeys(keys, str(exc))
+    else:
+        return True
+    for key, why in refused.items():
+        log.error("prune: %s in %s was NOT deleted: %s", key, dest, why)
+    metrics.objects_not_deleted.labels(dest.url).inc(len(refused))
+    plan.not_deleted.update(refused)
+    return False
 
 
 def _id_time(backup_id: str) -> datetime | None:

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from memvault.backup.catalog import list_backups
 from memvault.backup.destinations import Destination, open_destinations
-from memvault.backup.journal import JournalShipper
 from memvault.backup.retention import apply_prune, plan_prune
+from memvault.backup.shipper import JournalShipper
 from memvault.backup.snapshot import BackupResult, create_backup
 from memvault.errors import MemvaultError
 
@@ -86,7 +86,7 @@ class BackupScheduler:
             try:
                 results = create_backup(self.store, self.settings,
                                         destinations=self.destinations,
-                                        accept_drop=accept_drop)
+                                        accept_drop=accept_drop, shipper=self.shipper)
             except Exception as exc:
                 self.failing = f"{type(exc).__name__}: {exc}"
                 raise
@@ -112,7 +112,10 @@ class BackupScheduler:
                     log.info("pruned %d backups from %s: %s", len(plan.delete), dest,
                              ", ".join(plan.delete))
             except MemvaultError as exc:
+                # Retention that cannot delete is a failing backup job (BackupFailing): the
+                # destination fills up, and nothing else would say so.
                 log.error("pruning %s failed: %s", dest, exc)
+                self.failing = f"prune of {dest.url}: {exc}"
 
     def ship_journal(self) -> int:
         try:

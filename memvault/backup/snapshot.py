@@ -3,7 +3,6 @@ in full, judge it (valid or suspicious), and only then write its manifest."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import memvault
 from memvault.backup import metrics
-from memvault.backup.catalog import BackupEntry, list_backups, newest_valid
+from memvault.backup.catalog import BackupEntry, list_backups
 from memvault.backup.crypto import CHUNK, Cipher, cipher_for
 from memvault.backup.destinations import Destination, open_destinations
 from memvault.backup.errors import BackupCorrupt, BackupError
@@ -33,12 +32,15 @@ from memvault.backup.format import (
     FileInfo,
     Manifest,
     StagedFile,
+    manifest_folder,
     read_snapshot,
     record_lines,
     snapshot_key,
     vector_files,
 )
+from memvault.backup.head import read_head, read_marker
 from memvault.backup.progress import NoProgress, Progress
+from memvault.backup.shipper import JournalShipper
 from memvault.errors import MemvaultError
 from memvault.store.records import utc_now
 
@@ -83,9 +85,17 @@ def create_backup(
     destinations: list[Destination] | None = None,
     accept_drop: bool = False,
     progress: Progress | None = None,
+    shipper: JournalShipper | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[BackupResult]:
     """Snapshot the store to every destination. Never raises for one bad destination: each
-    gets a result (failed with the cause, suspicious with the reasons, or valid)."""
+    gets a result (failed with the cause, suspicious with the reasons, or valid).
+
+    The journal is shipped up to (at least) the snapshot's seq before any manifest is
+    written, so a snapshot never leaves seqs uncovered between it and the older ones; a
+    destination the journal cannot reach gets no valid snapshot either. Pass the process's
+    running `shipper` (one writer of the lineage heads per process); without one, one is
+    made for this run."""
     progress = progress or NoProgress()
     dests = destinations if destinations is not None else open_destinations(settings)
     unfinished = store.get_meta("restore_incomplete")
@@ -109,15 +119,22 @@ def create_backup(
     started = time.monotonic()
     try:
         try:
-            draft, snap_vector_counts = _stage(store, staging, cipher, progress)
+            draft, snap_vector_counts = _stage(store, staging, cipher, progress, clock)
         except (MemvaultError, OSError) as exc:
             why = (f"cannot stage the snapshot in {staging}: {exc.strerror or exc}"
                    if isinstance(exc, OSError) else f"cannot read the store: {exc}")
             log.error("backup failed: %s", why)
             metrics.backup_runs.labels(FAILED).inc(len(dests))
             return [BackupResult(d.url, "", FAILED, [why]) for d in dests]
-        results = [_ship(dest, draft, snap_vector_counts, staging, cipher, settings,
-                         accept_drop, progress) for dest in dests]
+        shipper = shipper or JournalShipper(store, settings, dests, heartbeat=False)
+        shipper.ship(new_chain_at=draft.seq)
+        results = [_journal_failed(dest, draft, shipper.errors[dest.url])
+                   if dest.url in shipper.errors else
+                   _ship(dest, draft, snap_vector_counts, staging, cipher, settings,
+                         accept_drop, progress, clock) for dest in dests]
+        for dest, result in zip(dests, results, strict=True):
+            if result.status == VALID and result.manifest:
+                _note(shipper, dest, result.manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("backup %s finished in %.2fs: %s", draft.id, time.monotonic() - started,
@@ -125,8 +142,24 @@ def create_backup(
     return results
 
 
-def _stage(store: Store, staging: Path, cipher: Cipher | None, progress: Progress
-           ) -> tuple[Manifest, dict[str, int]]:
+def _journal_failed(dest: Destination, draft: Manifest, why: str) -> BackupResult:
+    reason = (f"the journal could not be shipped up to seq {draft.seq} first, so this "
+              f"snapshot would leave seqs uncovered: {why}")
+    log.error("backup %s to %s failed: %s", draft.id, dest, reason)
+    metrics.backup_runs.labels(FAILED).inc()
+    return BackupResult(dest.url, draft.id, FAILED, [reason])
+
+
+def _note(shipper: JournalShipper, dest: Destination, manifest: Manifest) -> None:
+    try:
+        shipper.note_snapshot(dest, manifest)
+    except MemvaultError as exc:  # the listing still shows the backup; logged for people
+        log.error("cannot name backup %s in the lineage head of %s: %s", manifest.id, dest,
+                  exc)
+
+
+def _stage(store: Store, staging: Path, cipher: Cipher | None, progress: Progress,
+           clock: Callable[[], datetime]) -> tuple[Manifest, dict[str, int]]:
     meta = store.meta()
     identities = store.embedders()
     opened: list[StagedFile] = []
@@ -136,7 +169,8 @@ def _stage(store: Store, staging: Path, cipher: Cipher | None, progress: Progres
         return opened[-1]
 
     try:
-        return _stage_files(store, meta, identities, staged, encryption_info(cipher), progress)
+        return _stage_files(store, meta, identities, staged, encryption_info(cipher), progress,
+                            clock)
     except BaseException:
         for file in opened:  # no writer thread or open file outlives a failed run
             file.abort()
@@ -145,9 +179,10 @@ def _stage(store: Store, staging: Path, cipher: Cipher | None, progress: Progres
 
 def _stage_files(store: Store, meta: Any, identities: dict[str, Any],
                  staged: Callable[..., StagedFile], encryption: dict[str, Any] | None,
-                 progress: Progress) -> tuple[Manifest, dict[str, int]]:
+                 progress: Progress, clock: Callable[[], datetime]
+                 ) -> tuple[Manifest, dict[str, int]]:
     with store.snapshot() as snap:
-        created = datetime.now(UTC)
+        created = clock()  # for people and `--at`; order follows snap.seq
         counts = dict(sorted(snap.counts().items()))
         vector_counts = {k: v for k, v in sorted(snap.vector_counts().items()) if v}
         files: dict[str, FileInfo] = {}
@@ -188,27 +223,28 @@ def _stage_files(store: Store, meta: Any, identities: dict[str, Any],
 
 
 def _ship(dest: Destination, draft: Manifest, vector_counts: dict[str, int], staging: Path,
-          cipher: Cipher | None, settings: Settings, accept_drop: bool, progress: Progress
-          ) -> BackupResult:
+          cipher: Cipher | None, settings: Settings, accept_drop: bool, progress: Progress,
+          clock: Callable[[], datetime]) -> BackupResult:
     written: list[str] = []
     try:
         history = list_backups(dest)
         advance = progress.task(f"upload to {dest.url}", len(draft.files))
+        folder = manifest_folder(draft)
         for name in draft.files:
-            key = snapshot_key(draft.id, name)
+            key = snapshot_key(folder, name)
             dest.put_file(key, staging / name)
             written.append(key)
             advance(1)
         manifest = Manifest.from_json(draft.to_json())
-        reasons = judge(dest, manifest, vector_counts, cipher, history, settings, accept_drop)
-        manifest.completed_at = utc_now()
-        manifest.validation = _validation(manifest, reasons, history)
-        dest.put_bytes(snapshot_key(draft.id, MANIFEST),
+        previous = previous_backup(dest, manifest, history)
+        reasons = judge(dest, manifest, vector_counts, cipher, previous, settings, accept_drop)
+        manifest.completed_at = clock().isoformat(timespec="microseconds")
+        manifest.validation = _validation(manifest, reasons, previous)
+        dest.put_bytes(snapshot_key(folder, MANIFEST),
                        json.dumps(manifest.to_json(), indent=2).encode("utf-8"))
     except MemvaultError as exc:
         log.error("backup %s to %s failed: %s", draft.id, dest, exc)
-        with contextlib.suppress(MemvaultError):
-            dest.delete(written)  # best effort: an unreachable destination keeps its partials
+        _remove_failed(dest, snapshot_key(manifest_folder(draft), MANIFEST), written)
         metrics.backup_runs.labels(FAILED).inc()
         return BackupResult(dest.url, draft.id, FAILED, [str(exc)])
     status = manifest.status
@@ -224,8 +260,25 @@ def _ship(dest: Destination, draft: Manifest, vector_counts: dict[str, int], sta
     return BackupResult(dest.url, draft.id, status, reasons, manifest)
 
 
+def _remove_failed(dest: Destination, manifest_key: str, written: list[str]) -> None:
+    """Remove what a failed run wrote, its manifest FIRST: the manifest may have been stored
+    although its upload was answered with an error, and a manifest left without its data
+    would read as a backup. An unreachable destination keeps its partials (logged; the
+    catalog never counts a manifest whose files are missing as valid)."""
+    try:
+        dest.delete([manifest_key])
+    except MemvaultError as exc:
+        log.error("cannot remove the manifest %s of a failed backup from %s: %s", manifest_key,
+                  dest, exc)
+        return
+    try:
+        dest.delete(written)
+    except MemvaultError as exc:
+        log.error("cannot remove the files of a failed backup from %s: %s", dest, exc)
+
+
 def judge(dest: Destination, manifest: Manifest, vector_counts: dict[str, int],
-          cipher: Cipher | None, history: list[BackupEntry], settings: Settings,
+          cipher: Cipher | None, previous: Previous | None, settings: Settings,
           accept_drop: bool) -> list[str]:
     """Why this copy is not valid (empty list = valid): a full read-back, then plausibility."""
     reasons: list[str] = []
@@ -242,34 +295,78 @@ def judge(dest: Destination, manifest: Manifest, vector_counts: dict[str, int],
         for key, (ids, _) in data.vectors.items():
             if not known.issuperset(ids):
                 reasons.append(f"vectors of {key} name memories that are not in the backup")
-    previous = newest_valid(history)
-    lineage_held = [e for e in history if e.valid and e.manifest
-                    and e.manifest.lineage_id == manifest.lineage_id and e.manifest.total]
-    if manifest.total == 0 and (manifest.seq > 0 or lineage_held):
+    held = previous is not None and previous.lineage_id == manifest.lineage_id and previous.total
+    if manifest.total == 0 and (manifest.seq > 0 or held):
         reasons.append(f"the store is empty although its lineage has held data (journal at seq "
                        f"{manifest.seq}); a backup of an empty store never replaces good ones")
-    elif previous and previous.manifest and not accept_drop:
-        floor = (1 - settings.alert_drop_ratio) * previous.manifest.total
+    elif previous and not accept_drop:
+        floor = (1 - settings.alert_drop_ratio) * previous.total
         if manifest.total < floor:
             reasons.append(
                 f"holds {manifest.total} memories, fewer than {1 - settings.alert_drop_ratio:.0%}"
-                f" of the previous valid backup {previous.id} ({previous.manifest.total}); if "
+                f" of the previous valid backup {previous.name} ({previous.total}); if "
                 "the drop is intended, run `memvault backup create --accept-drop`")
     return reasons
 
 
-def _validation(manifest: Manifest, reasons: list[str], history: list[BackupEntry]
+@dataclass(frozen=True)
+class Previous:
+    """What a new snapshot is compared with: the previous valid backup, as the listing shows
+    it or, when the listing shows none, as a lineage head read by GET says it was."""
+
+    name: str
+    seq: int | None
+    total: int
+    backup_id: str | None
+    lineage_id: str
+
+
+def previous_backup(dest: Destination, manifest: Manifest, history: list[BackupEntry]
+                    ) -> Previous | None:
+    """The highest-seq valid backup of this lineage (else the newest of any lineage, so a
+    replaced store is compared with what it replaced). A listing is not proof of absence:
+    the lineage heads (GET) name the newest valid snapshot of each lineage, and win when the
+    listing shows an older one or none."""
+    valid = [e for e in history if e.valid and e.manifest]
+    own = [e for e in valid if e.manifest and e.manifest.lineage_id == manifest.lineage_id]
+    best = max(own or valid, key=BackupEntry.order, default=None)
+    listed = Previous(best.id, best.seq, best.manifest.total, best.id,
+                      best.manifest.lineage_id) if best and best.manifest else None
+    try:
+        heads = [h for h in (read_head(dest, lin) for lin in
+                             {manifest.lineage_id, *read_marker(dest)}) if h]
+    except MemvaultError as exc:
+        log.warning("cannot read the lineage heads of %s to judge backup %s: %s", dest,
+                    manifest.id, exc)
+        return listed
+    for head in heads:
+        if head.memories is None or head.snapshot_seq is None:
+            continue
+        mine = head.lineage_id == manifest.lineage_id
+        shown = own if mine else [e for e in valid if e.manifest
+                                  and e.manifest.lineage_id == head.lineage_id]
+        if any(e.seq >= head.snapshot_seq for e in shown):
+            continue  # the listing shows it (or a newer one)
+        if listed is not None and not mine and own:
+            continue  # another lineage's head never outranks this lineage's own history
+        if listed is None or mine or head.memories > listed.total:
+            listed = Previous(
+                f"at seq {head.snapshot_seq} of lineage {head.lineage_id} (named by its head; "
+                "the listing does not show it)", head.snapshot_seq, head.memories, None,
+                head.lineage_id)
+    return listed
+
+
+def _validation(manifest: Manifest, reasons: list[str], previous: Previous | None
                 ) -> dict[str, Any]:
-    previous = newest_valid(history)
     return {
         "status": SUSPICIOUS if reasons else VALID,
         "reasons": reasons,
         "checked_at": utc_now(),
         "read_back": "full: every file re-read, sha256 and sizes checked, counts compared",
         "store_counts_at_seq": manifest.counts,
-        "previous_valid": previous.id if previous else None,
-        "previous_valid_total": previous.manifest.total if previous and previous.manifest
-        else None,
+        "previous_valid": previous.backup_id or previous.name if previous else None,
+        "previous_valid_total": previous.total if previous else None,
     }
 
 

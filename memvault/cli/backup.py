@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -104,7 +105,7 @@ def backup_create(
 @backup_app.command("list")
 @fails_with_exit(1)
 def backup_list(ctx: typer.Context, as_json: bool = JsonOption) -> None:
-    """Every backup in every destination, oldest first, with its status and counts."""
+    """Every backup in every destination, oldest (lowest seq) first, with status and counts."""
     from memvault.backup import list_backups, open_destinations
 
     settings = _settings(ctx)
@@ -163,24 +164,41 @@ def backup_prune(
 ) -> None:
     """Apply MEMVAULT_BACKUP_KEEP to valid backups; the newest valid one is always kept."""
     from memvault.backup import apply_prune, open_destinations, plan_prune
+    from memvault.backup.destinations import DeletesRefused
 
     settings = _settings(ctx)
     plans = [plan_prune(dest, settings.backup_keep) for dest in open_destinations(settings)]
     if not dry_run:
         for plan in plans:
-            apply_prune(plan)
+            # Refused keys are recorded in the plan (and logged); the others are still pruned.
+            with contextlib.suppress(DeletesRefused):
+                apply_prune(plan)
+    refused = sum(len(p.not_deleted) for p in plans)
     if as_json:
         print_json({"dry_run": dry_run, "plans": [p.to_json() for p in plans]})
-        return
-    verb = "would delete" if dry_run else "deleted"
-    for plan in plans:
-        rows = [[i, "keep", ", ".join(r)] for i, r in plan.keep.items()]
-        rows += [[i, verb, why] for i, why in plan.delete.items()]
-        print_table(f"retention in {plan.destination.url}", ["id", "action", "why"],
-                    sorted(rows))
-        if plan.segments:
-            console.print(f"{verb} {len(plan.segments)} journal segments older than every "
-                          "kept point-in-time window", highlight=False)
+    else:
+        for plan in plans:
+            deleted = set(plan.deleted_ids())
+            rows = [[i, "keep", ", ".join(r)] for i, r in plan.keep.items()]
+            rows += [[i, "would delete" if dry_run else
+                      "deleted" if i in deleted else "NOT deleted", why]
+                     for i, why in plan.delete.items()]
+            print_table(f"retention in {plan.destination.url}", ["id", "action", "why"],
+                        sorted(rows))
+            segments = [k for k in plan.segments if k not in plan.not_deleted]
+            segments = plan.segments if dry_run else segments
+            if segments:
+                verb = "would delete" if dry_run else "deleted"
+                console.print(f"{verb} {len(segments)} journal segments older than every "
+                              "kept point-in-time window", highlight=False)
+            for key, why in plan.not_deleted.items():
+                print_error(f"{key} in {plan.destination.url} was NOT deleted: {why}")
+    if refused:
+        print_error(f"{refused} object(s) were NOT deleted: the backups and journal segments "
+                    "they belong to are still there",
+                    "grant the backup credentials delete permission (s3:DeleteObject) or make "
+                    "the files writable, then run `memvault backup prune` again")
+        raise typer.Exit(1)
 
 
 def restore(
@@ -189,6 +207,12 @@ def restore(
     at: str | None = typer.Option(None, "--at", help="Point in time, ISO-8601."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, change nothing."),
     yes: bool = typer.Option(False, "--yes", help="Replace the memories of a non-empty store."),
+    lineage: str | None = typer.Option(
+        None, "--lineage", help="Restore this lineage (store) when the destinations hold "
+        "several and none is this store's own."),
+    allow_loss: bool = typer.Option(
+        False, "--allow-loss", help="Restore what is there even when it ends short of what "
+        "the backups promise; the lost seqs and namespaces are printed."),
     as_json: bool = JsonOption,
 ) -> None:
     """Restore a backup (and the shipped journal up to --at) into the configured store."""
@@ -200,22 +224,28 @@ def restore(
     settings = _settings(ctx)
     embedder = make_embedder(settings.embedder, settings)
     configured = embedder.identity()
-    plan = plan_restore(settings, which, at, configured=configured)
     store = open_store(settings)
     try:
+        plan = plan_restore(settings, which, at, configured=configured, lineage=lineage,
+                            target_lineage=store.meta().lineage_id)
         present = store.total()
         if not as_json:
             _print_plan(plan.to_json(), present)
         if dry_run:
             if as_json:
                 print_json({"dry_run": True, "target_memories": present, "plan": plan.to_json()})
+            if plan.loss.lost and not allow_loss:
+                print_error(f"this restore would lose data: {plan.loss.describe()}",
+                            "`memvault backup verify --all --read-data` shows what is damaged; "
+                            "--allow-loss restores what is there")
+                raise typer.Exit(1)
             return
         # Never under a running server (a SQLite store has one writer process).
         lock = hold_writer_lock(store, "memvault restore")
         try:
             with progress_bars(not as_json) as progress:
                 report = run_restore(store, settings, embedder, which, at, yes=yes,
-                                     progress=progress)
+                                     progress=progress, lineage=lineage, allow_loss=allow_loss)
         finally:
             if lock is not None:
                 lock.release()
@@ -223,10 +253,15 @@ def restore(
         store.close()
     if as_json:
         print_json(report.to_json())
-    else:
-        console.print(f"restored {report.plan.manifest.id}: {sum(report.counts.values())} "
-                      f"memories, {report.replayed} journal entries replayed; counts verified",
-                      highlight=False)
+        return
+    loss = report.plan.loss
+    if loss.lost:
+        print_error(f"restored WITH LOSS (--allow-loss): {loss.describe()}",
+                    "the lost memories are not in any readable backup; check the other "
+                    "destinations and `memvault backup verify --all --read-data`")
+    console.print(f"restored {report.plan.manifest.id}: {sum(report.counts.values())} "
+                  f"memories, {report.replayed} journal entries replayed; counts verified",
+                  highlight=False)
 
 
 def _print_plan(plan: dict[str, Any], present: int) -> None:
@@ -241,6 +276,14 @@ def _print_plan(plan: dict[str, Any], present: int) -> None:
                   + (f", requested --at {plan['at']}" if plan["at"] else ""), highlight=False)
     for fault in journal["faults"]:
         console.print(f"  [yellow]journal stops early:[/] {fault}", highlight=False)
+    for step in journal["clock_steps_back"]:
+        console.print(f"  [yellow]clock went back:[/] seq {step['seq']} is stamped {step['ts']}, "
+                      f"before seq {step['previous_seq']} ({step['previous_ts']})",
+                      highlight=False)
+    for warning in plan["warnings"]:
+        console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
+    if plan["loss"]["lost"]:
+        console.print(f"  [red]loss:[/] {plan['loss']['summary']}", highlight=False)
     action = (f"re-embed with {embed['configured']}" if embed["reembed"]
               else "keep the backup's vectors")
     console.print(f"  embedder: backup {embed['backup']}, configured {embed['configured']}: "

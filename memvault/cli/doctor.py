@@ -47,6 +47,7 @@ def diagnose(flags: dict[str, Any]) -> dict[str, Any]:
     total = (report.get("memories") or {}).get("total", 0)
     checks += backup_checks(settings, total)
     checks += drill_checks(settings)
+    checks += clock_checks(settings)
     checks += alerting_checks(settings)
     checks += disk_checks(settings)
     worst = max([report["exit_code"], *(c["state"] for c in checks)])
@@ -95,9 +96,10 @@ def backup_checks(settings: Any, memories: int) -> list[dict[str, Any]]:
                            "hint": "run `memvault backup create`; `memvault backup list` "
                            "shows why earlier ones are not valid"})
             continue
-        newest = max(valid, key=lambda e: e.created_at)
-        age = time.time() - newest.created.timestamp()  # type: ignore[union-attr]
-        last = max(entries, key=lambda e: e.created_at)
+        # Newest = highest seq; a stamp from a clock that ran ahead gives age 0, not < 0.
+        newest = max(valid, key=lambda e: e.order())
+        age = max(0.0, time.time() - newest.created.timestamp())  # type: ignore[union-attr]
+        last = max(entries, key=lambda e: e.order())
         message = (f"newest valid {newest.id}, {age / 3600:.1f} h old, "
                    f"{newest.manifest.total if newest.manifest else '?'} memories")
         if age > stale_after:
@@ -161,6 +163,25 @@ def drill_checks(settings: Any) -> list[dict[str, Any]]:
         return [{"name": "drill", "state": WARNING, "hint": hint, "message": message +
                  " (older than the drill interval)"}]
     return [{"name": "drill", "state": OK, "message": message}]
+
+
+def clock_checks(settings: Any) -> list[dict[str, Any]]:
+    """Stamps in the backup destinations ahead of this clock (manifests, heads, segments)."""
+    from memvault.backup import open_destinations
+    from memvault.backup.clock import clock_skew_findings
+    from memvault.backup.crypto import cipher_for
+
+    secret = settings.backup_encryption_key
+    found = clock_skew_findings(open_destinations(settings),
+                                cipher_for(secret.get_secret_value() if secret else None))
+    if not found:
+        return [{"name": "clock", "state": OK,
+                 "message": "no stamp in the backups is ahead of this clock"}]
+    return [{"name": "clock", "state": WARNING,
+             "message": "; ".join(f.message() for f in found[:3])
+             + (f" (+{len(found) - 3} more)" if len(found) > 3 else ""),
+             "hint": "check NTP on this host and on every host writing to the destinations; "
+             "order follows seq, so nothing is hidden"}]
 
 
 def alerting_checks(settings: Any) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from memvault.backup.clock import seconds_ahead
 from memvault.guard.ledger import LedgerRecord, restore_id
 
 # Alerts that make the server not ready: the data it would serve is not the data it guards.
@@ -29,7 +30,6 @@ REFUSING = ("StoreEmpty", "StoreReplaced", "StoreUnreachable", "EmbedderMismatch
 # must not be backed up over the good backups, nor ship journal into a lineage it is not or
 # that another writer also writes.
 HOLDING = ("StoreEmpty", "StoreReplaced", "WriterConflict")
-SKEW_TOLERANCE_S = 300.0  # clocks a few minutes apart are not a finding
 
 
 @dataclass
@@ -231,15 +231,8 @@ def ledger_unknown(obs: Observation, why: str) -> Finding | None:
 def clock_skew(now: datetime, stamps: list[tuple[str, str]]) -> Finding:
     """Wall-clock stamps (what, ISO time) later than `now`: a clock that ran ahead wrote them,
     or this clock is behind. Order never follows them (seq does); this says so to a person."""
-    ahead = []
-    for what, stamp in stamps:
-        try:
-            at = datetime.fromisoformat(stamp)
-        except (TypeError, ValueError):
-            continue
-        at = at if at.tzinfo else at.replace(tzinfo=UTC)
-        if (at - now).total_seconds() > SKEW_TOLERANCE_S:
-            ahead.append(f"{what} is stamped {at.isoformat()}")
+    ahead = [f"{what} is stamped {stamp}" for what, stamp in stamps
+             if seconds_ahead(now, stamp) is not None]
     if not ahead:
         return Finding("ClockSkew", False, "no stamp is ahead of this clock")
     return Finding("ClockSkew", True, (
