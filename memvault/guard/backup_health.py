@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from memvault.backup.catalog import list_backups
+from memvault.backup.clock import SKEW_TOLERANCE_S
 from memvault.backup.destinations import Destination
 from memvault.errors import MemvaultError
-from memvault.guard.checks import SKEW_TOLERANCE_S, Finding, assess_backups
+from memvault.guard.checks import Finding, assess_backups
 from memvault.guard.clock import Clock
 
 if TYPE_CHECKING:

@@ -24,8 +24,8 @@ from tests.test_guard import other_database, running, wait_for
 class BlindList(LocalDestination):
     """GET, HEAD and PUT work; LIST answers no keys (what a lagging S3 listing returns)."""
 
-    def list(self, prefix: str) -> list[str]:
-        return []
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        return {}
 
 
 def prod_with_history(settings: Settings, memory: Memory) -> LocalDestination:
