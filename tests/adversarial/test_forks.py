@@ -18,8 +18,8 @@ import pytest
 from memvault.backup.api import _RUNNING
 from memvault.backup.destinations import LocalDestination
 from memvault.backup.head import LineageHead, new_process_id, write_head
-from memvault.backup.shipper import JournalShipper
 from memvault.backup.scheduler import HOLDS, BackupScheduler
+from memvault.backup.shipper import JournalShipper
 from memvault.backup.snapshot import create_backup
 from memvault.config import Settings, load_settings
 from memvault.embed.local import LocalEmbedder
