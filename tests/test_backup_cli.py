@@ -199,6 +199,10 @@ def test_cli_restore_names_lineages_and_loss(cli: CliRunner, tmp_path: Path) -> 
     assert lost.exit_code == 1, lost.output
     assert f"seqs {middle.after_seq + 1}..{middle.upto_seq}" in flat(lost.output)
     assert "--allow-loss" in flat(lost.output)
+    as_json = cli.invoke(app, [*fresh, "restore", "--lineage", lineage, "--json"])
+    assert as_json.exit_code == 1
+    refusal = json.loads(as_json.stdout)
+    assert refusal["error"] == "restore_would_lose_data" and refusal["loss"]["lost"] is True
     done = cli.invoke(app, [*fresh, "restore", "--lineage", lineage, "--allow-loss"])
     assert done.exit_code == 0, done.output
     assert "restored WITH LOSS" in flat(done.output)

@@ -208,7 +208,7 @@ def restore(
     as_json: bool = JsonOption,
 ) -> None:
     """Restore a backup (and the shipped journal up to --at) into the configured store."""
-    from memvault.backup import plan_restore, run_restore
+    from memvault.backup import RestoreLoss, plan_restore, run_restore
     from memvault.embed import make_embedder
     from memvault.store import open_store
 
@@ -231,9 +231,15 @@ def restore(
                             "--allow-loss restores what is there")
                 raise typer.Exit(1)
             return
-        with progress_bars(not as_json) as progress:
-            report = run_restore(store, settings, embedder, which, at, yes=yes,
-                                 progress=progress, lineage=lineage, allow_loss=allow_loss)
+        try:
+            with progress_bars(not as_json) as progress:
+                report = run_restore(store, settings, embedder, which, at, yes=yes,
+                                     progress=progress, lineage=lineage,
+                                     allow_loss=allow_loss)
+        except RestoreLoss as exc:
+            if as_json:  # scripts get the loss itself, not only the message
+                print_json({"error": exc.code, "message": exc.message, "loss": exc.loss})
+            raise
     finally:
         store.close()
     if as_json:
