@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -18,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from memvault.backup import metrics
 from memvault.backup.catalog import list_backups
+from memvault.backup.clock import seed_backup_metrics
 from memvault.backup.errors import BackupError
 from memvault.backup.restore import restore_incomplete
 from memvault.backup.scheduler import BackupScheduler
@@ -94,7 +96,8 @@ def install(app: FastAPI) -> None:
     registry = getattr(app.state, "metrics_registry", None)
     if registry is not None:
         for metric in (metrics.backup_last_success, metrics.backup_last_memories,
-                       metrics.backup_runs, metrics.journal_lag, metrics.journal_segments):
+                       metrics.backup_runs, metrics.journal_lag, metrics.journal_segments,
+                       metrics.objects_not_deleted, metrics.clock_skew):
             # ValueError: already registered (several apps in one process)
             with contextlib.suppress(ValueError):
                 registry.register(metric)
@@ -114,11 +117,17 @@ class BackupJob:
     def start(self) -> None:
         self.elector.start()
         _RUNNING[self._key] = self.scheduler
+        # Ages survive a restart: the last-success gauge comes from the newest valid backup by
+        # seq, read in the background (a slow or dead destination must not delay startup).
+        threading.Thread(target=seed_backup_metrics, args=(self.scheduler.destinations,),
+                         name="memvault-backup-ages", daemon=True).start()
         self.scheduler.start()
 
     def stop(self) -> None:
         try:
             self.scheduler.stop()  # ships the final journal segment while still leader
+            if self.elector.is_leader():
+                self.scheduler.shipper.stop()  # the lineage heads say the writer is gone
         finally:
             _RUNNING.pop(self._key, None)
             self.elector.stop()

@@ -57,7 +57,7 @@ class JournalShipper:
 
     def __init__(self, store: Store, settings: Settings,
                  destinations: list[Destination] | None = None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, heartbeat: bool = True) -> None:
         self.store = store
         self.settings = settings
         self.destinations = destinations if destinations is not None \
@@ -65,6 +65,9 @@ class JournalShipper:
         secret = settings.backup_encryption_key
         self.cipher = cipher_for(secret.get_secret_value() if secret else None)
         self.process = new_process_id()
+        # False for a helper shipper (a one-off snapshot run): it ships and names snapshots in
+        # the heads, but the beat stays the running writer's.
+        self.heartbeat = heartbeat
         self._clock = clock
         self._tips: dict[tuple[str, str], tuple[int, str | None]] = {}
         self._beats: dict[str, _Beat] = {}  # by destination URL
@@ -127,7 +130,7 @@ class JournalShipper:
                 try:
                     count = self._ship_to(dest, meta.lineage_id, meta.store_id, new_chain_at)
                     shipped += count
-                    if beat:
+                    if beat and self.heartbeat:
                         self._beat(dest, meta.lineage_id, meta.store_id, force=count > 0)
                 except MemvaultError as exc:
                     self._tips.pop((dest.url, meta.lineage_id), None)
@@ -152,6 +155,8 @@ class JournalShipper:
     def stop(self) -> None:
         """A clean stop: every head says its writer is gone (logged when one cannot be
         written; the next writer's beat moves it on anyway)."""
+        if not self.heartbeat:
+            return
         with self._lock:
             meta = self.store.meta()
             for dest in self.destinations:
@@ -170,19 +175,24 @@ class JournalShipper:
         if not beat.registered:
             register_lineage(dest, lineage_id)
             beat.registered = True
-        base = beat.head if beat.head and beat.head.lineage_id == lineage_id \
-            else read_head(dest, lineage_id)
+        # Read back every time (one GET): a snapshot run may have named a newer snapshot.
+        base = read_head(dest, lineage_id)
+        mine = beat.head if beat.head and beat.head.lineage_id == lineage_id else None
         upto, sha = self._tips.get((dest.url, lineage_id), (0, None))
         if sha is None and base is not None:  # nothing shipped by this process yet
             upto, sha = base.journal_upto, base.journal_tip_sha256
         memories, snapshot_seq = (base.memories, base.snapshot_seq) if base else (None, None)
         if snapshot is not None and snapshot.seq >= (snapshot_seq or 0):
             memories, snapshot_seq = snapshot.total, snapshot.seq
+        process, number = self.process, max(base.beat if base else 0,
+                                            mine.beat if mine else 0) + 1
+        if not self.heartbeat and base is not None:
+            # Not this lineage's heartbeat: name the snapshot, leave the writer's beat alone.
+            process, number, stopped = base.process, base.beat, base.stopped
         head = LineageHead(
-            lineage_id=lineage_id, store_id=store_id, process=self.process,
-            beat=(base.beat + 1) if base else 1, journal_upto=upto if sha else 0,
-            journal_tip_sha256=sha, memories=memories, written_at=utc_now(),
-            stopped=stopped, snapshot_seq=snapshot_seq)
+            lineage_id=lineage_id, store_id=store_id, process=process, beat=number,
+            journal_upto=upto if sha else 0, journal_tip_sha256=sha, memories=memories,
+            written_at=utc_now(), stopped=stopped, snapshot_seq=snapshot_seq)
         write_head(dest, head)
         beat.head, beat.written_at = replace(head), now
 

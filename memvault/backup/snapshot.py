@@ -86,6 +86,7 @@ def create_backup(
     accept_drop: bool = False,
     progress: Progress | None = None,
     shipper: JournalShipper | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[BackupResult]:
     """Snapshot the store to every destination. Never raises for one bad destination: each
     gets a result (failed with the cause, suspicious with the reasons, or valid).
@@ -118,19 +119,19 @@ def create_backup(
     started = time.monotonic()
     try:
         try:
-            draft, snap_vector_counts = _stage(store, staging, cipher, progress)
+            draft, snap_vector_counts = _stage(store, staging, cipher, progress, clock)
         except (MemvaultError, OSError) as exc:
             why = (f"cannot stage the snapshot in {staging}: {exc.strerror or exc}"
                    if isinstance(exc, OSError) else f"cannot read the store: {exc}")
             log.error("backup failed: %s", why)
             metrics.backup_runs.labels(FAILED).inc(len(dests))
             return [BackupResult(d.url, "", FAILED, [why]) for d in dests]
-        shipper = shipper or JournalShipper(store, settings, dests)
+        shipper = shipper or JournalShipper(store, settings, dests, heartbeat=False)
         shipper.ship(new_chain_at=draft.seq)
         results = [_journal_failed(dest, draft, shipper.errors[dest.url])
                    if dest.url in shipper.errors else
                    _ship(dest, draft, snap_vector_counts, staging, cipher, settings,
-                         accept_drop, progress) for dest in dests]
+                         accept_drop, progress, clock) for dest in dests]
         for dest, result in zip(dests, results, strict=True):
             if result.status == VALID and result.manifest:
                 _note(shipper, dest, result.manifest)
@@ -157,8 +158,8 @@ def _note(shipper: JournalShipper, dest: Destination, manifest: Manifest) -> Non
                   exc)
 
 
-def _stage(store: Store, staging: Path, cipher: Cipher | None, progress: Progress
-           ) -> tuple[Manifest, dict[str, int]]:
+def _stage(store: Store, staging: Path, cipher: Cipher | None, progress: Progress,
+           clock: Callable[[], datetime]) -> tuple[Manifest, dict[str, int]]:
     meta = store.meta()
     identities = store.embedders()
     opened: list[StagedFile] = []
@@ -168,7 +169,8 @@ def _stage(store: Store, staging: Path, cipher: Cipher | None, progress: Progres
         return opened[-1]
 
     try:
-        return _stage_files(store, meta, identities, staged, encryption_info(cipher), progress)
+        return _stage_files(store, meta, identities, staged, encryption_info(cipher), progress,
+                            clock)
     except BaseException:
         for file in opened:  # no writer thread or open file outlives a failed run
             file.abort()
@@ -177,9 +179,10 @@ def _stage(store: Store, staging: Path, cipher: Cipher | None, progress: Progres
 
 def _stage_files(store: Store, meta: Any, identities: dict[str, Any],
                  staged: Callable[..., StagedFile], encryption: dict[str, Any] | None,
-                 progress: Progress) -> tuple[Manifest, dict[str, int]]:
+                 progress: Progress, clock: Callable[[], datetime]
+                 ) -> tuple[Manifest, dict[str, int]]:
     with store.snapshot() as snap:
-        created = datetime.now(UTC)
+        created = clock()  # for people and `--at`; order follows snap.seq
         counts = dict(sorted(snap.counts().items()))
         vector_counts = {k: v for k, v in sorted(snap.vector_counts().items()) if v}
         files: dict[str, FileInfo] = {}
@@ -220,8 +223,8 @@ def _stage_files(store: Store, meta: Any, identities: dict[str, Any],
 
 
 def _ship(dest: Destination, draft: Manifest, vector_counts: dict[str, int], staging: Path,
-          cipher: Cipher | None, settings: Settings, accept_drop: bool, progress: Progress
-          ) -> BackupResult:
+          cipher: Cipher | None, settings: Settings, accept_drop: bool, progress: Progress,
+          clock: Callable[[], datetime]) -> BackupResult:
     written: list[str] = []
     try:
         history = list_backups(dest)
@@ -235,7 +238,7 @@ def _ship(dest: Destination, draft: Manifest, vector_counts: dict[str, int], sta
         manifest = Manifest.from_json(draft.to_json())
         previous = previous_backup(dest, manifest, history)
         reasons = judge(dest, manifest, vector_counts, cipher, previous, settings, accept_drop)
-        manifest.completed_at = utc_now()
+        manifest.completed_at = clock().isoformat(timespec="microseconds")
         manifest.validation = _validation(manifest, reasons, previous)
         dest.put_bytes(snapshot_key(folder, MANIFEST),
                        json.dumps(manifest.to_json(), indent=2).encode("utf-8"))

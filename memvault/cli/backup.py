@@ -97,7 +97,7 @@ def backup_create(
 @backup_app.command("list")
 @fails_with_exit(1)
 def backup_list(ctx: typer.Context, as_json: bool = JsonOption) -> None:
-    """Every backup in every destination, oldest first, with its status and counts."""
+    """Every backup in every destination, oldest (lowest seq) first, with status and counts."""
     from memvault.backup import list_backups, open_destinations
 
     settings = _settings(ctx)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,15 +14,31 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from memvault.backup import VALID, apply_prune, create_backup, list_backups, plan_prune
+from memvault.backup import (
+    VALID,
+    JournalShipper,
+    apply_prune,
+    create_backup,
+    list_backups,
+    plan_prune,
+    run_restore,
+)
 from memvault.backup.catalog import DAMAGED, newest_valid
 from memvault.backup.destinations import DeletesRefused, open_destination
+from memvault.backup.head import read_head, read_marker, write_head
+from memvault.backup.journal import list_segments
+from memvault.backup.presence import ListingUnreliable, list_lineages
 from memvault.backup.verify import verify_backups
 from memvault.cli import app
 from memvault.config import Settings
+from memvault.embed.local import LocalEmbedder
 from memvault.memory import Memory
+from memvault.store import open_store
 from tests.peers.s3_faults import Action, Fault, RequestKind, S3FaultProxy
 from tests.peers.s3_server import S3Server
+
+# Where the store plays no part (what the object store answers), one backend is enough.
+SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +82,7 @@ def _snapshots(memory: Memory, settings: Settings, count: int) -> list[str]:
 # ---------------------------------------------------------------- DeleteObjects per-key errors
 
 
+@SQLITE_ONLY
 def test_prune_names_every_key_a_delete_refuses(memory: Memory, s3_only: Settings,
                                                 proxy: S3FaultProxy, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,6 +123,7 @@ def test_prune_names_every_key_a_delete_refuses(memory: Memory, s3_only: Setting
 # ---------------------------------------------------------------- replies lost after the write
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("action", [Action.LOSE_REPLY, Action.DROP_CONNECTION])
 def test_a_lost_reply_is_checked_before_it_counts_as_failed(
         memory: Memory, s3_only: Settings, proxy: S3FaultProxy, action: Action) -> None:
@@ -153,3 +172,129 @@ def test_a_manifest_whose_data_is_gone_is_never_valid(memory: Memory, s3_only: S
     assert found is not None and found.id == ids[0]
     plan = plan_prune(dest, {"last": 1})
     assert ids[0] in plan.keep and ids[0] not in plan.delete
+
+
+# ---------------------------------------------------------------- listings that answer nothing
+
+
+def test_an_empty_listing_is_not_an_empty_history(memory: Memory, s3_only: Settings,
+                                                  proxy: S3FaultProxy) -> None:
+    _add(memory, 20, "held")
+    (first,) = create_backup(memory.store, s3_only)
+    assert first.status == VALID
+    ids = [r["id"] for r in memory.get_all(user_id="alice", top_k=100)["results"]]
+    for memory_id in ids[:13]:
+        memory.delete(memory_id)
+    proxy.add(Fault(RequestKind.LIST, ".", Action.EMPTY_LIST))
+    dest = open_destination(s3_only.backup_urls[0], s3_only)
+    with pytest.raises(ListingUnreliable, match="listing unreliable"):
+        list_lineages(dest)
+    assert list_lineages(dest, strict=False).unseen == [memory.store.meta().lineage_id]
+    # 20 -> 7 with no history in sight: the lineage head (GET) is the history.
+    (dropped,) = create_backup(memory.store, s3_only)
+    assert dropped.status == "suspicious", dropped.reasons
+    assert "fewer than 50%" in dropped.reasons[0] and "(20)" in dropped.reasons[0]
+    proxy.clear()
+    assert list_lineages(dest).reliable
+
+
+def test_a_failed_journal_put_under_an_empty_listing_continues_the_chain(
+        memory: Memory, s3_only: Settings, proxy: S3FaultProxy) -> None:
+    _add(memory, 5, "base")
+    (base,) = create_backup(memory.store, s3_only)
+    assert base.status == VALID
+    shipper = JournalShipper(memory.store, s3_only)
+    _add(memory, 1, "one")
+    assert shipper.ship() == 1
+    proxy.add(Fault(RequestKind.LIST, ".", Action.EMPTY_LIST))
+    failing = proxy.add(Fault(RequestKind.PUT, r"/journal/", Action.UNAVAILABLE))
+    _add(memory, 1, "two")
+    assert shipper.ship() == 0 and shipper.last_error  # one failed PUT (every attempt)
+    proxy.remove(failing)
+    _add(memory, 1, "three")
+    assert shipper.ship() == 1 and not shipper.last_error  # from the head's tip, not seq 0
+    proxy.clear()
+    dest = open_destination(s3_only.backup_urls[0], s3_only)
+    lineage = memory.store.meta().lineage_id
+    refs = list_segments(dest, lineage)
+    assert [r.after_seq for r in refs] == [base.manifest.seq if base.manifest else -1,
+                                           refs[0].upto_seq]
+    assert refs[-1].upto_seq == memory.store.last_seq()
+    report = verify_backups([dest], None, every=True, read_data=True)
+    assert report.ok, report.faults
+
+
+def test_shipping_refuses_a_new_chain_over_one_the_head_names(
+        memory: Memory, s3_only: Settings, proxy: S3FaultProxy,
+        caplog: pytest.LogCaptureFixture) -> None:
+    _add(memory, 3, "base")
+    shipper = JournalShipper(memory.store, s3_only)
+    assert shipper.ship() == 1
+    dest = open_destination(s3_only.backup_urls[0], s3_only)
+    lineage = memory.store.meta().lineage_id
+    head = read_head(dest, lineage)
+    assert head is not None and head.journal_upto == memory.store.last_seq()
+    assert head.journal_tip_sha256 and head.beat == 1 and head.process == shipper.process
+    assert read_marker(dest) == [lineage]
+    # A head that names shipped seqs but no tip checksum (written by something else), while
+    # the listing shows nothing: no new chain from seq 0, a refusal that shows as lag.
+    write_head(dest, replace(head, journal_tip_sha256=None, beat=head.beat + 1))
+    proxy.add(Fault(RequestKind.LIST, ".", Action.EMPTY_LIST))
+    _add(memory, 1, "more")
+    fresh = JournalShipper(memory.store, s3_only)
+    assert fresh.ship() == 0
+    assert fresh.last_error and "refusing to start a new chain" in fresh.last_error
+    proxy.clear()
+    assert [r.after_seq for r in list_segments(dest, lineage)] == [0]
+    shipper.stop()
+    stopped = read_head(dest, lineage)
+    assert stopped is not None and stopped.stopped and stopped.beat > head.beat
+
+
+# ---------------------------------------------------------------- gaps and storms
+
+
+def test_two_snapshots_within_one_journal_interval_leave_no_gap(
+        memory: Memory, s3_only: Settings, tmp_path: Path,
+        local_embedder: LocalEmbedder) -> None:
+    _add(memory, 3, "older")
+    (older,) = create_backup(memory.store, s3_only)
+    _add(memory, 3, "between")  # no shipping cycle runs before the next snapshot
+    (newer,) = create_backup(memory.store, s3_only)
+    assert (older.status, newer.status) == (VALID, VALID)
+    dest = open_destination(s3_only.backup_urls[0], s3_only)
+    lineage = memory.store.meta().lineage_id
+    assert [(r.after_seq, r.upto_seq) for r in list_segments(dest, lineage)] == [
+        (older.manifest.seq if older.manifest else -1, newer.manifest.seq if newer.manifest
+         else -1)]
+    # The newer snapshot is damaged: the older one plus the journal still gives everything.
+    entry = next(e for e in list_backups(dest) if e.id == newer.id)
+    dest.delete([k for k in entry.keys if k.endswith("memories.jsonl.zst")])
+    target = open_store(s3_only.model_copy(update={
+        "database_url": f"sqlite:///{tmp_path / 'target.db'}"}))
+    try:
+        report = run_restore(target, s3_only, local_embedder)
+        assert report.plan.manifest.id == older.id
+        assert target.counts() == memory.store.counts() == {"user:alice": 6}
+    finally:
+        target.close()
+
+
+@SQLITE_ONLY
+def test_a_503_storm_marks_nothing_valid_and_the_journal_completes_after(
+        memory: Memory, s3_only: Settings, proxy: S3FaultProxy) -> None:
+    _add(memory, 4, "storm")
+    storm = [proxy.add(Fault(kind, ".", Action.UNAVAILABLE)) for kind in RequestKind]
+    (result,) = create_backup(memory.store, s3_only)
+    assert result.status == "failed" and "SlowDown" in result.reasons[0]
+    shipper = JournalShipper(memory.store, s3_only)
+    assert shipper.ship() == 0 and shipper.last_error
+    for fault in storm:
+        proxy.remove(fault)
+    dest = open_destination(s3_only.backup_urls[0], s3_only)
+    assert [e for e in list_backups(dest) if e.valid] == []
+    assert shipper.ship() == 1 and not shipper.last_error
+    (after,) = create_backup(memory.store, s3_only)
+    assert after.status == VALID
+    report = verify_backups([dest], None, every=True, read_data=True)
+    assert report.ok, report.faults

@@ -82,6 +82,10 @@ class S3FaultProxy:
             self.faults.append(fault)
         return fault
 
+    def remove(self, fault: Fault) -> None:
+        with self.lock:
+            self.faults.remove(fault)
+
     def clear(self) -> None:
         with self.lock:
             self.faults.clear()
