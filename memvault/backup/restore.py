@@ -83,7 +83,6 @@ class RestorePlan:
                        "created_at": m.created_at, "seq": m.seq, "store_id": m.store_id,
                        "lineage_id": m.lineage_id, "encrypted": m.encrypted},
             "at": self.at.isoformat() if self.at else None,
-            "lineage_id": m.lineage_id,
             "journal": {"entries": len(self.replay), "upto_seq": last.seq if last else m.seq,
                         "upto_ts": last.ts if last else None,
                         "shipped_upto_seq": self.chain.upto_seq, "faults": self.chain.faults,
