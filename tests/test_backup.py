@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -410,3 +411,29 @@ def test_full_staging_disk_fails_every_destination_clearly(memory: Memory, setti
     assert "No space left on device" in result.reasons[0]
     assert list_backups(LocalDestination(tmp_path / "b")) == []
     assert not list((tiny_disk / "tmp").iterdir())  # the staging folder is removed
+
+
+def test_a_changed_digit_that_parses_to_the_same_float_is_still_damage(
+        memory: Memory, settings: Settings) -> None:
+    """The 17th digit of a probe vector can change without changing the float it parses to:
+    the manifest must still be found damaged (its bytes are checked, not only its values)."""
+    add_texts(memory, 3)
+    result = only(create_backup(memory.store, settings))
+    path = backup_dir(settings, result.id) / "manifest.json"
+    raw = path.read_bytes()
+    values = json.loads(raw)
+
+    def same_values_other_bytes() -> bytes | None:
+        for match in re.finditer(rb"\d\.\d{15,}(\d)[,\n]", raw):
+            digit = match.start(1)
+            for candidate in b"0123456789":
+                changed = raw[:digit] + bytes([candidate]) + raw[digit + 1:]
+                if changed != raw and json.loads(changed) == values:
+                    return changed
+        return None
+
+    changed = same_values_other_bytes()
+    assert changed is not None  # probe vectors hold hundreds of 17-digit floats
+    path.write_bytes(changed)
+    report = verify_backups(open_destinations(settings), None, every=True)
+    assert any(f.file == "manifest.json" and f.backup == result.id for f in report.faults)

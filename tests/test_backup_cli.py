@@ -9,10 +9,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from memvault.backup import VALID, BackupScheduler, list_backups, open_destinations, run_restore
+from memvault.backup import (
+    VALID,
+    BackupScheduler,
+    JournalShipper,
+    list_backups,
+    open_destinations,
+    run_restore,
+)
 from memvault.backup.journal import list_segments
 from memvault.cli import app
-from memvault.config import Settings
+from memvault.config import Settings, load_settings
 from memvault.embed.local import LocalEmbedder
 from memvault.memory import Memory
 from memvault.store import open_store
@@ -163,3 +170,39 @@ def test_scheduler_does_nothing_unless_leader(memory: Memory, settings: Settings
     dest = open_destinations(quick)[0]
     assert list_backups(dest) == []
     assert list_segments(dest, memory.store.meta().lineage_id) == []
+
+
+def test_cli_restore_names_lineages_and_loss(cli: CliRunner, tmp_path: Path) -> None:
+    """Two stores back up to one destination: a third refuses to guess and lists both;
+    --lineage picks one. A lost segment: exit 1 naming the seqs; --allow-loss restores."""
+    prod = ["--database-url", f"sqlite:///{tmp_path / 'prod.db'}"]
+    staging = ["--database-url", f"sqlite:///{tmp_path / 'staging.db'}"]
+    fresh = ["--database-url", f"sqlite:///{tmp_path / 'fresh.db'}"]
+    for who, text in ((prod, "prod fact"), (staging, "staging fact")):
+        assert cli.invoke(app, [*who, "add", text, "--user-id", "u"]).exit_code == 0
+        assert cli.invoke(app, [*who, "backup", "create"]).exit_code == 0
+    refused = cli.invoke(app, [*fresh, "restore"])
+    assert refused.exit_code == 1 and "several stores" in flat(refused.output)
+    settings = load_settings({"data_dir": tmp_path / "data",
+                              "database_url": f"sqlite:///{tmp_path / 'prod.db'}"})
+    with Memory(settings, embedder=LocalEmbedder()) as memory:
+        lineage = memory.store.meta().lineage_id
+        shipper = JournalShipper(memory.store, settings)
+        for text in ("shipped 1", "shipped 2", "shipped 3"):
+            memory.add(text, user_id="u", infer=False)
+            shipper.ship()
+        shipper.stop()
+    dest = open_destinations(settings)[0]
+    middle = list_segments(dest, lineage)[1]
+    (tmp_path / "data" / "backups" / middle.key).unlink()
+    lost = cli.invoke(app, [*fresh, "restore", "--lineage", lineage])
+    assert lost.exit_code == 1, lost.output
+    assert f"seqs {middle.after_seq + 1}..{middle.upto_seq}" in flat(lost.output)
+    assert "--allow-loss" in flat(lost.output)
+    as_json = cli.invoke(app, [*fresh, "restore", "--lineage", lineage, "--json"])
+    assert as_json.exit_code == 1
+    refusal = json.loads(as_json.stdout)
+    assert refusal["error"] == "restore_would_lose_data" and refusal["loss"]["lost"] is True
+    done = cli.invoke(app, [*fresh, "restore", "--lineage", lineage, "--allow-loss"])
+    assert done.exit_code == 0, done.output
+    assert "restored WITH LOSS" in flat(done.output)

@@ -154,7 +154,7 @@ def test_vectors_that_do_not_belong_to_their_texts_fail_the_drill(
                                               "sha256": hashlib.sha256(packed).hexdigest()}
     del manifest["manifest_sha256"]
     manifest["manifest_sha256"] = manifest_digest(manifest)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
     report = run_drill(settings, embedder=local_embedder)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,7 +156,7 @@ def load_manifest(dest: Destination, folder: str) -> Manifest:
     key = snapshot_key(folder, MANIFEST)
     raw = dest.read_bytes(key)
     try:
-        return Manifest.from_json(json.loads(raw))
+        return Manifest.from_bytes(raw)
     except (ValueError, KeyError, TypeError) as exc:
         raise BackupCorrupt(f"{key} in {dest} is not a readable manifest: {exc}",
                             file=MANIFEST) from None

@@ -172,6 +172,22 @@ class Manifest:
             "validation": self.validation,
         }
 
+    def to_bytes(self) -> bytes:
+        """The stored manifest.json (from_bytes checks a stored one is exactly this form)."""
+        return json.dumps(self.to_json(), indent=2).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Manifest:
+        """A stored manifest. A checksummed one must be byte for byte the JSON its content
+        serialises to: a changed digit that parses to the same float (the 17th digit of a
+        probe vector) changes no value, but is still a damaged file."""
+        data = json.loads(raw)
+        manifest = cls.from_json(data)
+        if MANIFEST_CHECKSUM in data and json.dumps(data, indent=2).encode("utf-8") != raw:
+            raise ValueError("its bytes are not the JSON its content serialises to (a changed "
+                             "digit or space: the manifest is damaged)")
+        return manifest
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
         if data.get("format") != FORMAT:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from memvault.backup.candidates import candidates, list_all
-from memvault.backup.catalog import BackupEntry, list_backups
+from memvault.backup.catalog import BackupEntry
 from memvault.backup.coverage import (
     HighWater,
     Loss,
@@ -30,7 +30,7 @@ from memvault.backup.coverage import (
 from memvault.backup.crypto import Cipher, cipher_for
 from memvault.backup.destinations import Destination, open_destinations
 from memvault.backup.errors import BackupCorrupt, BackupError, RestoreLoss, RestoreRefused
-from memvault.backup.format import VALID, SnapshotData, read_snapshot
+from memvault.backup.format import SnapshotData, read_snapshot
 from memvault.backup.head import LineageHead, read_head
 from memvault.backup.journal import Chain, SegmentRef, clock_steps_back, follow_chain, list_segments
 from memvault.backup.progress import NoProgress, Progress
@@ -83,7 +83,6 @@ class RestorePlan:
                        "created_at": m.created_at, "seq": m.seq, "store_id": m.store_id,
                        "lineage_id": m.lineage_id, "encrypted": m.encrypted},
             "at": self.at.isoformat() if self.at else None,
-            "lineage_id": m.lineage_id,
             "journal": {"entries": len(self.replay), "upto_seq": last.seq if last else m.seq,
                         "upto_ts": last.ts if last else None,
                         "shipped_upto_seq": self.chain.upto_seq, "faults": self.chain.faults,
@@ -431,10 +430,3 @@ def _embed(embedder: Embedder, texts: list[str], advance: Any, step: int = 256) 
         parts.append(embedder.embed(texts[start:start + step]))
         advance(len(parts[-1]))
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
-
-
-def valid_backups(settings: Settings) -> list[BackupEntry]:
-    entries = []
-    for dest in open_destinations(settings):
-        entries += [e for e in list_backups(dest) if e.status == VALID]
-    return entries

@@ -3,7 +3,6 @@ in full, judge it (valid or suspicious), and only then write its manifest."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -240,8 +239,7 @@ def _ship(dest: Destination, draft: Manifest, vector_counts: dict[str, int], sta
         reasons = judge(dest, manifest, vector_counts, cipher, previous, settings, accept_drop)
         manifest.completed_at = clock().isoformat(timespec="microseconds")
         manifest.validation = _validation(manifest, reasons, previous)
-        dest.put_bytes(snapshot_key(folder, MANIFEST),
-                       json.dumps(manifest.to_json(), indent=2).encode("utf-8"))
+        dest.put_bytes(snapshot_key(folder, MANIFEST), manifest.to_bytes())
     except MemvaultError as exc:
         log.error("backup %s to %s failed: %s", draft.id, dest, exc)
         _remove_failed(dest, snapshot_key(manifest_folder(draft), MANIFEST), written)

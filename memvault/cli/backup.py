@@ -216,7 +216,7 @@ def restore(
     as_json: bool = JsonOption,
 ) -> None:
     """Restore a backup (and the shipped journal up to --at) into the configured store."""
-    from memvault.backup import plan_restore, run_restore
+    from memvault.backup import RestoreLoss, plan_restore, run_restore
     from memvault.embed import make_embedder
     from memvault.store import open_store
     from memvault.store.writer_lock import hold_writer_lock
@@ -245,7 +245,12 @@ def restore(
         try:
             with progress_bars(not as_json) as progress:
                 report = run_restore(store, settings, embedder, which, at, yes=yes,
-                                     progress=progress, lineage=lineage, allow_loss=allow_loss)
+                                     progress=progress, lineage=lineage,
+                                     allow_loss=allow_loss)
+        except RestoreLoss as exc:
+            if as_json:  # scripts get the loss itself, not only the message
+                print_json({"error": exc.code, "message": exc.message, "loss": exc.loss})
+            raise
         finally:
             if lock is not None:
                 lock.release()

@@ -410,9 +410,14 @@ class Guard:
         log.warning("the store is empty where the ledger knows data: restoring the newest valid "
                     "backup of lineage %s (MEMVAULT_AUTO_RESTORE=empty)", lineage)
         try:
+            # What can be brought back is restored (an empty store serves nothing); what
+            # cannot is named to a person below, never passed over.
+            ledger = self.known.ledger if self.known is not None else None
+            high_water = ledger.seq if ledger is not None and ledger.lineage_id == lineage \
+                else None
             report = run_restore(self.memory.store, self.settings, self.memory.embedder,
-                                 "latest", destinations=self.destinations,
-                                 **_lineage_kwargs(run_restore, lineage))
+                                 "latest", destinations=self.destinations, lineage=lineage,
+                                 high_water=high_water, allow_loss=True)
         except Exception as exc:
             self._restoring = False
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
@@ -426,6 +431,13 @@ class Guard:
         self.memory.recheck_embedder()  # the restore may have set the store's active embedder
         self.restore = {"started_at": started, "ok": True, **report.to_json()}
         log.warning("automatic restore done: %s", report.to_json())
+        loss = report.plan.loss
+        if loss.lost:
+            self.alerts.notify("memvault: automatic restore WITH LOSS",
+                               f"the empty store was restored from backup "
+                               f"{report.plan.manifest.id} of lineage {lineage}, but "
+                               f"{loss.describe()}. `memvault backup verify --all --read-data` "
+                               "shows what is damaged or missing.")
 
     def backup_hold(self) -> str | None:
         """Why the backup scheduler must wait (see memvault/backup/scheduler.py HOLDS)."""
@@ -470,11 +482,3 @@ class Guard:
                  "memories": st.record.memories if st.record else None}
                 for st in found.lineages.values()]
 
-
-def _lineage_kwargs(run_restore: Any, lineage: str | None) -> dict[str, Any]:
-    """`lineage=` for a restore that takes it (restores choose among one lineage's backups)."""
-    import inspect
-
-    if lineage and "lineage" in inspect.signature(run_restore).parameters:
-        return {"lineage": lineage}
-    return {}

@@ -71,7 +71,10 @@ def build(base: Path, embedder: Any, encrypted: bool = False) -> World:
     settings = _settings(base, encrypted)
     with Memory(settings, embedder=embedder) as memory:
         shipper = JournalShipper(memory.store, settings)
-        say = lambda text, user, **extra: memory.add(text, user_id=user, infer=False, **extra)  # noqa: E731
+
+        def say(text: str, user: str, **extra: Any) -> None:
+            memory.add(text, user_id=user, infer=False, **extra)
+
         say("alice likes green tea", "alice", metadata={"f": 0.1, "deep": {"a": [1]}})
         legacy_write(memory, "a store written before the API refused huge integers",
                      {"n": 2**70, "neg": -(2**80)})
