@@ -277,6 +277,38 @@ def test_a_new_empty_database_is_alerted_and_refilled_from_the_newest_backup(
         assert record is not None and record.store_id == fresh.store.meta().store_id
 
 
+def test_an_automatic_restore_that_cannot_bring_back_everything_says_so(
+    backend: str, settings: Settings, memory: Memory, local_embedder: LocalEmbedder,
+    webhook: HTTPPeer, tmp_path: Path, request: pytest.FixtureRequest,
+) -> None:
+    memory.add([{"role": "user", "content": f"kept note {i}"} for i in range(5)],
+               user_id="alice", infer=False)
+    original = guarded_settings(settings, webhook)
+    assert all(r.status == "valid" for r in create_backup(memory.store, original))
+    backed_up = memory.store.counts()
+    # Written after the backup and never shipped (the server died before its next cycle),
+    # but seen by the guard, so the ledger's high-water mark is past what the backups hold.
+    memory.add([{"role": "user", "content": f"lost note {i}"} for i in range(3)],
+               user_id="alice", infer=False)
+    with running(Guard(original, memory)):
+        pass
+    lost_upto = memory.store.last_seq()
+
+    recreated = load_settings({"data_dir": settings.data_dir,
+                               "database_url": other_database(backend, tmp_path, request),
+                               "alert_urls": f"json://127.0.0.1:{webhook.port}/hook"})
+    with Memory(recreated, embedder=local_embedder) as fresh, \
+            running(Guard(recreated, fresh)) as guard:
+        wait_for(lambda: guard.restore and guard.verdict and not guard.verdict.firing())
+        assert fresh.store.counts() == backed_up  # what could be brought back is served
+        assert guard.restore["plan"]["loss"]["lost"] is True
+        lossy = [r["body"] for r in webhook.requests
+                 if "WITH LOSS" in r["body"].get("title", "")]
+        assert len(lossy) == 1, notifications(webhook)
+        assert f"..{lost_upto} are lost" in lossy[0]["message"], lossy[0]
+        assert fresh.store.last_seq() >= lost_upto  # the lost seqs are never handed out again
+
+
 def test_without_auto_restore_an_empty_store_stays_refused(
     backend: str, settings: Settings, memory: Memory, local_embedder: LocalEmbedder,
     webhook: HTTPPeer, tmp_path: Path, request: pytest.FixtureRequest,
