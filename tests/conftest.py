@@ -88,15 +88,16 @@ def memory(settings: Settings, local_embedder: LocalEmbedder) -> Iterator[Memory
         yield opened
 
 
-# -- server issue: the app over the `memory` fixture (every backend), in-process and live
+# The app over the `memory` fixture (every backend), in-process and live
 @pytest.fixture
 def app(settings: Settings, memory: Memory) -> Iterator[Any]:
-    from memvault.server import create_app
+    from memvault.server.app import app_over
+    from memvault.server.deps import runtime_of
 
-    application = create_app(settings, memory)
+    application = app_over(settings, memory)
     yield application
-    application.state.add_batcher.stop()
-    application.state.embed_batcher.stop()
+    runtime_of(application).add_batcher.stop()
+    runtime_of(application).embedder.stop()
 
 
 @pytest.fixture

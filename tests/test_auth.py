@@ -20,7 +20,8 @@ from memvault.config import Settings, load_settings
 from memvault.embed.local import LocalEmbedder
 from memvault.errors import ConfigError
 from memvault.memory import Memory
-from memvault.server import create_app, run_server
+from memvault.server import run_server
+from memvault.server.app import app_over
 from memvault.server.keys import create_key, list_keys, revoke_key, token_hash
 from memvault.server.run import check_bind, is_loopback
 
@@ -32,7 +33,7 @@ ADMIN_ONLY = {"detail": "Admin role required."}
 
 @pytest.fixture
 def secured(settings: Settings, memory: Memory) -> Iterator[TestClient]:
-    app = create_app(settings.model_copy(update={"admin_api_key": SecretStr(ADMIN)}), memory)
+    app = app_over(settings.model_copy(update={"admin_api_key": SecretStr(ADMIN)}), memory)
     with TestClient(app) as client:
         yield client
 
@@ -219,7 +220,7 @@ def test_secrets_never_in_configure_errors_or_logs(
         "llm_api_key": secrets["llm"], "embedder_api_key": secrets["emb"],
         "alert_urls": "tgram://bottoken-s3cret/chat"})
     with Memory(settings, embedder=local_embedder) as memory:
-        client = TestClient(create_app(settings, memory))
+        client = TestClient(app_over(settings, memory))
         _key, token = create_key(memory.store, user_id="u")
         with caplog.at_level(logging.DEBUG):
             config = client.get("/configure", headers=as_admin_key(secrets["admin"]))

@@ -107,10 +107,10 @@ def test_cli_bad_retention_policy_and_bad_at(cli: CliRunner,
 def test_http_backups_endpoints(memory: Memory, settings: Settings) -> None:
     from fastapi.testclient import TestClient
 
-    from memvault.server.app import create_app
+    from memvault.server.app import app_over
 
     memory.add("served memory", user_id="alice", infer=False)
-    with TestClient(create_app(settings, memory)) as client:
+    with TestClient(app_over(settings, memory)) as client:
         created = client.post("/backups")
         assert created.status_code == 200, created.text
         assert created.json()["results"][0]["status"] == "valid"

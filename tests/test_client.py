@@ -26,7 +26,7 @@ from memvault.errors import (
     Unauthorized,
 )
 from memvault.memory import Memory
-from memvault.server import create_app
+from memvault.server.app import app_over
 from memvault.server.keys import create_key
 from tests.peers.embedding_server import EmbeddingServer
 from tests.peers.live_server import LiveServer
@@ -125,7 +125,7 @@ def test_errors_map_to_the_same_classes(live_url: str) -> None:
 
 
 def test_auth_errors(settings: Settings, memory: Memory) -> None:
-    app = create_app(settings.model_copy(update={"admin_api_key": SecretStr("adm-key-42")}),
+    app = app_over(settings.model_copy(update={"admin_api_key": SecretStr("adm-key-42")}),
                      memory)
     _, token = create_key(memory.store, user_id="alice")
     with LiveServer(app) as server:
@@ -149,7 +149,7 @@ def test_backend_errors_keep_their_class(tmp_path: Path, local_embedder: Any) ->
     with EmbeddingServer(dims=16) as peer:
         other = load_settings({"data_dir": tmp_path, "embedder": "openai:e",
                                "embedder_url": peer.url + "/v1"})
-        with Memory(other) as memory, LiveServer(create_app(other, memory)) as server, \
+        with Memory(other) as memory, LiveServer(app_over(other, memory)) as server, \
                 MemoryClient(server.url) as client:
             with pytest.raises(EmbedderMismatch, match="HTTP 503") as caught:
                 client.search("q", user_id="a")
@@ -157,7 +157,7 @@ def test_backend_errors_keep_their_class(tmp_path: Path, local_embedder: Any) ->
     with EmbeddingServer(dims=16) as peer:
         fresh = load_settings({"data_dir": tmp_path / "2", "embedder": "openai:e",
                                "embedder_url": peer.url + "/v1"})
-        with Memory(fresh) as memory, LiveServer(create_app(fresh, memory)) as server, \
+        with Memory(fresh) as memory, LiveServer(app_over(fresh, memory)) as server, \
                 MemoryClient(server.url) as client:
             client.add("hello", user_id="a")
             peer.fail_next = [500, 500, 500]

@@ -19,7 +19,8 @@ import httpx
 from memvault.config import load_settings
 from memvault.embed.local import LocalEmbedder
 from memvault.memory import Memory
-from memvault.server import create_app
+from memvault.server.app import app_over
+from memvault.server.deps import runtime_of
 from tests.deploy_tools import ROOT
 from tests.peers.live_server import LiveServer
 
@@ -111,7 +112,7 @@ def test_healthcheck_passes_while_alive_even_when_refused_and_fails_when_gone(
         tmp_path: Path, local_embedder: LocalEmbedder) -> None:
     settings = load_settings({"data_dir": tmp_path / "d", "db_timeout": "0.2s"})
     memory = Memory(settings, embedder=local_embedder)
-    app = create_app(settings, memory)
+    app = app_over(settings, memory)
     try:
         with LiveServer(app) as server:
             port = int(server.url.rsplit(":", 1)[1])
@@ -123,5 +124,5 @@ def test_healthcheck_passes_while_alive_even_when_refused_and_fails_when_gone(
         gone = healthcheck(port)
         assert gone.returncode != 0  # the process is gone: Docker restarts it
     finally:
-        app.state.add_batcher.stop()
-        app.state.embed_batcher.stop()
+        runtime_of(app).add_batcher.stop()
+        runtime_of(app).embedder.stop()

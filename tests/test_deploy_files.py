@@ -13,15 +13,15 @@ from fastapi.testclient import TestClient
 from memvault.config import Settings
 from memvault.guard.alerts import ALERTS
 from memvault.memory import Memory
-from memvault.server import create_app
-from memvault.server.extensions import background_jobs
+from memvault.runtime import Runtime
+from memvault.server.app import create_app
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 METRIC = re.compile(r"\b(memvault_[a-z_]+)\b")
 
 
 def exported_metrics(settings: Settings, memory: Memory) -> set[str]:
-    app = create_app(settings, memory, background=background_jobs(settings, memory))
+    app = create_app(Runtime(settings, memory))  # as `serve` runs it: every job
     with TestClient(app) as client:
         client.post("/memories", json={"messages": [{"role": "user", "content": "a fact"}],
                                        "user_id": "alice", "infer": False})

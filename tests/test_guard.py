@@ -23,7 +23,7 @@ from memvault.guard.api import Guard, guard_check
 from memvault.guard.checks import Observation, assess, assess_backups
 from memvault.guard.ledger import LedgerRecord, observe, read_ledger, write_ledger
 from memvault.memory import Memory
-from memvault.server import create_app
+from memvault.server.app import app_over
 from tests.peers.http_peer import HTTPPeer
 from tests.test_server_cli import free_port
 
@@ -137,18 +137,15 @@ def test_backup_findings_stale_invalid_and_lagging() -> None:
 def test_scheduled_backups_wait_for_the_guard_and_skip_a_replaced_store(
     settings: Settings, memory: Memory,
 ) -> None:
-    from memvault.backup.scheduler import HOLDS, BackupScheduler
+    from memvault.backup.scheduler import BackupScheduler
 
-    scheduler = BackupScheduler(memory.store, settings)
     guard = Guard(settings, memory)
-    try:
-        assert scheduler.held() == "the guard has not checked the store yet"
-        guard.check()
-        assert scheduler.held() is None  # the guarded store: back it up
-        guard.verdict = assess(obs(), ledger(lineage_id="other"), None, 0.5, NOW)
-        assert "StoreReplaced" in (scheduler.held() or "")
-    finally:
-        HOLDS.pop(id(memory.store), None)
+    scheduler = BackupScheduler(memory.store, settings, hold=guard.backup_hold)
+    assert scheduler.held() == "the guard has not checked the store yet"
+    guard.check()
+    assert scheduler.held() is None  # the guarded store: back it up
+    guard.verdict = assess(obs(), ledger(lineage_id="other"), None, 0.5, NOW)
+    assert "StoreReplaced" in (scheduler.held() or "")
 
 
 def test_a_newer_backup_raises_what_the_ledger_knows() -> None:
@@ -322,7 +319,7 @@ def test_without_auto_restore_an_empty_store_stays_refused(
                                "database_url": other_database(backend, tmp_path, request)})
     with Memory(recreated, embedder=local_embedder) as fresh:
         with running(Guard(recreated, fresh)) as guard, \
-                TestClient(create_app(recreated, fresh)) as client:
+                TestClient(app_over(recreated, fresh, guard=guard)) as client:
             # The incident's API answered "healthy" with empty results; this one refuses.
             refused = client.post("/search", json={"query": "anything", "user_id": "alice"})
             assert refused.status_code == 503, refused.text
@@ -332,7 +329,7 @@ def test_without_auto_restore_an_empty_store_stays_refused(
                                ).status_code == 503  # no fork of the lineage either
             assert client.get("/livez").status_code == 200
             assert client.get("/readyz").status_code == 503
-            check = guard_check(fresh)
+            check = guard_check(guard)
             assert check["ok"] is False and "StoreEmpty" in check["alerts"]
             assert guard.registry.get_sample_value("memvault_store_identity_ok") == 0
             assert guard.registry.get_sample_value(
@@ -397,7 +394,7 @@ def test_replicas_on_one_postgres_send_one_notification_not_one_each(
         with running(Guard(settings, first)) as leader, \
                 running(Guard(settings, second)) as follower:
             assert leader.elector.is_leader() and not follower.elector.is_leader()
-            assert guard_check(first)["ok"] is False and guard_check(second)["ok"] is False
+            assert guard_check(leader)["ok"] is False and guard_check(follower)["ok"] is False
             follower.check()
             leader.check()
     fired = [t for t in notifications(webhook) if t.startswith("[FIRING] StoreReplaced")]
@@ -464,12 +461,7 @@ def test_an_unreadable_ledger_is_unknown_not_a_first_start(
                           "s3_access_key_id": "k", "s3_secret_access_key": "s",
                           "s3_retries": 1})
     guard = Guard(down, memory)
-    try:
-        verdict = guard.check()
-    finally:
-        from memvault.backup.scheduler import HOLDS
-
-        HOLDS.pop(id(memory.store), None)
+    verdict = guard.check()
     assert verdict.accept is None  # never recorded as "the guarded store" blindly
     assert guard.ledger is None and guard.ledger_problems
     assert "127.0.0.1" in guard.ledger_problems[0]
@@ -524,7 +516,7 @@ def test_a_model_swapped_behind_the_same_name_while_running_is_caught(
                     {**body, "model": "embed-v2"}, headers)
                 swapped = guard.check()
                 assert [f.alert for f in swapped.firing()] == ["EmbedderMismatch"]
-                assert guard_check(memory)["ok"] is False
+                assert guard_check(guard)["ok"] is False
                 with pytest.raises(EmbedderMismatch, match="answers the probe texts"):
                     memory.search("boats", user_id="alice")
                 peer.routes[("POST", "/v1/embeddings")] = route  # the old model is back

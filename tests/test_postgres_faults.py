@@ -170,12 +170,13 @@ def test_http_answers_503_during_an_outage_and_serves_after(
 
     from memvault.config import load_settings
     from memvault.memory import Memory
-    from memvault.server import create_app
+    from memvault.server.app import app_over
+    from memvault.server.deps import runtime_of
 
     settings = load_settings({"data_dir": tmp_path / "data", "db_timeout": TIMEOUT,
                               "database_url": cluster.create_database()})
     with Memory(settings, embedder=local_embedder) as memory:
-        app = create_app(settings, memory)
+        app = app_over(settings, memory)
         with TestClient(app) as client:
             added = client.post("/memories", json={
                 "messages": [{"role": "user", "content": "I keep bees on the roof"}],
@@ -198,7 +199,7 @@ def test_http_answers_503_during_an_outage_and_serves_after(
                 time.sleep(0.3)
             assert up.status_code == 200
             assert up.json()["results"][0]["memory"] == "I keep bees on the roof"
-        app.state.add_batcher.stop()
+        runtime_of(app).add_batcher.stop()
 
 
 def test_tables_dropped_behind_a_running_store_is_a_schema_error(

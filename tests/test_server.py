@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import sys
-import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from memvault.cli.status import collect_status
 from memvault.config import Settings, load_settings
 from memvault.embed.local import LocalEmbedder
 from memvault.memory import Memory
-from memvault.server import create_app
+from memvault.server.app import app_over
 from tests.peers.chat_server import ChatServer
 from tests.peers.embedding_server import EmbeddingServer
 
@@ -241,7 +239,7 @@ def test_locked_store_is_503_datastore_unavailable(
     sqlite_settings: Settings, local_embedder: LocalEmbedder, caplog: pytest.LogCaptureFixture
 ) -> None:
     with Memory(sqlite_settings, embedder=local_embedder) as memory:
-        client = TestClient(create_app(sqlite_settings, memory))
+        client = TestClient(app_over(sqlite_settings, memory))
         add(client, "before the lock", user_id="alice")
         blocker = sqlite3.connect(sqlite_settings.sqlite_path, isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
@@ -265,7 +263,7 @@ def test_failing_embedder_is_502_provider_unavailable(sqlite_settings: Settings)
         settings = sqlite_settings.model_copy(update={
             "embedder": "openai:emb", "embedder_url": peer.url + "/v1"})
         with Memory(settings) as memory:
-            client = TestClient(create_app(settings, memory))
+            client = TestClient(app_over(settings, memory))
             add(client, "works while the embedder works", user_id="a")
             peer.fail_next = [500, 500, 500]
             response = client.post("/search", json={"query": "q", "user_id": "a"})
@@ -283,7 +281,7 @@ def test_embedder_mismatch_is_503_and_not_ready(
         settings = sqlite_settings.model_copy(update={
             "embedder": "openai:other", "embedder_url": peer.url + "/v1"})
         with Memory(settings) as memory:
-            client = TestClient(create_app(settings, memory))
+            client = TestClient(app_over(settings, memory))
             response = client.post("/search", json={"query": "q", "user_id": "a"})
             assert response.status_code == 503
             assert response.json()["code"] == "embedder_mismatch"
@@ -301,7 +299,7 @@ def test_failing_llm_is_502_and_stores_nothing(
         settings = sqlite_settings.model_copy(update={"llm": "openai:m",
                                                       "llm_url": chat.url + "/v1"})
         with Memory(settings, embedder=local_embedder) as memory:
-            client = TestClient(create_app(settings, memory))
+            client = TestClient(app_over(settings, memory))
             response = client.post("/memories", json={
                 "messages": [{"role": "user", "content": "I am vegetarian"}], "user_id": "a"})
             assert response.status_code == 502
@@ -322,7 +320,7 @@ def test_unexpected_error_is_json_500_with_logged_traceback(
     sqlite_settings: Settings, local_embedder: LocalEmbedder, caplog: pytest.LogCaptureFixture
 ) -> None:
     memory = Memory(sqlite_settings, embedder=local_embedder)
-    client = TestClient(create_app(sqlite_settings, memory))
+    client = TestClient(app_over(sqlite_settings, memory))
     memory_id = add(client, "soon unreadable", user_id="a")["id"]
     memory.store.close()  # every later store call raises sqlite3.ProgrammingError
     with caplog.at_level(logging.ERROR):
@@ -339,49 +337,27 @@ def test_unexpected_error_is_json_500_with_logged_traceback(
     assert "memvault_store_up 0.0" in client.get("/metrics").text
 
 
-def test_extension_hooks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings, memory: Memory
+def test_the_app_mounts_the_backup_and_guard_parts_and_runs_its_runtime(
+    settings: Settings, memory: Memory
 ) -> None:
-    name = f"ext_{uuid.uuid4().hex[:8]}"  # fresh per run: sys.modules outlives the test
-    package = tmp_path / name
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "api.py").write_text(textwrap.dedent("""
-        from fastapi import APIRouter
-        router = APIRouter()
-        events = []
+    from memvault.runtime import Runtime
+    from memvault.server.app import create_app
 
-        @router.get("/backups")
-        def backups():
-            return [{"id": "b1"}]
-
-        def install(app):
-            app.state.readiness_checks.append(
-                lambda memory: {"name": "backups", "ok": False, "message": "none yet"})
-
-        class Job:
-            def start(self):
-                events.append("start")
-            def stop(self):
-                events.append("stop")
-
-        def background_jobs(settings, memory):
-            return [Job()]
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr("memvault.server.extensions.EXTENSION_MODULES",
-                        (f"{name}.api", "missing_pkg.api"))
-    from memvault.server.extensions import background_jobs
-
-    jobs = background_jobs(settings, memory)
-    app = create_app(settings.model_copy(update={"admin_api_key": SecretStr("admin-secret-1")}),
-                     memory,
-                     background=jobs)
-    with TestClient(app) as client:
-        assert sys.modules[f"{name}.api"].events == ["start"]
-        assert client.get("/backups").status_code == 401
-        assert client.get("/backups", headers={"X-API-Key": "admin-secret-1"}).json() == [
-            {"id": "b1"}]
-        ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["failing"][0]["name"] == "backups"
-    assert sys.modules[f"{name}.api"].events == ["start", "stop"]
+    runtime = Runtime(settings.model_copy(update={"admin_api_key": SecretStr("admin-secret-1")}),
+                      memory)
+    app = create_app(runtime)
+    assert runtime.guard is not None and runtime.scheduler is not None
+    assert runtime.guard.verdict is None  # nothing runs before the app starts
+    try:
+        with TestClient(app) as client:
+            assert runtime.guard.verdict is not None  # the first check ran at startup
+            assert runtime.scheduler.status()["running"]
+            assert client.get("/backups").status_code == 401
+            listed = client.get("/backups", headers={"X-API-Key": "admin-secret-1"})
+            assert listed.status_code == 200 and listed.json()["scheduler"]["running"]
+            ready = client.get("/readyz")
+            assert [c["name"] for c in ready.json()["checks"]] == [
+                "store", "embedder", "restore", "guard"]
+        assert not runtime.scheduler.status()["running"]  # stopped with the app
+    finally:
+        runtime.close()

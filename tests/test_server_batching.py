@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from memvault.embed.batching import BatchingEmbedder
 from memvault.embed.http import OpenAIEmbedder
 from memvault.embed.local import LocalEmbedder
 from memvault.errors import EmbedderError, InvalidInput
 from memvault.memory import Memory
-from memvault.server.batcher import AddBatcher, _Request
-from memvault.server.embed_batcher import BatchingEmbedder
+from memvault.memory.batching import AddBatcher, _Request
 from tests.peers.embedding_server import EmbeddingServer
 
 TEXTS = ["hi", "I love pizza", "a" * 300, "what does she like to eat", "tea",

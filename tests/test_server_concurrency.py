@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from memvault.memory import Memory
+from memvault.server.deps import runtime_of
 from memvault.store import parse_filters
 
 THREADS = 8
@@ -38,7 +39,7 @@ def test_concurrent_adds_are_all_stored_once(live_url: str, memory: Memory, app:
             shared[r["memory"]].add(r["id"])
     assert all(len(ids) == 1 for ids in shared.values())  # one id per shared text
     assert sum(e.op == "ADD" for e in memory.store.journal()) == stored
-    batcher = app.state.add_batcher
+    batcher = runtime_of(app).add_batcher
     assert batcher.requests == THREADS * 12
     assert batcher.batches < batcher.requests  # concurrent adds were coalesced
 
@@ -104,7 +105,7 @@ def test_concurrent_searches_share_model_calls(
             assert response.status_code == 200
             return [r["memory"] for r in response.json()["results"]]
 
-    batcher = app.state.embed_batcher
+    batcher = runtime_of(app).embedder
     calls_before, requests_before = batcher.calls, batcher.requests
     with ThreadPoolExecutor(THREADS) as pool:
         ranked = list(pool.map(search, queries))

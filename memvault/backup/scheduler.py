@@ -23,6 +23,7 @@ from memvault.backup.retention import apply_prune, plan_prune
 from memvault.backup.shipper import JournalShipper
 from memvault.backup.snapshot import BackupResult, create_backup
 from memvault.errors import MemvaultError
+from memvault.periodic import Periodic
 
 if TYPE_CHECKING:
     from memvault.config import Settings
@@ -30,27 +31,37 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("memvault.backup.scheduler")
 AHEAD_TOLERANCE_S = 300.0
+HELD_RETRY_S = 30.0  # a held snapshot is taken this soon after the hold lifts
+FAILED_RETRY_S = 300.0  # a failed run is retried this soon, not in a day
 
-# Another concern (the guard) may hold the scheduled jobs of a store, by id(store): a function
-# that returns why not to back up or ship now (a replaced or emptied store must not be backed
-# up over the good backups, nor ship journal into the lineage it is not), or None.
-HOLDS: dict[int, Callable[[], str | None]] = {}
+
+def _never_held() -> str | None:
+    return None
 
 
 class BackupScheduler:
-    """`start()` from the app's startup, `stop()` from its shutdown (ships a final segment)."""
+    """`start()` from the app's startup, `stop()` from its shutdown (ships a final segment).
+
+    `hold()` says why no scheduled job may run now (the guard's: a replaced or emptied store
+    must not be backed up over the good backups, nor ship journal into the lineage it is not),
+    or None."""
 
     def __init__(self, store: Store, settings: Settings, *,
                  is_leader: Callable[[], bool] = lambda: True,
+                 hold: Callable[[], str | None] = _never_held,
                  destinations: list[Destination] | None = None) -> None:
         self.store = store
         self.settings = settings
         self.is_leader = is_leader
+        self.hold = hold
         self.destinations = destinations if destinations is not None \
             else open_destinations(settings)
         self.shipper = JournalShipper(store, settings, self.destinations)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._loops = (
+            Periodic("memvault-snapshots", self._scheduled_snapshot,
+                     lambda: self.settings.backup_interval, first_wait=self._first_wait),
+            Periodic("memvault-journal", self._scheduled_journal,
+                     lambda: self.settings.journal_interval))
         self._snapshot_lock = threading.Lock()
         self.last_results: list[BackupResult] = []
         self.last_snapshot_at: float | None = None  # wall clock, for people
@@ -61,21 +72,13 @@ class BackupScheduler:
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        if self._threads:
-            return
-        self._stop.clear()
-        for name, target in (("memvault-snapshots", self._snapshot_loop),
-                             ("memvault-journal", self._journal_loop)):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for loop in self._loops:
+            loop.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self) -> None:
         """Stop the loops and ship a final journal segment (clean shutdown loses nothing)."""
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads.clear()
+        for loop in self._loops:
+            loop.stop()
         if self.is_leader():
             self.ship_journal()
 
@@ -158,47 +161,39 @@ class BackupScheduler:
         return max(0.0, oldest_newest + self.settings.backup_interval - now)
 
     def held(self) -> str | None:
-        hold = HOLDS.get(id(self.store))
-        reason = hold() if hold is not None else None
+        reason = self.hold()
         if reason:
             self.last_error = f"held: {reason}"
         return reason
 
-    def _snapshot_loop(self) -> None:
-        wait = self._first_wait()
-        while not self._stop.wait(wait):
-            wait = self.settings.backup_interval
-            if not self.is_leader():
-                continue
-            reason = self.held()
-            if reason:
-                log.warning("scheduled snapshot held: %s", reason)
-                wait = min(wait, 30.0)  # taken as soon as the hold lifts
-                continue
-            try:
-                self.snapshot_now()
-                self.prune()
-                self.last_error = None
-                if self.failing:
-                    log.error("scheduled snapshot failed: %s", self.failing)
-                    wait = min(wait, 300.0)  # a failed run is retried soon, not in 24 h
-            except Exception as exc:  # a job thread must never die silently
-                log.exception("scheduled snapshot failed")
-                self.last_error = self.failing = f"{type(exc).__name__}: {exc}"
-                wait = min(wait, 300.0)
+    def _scheduled_snapshot(self) -> float | None:
+        if not self.is_leader():
+            return None
+        reason = self.held()
+        if reason:
+            log.warning("scheduled snapshot held: %s", reason)
+            return min(self.settings.backup_interval, HELD_RETRY_S)
+        try:
+            self.snapshot_now()
+            self.prune()
+            self.last_error = None
+            if self.failing:
+                log.error("scheduled snapshot failed: %s", self.failing)
+                return min(self.settings.backup_interval, FAILED_RETRY_S)
+        except Exception as exc:  # logged and surfaced as BackupFailing by the guard
+            log.exception("scheduled snapshot failed")
+            self.last_error = self.failing = f"{type(exc).__name__}: {exc}"
+            return min(self.settings.backup_interval, FAILED_RETRY_S)
+        return None
 
     def _first_wait(self) -> float:
         if not self.is_leader():
             return self.settings.backup_interval
         return self.seconds_until_snapshot()
 
-    def _journal_loop(self) -> None:
-        while not self._stop.wait(self.settings.journal_interval):
-            if self.is_leader() and not self.held():
-                try:
-                    self.ship_journal()
-                except Exception:
-                    log.exception("journal shipping crashed")
+    def _scheduled_journal(self) -> None:
+        if self.is_leader() and not self.held():
+            self.ship_journal()
 
     # ---------------------------------------------------------------- status
 
@@ -206,7 +201,7 @@ class BackupScheduler:
         last = (datetime.fromtimestamp(self.last_snapshot_at, UTC).isoformat()
                 if self.last_snapshot_at else None)
         return {
-            "running": bool(self._threads),
+            "running": any(loop.running for loop in self._loops),
             "leader": self.is_leader(),
             "destinations": [d.url for d in self.destinations],
             "last_snapshot_at": last,

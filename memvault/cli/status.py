@@ -30,7 +30,9 @@ def collect_status(flags: dict[str, Any]) -> dict[str, Any]:
     return _finish(report, checks)
 
 
-def memory_status(memory: Any, checks: list[dict[str, Any]]) -> dict[str, Any]:
+def memory_status(memory: Any, checks: list[dict[str, Any]], guard: Any = None
+                  ) -> dict[str, Any]:
+    """`guard`: the server's running guard (its verdict is shown), else one is computed."""
     store = memory.store
     meta = store.meta()
     counts = store.counts()
@@ -76,17 +78,18 @@ def memory_status(memory: Any, checks: list[dict[str, Any]]) -> dict[str, Any]:
                        "message": f"{unqueryable} memories have no vector from {active}"})
     if total == 0:
         checks.append({"name": "contents", "state": WARNING, "message": "the store is empty"})
-    section["guard"] = _guard_check(memory, checks)
+    section["guard"] = _guard_check(memory, checks, guard)
     return section
 
 
-def _guard_check(memory: Any, checks: list[dict[str, Any]]) -> dict[str, Any]:
+def _guard_check(memory: Any, checks: list[dict[str, Any]], guard: Any = None
+                 ) -> dict[str, Any]:
     """The store against the guard's ledger (kept with the backups)."""
     from memvault.guard.api import current_verdict
     from memvault.guard.checks import REFUSING
 
     try:
-        verdict, info = current_verdict(memory)
+        verdict, info = current_verdict(memory, guard)
     except MemvaultError as exc:
         checks.append({"name": "guard", "state": WARNING,
                        "message": f"the ledger could not be checked: {exc}"})

@@ -1,17 +1,17 @@
-"""The guard's server extension (see memvault/server/extensions.py):
-
-- `background_jobs(settings, memory)`: the writer lock of a SQLite store (held for the life of
-  `serve`), the watchdog (memvault/guard/watchdog.py) and the drill job.
-- `install(app)`: a readiness check (503 while the store is empty, replaced, unreachable or
-  fed by the wrong embedder, or while the guard cannot know what it should hold; other firing
-  alerts are listed as `warnings`) and the guard's metrics on the app's registry.
+"""The guard as the server and the CLI see it: the readiness check (503 while the store is
+empty, replaced, unreachable or fed by the wrong embedder, or while the guard cannot know what it
+should hold; other firing alerts are listed as `warnings`), the guard's metrics for the app's
+registry, and the verdict `memvault status` shows (the running guard's, or one computed now).
+The guard itself is built and started by memvault/runtime.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import Metric
 
 from memvault.backup.destinations import open_destinations
 from memvault.guard.checks import (
@@ -23,29 +23,23 @@ from memvault.guard.checks import (
     several_candidates,
 )
 from memvault.guard.lineages import Known, LivenessWatch, choose, survey
-from memvault.guard.refuse import RefuseUnguardedStore
 from memvault.guard.watchdog import (
-    _GUARDS,
     LEDGER_REREAD_SECONDS,
     TICK_SECONDS,
     Guard,
     read_observation,
 )
-from memvault.store.writer_lock import hold_writer_lock
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
-    from memvault.config import Settings
     from memvault.memory import Memory
 
 log = logging.getLogger("memvault.guard")
-__all__ = ["LEDGER_REREAD_SECONDS", "TICK_SECONDS", "Guard", "background_jobs", "current_verdict",
-           "guard_check", "install", "read_observation", "running_guard"]
+__all__ = ["LEDGER_REREAD_SECONDS", "TICK_SECONDS", "Guard", "GuardMetrics", "current_verdict",
+           "guard_check", "read_observation"]
 
 
-def guard_check(memory: Memory) -> dict[str, Any]:
-    guard = _GUARDS.get(id(memory))
+def guard_check(guard: Guard | None) -> dict[str, Any]:
+    """The readiness check of a process whose guard is `guard` (None: not running here)."""
     if guard is None or guard.verdict is None:
         return {"name": "guard", "ok": True, "message": "guard not running in this process"}
     firing = guard.verdict.firing()
@@ -64,66 +58,21 @@ def guard_check(memory: Memory) -> dict[str, Any]:
             "message": f"store matches the ledger (checked {guard.checked_at})"}
 
 
-class _Forward:
-    """Exposes the running guard's metrics on the app's registry."""
+class GuardMetrics:
+    """The guard's own registry (alerts, identity, drill) exposed on the app's registry."""
 
-    def __init__(self, memory: Memory) -> None:
-        self._memory = memory
+    def __init__(self, guard: Guard) -> None:
+        self._guard = guard
 
-    def collect(self) -> Any:
-        guard = _GUARDS.get(id(self._memory))
-        if guard is not None:
-            yield from guard.registry.collect()
+    def collect(self) -> Iterator[Metric]:
+        yield from self._guard.registry.collect()
 
 
-def install(app: FastAPI) -> None:
-    app.state.readiness_checks.append(guard_check)
-    memory = app.state.memory
-
-    def verdict() -> Verdict | None:
-        guard = _GUARDS.get(id(memory))
-        return guard.verdict if guard is not None else None
-
-    app.add_middleware(RefuseUnguardedStore, verdict=verdict)
-    registry = getattr(app.state, "metrics_registry", None)
-    if registry is not None:
-        with contextlib.suppress(ValueError):
-            registry.register(_Forward(app.state.memory))
-
-
-class WriterLockJob:
-    """Holds the SQLite store's writer lock for the life of `serve` (memvault/store/
-    writer_lock.py). Taken when the jobs are made, before the server listens, so that a second
-    server on the same store exits at once naming the first's pid."""
-
-    def __init__(self, memory: Memory) -> None:
-        self.lock = hold_writer_lock(memory.store, "memvault serve")
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-
-
-def background_jobs(settings: Settings, memory: Memory) -> list[Any]:
-    from memvault.guard.drill_job import DrillJob
-
-    lock = WriterLockJob(memory)
-    guard = Guard(settings, memory)
-    guard.drill = DrillJob(settings, memory, guard)  # the drill job uses the guard's alerts
-    return [guard, guard.drill, lock]  # stopped in this order: the lock is released last
-
-
-def running_guard(memory: Memory) -> Guard | None:
-    return _GUARDS.get(id(memory))
-
-
-def current_verdict(memory: Memory) -> tuple[Verdict, dict[str, Any]]:
-    """The running guard's last verdict, or one computed now (for `memvault status`, which
-    runs without a server): the store against the ledger, no alerts sent."""
-    guard = running_guard(memory)
+def current_verdict(memory: Memory, guard: Guard | None = None
+                    ) -> tuple[Verdict, dict[str, Any]]:
+    """The running guard's last verdict (`guard`: the server's), or one computed now (for
+    `memvault status`, which runs without a server): the store against the ledger, no alerts
+    sent."""
     if guard is not None and guard.verdict is not None:
         return guard.verdict, {"checked_at": guard.checked_at, "source": "watchdog",
                                "ledger_problems": guard.ledger_problems,

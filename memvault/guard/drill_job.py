@@ -6,7 +6,6 @@ when the next drill is due is measured on the monotonic clock once this job has 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from memvault.guard.drill import (
     read_drills,
     run_drill,
 )
+from memvault.periodic import Periodic
 
 if TYPE_CHECKING:
     from memvault.config import Settings
@@ -40,15 +40,15 @@ log = logging.getLogger("memvault.guard.drill")
 
 
 class _Stoppable:
-    """Progress that raises DrillCancelled once `stop` is set, so a shutdown ends a running
-    drill at its next step (and its scratch store is removed)."""
+    """Progress that raises DrillCancelled once `stopping()` says so, so a shutdown ends a
+    running drill at its next step (and its scratch store is removed)."""
 
-    def __init__(self, stop: threading.Event) -> None:
-        self._stop = stop
+    def __init__(self, stopping: Callable[[], bool]) -> None:
+        self._stopping = stopping
 
     def task(self, description: str, total: int | None) -> Advance:
         def advance(n: int) -> None:
-            if self._stop.is_set():
+            if self._stopping():
                 raise DrillCancelled("the drill was stopped: the server is shutting down")
 
         advance(0)
@@ -83,30 +83,20 @@ class DrillJob:
         self._success_order: tuple[Any, ...] | None = None
         self._ran_mono: float | None = None  # when this job last ran a drill (monotonic)
         self._ran_result: dict[str, Any] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic("memvault-drill", lambda: self._guarded(self.tick), tick_seconds,
+                              first_wait=self._first_wait, join_timeout=60.0)
 
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="memvault-drill", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            self._thread = None
+        self._loop.stop()
 
-    def _loop(self) -> None:
+    def _first_wait(self) -> float:
         self._guarded(self.refresh)  # the gauge and alert from the records, at once
-        if self._stop.wait(self.startup_delay):
-            return
-        while not self._stop.is_set():
-            self._guarded(self.tick)
-            if self._stop.wait(self.tick_seconds):
-                return
+        return self.startup_delay
 
     def _guarded(self, step: Callable[[], object]) -> None:
         try:
@@ -170,7 +160,7 @@ class DrillJob:
             return None
         log.info("restore drill starting")
         report = run_drill(self.settings, destinations=self.guard.destinations,
-                           progress=_Stoppable(self._stop), embedder=self.memory.embedder,
+                           progress=_Stoppable(self._loop.stopping), embedder=self.memory.embedder,
                            lineage_id=self.memory.store.meta().lineage_id)
         self.last = report
         result = report.to_json()

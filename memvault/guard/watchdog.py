@@ -2,8 +2,9 @@
 (before the server accepts requests) and every few seconds after; fires and resolves alerts,
 keeps the ledger current, and restores an empty store from the newest valid backup of the
 lineage it replaces (MEMVAULT_AUTO_RESTORE=empty). On PostgreSQL only the elected leader writes
-the ledger and restores; every replica checks and reports. Wired into `serve` by
-memvault/guard/api.py.
+the ledger, restores and sends alerts; every replica checks. The guard and the backup scheduler
+it reports on share one elector (built by memvault/runtime.py), so the process whose scheduler
+runs the backups is the one that alerts on them.
 """
 
 
@@ -12,13 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from memvault.backup.destinations import open_destinations
 from memvault.backup.restore import INCOMPLETE_KEY
-from memvault.backup.scheduler import HOLDS
 from memvault.guard.alerts import AlertManager
 from memvault.guard.backup_health import BackupHealth
 from memvault.guard.checks import (
@@ -44,12 +44,14 @@ from memvault.guard.ledger import (
 )
 from memvault.guard.lineages import Known, LivenessWatch, Survey, choose, survey
 from memvault.guard.probe import EmbedderProbe
+from memvault.periodic import Periodic
 from memvault.store.writer_lock import file_swap, sqlite_path
 
 if TYPE_CHECKING:
-
+    from memvault.backup.scheduler import BackupScheduler
     from memvault.config import Settings
     from memvault.memory import Memory
+    from memvault.store.leader import LeaderElector
 
 log = logging.getLogger("memvault.guard")
 
@@ -58,9 +60,6 @@ LEDGER_EVERY_SECONDS = 60.0  # an unchanged-lineage ledger record at most this o
 LEDGER_REREAD_SECONDS = 60.0  # pick up `memvault adopt` / other replicas' records
 RESTORE_RETRY_SECONDS = 300.0
 PROBE_EVERY_SECONDS = 300.0  # an HTTP embedder is asked its probe texts again this often
-
-# The guard running for a store (by id of the Memory), so the app's checks find it.
-_GUARDS: dict[int, Guard] = {}
 
 
 def read_observation(memory: Memory) -> Observation:
@@ -73,12 +72,28 @@ def read_observation(memory: Memory) -> Observation:
                        restore_incomplete=store.get_meta(INCOMPLETE_KEY))
 
 
+class DrillView(Protocol):
+    """What the guard reads of the drill job beside it (memvault/guard/drill_job.py)."""
+
+    newest: dict[str, Any] | None
+
+    def status(self) -> dict[str, Any]: ...
+
+
 class Guard:
+    """`elector` decides whether this process leads (alerts, ledger, restores); one passed in
+    is shared with the other jobs and started / stopped by its owner, without one the guard
+    elects for itself. `scheduler` is the backup scheduler of this process, whose runs the
+    guard reports on (BackupFailing, BackupInvalid, BackupStale, JournalLag) and whose lineage
+    it checks for forks; None where this process runs no backups."""
+
     def __init__(self, settings: Settings, memory: Memory, *,
+                 elector: LeaderElector | None = None,
+                 scheduler: BackupScheduler | None = None,
                  tick_seconds: float = TICK_SECONDS,
                  probe_seconds: float = PROBE_EVERY_SECONDS,
                  clock: Clock = SYSTEM) -> None:
-        from memvault.store.leader import make_leader_elector
+        from memvault.store.leader import JOBS_ELECTION, make_leader_elector
 
         self.settings = settings
         self.memory = memory
@@ -98,7 +113,10 @@ class Guard:
                                    registry=self.registry, instance=f"memvault {settings.host}:"
                                    f"{settings.port}")
         self.destinations = open_destinations(settings)
-        self.elector = make_leader_elector(settings, "guard")
+        self._owns_elector = elector is None
+        self.elector = elector if elector is not None else make_leader_elector(
+            settings, JOBS_ELECTION)
+        self.scheduler = scheduler
         self.ledger: LedgerRecord | None = None
         self.ledger_problems: list[str] = []
         self.verdict: Verdict | None = None
@@ -108,47 +126,37 @@ class Guard:
         self._ledger_written_at = 0.0
         self._restore_tried_at = 0.0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic("memvault-guard", self._tick, tick_seconds,
+                              first_wait=self._first_wait)
         self._restoring = False
-        self.drill: Any = None  # the DrillJob beside this guard in `serve` (guard/drill.py)
+        self.drill: DrillView | None = None  # beside this guard in `serve`, set by its runtime
         self._digest_day: str | None = None
         self._created_at = clock.mono()
         self.backups = BackupHealth(settings, self.destinations, clock)
         self.probe = EmbedderProbe(settings, memory, probe_seconds, clock.mono())
-        # Registered now, before any job starts: no scheduled backup or journal shipping
-        # runs until the first check has found the store to be the guarded one.
-        HOLDS[id(memory.store)] = self.backup_hold
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self.elector.start()
-        _GUARDS[id(self.memory)] = self
+        if self._owns_elector:
+            self.elector.start()
         # The first check runs before the server accepts requests, so readiness is right from
         # the start; a restore it calls for runs in the watchdog thread, while the server
         # already answers /livez and /readyz (503).
         self.check(restore=False)
-        self._thread = threading.Thread(target=self._loop, name="memvault-guard", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self._loop.stop()
         self._final_record()
-        _GUARDS.pop(id(self.memory), None)
-        HOLDS.pop(id(self.memory.store), None)
-        self.elector.stop()
+        if self._owns_elector:
+            self.elector.stop()
 
-    def _loop(self) -> None:
-        wait = 0.0 if self._wants_restore(self.verdict) else self.tick_seconds
-        while not self._stop.wait(wait):
-            wait = self.tick_seconds
-            try:
-                self.check()
-            except Exception:  # the watchdog must outlive any one bad check
-                log.exception("guard check crashed")
+    def _first_wait(self) -> float:
+        return 0.0 if self._wants_restore(self.verdict) else self.tick_seconds
+
+    def _tick(self) -> None:
+        self.check()
 
     # ------------------------------------------------------------------ one pass
 
@@ -195,7 +203,7 @@ class Guard:
         # process checked it, or a model swapped behind the name) takes no write and answers
         # no search from this process: its vectors would be unsearchable or its ranking wrong.
         mismatch = next((f for f in verdict.firing() if f.alert == "EmbedderMismatch"), None)
-        self.memory.embedder_drift = mismatch.summary if mismatch and obs.total else None
+        self.memory.refuse_embedder(mismatch.summary if mismatch and obs.total else None)
         verdict.findings += self._backup_findings(obs)
         verdict.findings.append(self._clock_skew())
         for finding in verdict.findings:
@@ -268,9 +276,7 @@ class Guard:
     def _forks(self, obs: Observation, found: Survey) -> list[str]:
         """Another writer in this store's lineage (see guard/forks.py); only a process that
         ships the lineage itself can be in conflict with one."""
-        from memvault.backup.api import _RUNNING
-
-        scheduler = _RUNNING.get(id(self.memory.store))
+        scheduler = self.scheduler
         if scheduler is None or not scheduler.is_leader():
             return []
         secret = self.settings.backup_encryption_key
@@ -325,9 +331,7 @@ class Guard:
     def _backup_findings(self, obs: Observation) -> list[Finding]:
         """Backup health as the leader's scheduler in this process sees it (other replicas
         leave these alerts to the leader)."""
-        from memvault.backup.api import _RUNNING
-
-        scheduler = _RUNNING.get(id(self.memory.store))
+        scheduler = self.scheduler
         if scheduler is None or not scheduler.is_leader():
             return []
         return self.backups.findings(scheduler)
@@ -440,7 +444,8 @@ class Guard:
                                "shows what is damaged or missing.")
 
     def backup_hold(self) -> str | None:
-        """Why the backup scheduler must wait (see memvault/backup/scheduler.py HOLDS)."""
+        """Why the backup scheduler must wait (its `hold`): until the first check, while
+        restoring, and while the store is not the guarded one."""
         if self._restoring:
             return "the guard is restoring the store"
         verdict = self.verdict

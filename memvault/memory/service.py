@@ -90,10 +90,8 @@ class Memory:
         self.store = store or open_store(self.settings)
         self._embedder = embedder
         self._identity: EmbedderIdentity | None = None
-        # Set by the guard when the model behind the configured name stops answering its probe
-        # texts as it did (a model swapped behind an HTTP endpoint while running): every
-        # write and search is refused until it answers as before.
-        self.embedder_drift: str | None = None
+        # Why every write and search is refused (see `refuse_embedder`), or None.
+        self._embedder_drift: str | None = None
         self._embedder_lock = threading.Lock()
         self.actor = actor
         self._llm = llm  # memvault.llm.ChatClient, built on first infer when MEMVAULT_LLM is set
@@ -122,11 +120,23 @@ class Memory:
                     self._embedder = make_embedder(self.settings.embedder, self.settings)
         return self._embedder
 
+    def use_embedder(self, embedder: Embedder) -> None:
+        """Embed through `embedder` from now on: the same model behind another caller (the
+        server's batching wrapper), so the identity checked against the store still holds."""
+        with self._embedder_lock:
+            self._embedder = embedder
+
+    def refuse_embedder(self, reason: str | None) -> None:
+        """Refuse every write and search with `reason` (the guard's probe found the model
+        behind the configured name answering differently, or the store switched models under
+        this process), or serve again with None."""
+        self._embedder_drift = reason
+
     def embedder_identity(self) -> EmbedderIdentity:
         """The configured embedder's identity, checked against the store once per process (and
-        again by the guard's periodic probe, see `embedder_drift`)."""
-        if self.embedder_drift:
-            raise EmbedderMismatch(self.embedder_drift, hint="restore the model the store's "
+        again by the guard's periodic probe, see `refuse_embedder`)."""
+        if self._embedder_drift:
+            raise EmbedderMismatch(self._embedder_drift, hint="restore the model the store's "
                                    "vectors were made with behind that name, or re-embed "
                                    "(`memvault reembed --embedder SPEC`)")
         if self._identity is None:
@@ -429,6 +439,19 @@ class Memory:
 
     def entities(self) -> list[dict[str, Any]]:
         return self.store.entities()
+
+    def record(self, memory_id: str) -> MemoryRecord | None:
+        """The stored record (the API checks its scope before showing it), or None."""
+        return self.store.get(memory_id)
+
+    def record_history(self, memory_id: str) -> list[JournalEntry]:
+        """The journal entries of one memory, oldest first (also of a deleted one)."""
+        return self.store.history(memory_id)
+
+    def records(self, node: Node | None, *, limit: int | None = None,
+                include_expired: bool = True) -> list[MemoryRecord]:
+        """Records matching a parsed filter (None: all), newest first."""
+        return self.store.list(node, limit=limit, include_expired=include_expired)
 
     def _scoped_filter(
         self, user_id: Any, agent_id: Any, run_id: Any, filters: Any

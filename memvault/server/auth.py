@@ -17,6 +17,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.concurrency import run_in_threadpool
 
 from memvault.server import keys as keyring
+from memvault.server.deps import context_of
 from memvault.store import ENTITY_KEYS, MemoryRecord
 
 AUTH_REQUIRED = "Authentication required. Provide a Bearer token or X-API-Key header."
@@ -87,8 +88,8 @@ async def authenticate(
     api_key: str | None = Security(_api_key_header),
     bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
 ) -> Principal:
-    state = request.app.state
-    admin_key: str | None = state.admin_key
+    context = context_of(request)
+    admin_key = context.admin_key
     token = _token(api_key, bearer)
     if token is None:
         if admin_key is None:
@@ -98,7 +99,7 @@ async def authenticate(
         return Principal(admin=True, via_admin_key=True)
     # Async on purpose: most requests need no I/O here (admin key, open mode), and a sync
     # dependency would cost every request a hop through the threadpool.
-    key = await run_in_threadpool(keyring.find_key, state.memory.store, token)
+    key = await run_in_threadpool(keyring.find_key, context.runtime.memory.store, token)
     if key is None:
         # Also in open mode: a stale or mistyped key fails loudly instead of acting as admin.
         raise HTTPException(401, INVALID_KEY, headers={"WWW-Authenticate": "Bearer"})

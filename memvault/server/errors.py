@@ -8,6 +8,7 @@ Every message passes through the Redactor first, so a secret that slipped into a
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -30,6 +31,7 @@ from memvault.errors import (
     StoreUnavailable,
     Unauthorized,
 )
+from memvault.server.deps import context_of
 from memvault.server.locations import LocationHider, caller_is_admin
 
 log = logging.getLogger("memvault.server")
@@ -63,7 +65,8 @@ def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
 
-def error_body(exc: MemvaultError, redact: Redactor, rid: str) -> tuple[int, dict[str, Any]]:
+def error_body(exc: MemvaultError, redact: Callable[[str], str], rid: str
+               ) -> tuple[int, dict[str, Any]]:
     status, code = next((s, c) for cls, s, c in ERROR_STATUS if isinstance(exc, cls))
     body: dict[str, Any] = {"detail": redact(str(exc))}
     if code is not None:
@@ -75,10 +78,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MemvaultError)
     async def memvault_error(request: Request, exc: MemvaultError) -> JSONResponse:
         rid = request_id(request)
-        status, body = error_body(exc, request.app.state.redact, rid)
+        status, body = error_body(exc, context_of(request).redact, rid)
         if status >= 500:
             log.error("%s %s -> %d %s [request %s]: %s", request.method, request.url.path,
                       status, body.get("code"), rid, body["detail"])
             if not caller_is_admin(request):
-                body["detail"] = LocationHider(request.app.state.settings)(body["detail"])
+                body["detail"] = LocationHider(context_of(request).settings)(body["detail"])
         return JSONResponse(body, status_code=status)

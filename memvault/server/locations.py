@@ -15,6 +15,7 @@ from pathlib import Path
 from starlette.requests import Request
 
 from memvault.config import Settings, redact_url
+from memvault.server.deps import context_of
 
 HIDDEN = "<hidden>"
 # libpq's keyword spelling and memvault's own "host=h port=p database=d user=u".
@@ -64,7 +65,7 @@ def _postgres_parts(url: str) -> set[str]:
 def caller_is_admin(request: Request) -> bool:
     """The admin key was sent (or the server runs open). Decided from the headers alone: a
     probe must work while the store, where scoped keys live, is down."""
-    admin_key: str | None = request.app.state.admin_key
+    admin_key = context_of(request).admin_key
     if admin_key is None:
         return True
     token = request.headers.get("x-api-key")

@@ -1,13 +1,12 @@
 """Operations endpoints: /livez, /readyz, /status, /metrics.
 
 Readiness is data-aware: the store must answer and the configured embedder must be the one
-that made the store's vectors; anything else is a 503 listing the failing checks. Extensions
-(the guard) append callables to `app.state.readiness_checks`.
+that made the store's vectors; anything else is a 503 listing the failing checks. The app
+adds the backup and guard checks (memvault/server/app.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -18,13 +17,10 @@ from memvault.config import redact_url
 from memvault.errors import MemvaultError
 from memvault.memory import Memory
 from memvault.server.auth import Principal, require_admin
+from memvault.server.deps import Check, Context
 from memvault.server.locations import LocationHider, caller_is_admin
 
 router = APIRouter(tags=["operations"])
-
-Check = dict[str, Any]  # {"name", "ok", "message"}
-ReadinessCheck = Callable[[Memory], Check]
-
 
 def store_check(memory: Memory) -> Check:
     try:
@@ -49,9 +45,6 @@ def embedder_check(memory: Memory) -> Check:
             "message": f"{identity.key} is the store's active embedder"}
 
 
-DEFAULT_READINESS_CHECKS: list[ReadinessCheck] = [store_check, embedder_check]
-
-
 @router.get("/livez", summary="The process is alive")
 def livez() -> dict[str, str]:
     return {"status": "ok"}
@@ -60,12 +53,12 @@ def livez() -> dict[str, str]:
 @router.get("/readyz", summary="Ready to serve: 200, or 503 with the failing checks",
             responses={503: {"description": "the failing checks; where the data lives (paths, "
                                             "hosts, database and user names) only for admin"}})
-def readyz(request: Request) -> JSONResponse:
-    memory: Memory = request.app.state.memory
-    redact = request.app.state.redact
-    hide = None if caller_is_admin(request) else LocationHider(request.app.state.settings)
+def readyz(request: Request, context: Context) -> JSONResponse:
+    memory = context.runtime.memory
+    redact = context.redact
+    hide = None if caller_is_admin(request) else LocationHider(context.settings)
     checks = []
-    for check in request.app.state.readiness_checks:
+    for check in context.readiness_checks:
         try:
             result = check(memory)
         except Exception as exc:  # a broken check is a failing check, not a 500
@@ -81,20 +74,20 @@ def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/status", summary="The same JSON as `memvault status --json`")
-def status(request: Request, _: Principal = Depends(require_admin)) -> JSONResponse:
+def status(context: Context, _: Principal = Depends(require_admin)) -> JSONResponse:
     from memvault.cli.status import CRITICAL, _finish, memory_status
 
-    memory: Memory = request.app.state.memory
+    memory = context.runtime.memory
     report: dict[str, Any] = {"database_url": redact_url(memory.settings.database_url or "")}
     checks: list[dict[str, Any]] = []
     try:
-        report.update(memory_status(memory, checks))
+        report.update(memory_status(memory, checks, context.runtime.guard))
     except MemvaultError as exc:
         checks.append({"name": "store", "state": CRITICAL, "message": str(exc)})
     return JSONResponse(_finish(report, checks))
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics(request: Request, _: Principal = Depends(require_admin)) -> Response:
-    return Response(generate_latest(request.app.state.metrics_registry),
+def metrics(context: Context, _: Principal = Depends(require_admin)) -> Response:
+    return Response(generate_latest(context.metrics),
                     media_type=CONTENT_TYPE_LATEST)

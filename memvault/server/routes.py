@@ -7,7 +7,7 @@ import json
 import uuid
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 
 from memvault.config import public_settings
@@ -15,7 +15,7 @@ from memvault.errors import InvalidInput, NotFound
 from memvault.memory import Memory, format_record
 from memvault.server import schemas
 from memvault.server.auth import Principal, authenticate, require_admin
-from memvault.server.batcher import AddBatcher
+from memvault.server.deps import Context, MemoryDep
 from memvault.store import ENTITY_KEYS, MemoryRecord, parse_filters
 
 router = APIRouter()
@@ -32,21 +32,17 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 MemoryId = uuid.UUID  # a malformed id is a 422 before any handler runs
 
 
-def memory_of(request: Request) -> Memory:
-    return request.app.state.memory  # type: ignore[no-any-return]
-
-
 def _visible(memory: Memory, principal: Principal, memory_id: str) -> MemoryRecord | None:
     """404 unless the memory exists (or existed, for history) inside the caller's scope.
     Returns the record when it exists."""
-    record = memory.store.get(memory_id)
+    record = memory.record(memory_id)
     if record is not None:
         if principal.can_see_record(record):
             return record
     elif principal.admin:
         return None  # the service itself answers 404 for an unknown id
     else:
-        entries = memory.store.history(memory_id)
+        entries = memory.record_history(memory_id)
         if entries and principal.can_see(entries[-1].after or entries[-1].before or {}):
             return None
     raise NotFound(f"Memory with id {memory_id} not found")
@@ -56,10 +52,10 @@ def _visible(memory: Memory, principal: Principal, memory_id: str) -> MemoryReco
              responses={200: {"model": schemas.AddResponse}, **ERRORS})
 def add_memories(
     body: schemas.MemoryCreate,
-    request: Request,
+    context: Context,
     principal: Principal = Depends(authenticate),
 ) -> JSONResponse:
-    memory = memory_of(request)
+    memory = context.runtime.memory
     ids = principal.entities(body.user_id, body.agent_id, body.run_id)
     messages = [m.model_dump() for m in body.messages]
     if body.infer and memory.settings.llm:
@@ -70,14 +66,15 @@ def add_memories(
     records = memory.verbatim_records(messages, **ids, metadata=body.metadata,
                                       expiration_date=body.expiration_date,
                                       memory_type=body.memory_type)
-    batcher: AddBatcher = request.app.state.add_batcher
-    return JSONResponse({"results": batcher.submit(records, principal.actor)})
+    # Stored in one transaction with whatever other adds are waiting (memory/batching.py).
+    return JSONResponse({"results": context.runtime.add_batcher.submit(records,
+                                                                       principal.actor)})
 
 
 @router.get("/memories", tags=["memories"], summary="List memories of a namespace",
             responses={200: {"model": schemas.MemoryList}, **ERRORS})
 def list_memories(
-    request: Request,
+    memory: MemoryDep,
     user_id: str | None = None,
     agent_id: str | None = None,
     run_id: str | None = None,
@@ -86,7 +83,6 @@ def list_memories(
     filters: str | None = Query(None, description="memvault extension: mem0 filters as JSON"),
     principal: Principal = Depends(authenticate),
 ) -> JSONResponse:
-    memory = memory_of(request)
     ids = principal.entities(user_id, agent_id, run_id)
     parsed = _json_filters(filters)
     principal.check_filters(parsed)
@@ -96,7 +92,7 @@ def list_memories(
         # mem0: a listing without ids is the admin's view of the whole store.
         if not principal.admin:
             raise HTTPException(403, "Admin role required.")
-        records = memory.store.list(None, limit=top_k, include_expired=show_expired)
+        records = memory.records(None, limit=top_k, include_expired=show_expired)
         return JSONResponse({"results": [format_record(r) for r in records]})
     return JSONResponse(memory.get_all(**ids, filters=parsed, top_k=top_k,
                                        show_expired=show_expired))
@@ -117,9 +113,9 @@ def _json_filters(filters: str | None) -> dict[str, Any] | None:
 @router.get("/memories/{memory_id}", tags=["memories"], summary="Get a memory",
             responses={200: {"model": schemas.MemoryItem}, **NOT_FOUND, **ERRORS})
 def get_memory(
-    memory_id: MemoryId, request: Request, principal: Principal = Depends(authenticate)
+    memory_id: MemoryId, memory: MemoryDep, principal: Principal = Depends(authenticate)
 ) -> JSONResponse:
-    record = _visible(memory_of(request), principal, str(memory_id))
+    record = _visible(memory, principal, str(memory_id))
     if record is None:
         raise NotFound(f"Memory with id {memory_id} not found")
     return JSONResponse(format_record(record, None, with_score=True))
@@ -128,9 +124,8 @@ def get_memory(
 @router.post("/search", tags=["memories"], summary="Search memories",
              responses={200: {"model": schemas.MemoryList}, **ERRORS})
 def search_memories(
-    body: schemas.SearchRequest, request: Request, principal: Principal = Depends(authenticate)
+    body: schemas.SearchRequest, memory: MemoryDep, principal: Principal = Depends(authenticate)
 ) -> JSONResponse:
-    memory = memory_of(request)
     ids = principal.entities(body.user_id, body.agent_id, body.run_id)
     principal.check_filters(body.filters)
     result = memory.search(body.query, **ids, filters=body.filters, top_k=body.top_k,
@@ -144,10 +139,9 @@ def search_memories(
 def update_memory(
     memory_id: MemoryId,
     body: schemas.MemoryUpdate,
-    request: Request,
+    memory: MemoryDep,
     principal: Principal = Depends(authenticate),
 ) -> JSONResponse:
-    memory = memory_of(request)
     _visible(memory, principal, str(memory_id))
     changes: dict[str, Any] = {"text": body.text, "data": body.data, "metadata": body.metadata}
     if "expiration_date" in body.model_fields_set:
@@ -158,9 +152,8 @@ def update_memory(
 @router.get("/memories/{memory_id}/history", tags=["memories"], summary="A memory's history",
             responses={200: {"model": list[schemas.HistoryItem]}, **NOT_FOUND, **ERRORS})
 def memory_history(
-    memory_id: MemoryId, request: Request, principal: Principal = Depends(authenticate)
+    memory_id: MemoryId, memory: MemoryDep, principal: Principal = Depends(authenticate)
 ) -> JSONResponse:
-    memory = memory_of(request)
     _visible(memory, principal, str(memory_id))
     history = memory.history(str(memory_id))
     if not history:
@@ -171,9 +164,8 @@ def memory_history(
 @router.delete("/memories/{memory_id}", tags=["memories"], summary="Delete a memory",
                responses={200: {"model": schemas.MessageResponse}, **NOT_FOUND, **ERRORS})
 def delete_memory(
-    memory_id: MemoryId, request: Request, principal: Principal = Depends(authenticate)
+    memory_id: MemoryId, memory: MemoryDep, principal: Principal = Depends(authenticate)
 ) -> JSONResponse:
-    memory = memory_of(request)
     if _visible(memory, principal, str(memory_id)) is None:
         raise NotFound(f"Memory with id {memory_id} not found")
     memory.delete(str(memory_id), actor=principal.actor)
@@ -183,7 +175,7 @@ def delete_memory(
 @router.delete("/memories", tags=["memories"], summary="Delete all memories of a namespace",
                responses={200: {"model": schemas.MessageResponse}, **ERRORS})
 def delete_all_memories(
-    request: Request,
+    memory: MemoryDep,
     user_id: str | None = None,
     agent_id: str | None = None,
     run_id: str | None = None,
@@ -195,23 +187,23 @@ def delete_all_memories(
         raise InvalidInput("give user_id, agent_id or run_id: delete_all never deletes "
                            "everything")
     ids = principal.entities(user_id, agent_id, run_id)
-    memory_of(request).delete_all(**ids, actor=principal.actor)
+    memory.delete_all(**ids, actor=principal.actor)
     return JSONResponse({"message": "All relevant memories deleted"})
 
 
 @router.post("/reset", tags=["admin"], summary="Delete every memory (journaled)",
              responses={200: {"model": schemas.MessageResponse}, **ERRORS})
-def reset(request: Request, principal: Principal = Depends(require_admin)) -> JSONResponse:
-    memory_of(request).reset(actor=principal.actor)
+def reset(memory: MemoryDep, principal: Principal = Depends(require_admin)) -> JSONResponse:
+    memory.reset(actor=principal.actor)
     return JSONResponse({"message": "All memories reset"})
 
 
 @router.get("/configure", tags=["admin"], summary="The configuration, secrets redacted",
             responses=ERRORS)
-def configuration(request: Request, _: Principal = Depends(require_admin)) -> JSONResponse:
+def configuration(context: Context, _: Principal = Depends(require_admin)) -> JSONResponse:
     # Redacted twice over: public_settings masks secret fields, the redactor any secret
     # value or URL credential that might sit in another field.
-    redact = request.app.state.redact
+    redact = context.redact
 
     def clean(value: Any) -> Any:
         if isinstance(value, str):
@@ -220,16 +212,15 @@ def configuration(request: Request, _: Principal = Depends(require_admin)) -> JS
             return [clean(v) for v in value]
         return value
 
-    settings = public_settings(request.app.state.settings)
+    settings = public_settings(context.settings)
     return JSONResponse({key: clean(value) for key, value in settings.items()})
 
 
 @router.get("/entities", tags=["entities"], summary="Users, agents and runs with memories",
             responses={200: {"model": list[schemas.Entity]}, **ERRORS})
 def list_entities(
-    request: Request, principal: Principal = Depends(authenticate)
+    memory: MemoryDep, principal: Principal = Depends(authenticate)
 ) -> JSONResponse:
-    memory = memory_of(request)
     if principal.admin:
         return JSONResponse(memory.entities())
     return JSONResponse(_scoped_entities(memory, principal.scope))
@@ -238,7 +229,7 @@ def list_entities(
 def _scoped_entities(memory: Memory, scope: dict[str, str]) -> list[dict[str, Any]]:
     """The entities among the memories a scoped key can see."""
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for record in memory.store.list(parse_filters(dict(scope))):
+    for record in memory.records(parse_filters(dict(scope))):
         for key in ENTITY_KEYS:
             value = getattr(record, key)
             if value is None:
@@ -260,10 +251,9 @@ def _scoped_entities(memory: Memory, scope: dict[str, str]) -> list[dict[str, An
 def delete_entity(
     entity_type: Literal["user", "agent", "run"],
     entity_id: str,
-    request: Request,
+    memory: MemoryDep,
     principal: Principal = Depends(require_admin),
 ) -> JSONResponse:
-    memory = memory_of(request)
     key = f"{entity_type}_id"
     if not memory.get_all(**{key: entity_id}, top_k=1)["results"]:
         raise NotFound(f"Entity {entity_type} {entity_id} not found")

@@ -50,21 +50,20 @@ def limit_blas_threads() -> None:
 def run_server(flags: dict[str, Any]) -> None:
     import uvicorn
 
-    from memvault.memory import Memory
-    from memvault.server.app import create_app, server_embedder
-    from memvault.server.extensions import background_jobs
+    from memvault.runtime import Runtime
+    from memvault.server.app import create_app
 
     settings = load_settings(flags)
     check_bind(settings.host, settings.admin_api_key is not None)
     limit_blas_threads()
-    memory = Memory(settings, actor="api", embedder=server_embedder(settings))
+    runtime = Runtime(settings)  # the writer lock is taken here, before anything listens
     try:
         # Load the model and check it against the store now, not on the first request;
         # a mismatch does not stop the server: /readyz reports it (503).
-        memory.embedder_identity()
+        runtime.memory.embedder_identity()
     except MemvaultError as exc:
         log.error("embedder check failed at startup: %s", exc)
-    app = create_app(settings, memory, background=background_jobs(settings, memory))
+    app = create_app(runtime)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                             timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
@@ -79,7 +78,7 @@ def run_server(flags: dict[str, Any]) -> None:
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
-        memory.close()
+        runtime.close()
     if not server.started:
         raise MemvaultError(
             f"could not listen on {settings.host}:{settings.port}",

@@ -168,6 +168,13 @@ class PostgresLeaderElector:
                 log.exception("leadership change callback failed")
 
 
+# The advisory lock every job of a process leads under (one elector per process, shared by the
+# guard, the backup scheduler and the drill: memvault/runtime.py). The name the backup jobs
+# elected on before they shared one: during a rolling upgrade an old and a new replica still
+# contend for it, so journal shipping never runs twice into one lineage.
+JOBS_ELECTION = "backups"
+
+
 def make_leader_elector(settings: Settings, name: str = "leader") -> LeaderElector:
     """The elector for the configured store (PostgreSQL: advisory lock; SQLite: always)."""
     url = settings.database_url or ""

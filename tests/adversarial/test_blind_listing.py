@@ -54,7 +54,7 @@ def test_an_empty_store_behind_a_blind_listing_is_unknown_then_restored(
             empty = next(f for f in guard.verdict.firing() if f.alert == "StoreEmpty")
             assert "no listing shows" in empty.summary
             assert guard.verdict.accept is None and not guard.restore
-            assert guard_check(fresh)["ok"] is False
+            assert guard_check(guard)["ok"] is False
             own = fresh.store.meta().lineage_id
             assert dest.list(f"lineages/{own}/") == []  # never recorded as first-seen
             guard.destinations = [dest]  # the listing recovers

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from memvault.backup.api import _RUNNING
 from memvault.backup.destinations import LocalDestination
 from memvault.backup.scheduler import BackupScheduler
 from memvault.backup.snapshot import create_backup
@@ -157,20 +156,17 @@ def test_a_future_stamped_backup_is_due_now_stale_and_a_clock_skew(
     ticks = [0.0]
     alerting = load_settings({"data_dir": settings.data_dir, "database_url":
                               settings.database_url, "backup_interval": 3600})
-    _RUNNING[id(memory.store)] = scheduler
-    try:
-        with running(Guard(alerting, memory, clock=Clock(mono=lambda: ticks[0]))) as guard:
-            ticks[0] += 2 * 3600 + 900  # up two intervals, no valid backup taken meanwhile
-            verdict = guard.check()
-            names = {f.alert for f in verdict.firing()}
-            assert {"BackupStale", "ClockSkew"} <= names, [f.summary for f in verdict.firing()]
-            skew = next(f for f in verdict.firing() if f.alert == "ClockSkew")
-            assert str((datetime.now(UTC) + AHEAD).year) in skew.summary
-            assert "this clock says" in skew.summary
-            assert guard.registry.get_sample_value("memvault_alerts_firing",
-                                                   {"alert": "ClockSkew"}) == 1
-    finally:
-        _RUNNING.pop(id(memory.store), None)
+    with running(Guard(alerting, memory, scheduler=scheduler,
+                       clock=Clock(mono=lambda: ticks[0]))) as guard:
+        ticks[0] += 2 * 3600 + 900  # up two intervals, no valid backup taken meanwhile
+        verdict = guard.check()
+        names = {f.alert for f in verdict.firing()}
+        assert {"BackupStale", "ClockSkew"} <= names, [f.summary for f in verdict.firing()]
+        skew = next(f for f in verdict.firing() if f.alert == "ClockSkew")
+        assert str((datetime.now(UTC) + AHEAD).year) in skew.summary
+        assert "this clock says" in skew.summary
+        assert guard.registry.get_sample_value("memvault_alerts_firing",
+                                               {"alert": "ClockSkew"}) == 1
 
 
 def test_a_failing_backup_run_fires_backup_failing_at_once(
@@ -183,16 +179,12 @@ def test_a_failing_backup_run_fires_backup_failing_at_once(
     broken = load_settings({"data_dir": settings.data_dir, "database_url":
                             settings.database_url, "backup_urls": f"{good},{blocked}"})
     scheduler = BackupScheduler(memory.store, broken)
-    _RUNNING[id(memory.store)] = scheduler
-    try:
-        with running(Guard(broken, memory)) as guard:
-            scheduler.snapshot_now()
-            assert scheduler.failing
-            firing = {f.alert: f for f in guard.check().firing()}
-            assert "BackupFailing" in firing and str(blocked) in firing["BackupFailing"].summary
-            from memvault.guard.api import guard_check
+    with running(Guard(broken, memory, scheduler=scheduler)) as guard:
+        scheduler.snapshot_now()
+        assert scheduler.failing
+        firing = {f.alert: f for f in guard.check().firing()}
+        assert "BackupFailing" in firing and str(blocked) in firing["BackupFailing"].summary
+        from memvault.guard.api import guard_check
 
-            check = guard_check(memory)
-            assert check["ok"] is True and any("BackupFailing" in w for w in check["warnings"])
-    finally:
-        _RUNNING.pop(id(memory.store), None)
+        check = guard_check(guard)
+        assert check["ok"] is True and any("BackupFailing" in w for w in check["warnings"])

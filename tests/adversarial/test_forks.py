@@ -15,10 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from memvault.backup.api import _RUNNING
 from memvault.backup.destinations import LocalDestination
 from memvault.backup.head import LineageHead, new_process_id, write_head
-from memvault.backup.scheduler import HOLDS, BackupScheduler
+from memvault.backup.scheduler import BackupScheduler
 from memvault.backup.shipper import JournalShipper
 from memvault.backup.snapshot import create_backup
 from memvault.config import Settings, load_settings
@@ -92,7 +91,7 @@ def test_staging_on_a_live_prods_destination_never_restores_it(
     with Memory(staging, embedder=local_embedder) as fresh, \
             running(Guard(staging, fresh, clock=Clock(mono=mono))) as guard:
         assert guard.known is not None and guard.known.pending  # one read: cannot tell yet
-        assert guard_check(fresh)["code"] == "guard_deciding"
+        assert guard_check(guard)["code"] == "guard_deciding"
         prod.beat()  # prod's shipper writes its head again: alive
         mono.now += 1
         verdict = guard.check()
@@ -101,8 +100,8 @@ def test_staging_on_a_live_prods_destination_never_restores_it(
         shared = next(f for f in verdict.firing() if f.alert == "DestinationShared")
         assert memory.store.meta().lineage_id in shared.summary and "pid 4242" in shared.summary
         assert fresh.store.total() == 0 and not guard.restore  # never restored prod's data
-        assert guard_check(fresh)["ok"] is True  # a warning, not a refusal
-        assert "DestinationShared" in " ".join(guard_check(fresh)["warnings"])
+        assert guard_check(guard)["ok"] is True  # a warning, not a refusal
+        assert "DestinationShared" in " ".join(guard_check(guard)["warnings"])
         # Staging starts its own lineage; prod's records are untouched.
         own = fresh.store.meta().lineage_id
         assert dest.list(f"lineages/{own}/ledger/")
@@ -116,7 +115,7 @@ def test_staging_on_a_live_prods_destination_never_restores_it(
         # Prod sees staging alive in its destination: a warning; prod keeps serving its own.
         assert firing(prod_guard) == {"DestinationShared"}
         assert "pid 777" in next(f.summary for f in prod_guard.verdict.firing())
-        assert guard_check(memory)["ok"] is True
+        assert guard_check(prod_guard)["ok"] is True
 
 
 def test_a_new_empty_store_restores_the_gone_prods_lineage_only_after_deciding(
@@ -196,17 +195,16 @@ def test_a_copied_store_writing_the_same_lineage_is_a_writer_conflict(
     with Memory(copied, embedder=local_embedder) as twin:
         assert twin.store.meta().lineage_id == memory.store.meta().lineage_id
         fill(twin, "mallory", 2)  # the copy writes the same seqs with other entries
-        scheduler = BackupScheduler(twin.store, copied, destinations=[dest])
-        _RUNNING[id(twin.store)] = scheduler  # as `serve` runs it: this process ships
-        guard = Guard(copied, twin)
-        try:
-            verdict = guard.check(restore=False)
-            conflict = next(f for f in verdict.firing() if f.alert == "WriterConflict")
-            assert "holds seq 5" in conflict.summary and "mallory" not in conflict.summary
-            assert "WriterConflict" in (scheduler.held() or "")  # no shipping into the fork
-        finally:
-            _RUNNING.pop(id(twin.store), None)
-            HOLDS.pop(id(twin.store), None)
+        # As `serve` wires them (memvault/runtime.py): this process ships.
+        holds: list[Guard] = []
+        scheduler = BackupScheduler(twin.store, copied, destinations=[dest],
+                                    hold=lambda: holds[0].backup_hold())
+        guard = Guard(copied, twin, scheduler=scheduler)
+        holds.append(guard)
+        verdict = guard.check(restore=False)
+        conflict = next(f for f in verdict.firing() if f.alert == "WriterConflict")
+        assert "holds seq 5" in conflict.summary and "mallory" not in conflict.summary
+        assert "WriterConflict" in (scheduler.held() or "")  # no shipping into the fork
 
 
 def test_a_second_serve_on_one_sqlite_store_exits_naming_the_first(tmp_path: Path) -> None:

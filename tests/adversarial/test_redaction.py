@@ -20,7 +20,8 @@ from memvault.config import load_settings, public_settings, redact_url
 from memvault.config.redact import Redactor
 from memvault.embed.local import LocalEmbedder
 from memvault.memory import Memory
-from memvault.server import create_app
+from memvault.server.app import app_over
+from memvault.server.deps import runtime_of
 
 PASSWORD = "Pw-Zq81xx-secret"
 ADMIN = "admin-key-for-redaction-test"
@@ -76,11 +77,11 @@ def served(secret_url: str, tmp_path: Path, local_embedder: LocalEmbedder
     config = load_settings({"data_dir": tmp_path / "data", "database_url": secret_url,
                             "admin_api_key": ADMIN})
     with Memory(config, embedder=local_embedder) as memory:
-        application = create_app(config, memory)
+        application = app_over(config, memory)
         with TestClient(application) as client:
             yield client, secret_url
-        application.state.add_batcher.stop()
-        application.state.embed_batcher.stop()
+        runtime_of(application).add_batcher.stop()
+        runtime_of(application).embedder.stop()
 
 
 def _outputs(client: TestClient) -> dict[str, str]:
@@ -141,7 +142,7 @@ def test_unauthenticated_readyz_hides_where_the_data_lives(
     config = load_settings({"data_dir": tmp_path / "data", "database_url": pg_url,
                             "admin_api_key": ADMIN})
     with Memory(config, embedder=local_embedder) as memory:
-        application = create_app(config, memory)
+        application = app_over(config, memory)
         with TestClient(application) as client:
             assert client.get("/readyz").status_code == 200
             with psycopg.connect(pg_url.replace(database, "postgres"),
@@ -152,8 +153,8 @@ def test_unauthenticated_readyz_hides_where_the_data_lives(
             # Any other route's 5xx body, to a caller without the admin key, hides them too.
             failed = client.get("/memories", params={"user_id": "a"},
                                 headers={"X-API-Key": "mvk_notakey_x"})
-        application.state.add_batcher.stop()
-        application.state.embed_batcher.stop()
+        runtime_of(application).add_batcher.stop()
+        runtime_of(application).embedder.stop()
     assert public.status_code == admin.status_code == 503
     failing = public.json()["failing"]
     assert [c["name"] for c in failing][:1] == ["store"], failing
@@ -178,12 +179,12 @@ def test_unauthenticated_readyz_hides_the_sqlite_path(
     message = f"SQLite read from {path} failed: disk I/O error"
     assert hide(message) == "SQLite read from <hidden> failed: disk I/O error"
     with Memory(config, embedder=local_embedder) as memory:
-        application = create_app(config, memory)
+        application = app_over(config, memory)
         with TestClient(application) as client:
             body = client.get("/readyz").text
             admin = client.get("/readyz", headers={"Authorization": f"Bearer {ADMIN}"}).text
-        application.state.add_batcher.stop()
-        application.state.embed_batcher.stop()
+        runtime_of(application).add_batcher.stop()
+        runtime_of(application).embedder.stop()
     assert str(tmp_path) not in body
     assert json.loads(admin)["status"] == "ok"
 

@@ -17,7 +17,7 @@ from memvault.config import load_settings
 from memvault.embed.local import LocalEmbedder
 from memvault.guard.api import Guard, guard_check
 from memvault.memory import Memory
-from memvault.server import create_app
+from memvault.server.app import app_over
 from tests.test_guard import running
 
 
@@ -33,7 +33,7 @@ def served(tmp_path: Path, local_embedder: LocalEmbedder) -> Any:
 def test_a_deleted_store_file_is_refused_within_one_check(served: Any) -> None:
     settings, memory, path = served
     with running(Guard(settings, memory)) as guard, \
-            TestClient(create_app(settings, memory)) as client:
+            TestClient(app_over(settings, memory, guard=guard)) as client:
         assert not guard.verdict.firing()
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -44,7 +44,7 @@ def test_a_deleted_store_file_is_refused_within_one_check(served: Any) -> None:
         refused = client.post("/memories", json={"messages": "lost at restart", "user_id": "a"})
         assert refused.status_code == 503 and refused.json()["code"] == "store_refused"
         assert client.get("/readyz").status_code == 503
-        assert guard_check(memory)["code"] == "StoreUnreachable"
+        assert guard_check(guard)["code"] == "StoreUnreachable"
         assert guard.backup_hold() is None  # the old inode's journal may still ship
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from memvault.embed import Embedder, EmbedderIdentity
-from memvault.server.coalesce import Coalescer
+from memvault.embed.base import Embedder, EmbedderIdentity
+from memvault.embed.coalesce import Coalescer
 
 MAX_BATCH_TEXTS = 64
 # A text joins a group when it is at most this much longer (in characters) than the group's

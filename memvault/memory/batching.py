@@ -13,13 +13,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from memvault.server.coalesce import Coalescer
+from memvault.embed.coalesce import Coalescer
 
 if TYPE_CHECKING:
     from memvault.memory import Memory
     from memvault.store import MemoryRecord
 
-log = logging.getLogger("memvault.server")
+log = logging.getLogger("memvault.memory")
 
 MAX_BATCH_RECORDS = 256
 
