@@ -83,8 +83,9 @@ class DrillJob:
         self._success_order: tuple[Any, ...] | None = None
         self._ran_mono: float | None = None  # when this job last ran a drill (monotonic)
         self._ran_result: dict[str, Any] | None = None
-        self._loop = Periodic("memvault-drill", lambda: self._guarded(self.tick), tick_seconds,
-                              first_wait=self._first_wait, join_timeout=60.0)
+        self._loop = Periodic("memvault-drill", lambda: self._guarded(self.tick),
+                              lambda: self.tick_seconds, first_wait=self._first_wait,
+                              join_timeout=60.0)
 
     # ---------------------------------------------------------------- lifecycle
 

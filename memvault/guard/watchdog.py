@@ -126,7 +126,7 @@ class Guard:
         self._ledger_written_at = 0.0
         self._restore_tried_at = 0.0
         self._lock = threading.Lock()
-        self._loop = Periodic("memvault-guard", self._tick, tick_seconds,
+        self._loop = Periodic("memvault-guard", self._tick, lambda: self.tick_seconds,
                               first_wait=self._first_wait)
         self._restoring = False
         self.drill: DrillView | None = None  # beside this guard in `serve`, set by its runtime
