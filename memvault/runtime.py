@@ -84,7 +84,12 @@ class Runtime:
         self._lock = threading.Lock()
         self._started: list[str] = []
         if jobs:
-            self._build_jobs()
+            try:
+                self._build_jobs()
+            except BaseException:
+                if self._owns_memory:
+                    self.memory.close()
+                raise
 
     def _build_jobs(self) -> None:
         from memvault.backup.scheduler import BackupScheduler
@@ -108,7 +113,9 @@ class Runtime:
             self.drill = DrillJob(settings, memory, self.guard)
             self.guard.drill = self.drill  # the guard reads the drill's newest result
         except BaseException:
-            self.writer_lock and self.writer_lock.release()
+            if self.writer_lock is not None:
+                self.writer_lock.release()
+                self.writer_lock = None
             raise
 
     def _backup_hold(self) -> str | None:
