@@ -437,3 +437,27 @@ def test_a_changed_digit_that_parses_to_the_same_float_is_still_damage(
     path.write_bytes(changed)
     report = verify_backups(open_destinations(settings), None, every=True)
     assert any(f.file == "manifest.json" and f.backup == result.id for f in report.faults)
+
+
+def test_verify_all_tells_retention_from_damage(memory: Memory, settings: Settings) -> None:
+    """An old monthly backup whose journal retention deleted restores to its own seq only:
+    `verify --all` says so instead of calling it damaged; a range deleted by anything else is
+    still a fault."""
+    add_texts(memory, 3, "alice", "old")
+    last_month = datetime.now(UTC) - timedelta(days=40)
+    old = only(create_backup(memory.store, settings, clock=lambda: last_month))
+    add_texts(memory, 3, "alice", "new")
+    newest = only(create_backup(memory.store, settings))
+    assert old.status == newest.status == VALID
+    dest = open_destinations(settings)[0]
+    plan = plan_prune(dest, {"last": 1, "monthly": 2})
+    assert old.id in plan.keep and plan.segments  # kept by "monthly", its journal pruned
+    apply_prune(plan)
+    report = verify_backups([dest], None, every=True)
+    assert report.ok, [str(f) for f in report.faults]
+    assert report.journal[0]["point_in_time_only"] == [old.id]
+    # Without retention's record the same missing range is a gap, as any deletion is.
+    (Path(settings.backup_urls[0]) / "lineages" / memory.store.meta().lineage_id
+     / "retention.json").unlink()
+    report = verify_backups([dest], None, every=True)
+    assert any("journal gap" in f.fault for f in report.faults), report.faults

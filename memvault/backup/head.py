@@ -23,7 +23,12 @@ from typing import Any
 
 from memvault.backup.destinations import Destination
 from memvault.backup.errors import BackupCorrupt
-from memvault.backup.layout import DESTINATION_MARKER, check_lineage_id, head_key
+from memvault.backup.layout import (
+    DESTINATION_MARKER,
+    check_lineage_id,
+    head_key,
+    retention_key,
+)
 
 HEAD_FORMAT = 2
 # Format 2: the head vouches for itself (sha256 of its canonical JSON without this key).
@@ -133,3 +138,29 @@ def register_lineage(dest: Destination, lineage_id: str) -> None:
         raise BackupCorrupt(f"{DESTINATION_MARKER} in {dest} keeps losing lineage "
                             f"{lineage_id} (another writer replaces it)",
                             file=DESTINATION_MARKER)
+
+
+def read_journal_floor(dest: Destination, lineage_id: str) -> int | None:
+    """The seq up to which retention deleted the lineage's journal on purpose (None: it never
+    did). Snapshots below it restore to their own seq only; that is retention, not damage."""
+    key = retention_key(lineage_id)
+    try:
+        raw = dest.read_bytes(key)
+    except BackupCorrupt:
+        if dest.size(key) is None:
+            return None
+        raise
+    try:
+        return int(json.loads(raw)["journal_floor"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BackupCorrupt(f"{key} in {dest} is not a retention record: {exc}",
+                            file=key) from None
+
+
+def write_journal_floor(dest: Destination, lineage_id: str, floor: int, policy: str) -> None:
+    """Record the floor before the segments below it are deleted (a crash between the two
+    leaves a record that says a little more than was deleted, never less)."""
+    previous = read_journal_floor(dest, lineage_id) or 0
+    body = {"format": "memvault-retention", "journal_floor": max(floor, previous),
+            "policy": policy}
+    dest.replace_bytes(retention_key(lineage_id), json.dumps(body, indent=1).encode("utf-8"))

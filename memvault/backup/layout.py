@@ -65,6 +65,11 @@ def head_key(lineage_id: str) -> str:
     return lineage_prefix(lineage_id) + HEAD
 
 
+def retention_key(lineage_id: str) -> str:
+    """Where retention records the seq below which it pruned the lineage's journal."""
+    return lineage_prefix(lineage_id) + "retention.json"
+
+
 def snapshots_prefix(lineage_id: str) -> str:
     return lineage_prefix(lineage_id) + SNAPSHOTS + "/"
 

@@ -22,6 +22,7 @@ from memvault.backup.catalog import BackupEntry, list_backups
 from memvault.backup.destinations import DeletesRefused, Destination
 from memvault.backup.errors import DestinationError, RetentionRefused
 from memvault.backup.format import INCOMPLETE, MANIFEST, SUSPICIOUS, snapshot_key
+from memvault.backup.head import write_journal_floor
 from memvault.backup.journal import list_segments
 
 log = logging.getLogger("memvault.backup")
@@ -38,6 +39,8 @@ class PrunePlan:
     delete: dict[str, str] = field(default_factory=dict)  # id -> why
     delete_keys: dict[str, list[str]] = field(default_factory=dict)
     segments: list[str] = field(default_factory=list)
+    # Per lineage, the highest seq of the journal segments this plan deletes.
+    journal_floors: dict[str, int] = field(default_factory=dict)
     # Filled by apply_prune: each key the destination did not delete, with its reason.
     not_deleted: dict[str, str] = field(default_factory=dict)
     applied: bool = False
@@ -141,7 +144,10 @@ def plan_prune(dest: Destination, keep_policy: dict[str, int],
         manifest_key = snapshot_key(entry.folder, MANIFEST)
         plan.delete_keys[entry.id] = sorted(entry.keys, key=lambda k: k != manifest_key)
     for lineage_id, floor in pitr_floor.items():
-        plan.segments += [r.key for r in list_segments(dest, lineage_id) if r.upto_seq <= floor]
+        pruned = [r for r in list_segments(dest, lineage_id) if r.upto_seq <= floor]
+        plan.segments += [r.key for r in pruned]
+        if pruned:
+            plan.journal_floors[lineage_id] = max(r.upto_seq for r in pruned)
     return plan
 
 
@@ -156,6 +162,8 @@ def apply_prune(plan: PrunePlan) -> None:
         if _delete(dest, keys[:1], plan):
             _delete(dest, keys[1:], plan)
     if plan.segments:
+        for lineage_id, floor in plan.journal_floors.items():
+            write_journal_floor(dest, lineage_id, floor, "MEMVAULT_BACKUP_KEEP")
         _delete(dest, plan.segments, plan)
     if plan.not_deleted:
         raise DeletesRefused(dest.url, plan.not_deleted)

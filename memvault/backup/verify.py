@@ -12,9 +12,9 @@ from memvault.backup.crypto import Cipher
 from memvault.backup.destinations import Destination
 from memvault.backup.errors import BackupError
 from memvault.backup.format import INCOMPLETE, MANIFEST, UNREADABLE, read_snapshot, snapshot_key
-from memvault.backup.head import read_head, read_marker
+from memvault.backup.head import read_head, read_journal_floor, read_marker
 from memvault.backup.journal import follow_chain, list_segments
-from memvault.backup.layout import DESTINATION_MARKER, head_key
+from memvault.backup.layout import DESTINATION_MARKER, head_key, retention_key
 
 
 @dataclass
@@ -153,10 +153,21 @@ def verify_journal(dest: Destination, lineage_id: str, cipher: Cipher | None,
     faults += [Fault(dest.url, None, key, "duplicate: this segment covers seqs another "
                      "segment already covers") for key in chain.duplicates]
     snapshots = checked if checked is not None else [newest] if newest else []
+    try:
+        floor = read_journal_floor(dest, lineage_id)
+    except BackupError as exc:
+        floor = None
+        faults.append(Fault(dest.url, None, retention_key(lineage_id), exc.message))
+    point_in_time_only = []
     for entry in snapshots:
         if entry_lineage(entry) != lineage_id or entry.manifest is None:
             continue
         first = refs[0].after_seq if refs else mark.seq
+        if floor is not None and entry.seq < first <= floor and entry is not newest:
+            # Retention deleted that journal on purpose: this older snapshot restores to its
+            # own seq (by id, with --allow-loss), the newest valid one to the high-water mark.
+            point_in_time_only.append(entry.id)
+            continue
         if entry.seq < min(first, mark.seq):
             faults.append(Fault(dest.url, entry.id, refs[0].key if refs else head_file,
                                 f"journal gap: seqs {entry.seq + 1}..{first} after this "
@@ -171,6 +182,7 @@ def verify_journal(dest: Destination, lineage_id: str, cipher: Cipher | None,
                "from_seq": refs[0].after_seq if refs else None, "upto_seq": chain.upto_seq,
                "high_water_seq": mark.seq,
                "head_journal_upto": head.journal_upto if head else None,
+               "journal_pruned_upto": floor, "point_in_time_only": point_in_time_only,
                "last_ts": chain.segments[-1].header.get("last_ts") if chain.segments else None}
     return summary, faults
 
