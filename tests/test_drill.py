@@ -340,3 +340,23 @@ def test_a_drill_by_hand_resolves_the_servers_alert_and_restarts_the_interval(
             datetime.fromisoformat(by_hand.finished_at).timestamp())
         assert job.seconds_until_due() > 6 * 86400
         assert job.tick() is None
+
+
+def test_a_drill_in_a_shared_destination_drills_the_lineage_it_is_given(
+    memory: Memory, settings: Settings, local_embedder: Any, tmp_path: Path
+) -> None:
+    fill(memory)
+    mine = backup(memory, settings)
+    other_settings = load_settings({"data_dir": settings.data_dir,
+                                    "database_url": f"sqlite:///{tmp_path / 'o' / 'o.db'}"})
+    with Memory(other_settings, embedder=local_embedder) as other:
+        other.add("a note of another store", user_id="zed", infer=False)
+        theirs = backup(other, other_settings)
+        other_lineage = other.store.meta().lineage_id
+    report = run_drill(settings, lineage_id=memory.store.meta().lineage_id)
+    assert report.ok, report.error
+    assert report.restored["id"] == mine and report.total == memory.store.total()
+    report = run_drill(settings, lineage_id=other_lineage)
+    assert report.ok and report.restored["id"] == theirs and report.total == 1
+    unnamed = run_drill(settings)  # two lineages and no choice: said, not guessed
+    assert not unnamed.ok and other_lineage in unnamed.error

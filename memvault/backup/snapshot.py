@@ -297,7 +297,11 @@ def judge(dest: Destination, manifest: Manifest, vector_counts: dict[str, int],
     if manifest.total == 0 and (manifest.seq > 0 or held):
         reasons.append(f"the store is empty although its lineage has held data (journal at seq "
                        f"{manifest.seq}); a backup of an empty store never replaces good ones")
-    elif previous and not accept_drop:
+    elif previous and not accept_drop and (
+            previous.lineage_id == manifest.lineage_id or manifest.total == 0):
+        # Another lineage's backups judge only an empty newcomer (the incident: a new empty
+        # database backed up over the good backups). A store with data of its own lineage is
+        # a neighbour sharing the destination (or adopted on purpose), judged by its own.
         floor = (1 - settings.alert_drop_ratio) * previous.total
         if manifest.total < floor:
             reasons.append(

@@ -9,7 +9,13 @@ import typer
 from memvault.cli.output import JsonOption, console, print_error, print_json, print_table
 
 
-def drill(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+def drill(
+    ctx: typer.Context,
+    lineage: str | None = typer.Option(
+        None, "--lineage", help="Which lineage to drill when the destinations hold several "
+        "(default: the only one; `memvault backup list` shows them)."),
+    as_json: bool = JsonOption,
+) -> None:
     """Restore the newest backup into a scratch store, verify it, record the result.
 
     Exit 0 if the drill passed, 1 if not. The live store is never touched."""
@@ -20,7 +26,7 @@ def drill(ctx: typer.Context, as_json: bool = JsonOption) -> None:
 
     settings = load_settings(overrides(ctx))
     with progress_bars(not as_json) as progress:
-        report = run_drill(settings, progress=progress)
+        report = run_drill(settings, progress=progress, lineage_id=lineage)
     if as_json:
         print_json(report.to_json())
     else:
@@ -66,3 +72,4 @@ def _print(report: dict[str, Any]) -> None:
         print_table(None, ["namespace", "expected", "restored"],
                     [[ns, report["expected_counts"].get(ns, 0), report["counts"].get(ns, 0)]
                      for ns in namespaces])
+

@@ -231,7 +231,7 @@ def run_drill(
     scratch = scratch_root / f"drill-{uuid.uuid4().hex[:12]}"
     try:
         _sweep_stale(scratch_root)
-        _drill(settings, dests, scratch, configured, progress, report)
+        _drill(settings, dests, scratch, configured, progress, report, lineage_id)
     except DrillCancelled:
         log.warning("restore drill cancelled (shutting down)")
         raise
@@ -256,12 +256,15 @@ def run_drill(
 
 
 def _drill(settings: Settings, dests: list[Destination], scratch: Path,
-           configured: Callable[[], Embedder], progress: Progress, report: DrillReport) -> None:
+           configured: Callable[[], Embedder], progress: Progress, report: DrillReport,
+           lineage_id: str | None) -> None:
     from memvault.backup.restore import candidates, run_restore
     from memvault.store.sqlite import SQLiteStore
 
     try:
-        newest = candidates(dests, "latest", None)[0]
+        # The guarded store's lineage when it has backups (a destination may hold several);
+        # the scratch store has a lineage of its own, so the choice is passed on explicitly.
+        newest = candidates(dests, "latest", None, target_lineage=lineage_id)[0]
     except RestoreRefused as exc:
         _fail(report, NO_BACKUP, exc.message, "take a backup with `memvault backup create` "
               "(`memvault backup list` shows what is there), then run `memvault drill`")
@@ -273,7 +276,8 @@ def _drill(settings: Settings, dests: list[Destination], scratch: Path,
         restore_started = time.perf_counter()
         try:
             restored = run_restore(store, settings, stand_in, "latest", destinations=dests,
-                                   progress=progress)
+                                   progress=progress, lineage=newest.manifest.lineage_id
+                                   if newest.manifest else None)
         except DrillCancelled:
             raise
         except MemvaultError as exc:

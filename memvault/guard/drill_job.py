@@ -155,7 +155,8 @@ class DrillJob:
         from memvault.backup.restore import candidates
 
         try:
-            candidates(self.guard.destinations, "latest", None)
+            candidates(self.guard.destinations, "latest", None,
+                       target_lineage=self.memory.store.meta().lineage_id)
         except RestoreRefused as exc:
             log.warning("restore drill waits: %s", exc.message)
             return None
