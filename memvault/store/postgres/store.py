@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -13,20 +12,28 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg import sql
-from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Json
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from memvault.embed.base import EmbedderIdentity
-from memvault.errors import InvalidInput, SchemaError, StoreError, StoreUnavailable
+from memvault.errors import InvalidInput, StoreError
 from memvault.store.base import AddOutcome, Store, check_bulk_vectors, merge_update
 from memvault.store.filter_sql import PostgresDialect, compile_sql
 from memvault.store.postgres import hnsw
-from memvault.store.postgres.codec import binary_copy_vectors, register_vector
-from memvault.store.postgres.connections import PostgresTarget, TimedConnection, no_deadline
+from memvault.store.postgres.codec import (
+    copy_journal,
+    copy_memories,
+    copy_vectors,
+    register_vector,
+)
+from memvault.store.postgres.connections import (
+    PostgresTarget,
+    TimedConnection,
+    connect_kwargs,
+    driver_errors,
+    no_deadline,
+)
 from memvault.store.postgres.schema import (
-    INSERT_COLUMNS,
-    INSERT_TYPES,
     JOURNAL_COLUMNS,
     MIGRATION_LOCK,
     SCHEMA,
@@ -34,6 +41,7 @@ from memvault.store.postgres.schema import (
     SELECT_COLUMNS,
     VECTOR_FKS,
     copy_row,
+    enable_pgvector,
     migrate,
     read_server_identity,
     row_to_record,
@@ -83,7 +91,7 @@ class PostgresStore(Store):
             url,
             min_size=min_connections,
             max_size=max_connections,
-            kwargs=self._connect_kwargs(),
+            kwargs=connect_kwargs(self.timeout),
             connection_class=TimedConnection,
             configure=self._configure,
             check=ConnectionPool.check_connection,
@@ -98,22 +106,9 @@ class PostgresStore(Store):
             self._pool.open(wait=True, timeout=self.timeout)
         except PoolTimeout as exc:
             self._pool.close()
-            raise self._unavailable(exc, "opening the connection pool") from None
+            raise self.target.unavailable(exc, "opening the connection pool") from None
 
     # ------------------------------------------------------------------ connecting
-
-    def _connect_kwargs(self) -> dict[str, Any]:
-        return {
-            "autocommit": True,
-            "connect_timeout": max(2, math.ceil(self.timeout)),
-            "application_name": "memvault",
-            # TCP only (ignored on unix sockets): notice a dead peer within the timeout.
-            "keepalives": 1,
-            "keepalives_idle": max(1, int(self.timeout)),
-            "keepalives_interval": 1,
-            "keepalives_count": 3,
-            "tcp_user_timeout": int(self.timeout * 1000),
-        }
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"SET search_path TO {self._search_path}")
@@ -129,29 +124,11 @@ class PostgresStore(Store):
     def _connect_plain(self, deadline: float | None) -> TimedConnection:
         """One connection outside the pool (bootstrap, snapshots)."""
         try:
-            conn = TimedConnection.connect(self.url, **self._connect_kwargs())
+            conn = TimedConnection.connect(self.url, **connect_kwargs(self.timeout))
         except psycopg.Error as exc:
-            raise self._unavailable(exc, "connecting") from None
+            raise self.target.unavailable(exc, "connecting") from None
         conn.deadline = deadline
         return conn
-
-    def _unavailable(self, exc: BaseException, doing: str) -> StoreUnavailable:
-        cause = self.target.scrub(str(exc).strip() or type(exc).__name__)
-        log.warning("PostgreSQL unavailable while %s (%s): %s", doing, self.target.describe(),
-                    cause)
-        lowered = cause.lower()
-        if "password authentication failed" in lowered or "no password supplied" in lowered:
-            hint = "check the user name and password in MEMVAULT_DATABASE_URL"
-        elif "does not exist" in lowered and "database" in lowered:
-            hint = (f"create the database (createdb {self.target.database}) or fix its name "
-                    "in MEMVAULT_DATABASE_URL")
-        else:
-            hint = "check that PostgreSQL is running and reachable; memvault retries on its own"
-        return StoreUnavailable(
-            f"PostgreSQL at {self.target.describe()} ({self.target.url}) is unavailable while "
-            f"{doing}: {cause}",
-            hint=hint,
-        )
 
     def _bootstrap(self) -> None:
         """Enable pgvector, migrate and read the server's identity on one plain connection.
@@ -163,7 +140,10 @@ class PostgresStore(Store):
         try:
             conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
             try:
-                self._enable_pgvector(conn)
+                setup = enable_pgvector(conn, self.target)
+                self._search_path = setup.search_path
+                self._iterative_scan = setup.iterative_scan
+                self.dialect = setup.dialect
                 conn.execute(f"SET search_path TO {self._search_path}")
                 conn.deadline = None  # a migration may take long; its DDL is transactional
                 migrate(conn, self.target)
@@ -173,7 +153,7 @@ class PostgresStore(Store):
                 if not conn.closed:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
         except psycopg.OperationalError as exc:
-            raise self._unavailable(exc, "opening the store") from None
+            raise self.target.unavailable(exc, "opening the store") from None
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot open the memvault store at {self.target.describe()}: "
@@ -181,38 +161,6 @@ class PostgresStore(Store):
             ) from None
         finally:
             conn.close()
-
-    def _enable_pgvector(self, conn: psycopg.Connection[Any]) -> None:
-        try:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"cannot enable pgvector in database {self.target.database}: {exc}",
-                hint="install pgvector on the server and run `CREATE EXTENSION vector` as a "
-                     "superuser, or grant this user the right to create it",
-            ) from None
-        row = conn.execute(
-            "SELECT n.nspname, e.extversion FROM pg_extension e "
-            "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
-        ).fetchone()
-        assert row is not None
-        ext_schema, version = row
-        self._search_path = sql.SQL(", ").join(
-            [sql.Identifier(SCHEMA), sql.Identifier(ext_schema)]).as_string(conn)
-        parts = tuple(int(p) for p in str(version).split(".")[:2] if p.isdigit())
-        if parts < (0, 5):
-            raise StoreError(f"pgvector {version} has no HNSW index; memvault needs >= 0.5",
-                             hint="upgrade pgvector (ALTER EXTENSION vector UPDATE)")
-        if parts < (0, 8):
-            log.warning("pgvector %s has no iterative index scans: filtered searches may return "
-                        "fewer than top_k results; upgrade to >= 0.8", version)
-            self._iterative_scan = False
-        server_version = conn.info.server_version
-        if server_version >= 180000:
-            self.dialect = PostgresDialect(casefold_collation="pg_unicode_fast")
-        elif server_version >= 170000:
-            self.dialect = PostgresDialect(casefold_collation="pg_c_utf8")
-
 
     def close(self) -> None:
         self._pool.close()
@@ -223,32 +171,16 @@ class PostgresStore(Store):
     def _connection(self, *, long: bool = False) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection; driver errors become memvault errors. `long` lifts deadlines."""
         doing = "running a long operation" if long else "serving a request"
-        try:
-            with self._pool.connection() as conn:
-                if long:
-                    with no_deadline(conn, int(self.timeout * 1000)):
+        with driver_errors(self.target, doing):
+            try:
+                with self._pool.connection() as conn:
+                    if long:
+                        with no_deadline(conn, int(self.timeout * 1000)):
+                            yield conn
+                    else:
                         yield conn
-                else:
-                    yield conn
-        except PoolTimeout as exc:
-            raise self._unavailable(exc, "waiting for a connection") from None
-        except psycopg.errors.UndefinedTable as exc:
-            raise SchemaError(
-                f"the memvault tables are gone from database {self.target.database} "
-                f"({self.target.describe()}): {exc}",
-                hint="the database was dropped, replaced or restored behind this process; "
-                     "restart memvault (the guard checks the store's identity on start)",
-            ) from None
-        except psycopg.errors.IntegrityError as exc:
-            raise InvalidInput(f"the write conflicts with stored data: {exc}") from None
-        except (psycopg.errors.DataError, psycopg.errors.UntranslatableCharacter) as exc:
-            raise InvalidInput(f"PostgreSQL rejected the data: {exc}") from None
-        except psycopg.errors.QueryCanceled as exc:
-            raise self._unavailable(exc, doing) from None
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc, doing) from None
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL error at {self.target.describe()}: {exc}") from None
+            except PoolTimeout as exc:
+                raise self.target.unavailable(exc, "waiting for a connection") from None
 
     @contextmanager
     def _write(self, *, long: bool = False) -> Iterator[tuple[psycopg.Cursor[Any], int]]:
@@ -261,40 +193,6 @@ class PostgresStore(Store):
     def _read(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._connection() as conn:
             return conn.execute(query, params).fetchall()
-
-    @staticmethod
-    def _journal(cur: psycopg.Cursor[Any], entries: list[JournalEntry]) -> None:
-        if not entries:
-            return
-        with cur.copy(f"COPY journal ({JOURNAL_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "text", "text", "json", "json", "text", "text"])
-            for e in entries:
-                copy.write_row((e.seq, e.op, e.memory_id, e.before, e.after, e.ts, e.actor))
-        cur.execute("UPDATE journal_counter SET seq = %s", (entries[-1].seq,))
-
-    @staticmethod
-    def _copy_memories(cur: psycopg.Cursor[Any], records: list[MemoryRecord]) -> None:
-        if not records:
-            return
-        # Large batches: a writer thread sends while this one formats rows.
-        writer = QueuedLibpqWriter(cur) if len(records) > 1000 else None
-        with cur.copy(f"COPY memories ({', '.join(INSERT_COLUMNS)}) FROM STDIN "
-                      "(FORMAT BINARY)", writer=writer) as copy:
-            copy.set_types(INSERT_TYPES)
-            for record in records:
-                copy.write_row(copy_row(record))
-
-    @staticmethod
-    def _copy_vectors(
-        cur: psycopg.Cursor[Any], ids: list[str], key: str, matrix: np.ndarray, table: str
-    ) -> None:
-        if not ids:
-            return
-        columns = "memory_id, embedder_key, vector" if table == "vectors" else "memory_id, vector"
-        payload = binary_copy_vectors(ids, key if table == "vectors" else None, matrix)
-        with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-            for start in range(0, len(payload), 8 << 20):
-                copy.write(payload[start : start + (8 << 20)])
 
     # ------------------------------------------------------------------ identity
 
@@ -387,9 +285,9 @@ class PostgresStore(Store):
                 fresh.append(record)
                 rows.append(row)
                 outcomes.append(AddOutcome(record.id, True, entry))
-            self._copy_memories(cur, fresh)
-            self._copy_vectors(cur, [r.id for r in fresh], embedder_key, vectors[rows], "vectors")
-            self._journal(cur, entries)
+            copy_memories(cur, fresh)
+            copy_vectors(cur, [r.id for r in fresh], embedder_key, vectors[rows], "vectors")
+            copy_journal(cur, entries)
         return outcomes
 
     @staticmethod
@@ -432,7 +330,7 @@ class PostgresStore(Store):
                 )
             entry = JournalEntry(last + 1, "UPDATE", record.id, record.updated_at, actor,
                                  before.to_dict(), record.to_dict())
-            self._journal(cur, [entry])
+            copy_journal(cur, [entry])
         return entry
 
     def delete(self, ids: list[str], actor: str | None) -> list[JournalEntry]:
@@ -448,7 +346,7 @@ class PostgresStore(Store):
                 entries.append(JournalEntry(last + offset, "DELETE", record.id, now, actor,
                                             record.to_dict(), None))
             cur.execute("DELETE FROM memories WHERE id = ANY(%s)", (ids,))
-            self._journal(cur, entries)
+            copy_journal(cur, entries)
         return entries
 
     def put_vectors(self, ids: list[str], vectors: np.ndarray, embedder_key: str) -> None:
@@ -459,7 +357,7 @@ class PostgresStore(Store):
         with self._connection(long=True) as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute("CREATE TEMP TABLE mv_put (memory_id TEXT COLLATE \"C\", vector vector) "
                         "ON COMMIT DROP")
-            self._copy_vectors(cur, ids, embedder_key, vectors, "mv_put")
+            copy_vectors(cur, ids, embedder_key, vectors, "mv_put")
             cur.execute(
                 "INSERT INTO vectors (memory_id, embedder_key, vector) "
                 "SELECT memory_id, %s, vector FROM mv_put "
@@ -490,12 +388,12 @@ class PostgresStore(Store):
                         sql.Identifier(hnsw.index_name(key))))
                 for name in VECTOR_FKS:
                     cur.execute(f"ALTER TABLE vectors DROP CONSTRAINT {name}")
-            self._copy_memories(cur, records)
+            copy_memories(cur, records)
             for key, matrix in vectors.items():
-                self._copy_vectors(cur, ids, key, matrix, "vectors")
+                copy_vectors(cur, ids, key, matrix, "vectors")
             if journal:
                 now = utc_now()
-                self._journal(cur, [
+                copy_journal(cur, [
                     JournalEntry(last + 1 + i, "ADD", r.id, now, actor, None, r.to_dict())
                     for i, r in enumerate(records)
                 ])
@@ -562,7 +460,7 @@ class PostgresStore(Store):
             assert row is not None
             yield PostgresSnapshot(conn, int(row[0]))
         except psycopg.OperationalError as exc:
-            raise self._unavailable(exc, "reading a snapshot") from None
+            raise self.target.unavailable(exc, "reading a snapshot") from None
         finally:
             conn.close()
 
