@@ -12,6 +12,7 @@ from memvault.store.records import (
     MemoryRecord,
     StoreMeta,
     namespace_key,
+    text_hash,
     utc_now,
 )
 
@@ -44,5 +45,6 @@ __all__ = [
     "namespace_key",
     "open_store",
     "parse_filters",
+    "text_hash",
     "utc_now",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -9,6 +10,11 @@ from typing import Any
 
 ENTITY_KEYS = ("user_id", "agent_id", "run_id")
 ENTITY_TYPES = {"user_id": "user", "agent_id": "agent", "run_id": "run"}
+
+
+def text_hash(text: str) -> str:
+    """A memory's `hash`: md5 of its text, as mem0 computes it (dedup within a namespace)."""
+    return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
 def utc_now() -> str:
