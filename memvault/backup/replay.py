@@ -7,8 +7,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from memvault.backup.errors import BackupError
-from memvault.backup.progress import Progress
 from memvault.errors import MemvaultError
+from memvault.progress import Progress
 from memvault.store.records import JournalEntry, MemoryRecord
 
 if TYPE_CHECKING:

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import memvault
 from memvault.backup import metrics
 from memvault.backup.catalog import BackupEntry, list_backups
 from memvault.backup.crypto import CHUNK, Cipher, cipher_for
@@ -38,10 +37,11 @@ from memvault.backup.format import (
     vector_files,
 )
 from memvault.backup.head import read_head, read_marker
-from memvault.backup.progress import NoProgress, Progress
 from memvault.backup.shipper import JournalShipper
 from memvault.errors import MemvaultError
+from memvault.progress import NoProgress, Progress
 from memvault.store.records import utc_now
+from memvault.version import __version__
 
 if TYPE_CHECKING:
     from memvault.config import Settings
@@ -215,7 +215,7 @@ def _stage_files(store: Store, meta: Any, identities: dict[str, Any],
             id=new_backup_id(created), store_id=meta.store_id, lineage_id=meta.lineage_id,
             backend=store.backend, seq=snap.seq,
             created_at=created.isoformat(timespec="microseconds"), completed_at="",
-            memvault_version=memvault.__version__, counts=counts,
+            memvault_version=__version__, counts=counts,
             active_embedder=meta.active_embedder, embedders=embedders, files=files,
             encryption=encryption)
     return manifest, vector_counts

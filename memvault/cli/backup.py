@@ -38,7 +38,7 @@ class RichProgress:
 @contextmanager
 def progress_bars(enabled: bool = True) -> Iterator[Any]:
     if not enabled:
-        from memvault.backup.progress import NoProgress
+        from memvault.progress import NoProgress
 
         yield NoProgress()
         return

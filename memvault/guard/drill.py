@@ -37,7 +37,6 @@ from memvault.backup.catalog import BackupEntry
 from memvault.backup.destinations import Destination, open_destinations
 from memvault.backup.errors import BackupError, RestoreRefused
 from memvault.backup.layout import RecordKind
-from memvault.backup.progress import NoProgress, Progress
 from memvault.backup.records import (
     lineage_record_keys,
     newest_first,
@@ -46,6 +45,7 @@ from memvault.backup.records import (
 )
 from memvault.embed.base import EmbedderIdentity
 from memvault.errors import MemvaultError
+from memvault.progress import NoProgress, Progress
 
 if TYPE_CHECKING:
     from memvault.config import Settings

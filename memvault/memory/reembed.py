@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from memvault.backup.progress import Advance, NoProgress, Progress
 from memvault.errors import EmbedderError, InvalidInput, MemvaultError, StoreError
+from memvault.progress import Advance, NoProgress, Progress
 from memvault.store import parse_filters
 from memvault.store.records import JournalEntry
 

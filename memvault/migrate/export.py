@@ -21,9 +21,9 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from memvault.backup.progress import NoProgress, Progress
 from memvault.migrate.rows import MigrationError
 from memvault.migrate.sources import EXPORT_HEADER, EXPORT_TRAILER, EXPORT_VERSION
+from memvault.progress import NoProgress, Progress
 from memvault.store.records import MemoryRecord, utc_now
 
 if TYPE_CHECKING:

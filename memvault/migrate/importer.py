@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from memvault.backup.progress import NoProgress, Progress
 from memvault.embed.base import PROBE_MIN_SIMILARITY, normalize_rows
 from memvault.errors import InvalidInput
 from memvault.migrate.rows import MigrationError, Rejected, SourceRow, convert
 from memvault.migrate.sources import Source
+from memvault.progress import NoProgress, Progress
 from memvault.store.records import MemoryRecord, utc_now
 
 if TYPE_CHECKING:
