@@ -18,9 +18,13 @@ install-dev: $(BIN)/python
 
 lint: install-dev
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/vulture memvault vulture_allowlist.py
 
 test: install-dev
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/vulture memvault vulture_allowlist.py
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install-dev

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from memvault.cli.app import overrides
+from memvault.cli.context import overrides
 from memvault.cli.output import (
     JsonOption,
     console,

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from memvault.cli.output import JsonOption, console, print_error, print_json, print_table
-from memvault.cli.status import CRITICAL, OK, STATE_NAMES, WARNING, collect_status
+from memvault.guard.status import CRITICAL, OK, STATE_NAMES, WARNING, collect_status
 
 LOW_DISK_BYTES = 1 << 30  # 1 GiB
 LOW_DISK_SHARE = 0.05
@@ -20,7 +20,7 @@ LOW_DISK_SHARE = 0.05
 
 def doctor(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Check the store, backups, ledger, alerting and disk. Exit 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN."""
-    from memvault.cli.app import overrides
+    from memvault.cli.context import overrides
 
     try:
         report = diagnose(overrides(ctx))

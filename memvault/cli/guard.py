@@ -31,7 +31,7 @@ def adopt(
 ) -> None:
     """Accept the configured store as the start of a new guarded lineage."""
     from memvault.backup.destinations import open_destinations
-    from memvault.cli.app import overrides
+    from memvault.cli.context import overrides
     from memvault.config import load_settings
     from memvault.guard.api import current_verdict, known_now, read_observation
     from memvault.guard.ledger import observe, write_ledger
