@@ -16,7 +16,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -159,8 +159,3 @@ class EncryptingWriter:
 
 def cipher_for(secret: str | None) -> Cipher | None:
     return Cipher(secret) if secret else None
-
-
-def read_all(stream: BinaryIO) -> Iterator[bytes]:
-    while chunk := stream.read(CHUNK):
-        yield chunk

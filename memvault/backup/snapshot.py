@@ -18,7 +18,7 @@ from memvault.backup import metrics
 from memvault.backup.catalog import BackupEntry, list_backups
 from memvault.backup.crypto import CHUNK, Cipher, cipher_for
 from memvault.backup.destinations import Destination, open_destinations
-from memvault.backup.errors import BackupCorrupt, BackupError
+from memvault.backup.errors import BackupCorrupt
 from memvault.backup.format import (
     MANIFEST,
     MEMORIES_FILE,
@@ -30,6 +30,7 @@ from memvault.backup.format import (
     FileInfo,
     Manifest,
     StagedFile,
+    Validity,
     manifest_folder,
     read_snapshot,
     record_lines,
@@ -48,14 +49,14 @@ if TYPE_CHECKING:
     from memvault.store import Store
 
 log = logging.getLogger("memvault.backup")
-FAILED = "failed"
+FAILED = Validity.FAILED
 
 
 @dataclass
 class BackupResult:
     destination: str
     id: str
-    status: str  # valid | suspicious | failed
+    status: str  # Validity: valid | suspicious | failed
     reasons: list[str] = field(default_factory=list)
     manifest: Manifest | None = None
 
@@ -366,14 +367,3 @@ def _validation(manifest: Manifest, reasons: list[str], previous: Previous | Non
         "previous_valid": previous.backup_id or previous.name if previous else None,
         "previous_valid_total": previous.total if previous else None,
     }
-
-
-def results_ok(results: list[BackupResult]) -> bool:
-    return bool(results) and all(r.status == VALID for r in results)
-
-
-def raise_for_results(results: list[BackupResult]) -> None:
-    bad = [r for r in results if r.status != VALID]
-    if bad:
-        raise BackupError("; ".join(f"{r.destination}: {r.status}: {'; '.join(r.reasons)}"
-                                    for r in bad))

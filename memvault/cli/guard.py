@@ -34,6 +34,7 @@ def adopt(
     from memvault.cli.context import overrides
     from memvault.config import load_settings
     from memvault.guard.api import current_verdict, known_now, read_observation
+    from memvault.guard.checks import HOLDING
     from memvault.guard.ledger import observe, write_ledger
     from memvault.memory import Memory
 
@@ -44,8 +45,7 @@ def adopt(
         known, problems = known_now(obs, destinations)
         ledger = known.ledger
         verdict, _ = current_verdict(memory)
-        replaced = {f.alert for f in verdict.firing()} & {"StoreReplaced", "StoreEmpty",
-                                                          "WriterConflict"}
+        replaced = {f.alert for f in verdict.firing()} & HOLDING
         plan: dict[str, Any] = {
             "store": {"store_id": obs.store_id, "lineage_id": obs.lineage_id,
                       "memories": obs.total, "seq": obs.seq, "location": obs.location},
