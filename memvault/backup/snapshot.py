@@ -41,7 +41,7 @@ from memvault.backup.head import read_head, read_marker
 from memvault.backup.shipper import JournalShipper
 from memvault.errors import MemvaultError
 from memvault.progress import NoProgress, Progress
-from memvault.store.records import utc_now
+from memvault.store.records import MetaKey, utc_now
 from memvault.version import __version__
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def create_backup(
     made for this run."""
     progress = progress or NoProgress()
     dests = destinations if destinations is not None else open_destinations(settings)
-    unfinished = store.get_meta("restore_incomplete")
+    unfinished = store.get_meta(MetaKey.RESTORE_INCOMPLETE)
     if unfinished:
         reason = (f"the store holds an unfinished restore of {unfinished.get('backup')}; "
                   "finish it with `memvault restore` before backing up")

@@ -66,9 +66,10 @@ def backup_checks(settings: Any, memories: int) -> list[dict[str, Any]]:
     from memvault.backup.catalog import list_backups
     from memvault.backup.destinations import open_destinations
     from memvault.errors import MemvaultError
+    from memvault.guard.checks import backup_stale_after
 
     checks = []
-    stale_after = 1.5 * settings.backup_interval + 900
+    stale_after = backup_stale_after(settings.backup_interval)
     try:
         destinations = open_destinations(settings)
     except MemvaultError as exc:

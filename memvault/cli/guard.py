@@ -37,6 +37,7 @@ def adopt(
     from memvault.guard.checks import HOLDING
     from memvault.guard.ledger import observe, write_ledger
     from memvault.memory import Memory
+    from memvault.store import MetaKey
 
     settings = load_settings(overrides(ctx))
     destinations = open_destinations(settings)
@@ -66,7 +67,7 @@ def adopt(
         if ledger is not None and lineage == ledger.lineage_id:
             # A rolled-back store: its seqs would collide with the shipped journal's.
             lineage = str(uuid.uuid4())
-            memory.store.set_meta("lineage_id", lineage)
+            memory.store.set_meta(MetaKey.LINEAGE_ID, lineage)
         note = (f"adopted{': ' + reason if reason else ''}; replaces lineage "
                 f"{ledger.lineage_id if ledger else '-'} (store "
                 f"{ledger.store_id if ledger else '-'}, {ledger.memories if ledger else 0} "

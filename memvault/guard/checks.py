@@ -39,6 +39,12 @@ REFUSING_DATA = frozenset({Alert.StoreEmpty, Alert.StoreReplaced})
 HOLDING = frozenset({Alert.StoreEmpty, Alert.StoreReplaced, Alert.WriterConflict})
 
 
+def backup_stale_after(backup_interval: float) -> float:
+    """Seconds after which the newest valid backup is stale (BackupStale, `doctor`): one and
+    a half intervals, plus 15 minutes for a slow snapshot."""
+    return 1.5 * backup_interval + 900
+
+
 @dataclass
 class Observation:
     store_id: str
@@ -186,7 +192,7 @@ def assess_backups(now: float, newest_valid_at: float | None, last_results: list
     more than three intervals, at least a minute), failing (the last run failed: at once, not
     after a day of staleness). `newest_valid_at` is an age turned into a time by the caller
     (see Guard.backup_age): never a future stamp taken for "fresh"."""
-    stale_after = 1.5 * backup_interval + 900
+    stale_after = backup_stale_after(backup_interval)
     findings = [Finding(Alert.BackupStale, False, "a recent valid backup exists"),
                 Finding(Alert.BackupInvalid, False, "the last backup run was valid everywhere"),
                 Finding(Alert.JournalLag, False, "the journal ships on time"),

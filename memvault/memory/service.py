@@ -15,7 +15,7 @@ from memvault.errors import EmbedderMismatch, InvalidInput, NotFound, StoreError
 from memvault.memory import validation as check
 from memvault.store import MemoryRecord, Store, open_store, parse_filters, text_hash, utc_now
 from memvault.store.filters import Bool, Cond, Node, entity_constraints
-from memvault.store.records import ENTITY_KEYS, JournalEntry
+from memvault.store.records import ENTITY_KEYS, JournalEntry, MetaKey
 
 log = logging.getLogger("memvault.memory")
 
@@ -138,7 +138,7 @@ class Memory:
     def _check_embedder(self, identity: EmbedderIdentity) -> None:
         store = self.store
         # An interrupted restore leaves a partial store behind (memvault.backup.restore).
-        unfinished = store.get_meta("restore_incomplete")
+        unfinished = store.get_meta(MetaKey.RESTORE_INCOMPLETE)
         if unfinished:
             raise StoreError(
                 f"the store holds an unfinished restore of backup {unfinished.get('backup')} "

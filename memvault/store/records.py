@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 ENTITY_KEYS = ("user_id", "agent_id", "run_id")
@@ -98,6 +99,20 @@ class JournalEntry:
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
 
+    @classmethod
+    def from_values(cls, values: dict[str, Any], *, backend: str, location: str) -> StoreMeta:
+        """The meta table's key -> value pairs as one record (every backend reads it so)."""
+        return cls(
+            store_id=values[MetaKey.STORE_ID],
+            lineage_id=values[MetaKey.LINEAGE_ID],
+            created_at=values[MetaKey.CREATED_AT],
+            schema_version=values[MetaKey.SCHEMA_VERSION],
+            backend=backend,
+            location=location,
+            active_embedder=values.get(MetaKey.ACTIVE_EMBEDDER),
+            extra={k: v for k, v in values.items() if k not in _IDENTITY_KEYS},
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -119,6 +134,28 @@ def _load_json(value: Any) -> Any:
     if value is None or isinstance(value, dict):
         return value
     return json.loads(value)
+
+
+class MetaKey(StrEnum):
+    """The keys of the store's `meta` table (one JSON value each), beside the data they
+    describe so that a backup or restore can never leave them behind."""
+
+    STORE_ID = "store_id"
+    LINEAGE_ID = "lineage_id"
+    CREATED_AT = "created_at"
+    SCHEMA_VERSION = "schema_version"
+    ACTIVE_EMBEDDER = "active_embedder"
+    # Set while a restore loads and cleared when it finishes: a store left half-restored
+    # (kill -9) is refused until the restore is run again.
+    RESTORE_INCOMPLETE = "restore_incomplete"
+    RESTORED_FROM = "restored_from"  # the backup the last finished restore came from
+    LAST_IMPORT = "last_import"
+    API_KEYS = "api_keys"
+
+
+# The keys StoreMeta has fields for; every other key goes to `extra`.
+_IDENTITY_KEYS = frozenset({MetaKey.STORE_ID, MetaKey.LINEAGE_ID, MetaKey.CREATED_AT,
+                            MetaKey.SCHEMA_VERSION, MetaKey.ACTIVE_EMBEDDER})
 
 
 @dataclass

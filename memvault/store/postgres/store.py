@@ -52,6 +52,7 @@ from memvault.store.records import (
     ENTITY_TYPES,
     JournalEntry,
     MemoryRecord,
+    MetaKey,
     StoreMeta,
     utc_now,
 )
@@ -197,21 +198,11 @@ class PostgresStore(Store):
     # ------------------------------------------------------------------ identity
 
     def meta(self) -> StoreMeta:
-        values = dict(self._read("SELECT key, value FROM meta"))
-        base = {"store_id", "lineage_id", "created_at", "schema_version", "active_embedder"}
-        extra = {k: v for k, v in values.items() if k not in base}
+        meta = StoreMeta.from_values(dict(self._read("SELECT key, value FROM meta")),
+                                     backend=self.backend, location=self.target.url)
         # What this process is connected to now, beside what the store recorded at creation.
-        extra["pg_connected"] = dict(self.server)
-        return StoreMeta(
-            store_id=values["store_id"],
-            lineage_id=values["lineage_id"],
-            created_at=values["created_at"],
-            schema_version=values["schema_version"],
-            backend=self.backend,
-            location=self.target.url,
-            active_embedder=values.get("active_embedder"),
-            extra=extra,
-        )
+        meta.extra["pg_connected"] = dict(self.server)
+        return meta
 
     def set_meta(self, key: str, value: Any) -> None:
         with self._connection() as conn:
@@ -249,7 +240,7 @@ class PostgresStore(Store):
     def set_active_embedder(self, key: str) -> None:
         if key not in self.embedders():
             raise StoreError(f"embedder {key} is not registered in this store")
-        self.set_meta("active_embedder", key)
+        self.set_meta(MetaKey.ACTIVE_EMBEDDER, key)
 
     # ------------------------------------------------------------------ writes
 
