@@ -16,7 +16,7 @@ def __getattr__(name: str) -> Any:
 
         return Memory
     if name == "MemoryClient":
-        from memvault.client import MemoryClient  # arrives with the server
+        from memvault.client import MemoryClient
 
         return MemoryClient
     raise AttributeError(name)

@@ -216,7 +216,7 @@ class Store(ABC):
     def snapshot(self) -> AbstractContextManager[StoreSnapshot]:
         """A consistent read view for backups, taken without blocking writers."""
 
-    # -- large restores (backup issue): optional hooks, no-ops unless a backend overrides them
+    # -- large restores: optional hooks, no-ops unless a backend overrides them
     @contextmanager
     def deferring_search_index(self) -> Iterator[None]:
         """Within the block, bulk_load may leave approximate-search (ANN) indexes unbuilt, so a
