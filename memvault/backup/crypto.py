@@ -48,6 +48,10 @@ class Cipher:
     def writer(self, sink: Sink) -> EncryptingWriter:
         return EncryptingWriter(self, sink)
 
+    def encrypt_chunk(self, nonce: bytes, plain: bytes, aad: bytes) -> bytes:
+        """One AES-GCM sealed chunk (the framing is EncryptingWriter's)."""
+        return self._aead.encrypt(nonce, plain, aad)
+
     def seal(self, data: bytes) -> bytes:
         out = bytearray()
 
@@ -145,7 +149,7 @@ class EncryptingWriter:
     def _emit(self, plain: bytes, *, final: bool) -> None:
         nonce = self._header[len(MAGIC) + 8:] + struct.pack(">I", self._index)
         aad = self._header + struct.pack(">IB", self._index, int(final))
-        sealed = self._cipher._aead.encrypt(nonce, plain, aad)
+        sealed = self._cipher.encrypt_chunk(nonce, plain, aad)
         self._sink.write(struct.pack(">I", len(sealed)) + sealed)
         self._index += 1
 

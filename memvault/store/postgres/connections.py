@@ -30,7 +30,8 @@ class TimedConnection(psycopg.Connection[Any]):
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         try:
             return super().wait(gen, interval, timeout if timeout is not None else self.deadline)
-        except psycopg.errors._WaitTimeout:
+        # psycopg's own timeout signal of Connection.wait; no public name exists for it.
+        except psycopg.errors._WaitTimeout:  # noqa: SLF001
             self.close()
             raise psycopg.OperationalError(
                 f"no answer from the server within {timeout or self.deadline:g}s"
