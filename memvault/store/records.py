@@ -99,20 +99,6 @@ class JournalEntry:
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
 
-    @classmethod
-    def from_values(cls, values: dict[str, Any], *, backend: str, location: str) -> StoreMeta:
-        """The meta table's key -> value pairs as one record (every backend reads it so)."""
-        return cls(
-            store_id=values[MetaKey.STORE_ID],
-            lineage_id=values[MetaKey.LINEAGE_ID],
-            created_at=values[MetaKey.CREATED_AT],
-            schema_version=values[MetaKey.SCHEMA_VERSION],
-            backend=backend,
-            location=location,
-            active_embedder=values.get(MetaKey.ACTIVE_EMBEDDER),
-            extra={k: v for k, v in values.items() if k not in _IDENTITY_KEYS},
-        )
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -168,6 +154,20 @@ class StoreMeta:
     location: str
     active_embedder: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any], *, backend: str, location: str) -> StoreMeta:
+        """The meta table's key -> value pairs as one record (every backend reads it so)."""
+        return cls(
+            store_id=values[MetaKey.STORE_ID],
+            lineage_id=values[MetaKey.LINEAGE_ID],
+            created_at=values[MetaKey.CREATED_AT],
+            schema_version=values[MetaKey.SCHEMA_VERSION],
+            backend=backend,
+            location=location,
+            active_embedder=values.get(MetaKey.ACTIVE_EMBEDDER),
+            extra={k: v for k, v in values.items() if k not in _IDENTITY_KEYS},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
