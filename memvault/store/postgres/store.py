@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Json
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -20,12 +21,7 @@ from memvault.errors import InvalidInput, StoreError
 from memvault.store.base import AddOutcome, Store, check_bulk_vectors, merge_update
 from memvault.store.filter_sql import PostgresDialect, compile_sql
 from memvault.store.postgres import hnsw
-from memvault.store.postgres.codec import (
-    copy_journal,
-    copy_memories,
-    copy_vectors,
-    register_vector,
-)
+from memvault.store.postgres.codec import binary_copy_vectors, register_vector
 from memvault.store.postgres.connections import (
     PostgresTarget,
     TimedConnection,
@@ -34,6 +30,8 @@ from memvault.store.postgres.connections import (
     no_deadline,
 )
 from memvault.store.postgres.schema import (
+    INSERT_COLUMNS,
+    INSERT_TYPES,
     JOURNAL_COLUMNS,
     MIGRATION_LOCK,
     SCHEMA,
@@ -195,6 +193,40 @@ class PostgresStore(Store):
         with self._connection() as conn:
             return conn.execute(query, params).fetchall()
 
+    @staticmethod
+    def _journal(cur: psycopg.Cursor[Any], entries: list[JournalEntry]) -> None:
+        if not entries:
+            return
+        with cur.copy(f"COPY journal ({JOURNAL_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "text", "text", "json", "json", "text", "text"])
+            for e in entries:
+                copy.write_row((e.seq, e.op, e.memory_id, e.before, e.after, e.ts, e.actor))
+        cur.execute("UPDATE journal_counter SET seq = %s", (entries[-1].seq,))
+
+    @staticmethod
+    def _copy_memories(cur: psycopg.Cursor[Any], records: list[MemoryRecord]) -> None:
+        if not records:
+            return
+        # Large batches: a writer thread sends while this one formats rows.
+        writer = QueuedLibpqWriter(cur) if len(records) > 1000 else None
+        with cur.copy(f"COPY memories ({', '.join(INSERT_COLUMNS)}) FROM STDIN "
+                      "(FORMAT BINARY)", writer=writer) as copy:
+            copy.set_types(INSERT_TYPES)
+            for record in records:
+                copy.write_row(copy_row(record))
+
+    @staticmethod
+    def _copy_vectors(
+        cur: psycopg.Cursor[Any], ids: list[str], key: str, matrix: np.ndarray, table: str
+    ) -> None:
+        if not ids:
+            return
+        columns = "memory_id, embedder_key, vector" if table == "vectors" else "memory_id, vector"
+        payload = binary_copy_vectors(ids, key if table == "vectors" else None, matrix)
+        with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            for start in range(0, len(payload), 8 << 20):
+                copy.write(payload[start : start + (8 << 20)])
+
     # ------------------------------------------------------------------ identity
 
     def meta(self) -> StoreMeta:
@@ -276,9 +308,9 @@ class PostgresStore(Store):
                 fresh.append(record)
                 rows.append(row)
                 outcomes.append(AddOutcome(record.id, True, entry))
-            copy_memories(cur, fresh)
-            copy_vectors(cur, [r.id for r in fresh], embedder_key, vectors[rows], "vectors")
-            copy_journal(cur, entries)
+            self._copy_memories(cur, fresh)
+            self._copy_vectors(cur, [r.id for r in fresh], embedder_key, vectors[rows], "vectors")
+            self._journal(cur, entries)
         return outcomes
 
     @staticmethod
@@ -321,7 +353,7 @@ class PostgresStore(Store):
                 )
             entry = JournalEntry(last + 1, "UPDATE", record.id, record.updated_at, actor,
                                  before.to_dict(), record.to_dict())
-            copy_journal(cur, [entry])
+            self._journal(cur, [entry])
         return entry
 
     def delete(self, ids: list[str], actor: str | None) -> list[JournalEntry]:
@@ -337,7 +369,7 @@ class PostgresStore(Store):
                 entries.append(JournalEntry(last + offset, "DELETE", record.id, now, actor,
                                             record.to_dict(), None))
             cur.execute("DELETE FROM memories WHERE id = ANY(%s)", (ids,))
-            copy_journal(cur, entries)
+            self._journal(cur, entries)
         return entries
 
     def put_vectors(self, ids: list[str], vectors: np.ndarray, embedder_key: str) -> None:
@@ -348,7 +380,7 @@ class PostgresStore(Store):
         with self._connection(long=True) as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute("CREATE TEMP TABLE mv_put (memory_id TEXT COLLATE \"C\", vector vector) "
                         "ON COMMIT DROP")
-            copy_vectors(cur, ids, embedder_key, vectors, "mv_put")
+            self._copy_vectors(cur, ids, embedder_key, vectors, "mv_put")
             cur.execute(
                 "INSERT INTO vectors (memory_id, embedder_key, vector) "
                 "SELECT memory_id, %s, vector FROM mv_put "
@@ -379,12 +411,12 @@ class PostgresStore(Store):
                         sql.Identifier(hnsw.index_name(key))))
                 for name in VECTOR_FKS:
                     cur.execute(f"ALTER TABLE vectors DROP CONSTRAINT {name}")
-            copy_memories(cur, records)
+            self._copy_memories(cur, records)
             for key, matrix in vectors.items():
-                copy_vectors(cur, ids, key, matrix, "vectors")
+                self._copy_vectors(cur, ids, key, matrix, "vectors")
             if journal:
                 now = utc_now()
-                copy_journal(cur, [
+                self._journal(cur, [
                     JournalEntry(last + 1 + i, "ADD", r.id, now, actor, None, r.to_dict())
                     for i, r in enumerate(records)
                 ])
