@@ -44,3 +44,10 @@ reference_graph
 hnsw_index_name
 server_identity
 legacy_namespace_key
+# Arriving with the composition root and hybrid search: the periodic loop's counters and the
+# app/runtime helpers the tests build on; an enum member chosen by its value from settings.
+runs
+crashes
+app_over
+runtime_of
+HYBRID
