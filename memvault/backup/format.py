@@ -33,8 +33,8 @@ from memvault.backup.frames import StagedFile as StagedFile
 from memvault.backup.frames import encode_bytes as encode_bytes
 from memvault.backup.frames import iter_lines as iter_lines
 from memvault.backup.frames import read_plain as read_plain
-from memvault.embed.base import EmbedderIdentity
-from memvault.store.records import MemoryRecord, namespace_key
+from memvault.embed import EmbedderIdentity
+from memvault.store import MemoryRecord, namespace_key
 
 FORMAT = "memvault-backup"
 FORMAT_VERSION = 2

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from memvault.backup.errors import BackupError
 from memvault.errors import MemvaultError
 from memvault.progress import Progress
-from memvault.store.records import JournalEntry, MemoryRecord
+from memvault.store import JournalEntry, MemoryRecord
 
 if TYPE_CHECKING:
     from memvault.embed import Embedder

@@ -34,10 +34,10 @@ from memvault.backup.format import SnapshotData, read_snapshot
 from memvault.backup.head import LineageHead, read_head
 from memvault.backup.journal import Chain, SegmentRef, clock_steps_back, follow_chain, list_segments
 from memvault.backup.replay import check_replayed, replay
-from memvault.embed.base import EmbedderIdentity
+from memvault.embed import EmbedderIdentity
 from memvault.errors import InvalidInput
 from memvault.progress import NoProgress, Progress
-from memvault.store.records import JournalEntry, MetaKey, namespace_key, utc_now
+from memvault.store import JournalEntry, MetaKey, namespace_key, utc_now
 
 if TYPE_CHECKING:
     from memvault.config import Settings

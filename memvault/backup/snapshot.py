@@ -41,7 +41,7 @@ from memvault.backup.head import read_head, read_marker
 from memvault.backup.shipper import JournalShipper
 from memvault.errors import MemvaultError
 from memvault.progress import NoProgress, Progress
-from memvault.store.records import MetaKey, utc_now
+from memvault.store import MetaKey, utc_now
 from memvault.version import __version__
 
 if TYPE_CHECKING:

@@ -43,7 +43,7 @@ from memvault.backup.records import (
     next_record_key,
     put_records,
 )
-from memvault.embed.base import EmbedderIdentity
+from memvault.embed import EmbedderIdentity
 from memvault.errors import MemvaultError
 from memvault.guard.alerts import Alert
 from memvault.progress import NoProgress, Progress

@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from memvault.embed import EmbedderIdentity
-from memvault.embed.base import PROBE_MIN_SIMILARITY, PROBE_TEXTS
+from memvault.embed import PROBE_MIN_SIMILARITY, PROBE_TEXTS, EmbedderIdentity
 from memvault.guard.alerts import Alert
 from memvault.guard.checks import Finding, Observation
 

@@ -24,7 +24,7 @@ import orjson
 from memvault.migrate.rows import MigrationError
 from memvault.migrate.sources import EXPORT_HEADER, EXPORT_TRAILER, EXPORT_VERSION
 from memvault.progress import NoProgress, Progress
-from memvault.store.records import MemoryRecord, utc_now
+from memvault.store import MemoryRecord, utc_now
 
 if TYPE_CHECKING:
     from memvault.store import Store

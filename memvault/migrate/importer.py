@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from memvault.embed.base import PROBE_MIN_SIMILARITY, normalize_rows
+from memvault.embed import PROBE_MIN_SIMILARITY, normalize_rows
 from memvault.errors import InvalidInput
 from memvault.migrate.rows import MigrationError, Rejected, SourceRow, convert
 from memvault.migrate.sources import Source
 from memvault.progress import NoProgress, Progress
-from memvault.store.records import MemoryRecord, MetaKey, utc_now
+from memvault.store import MemoryRecord, MetaKey, utc_now
 
 if TYPE_CHECKING:
     from memvault.embed import Embedder, EmbedderIdentity
