@@ -19,12 +19,12 @@ install-dev: $(BIN)/python
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/vulture memvault vulture_allowlist.py
+	$(BIN)/vulture
 
 test: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/vulture memvault vulture_allowlist.py
+	$(BIN)/vulture
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install-dev

@@ -230,7 +230,7 @@ class Guard:
             log.error("%s", exc)
             self.ledger_problems = [exc.message]
             if self.known is None:
-                self.known = Known(None, Finding("DestinationShared", False, "unknown"),
+                self.known = Known(None, Finding(Alert.DestinationShared, False, "unknown"),
                                    unreadable=exc.message)
             return
         self.survey = found
