@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from memvault.cli.output import JsonOption, console, print_error, print_json, print_table
-from memvault.guard.status import CRITICAL, OK, STATE_NAMES, WARNING, collect_status
+from memvault.guard.status import CRITICAL, OK, WARNING, State, collect_status
 
 LOW_DISK_BYTES = 1 << 30  # 1 GiB
 LOW_DISK_SHARE = 0.05
@@ -52,13 +52,13 @@ def diagnose(flags: dict[str, Any]) -> dict[str, Any]:
     checks += disk_checks(settings)
     worst = max([report["exit_code"], *(c["state"] for c in checks)])
     for check in checks:
-        check["status"] = STATE_NAMES[check.pop("state")]
+        check["status"] = State(check.pop("state")).name
         for field in ("name", "message", "hint"):  # destinations may be URLs with keys
             if isinstance(check.get(field), str):
                 check[field] = redact_url(check[field])
     report["checks"] = report["checks"] + checks
-    report["status"] = STATE_NAMES[worst]
-    report["exit_code"] = worst
+    report["status"] = State(worst).name
+    report["exit_code"] = int(worst)
     return report
 
 

@@ -4,12 +4,23 @@ states: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any
 
 from memvault.errors import MemvaultError
 
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
-STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+
+class State(IntEnum):
+    """A check's state, Nagios style; the worst one is the exit code of `status` and `doctor`
+    and its name the report's `status`."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+OK, WARNING, CRITICAL, UNKNOWN = State.OK, State.WARNING, State.CRITICAL, State.UNKNOWN
 
 
 def collect_status(flags: dict[str, Any]) -> dict[str, Any]:
@@ -122,9 +133,9 @@ def finish(report: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, An
 
     worst = max((c["state"] for c in checks), default=UNKNOWN)
     for check in checks:
-        check["status"] = STATE_NAMES[check.pop("state")]
+        check["status"] = State(check.pop("state")).name
         check["message"] = redact_url(str(check.get("message", "")))
     report["checks"] = checks
-    report["status"] = STATE_NAMES[worst]
-    report["exit_code"] = worst
+    report["status"] = State(worst).name
+    report["exit_code"] = int(worst)
     return report
