@@ -114,4 +114,3 @@ def live_url(app: Any) -> Iterator[str]:
 
     with LiveServer(app) as server:
         yield server.url
-# -- end server issue

@@ -14,7 +14,6 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
 from prometheus_client import CollectorRegistry
 
-from memvault import __version__
 from memvault.backup.api import METRICS as BACKUP_METRICS
 from memvault.backup.api import backup_router, restore_check
 from memvault.guard.api import GuardMetrics, guard_check
@@ -28,6 +27,7 @@ from memvault.server.context import MAX_BODY_BYTES, RequestContext
 from memvault.server.deps import Check, ServerContext
 from memvault.server.errors import Redactor, install_error_handlers
 from memvault.server.metrics import StoreCollector
+from memvault.version import __version__
 
 if TYPE_CHECKING:
     from memvault.config import Settings

@@ -75,7 +75,7 @@ def readyz(request: Request, context: Context) -> JSONResponse:
 
 @router.get("/status", summary="The same JSON as `memvault status --json`")
 def status(context: Context, _: Principal = Depends(require_admin)) -> JSONResponse:
-    from memvault.cli.status import CRITICAL, _finish, memory_status
+    from memvault.guard.status import CRITICAL, finish, memory_status
 
     memory = context.runtime.memory
     report: dict[str, Any] = {"database_url": redact_url(memory.settings.database_url or "")}
@@ -84,7 +84,7 @@ def status(context: Context, _: Principal = Depends(require_admin)) -> JSONRespo
         report.update(memory_status(memory, checks, context.runtime.guard))
     except MemvaultError as exc:
         checks.append({"name": "store", "state": CRITICAL, "message": str(exc)})
-    return JSONResponse(_finish(report, checks))
+    return JSONResponse(finish(report, checks))
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -1,0 +1,642 @@
+"""PostgresStore: the Store on PostgreSQL + pgvector (see the package doc for the design)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
+from psycopg.types.json import Json
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from memvault.embed.base import EmbedderIdentity
+from memvault.errors import InvalidInput, StoreError
+from memvault.store.base import AddOutcome, Store, check_bulk_vectors, merge_update
+from memvault.store.filter_sql import PostgresDialect, compile_sql
+from memvault.store.postgres import hnsw
+from memvault.store.postgres.codec import binary_copy_vectors, register_vector
+from memvault.store.postgres.connections import (
+    PostgresTarget,
+    TimedConnection,
+    connect_kwargs,
+    driver_errors,
+    no_deadline,
+)
+from memvault.store.postgres.schema import (
+    INSERT_COLUMNS,
+    INSERT_TYPES,
+    JOURNAL_COLUMNS,
+    MIGRATION_LOCK,
+    SCHEMA,
+    SELECT,
+    SELECT_COLUMNS,
+    VECTOR_FKS,
+    copy_row,
+    enable_pgvector,
+    migrate,
+    read_server_identity,
+    row_to_record,
+)
+from memvault.store.postgres.snapshot import PostgresSnapshot
+from memvault.store.records import (
+    ENTITY_KEYS,
+    ENTITY_TYPES,
+    JournalEntry,
+    MemoryRecord,
+    MetaKey,
+    StoreMeta,
+    utc_now,
+)
+
+log = logging.getLogger("memvault.store.postgres")
+
+
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+class PostgresStore(Store):
+    backend = "postgres"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 5.0,
+        ef_search: int = 200,
+        min_connections: int = 1,
+        max_connections: int = 8,
+    ) -> None:
+        self.url = url
+        self.timeout = float(timeout)
+        self.ef_search = int(ef_search)
+        self.target = PostgresTarget(url)
+        self._search_path = SCHEMA
+        self._iterative_scan = True
+        self.dialect = PostgresDialect()
+        self.server: dict[str, Any] = {}
+        self._embedder_dims: dict[str, int] = {}
+        self.last_bulk_load: dict[str, Any] = {}
+        self._deferring_index = False
+        self._bootstrap()
+        self._pool: ConnectionPool[Any] = ConnectionPool(
+            url,
+            min_size=min_connections,
+            max_size=max_connections,
+            kwargs=connect_kwargs(self.timeout),
+            connection_class=TimedConnection,
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+            timeout=self.timeout,
+            # Give up a background reconnection attempt soon: the next request starts a fresh
+            # one at once, so a database that comes back is used without long backoff waits.
+            reconnect_timeout=max(5.0, 2 * self.timeout),
+            name=f"memvault-{self.target.database}",
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=self.timeout)
+        except PoolTimeout as exc:
+            self._pool.close()
+            raise self.target.unavailable(exc, "opening the connection pool") from None
+
+    # ------------------------------------------------------------------ connecting
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(f"SET search_path TO {self._search_path}")
+        conn.execute(f"SET statement_timeout = {int(self.timeout * 1000)}")
+        conn.execute(f"SET hnsw.ef_search = {self.ef_search}")
+        if self._iterative_scan:
+            # Filtered searches keep walking the graph until top_k rows pass the filter.
+            conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        register_vector(conn)
+        if isinstance(conn, TimedConnection):
+            conn.deadline = self.timeout
+
+    def _connect_plain(self, deadline: float | None) -> TimedConnection:
+        """One connection outside the pool (bootstrap, snapshots)."""
+        try:
+            conn = TimedConnection.connect(self.url, **connect_kwargs(self.timeout))
+        except psycopg.Error as exc:
+            raise self.target.unavailable(exc, "connecting") from None
+        conn.deadline = deadline
+        return conn
+
+    def _bootstrap(self) -> None:
+        """Enable pgvector, migrate and read the server's identity on one plain connection.
+
+        The extension must exist before the pool opens: the pool's configure step registers the
+        `vector` type, which fails on every connection if the type is missing.
+        """
+        conn = self._connect_plain(self.timeout)
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+            try:
+                setup = enable_pgvector(conn, self.target)
+                self._search_path = setup.search_path
+                self._iterative_scan = setup.iterative_scan
+                self.dialect = setup.dialect
+                conn.execute(f"SET search_path TO {self._search_path}")
+                conn.deadline = None  # a migration may take long; its DDL is transactional
+                migrate(conn, self.target)
+                conn.deadline = self.timeout
+                self.server = read_server_identity(conn, self.target)
+            finally:
+                if not conn.closed:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+        except psycopg.OperationalError as exc:
+            raise self.target.unavailable(exc, "opening the store") from None
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot open the memvault store at {self.target.describe()}: "
+                f"{self.target.scrub(str(exc))}"
+            ) from None
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _connection(self, *, long: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; driver errors become memvault errors. `long` lifts deadlines."""
+        doing = "running a long operation" if long else "serving a request"
+        with driver_errors(self.target, doing):
+            try:
+                with self._pool.connection() as conn:
+                    if long:
+                        with no_deadline(conn, int(self.timeout * 1000)):
+                            yield conn
+                    else:
+                        yield conn
+            except PoolTimeout as exc:
+                raise self.target.unavailable(exc, "waiting for a connection") from None
+
+    @contextmanager
+    def _write(self, *, long: bool = False) -> Iterator[tuple[psycopg.Cursor[Any], int]]:
+        """One write transaction holding the journal counter lock; yields the last seq."""
+        with self._connection(long=long) as conn, conn.transaction(), conn.cursor() as cur:
+            row = cur.execute("SELECT seq FROM journal_counter FOR UPDATE").fetchone()
+            assert row is not None
+            yield cur, int(row[0])
+
+    def _read(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            return conn.execute(query, params).fetchall()
+
+    @staticmethod
+    def _journal(cur: psycopg.Cursor[Any], entries: list[JournalEntry]) -> None:
+        if not entries:
+            return
+        with cur.copy(f"COPY journal ({JOURNAL_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "text", "text", "json", "json", "text", "text"])
+            for e in entries:
+                copy.write_row((e.seq, e.op, e.memory_id, e.before, e.after, e.ts, e.actor))
+        cur.execute("UPDATE journal_counter SET seq = %s", (entries[-1].seq,))
+
+    @staticmethod
+    def _copy_memories(cur: psycopg.Cursor[Any], records: list[MemoryRecord]) -> None:
+        if not records:
+            return
+        # Large batches: a writer thread sends while this one formats rows.
+        writer = QueuedLibpqWriter(cur) if len(records) > 1000 else None
+        with cur.copy(f"COPY memories ({', '.join(INSERT_COLUMNS)}) FROM STDIN "
+                      "(FORMAT BINARY)", writer=writer) as copy:
+            copy.set_types(INSERT_TYPES)
+            for record in records:
+                copy.write_row(copy_row(record))
+
+    @staticmethod
+    def _copy_vectors(
+        cur: psycopg.Cursor[Any], ids: list[str], key: str, matrix: np.ndarray, table: str
+    ) -> None:
+        if not ids:
+            return
+        columns = "memory_id, embedder_key, vector" if table == "vectors" else "memory_id, vector"
+        payload = binary_copy_vectors(ids, key if table == "vectors" else None, matrix)
+        with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            for start in range(0, len(payload), 8 << 20):
+                copy.write(payload[start : start + (8 << 20)])
+
+    # ------------------------------------------------------------------ identity
+
+    def meta(self) -> StoreMeta:
+        meta = StoreMeta.from_values(dict(self._read("SELECT key, value FROM meta")),
+                                     backend=self.backend, location=self.target.url)
+        # What this process is connected to now, beside what the store recorded at creation.
+        meta.extra["pg_connected"] = dict(self.server)
+        return meta
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._connection() as conn:
+            conn.execute(
+                "INSERT INTO meta VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, Json(value)),
+            )
+
+    def get_meta(self, key: str) -> Any:
+        rows = self._read("SELECT value FROM meta WHERE key = %s", (key,))
+        return rows[0][0] if rows else None
+
+    def register_embedder(self, identity: EmbedderIdentity) -> None:
+        with self._connection(long=True) as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO embedders VALUES (%s, %s, %s) ON CONFLICT (key) DO NOTHING",
+                (identity.key, Json(identity.to_json()), utc_now()),
+            )
+            if not self._deferring_index:
+                conn.execute(hnsw.index_sql(identity.key, identity.dims,
+                                                  if_not_exists=True))
+
+
+    @staticmethod
+    def hnsw_index_name(key: str) -> str:
+        return hnsw.index_name(key)
+
+    def embedders(self) -> dict[str, EmbedderIdentity]:
+        return {
+            key: EmbedderIdentity.from_json(identity)
+            for key, identity in self._read("SELECT key, identity FROM embedders")
+        }
+
+    def set_active_embedder(self, key: str) -> None:
+        if key not in self.embedders():
+            raise StoreError(f"embedder {key} is not registered in this store")
+        self.set_meta(MetaKey.ACTIVE_EMBEDDER, key)
+
+    # ------------------------------------------------------------------ writes
+
+    def add(
+        self,
+        records: list[MemoryRecord],
+        vectors: np.ndarray,
+        embedder_key: str,
+        actor: str | None,
+    ) -> list[AddOutcome]:
+        if len(records) != len(vectors):
+            raise StoreError(f"{len(records)} records but {len(vectors)} vectors")
+        if not records:
+            return []
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        with self._write(long=len(records) > 1000) as (cur, last):
+            existing = self._existing_hashes(cur, records)
+            outcomes: list[AddOutcome] = []
+            fresh: list[MemoryRecord] = []
+            rows: list[int] = []
+            entries: list[JournalEntry] = []
+            seq = last + 1
+            for row, record in enumerate(records):
+                slot = (record.namespace, record.hash)
+                if slot in existing:
+                    outcomes.append(AddOutcome(existing[slot], False, None))
+                    continue
+                existing[slot] = record.id
+                entry = JournalEntry(seq, "ADD", record.id, record.created_at, actor, None,
+                                     record.to_dict())
+                seq += 1
+                entries.append(entry)
+                fresh.append(record)
+                rows.append(row)
+                outcomes.append(AddOutcome(record.id, True, entry))
+            self._copy_memories(cur, fresh)
+            self._copy_vectors(cur, [r.id for r in fresh], embedder_key, vectors[rows], "vectors")
+            self._journal(cur, entries)
+        return outcomes
+
+    @staticmethod
+    def _existing_hashes(
+        cur: psycopg.Cursor[Any], records: list[MemoryRecord]
+    ) -> dict[tuple[str, str], str]:
+        hashes = sorted({r.hash for r in records})
+        rows = cur.execute(
+            "SELECT namespace, hash, id FROM memories WHERE hash = ANY(%s)", (hashes,)
+        ).fetchall()
+        return {(ns, h): i for ns, h, i in rows}
+
+    def update(
+        self,
+        record: MemoryRecord,
+        vector: np.ndarray | None,
+        embedder_key: str,
+        actor: str | None,
+        fields: Collection[str] | None = None,
+    ) -> JournalEntry:
+        with self._write() as (cur, last):
+            row = cur.execute(f"{SELECT} WHERE m.id = %s", (record.id,)).fetchone()
+            if row is None:
+                raise InvalidInput(f"memory {record.id} does not exist")
+            before = row_to_record(row)
+            record = merge_update(before, record, fields, vector)
+            params = copy_row(record)
+            cur.execute(
+                "UPDATE memories SET memory=%s, hash=%s, metadata=%s, user_id=%s, agent_id=%s, "
+                "run_id=%s, actor_id=%s, role=%s, namespace=%s, created_at=%s, updated_at=%s, "
+                "expiration_date=%s, memory_type=%s WHERE id=%s",
+                (params[1], params[2], Json(params[3]) if params[3] else None, *params[4:],
+                 record.id),
+            )
+            if vector is not None:
+                cur.execute("DELETE FROM vectors WHERE memory_id = %s", (record.id,))
+                cur.execute(
+                    "INSERT INTO vectors VALUES (%s, %s, %b)",
+                    (record.id, embedder_key, np.asarray(vector, dtype=np.float32)),
+                )
+            entry = JournalEntry(last + 1, "UPDATE", record.id, record.updated_at, actor,
+                                 before.to_dict(), record.to_dict())
+            self._journal(cur, [entry])
+        return entry
+
+    def delete(self, ids: list[str], actor: str | None) -> list[JournalEntry]:
+        if not ids:
+            return []
+        entries: list[JournalEntry] = []
+        with self._write(long=len(ids) > 1000) as (cur, last):
+            now = utc_now()
+            rows = cur.execute(f"{SELECT} WHERE m.id = ANY(%s) ORDER BY array_position(%s, m.id)",
+                               (ids, ids)).fetchall()
+            for offset, row in enumerate(rows, start=1):
+                record = row_to_record(row)
+                entries.append(JournalEntry(last + offset, "DELETE", record.id, now, actor,
+                                            record.to_dict(), None))
+            cur.execute("DELETE FROM memories WHERE id = ANY(%s)", (ids,))
+            self._journal(cur, entries)
+        return entries
+
+    def put_vectors(self, ids: list[str], vectors: np.ndarray, embedder_key: str) -> None:
+        if len(ids) != len(vectors):
+            raise StoreError(f"{len(ids)} ids but {len(vectors)} vectors")
+        if not ids:
+            return
+        with self._connection(long=True) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE mv_put (memory_id TEXT COLLATE \"C\", vector vector) "
+                        "ON COMMIT DROP")
+            self._copy_vectors(cur, ids, embedder_key, vectors, "mv_put")
+            cur.execute(
+                "INSERT INTO vectors (memory_id, embedder_key, vector) "
+                "SELECT memory_id, %s, vector FROM mv_put "
+                "ON CONFLICT (memory_id, embedder_key) DO UPDATE SET vector = excluded.vector",
+                (embedder_key,),
+            )
+
+    def bulk_load(
+        self,
+        records: list[MemoryRecord],
+        vectors: dict[str, np.ndarray],
+        *,
+        journal: bool = False,
+        actor: str | None = None,
+    ) -> int:
+        known = self.embedders()
+        check_bulk_vectors(records, vectors, set(known))
+        if not records:
+            return 0
+        ids = [r.id for r in records]
+        started = time.perf_counter()
+        phases: dict[str, float] = {}
+        with self._write(long=True) as (cur, last):
+            rebuild = len(records) >= hnsw.BULK_REINDEX_MIN_ROWS or self._deferring_index
+            if rebuild:
+                for key in vectors:
+                    cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
+                        sql.Identifier(hnsw.index_name(key))))
+                for name in VECTOR_FKS:
+                    cur.execute(f"ALTER TABLE vectors DROP CONSTRAINT {name}")
+            self._copy_memories(cur, records)
+            for key, matrix in vectors.items():
+                self._copy_vectors(cur, ids, key, matrix, "vectors")
+            if journal:
+                now = utc_now()
+                self._journal(cur, [
+                    JournalEntry(last + 1 + i, "ADD", r.id, now, actor, None, r.to_dict())
+                    for i, r in enumerate(records)
+                ])
+            if rebuild:
+                for fk in VECTOR_FKS.values():
+                    cur.execute(f"ALTER TABLE vectors ADD {fk}")
+            phases["copy_s"] = time.perf_counter() - started
+            if rebuild and not self._deferring_index:
+                for key in vectors:
+                    hnsw.build_index(cur, key, known[key].dims)
+                phases["index_s"] = time.perf_counter() - started - phases["copy_s"]
+            if rebuild:
+                # Fresh statistics, or the planner may still think the table is tiny and sort
+                # every vector instead of walking the index.
+                cur.execute("ANALYZE memories")
+                cur.execute("ANALYZE vectors")
+        phases["total_s"] = time.perf_counter() - started
+        # Kept for operators' logs and the bench: where a large restore spends its time.
+        self.last_bulk_load = {"rows": len(records), "index_rebuilt": "index_s" in phases,
+                               **phases}
+        log.info("bulk load of %d memories: %s", len(records),
+                 ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
+        return len(records)
+
+
+    @contextmanager
+    def deferring_search_index(self) -> Iterator[None]:
+        """Drop the HNSW indexes and keep them out while a restore loads: every batch then
+        goes in without graph inserts, and searches meanwhile are exact (a full ranking)."""
+        with self._connection(long=True) as conn:
+            for key in self.embedders():
+                conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
+                    sql.Identifier(hnsw.index_name(key))))
+        self._deferring_index = True
+        try:
+            yield
+        finally:
+            self._deferring_index = False
+
+
+    def build_search_indexes(self) -> None:
+        """Build every missing (or invalid) HNSW index without blocking writes (CONCURRENTLY),
+        then refresh planner statistics so searches use them."""
+        with self._connection(long=True) as conn:
+            hnsw.build_missing(conn, self.embedders())
+
+    def advance_seq(self, seq: int) -> None:
+        with self._write() as (cur, last):
+            if seq > last:
+                cur.execute("UPDATE journal_counter SET seq = %s", (seq,))
+
+    @contextmanager
+    def snapshot(self) -> Iterator[PostgresSnapshot]:
+        # A REPEATABLE READ transaction on its own connection: a frozen view of every table
+        # while writers go on (MVCC, no locks beyond ACCESS SHARE).
+        conn = self._connect_plain(None)
+        try:
+            conn.execute(f"SET search_path TO {self._search_path}")
+            register_vector(conn)
+            conn.autocommit = False
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            row = conn.execute("SELECT seq FROM journal_counter").fetchone()
+            assert row is not None
+            yield PostgresSnapshot(conn, int(row[0]))
+        except psycopg.OperationalError as exc:
+            raise self.target.unavailable(exc, "reading a snapshot") from None
+        finally:
+            conn.close()
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, memory_id: str) -> MemoryRecord | None:
+        rows = self._read(f"{SELECT} WHERE m.id = %s", (memory_id,))
+        return row_to_record(rows[0]) if rows else None
+
+    def _where(self, node: Any, include_expired: bool) -> tuple[str, list[Any]]:
+        where, params = compile_sql(node, self.dialect)
+        if not include_expired:
+            where += " AND (m.expiration_date IS NULL OR m.expiration_date >= %s)"
+            params.append(_today())
+        return where, params
+
+    def list(
+        self, node: Any, limit: int | None = None, include_expired: bool = True
+    ) -> list[MemoryRecord]:
+        where, params = self._where(node, include_expired)
+        query = f"{SELECT} WHERE {where} ORDER BY m.created_at DESC, m.id"
+        if limit is not None:
+            query += " LIMIT %s"
+            params.append(limit)
+        return [row_to_record(row) for row in self._read(query, params)]
+
+    def search(
+        self,
+        query: np.ndarray,
+        embedder_key: str,
+        node: Any,
+        top_k: int,
+        threshold: float | None = None,
+        include_expired: bool = True,
+    ) -> list[tuple[MemoryRecord, float]]:
+        if top_k <= 0:
+            self.search_statement(query, embedder_key, node, 1)  # still check the query
+            return []
+        statement, params = self.search_statement(query, embedder_key, node, top_k, None,
+                                                  include_expired)
+        with self._connection() as conn:
+            if top_k > self.ef_search:
+                # HNSW yields at most ef_search candidates per pass: widen it for this query.
+                with conn.transaction():
+                    conn.execute("SELECT set_config('hnsw.ef_search', %s, true)",
+                                 (str(min(top_k, 1000)),))
+                    rows = conn.execute(statement, params).fetchall()
+            else:
+                rows = conn.execute(statement, params).fetchall()
+            if len(rows) < top_k and (node is not None or not include_expired):
+                # A selective filter can exhaust the index walk (hnsw.max_scan_tuples) before
+                # top_k rows pass it. Then the matching set is small: rank it exactly, so a
+                # user with few memories among millions still finds them, as on SQLite.
+                statement, params = self.search_statement(
+                    query, embedder_key, node, top_k, None, include_expired, exact=True)
+                rows = conn.execute(statement, params).fetchall()
+        hits = [(row_to_record(row[:-1]), 1.0 - float(row[-1])) for row in rows]
+        if threshold is not None:
+            hits = [(record, score) for record, score in hits if score >= threshold]
+        return hits
+
+    def search_statement(
+        self,
+        query: np.ndarray,
+        embedder_key: str,
+        node: Any,
+        top_k: int,
+        threshold: float | None = None,
+        include_expired: bool = True,
+        *,
+        exact: bool = False,
+    ) -> tuple[str, list[Any]]:
+        """The SQL of one search and its parameters (tests EXPLAIN it to see the index used).
+        `exact` orders by an expression the HNSW index cannot serve: a full ranking."""
+        dims = self._dims(embedder_key)
+        query = np.asarray(query, dtype=np.float32)
+        if query.shape != (dims,):
+            raise InvalidInput(
+                f"query vector has shape {query.shape}, the index holds {dims} dims"
+            )
+        filtered = node is not None or not include_expired
+        where, params = self._where(node, include_expired) if filtered else ("1=1", [])
+        # The expression and the literal key match the partial HNSW index of this embedder.
+        distance = f"(v.vector::vector({dims}) <=> %b::vector({dims}))"
+        key = sql.Literal(embedder_key).as_string(None).replace("%", "%%")
+        join = "JOIN memories m ON m.id = v.memory_id " if filtered else ""
+        # relaxed_order may return rows slightly out of order: re-sort the materialized top_k.
+        candidates = (f"SELECT v.memory_id, {distance} AS distance "
+                      f"FROM vectors v {join}WHERE v.embedder_key = {key} AND {where}")
+        if exact:
+            # OFFSET 0 fences the subquery: the sort above it cannot be served by the index.
+            candidates = f"SELECT * FROM ({candidates} OFFSET 0) c"
+        statement = (
+            f"WITH nearest AS MATERIALIZED ({candidates} ORDER BY distance LIMIT %s) "
+            f"SELECT {SELECT_COLUMNS}, n.distance FROM nearest n "
+            "JOIN memories m ON m.id = n.memory_id"
+        )
+        params = [query, *params, top_k]
+        if threshold is not None:
+            statement += " WHERE 1 - n.distance >= %s"
+            params.append(float(threshold))
+        statement += " ORDER BY n.distance, m.id"
+        return statement, params
+
+    def _dims(self, embedder_key: str) -> int:
+        # A key's dimension never changes once registered, so remembering it cannot go stale.
+        dims = self._embedder_dims.get(embedder_key)
+        if dims is None:
+            identity = self.embedders().get(embedder_key)
+            if identity is None:
+                raise StoreError(f"embedder {embedder_key} is not registered in this store")
+            dims = self._embedder_dims[embedder_key] = identity.dims
+        return dims
+
+    def history(self, memory_id: str) -> list[JournalEntry]:
+        rows = self._read(
+            f"SELECT {JOURNAL_COLUMNS} FROM journal WHERE memory_id = %s ORDER BY seq",
+            (memory_id,))
+        return [JournalEntry.from_row(r) for r in rows]
+
+    def journal(self, after_seq: int = 0, limit: int = 10_000) -> list[JournalEntry]:
+        rows = self._read(
+            f"SELECT {JOURNAL_COLUMNS} FROM journal WHERE seq > %s ORDER BY seq LIMIT %s",
+            (after_seq, limit))
+        return [JournalEntry.from_row(r) for r in rows]
+
+    def last_seq(self) -> int:
+        rows = self._read("SELECT seq FROM journal_counter")
+        return int(rows[0][0])
+
+    def counts(self) -> dict[str, int]:
+        return {ns: int(n) for ns, n in self._read(
+            "SELECT namespace, count(*) FROM memories GROUP BY namespace ORDER BY namespace")}
+
+    def vector_counts(self) -> dict[str, int]:
+        return {k: int(n) for k, n in self._read(
+            "SELECT embedder_key, count(*) FROM vectors GROUP BY embedder_key")}
+
+    def entities(self) -> list[dict[str, Any]]:
+        result = []
+        for column in ENTITY_KEYS:
+            rows = self._read(
+                f"SELECT {column}, count(*), min(created_at), max(updated_at) FROM memories "
+                f"WHERE {column} IS NOT NULL GROUP BY {column} ORDER BY {column}")
+            result.extend(
+                {"id": value, "type": ENTITY_TYPES[column], "total_memories": int(count),
+                 "created_at": created, "updated_at": updated}
+                for value, count, created, updated in rows
+            )
+        return result
+
+    def server_identity(self) -> dict[str, Any]:
+        """The live identity of the connected server (system identifier, address, database)."""
+        with self._connection() as conn:
+            return read_server_identity(conn, self.target)
+
