@@ -14,6 +14,7 @@ from memvault.config import Settings, load_settings
 from memvault.embed import Embedder, EmbedderIdentity, make_embedder
 from memvault.errors import EmbedderMismatch, InvalidInput, NotFound, StoreError
 from memvault.memory import validation as check
+from memvault.memory.fusion import CANDIDATES, Scored, SearchMode, fuse, single
 from memvault.store import MemoryRecord, Store, open_store, parse_filters, utc_now
 from memvault.store.filters import Bool, Cond, Node, entity_constraints
 from memvault.store.records import ENTITY_KEYS, JournalEntry
@@ -406,22 +407,40 @@ class Memory:
         rerank: bool = False,
         explain: bool = False,
         show_expired: bool = False,
+        search_mode: str | None = None,
     ) -> dict[str, Any]:
         query = check.check_text(query, "query")
         node = self._scoped_filter(user_id, agent_id, run_id, filters)
         top_k = check.check_top_k(limit if limit is not None else top_k)
         threshold = check.check_threshold(threshold)
-        vector = self._embed([query])[0]
+        mode = check.check_search_mode(search_mode, self.settings.search)
         key = self.embedder_identity().key
-        hits = self.store.search(vector, key, node, top_k, threshold, bool(show_expired))
+        scored = self._ranked(query, node, top_k, mode, key, bool(show_expired))
         results = []
-        for record, similarity in hits:
-            score = max(0.0, similarity)
-            item = format_record(record, score, with_score=True)
+        for hit in scored:
+            if threshold is not None and hit.score < threshold:
+                continue
+            item = format_record(hit.record, hit.score, with_score=True)
             if explain:
-                item["score_details"] = {"cosine_similarity": similarity, "embedder": key}
+                item["score_details"] = hit.details(mode, key)
             results.append(item)
+            if len(results) == top_k:
+                break
         return {"results": results}
+
+    def _ranked(
+        self, query: str, node: Node, top_k: int, mode: SearchMode, key: str,
+        show_expired: bool,
+    ) -> list[Scored]:
+        """Candidates of one search, best first, before the threshold and the top_k cut."""
+        if mode is SearchMode.KEYWORD:
+            return single(self.store.keyword_search(query, node, top_k, show_expired), mode)
+        vector = self._embed([query])[0]
+        if mode is SearchMode.VECTOR:
+            return single(self.store.search(vector, key, node, top_k, None, show_expired), mode)
+        wanted = max(top_k, CANDIDATES)
+        return fuse(self.store.search(vector, key, node, wanted, None, show_expired),
+                    self.store.keyword_search(query, node, wanted, show_expired))
 
     def history(self, memory_id: str) -> list[dict[str, Any]]:
         memory_id = check.check_memory_id(memory_id)

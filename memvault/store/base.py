@@ -25,8 +25,9 @@ from memvault.store.records import (
     namespace_key,
 )
 
+# 3: a keyword (full-text) index over each memory's normalized tokens (store/keywords.py).
 # 2: namespace keys escape '%' and '/' inside ids (rows of version 1 stores are re-keyed).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def legacy_key_condition(position: str) -> str:
@@ -245,6 +246,14 @@ class Store(ABC):
         include_expired: bool = True,
     ) -> list[tuple[MemoryRecord, float]]:
         """Records by cosine similarity (1 - cosine distance), best first."""
+
+    @abstractmethod
+    def keyword_search(
+        self, query: str, node: Node | None, top_k: int, include_expired: bool = True,
+    ) -> list[tuple[MemoryRecord, float]]:
+        """Records by BM25 over their keyword tokens (store/keywords.py), best first; the
+        query is tokenized like the memories, so no query syntax reaches the index. A query
+        without a single indexable word finds nothing."""
 
     @abstractmethod
     def history(self, memory_id: str) -> list[JournalEntry]: ...

@@ -1,0 +1,71 @@
+"""Keyword tokenization shared by every backend's full-text index.
+
+Both backends index the same normalized token string (lowercased, unicode-folded, stop words
+dropped, English Snowball stems), produced here in Python: SQLite's FTS5 and PostgreSQL's
+`to_tsvector('simple', ...)` only split it on spaces, so a query finds the same memories on
+either backend. Queries go through the same function, so user text never reaches an FTS
+query parser: only quoted stems do.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+
+import snowballstemmer
+
+# Letters and digits only: underscores, punctuation and FTS operators all split words, so no
+# token can carry query syntax and both backends' parsers see plain words.
+_WORD = re.compile(r"[^\W_]+")
+_CACHE_LIMIT = 200_000
+
+# A small English stop list (the classic SMART/Snowball core): words that carry no topic.
+STOP_WORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further
+had has have having he her here hers herself him himself his how i if in into is it its itself
+just me more most my myself no nor not now of off on once only or other our ours ourselves out
+over own same she should so some such than that the their theirs them themselves then there
+these they this those through to too under until up very was we were what when where which
+while who whom why will with would you your yours yourself yourselves s t d ll m re ve y don
+didn doesn isn wasn weren won wouldn shouldn couldn hasn haven hadn aren ain ma o
+""".split())
+
+
+def fold(text: str) -> str:
+    """Lowercase and strip accents (NFKD, combining marks dropped): 'Café' -> 'cafe'."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+class KeywordTokenizer:
+    """Text to index tokens. Thread-safe: the Snowball stemmer keeps state while stemming."""
+
+    def __init__(self) -> None:
+        self._stemmer = snowballstemmer.stemmer("english")
+        self._stems: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def tokens(self, text: str) -> list[str]:
+        words = [w for w in _WORD.findall(fold(text)) if w not in STOP_WORDS]
+        with self._lock:
+            if len(self._stems) > _CACHE_LIMIT:
+                self._stems.clear()
+            out = []
+            for word in words:
+                stem = self._stems.get(word)
+                if stem is None:
+                    stem = self._stemmer.stemWord(word)
+                    self._stems[word] = stem
+                out.append(stem)
+        return out
+
+    def document(self, text: str) -> str:
+        """The token string a backend indexes for a memory's text."""
+        return " ".join(self.tokens(text))
+
+    def query_terms(self, text: str) -> list[str]:
+        """Distinct query stems in first-seen order (at most 64: a 10k-character query must
+        not become a 2000-term OR)."""
+        return list(dict.fromkeys(self.tokens(text)))[:64]
