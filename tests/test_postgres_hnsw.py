@@ -150,7 +150,7 @@ def test_top_k_beyond_ef_search_and_threshold(
 def test_large_bulk_load_rebuilds_the_index(
     pg_store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pg, "BULK_REINDEX_MIN_ROWS", 500)  # the real threshold, made small
+    monkeypatch.setattr(pg.hnsw, "BULK_REINDEX_MIN_ROWS", 500)  # the real threshold, made small
     ident = prepared(pg_store, identity("bulk", DIMS))
     vecs = clustered(5000, seed=4)
     recs = [record(f"bulk {i}") for i in range(5000)]

@@ -1,36 +1,10 @@
-"""The production store: PostgreSQL + pgvector, shared by any number of stateless replicas.
-
-Design, and why:
-- Everything lives in one schema, `memvault`, so the database can also hold mem0's tables (an
-  import source) or anything else; only a `memvault` schema that is not ours is refused.
-- One `vectors` table keyed (memory_id, embedder_key) with an untyped `vector` column, because a
-  store holds vectors of several embedders while re-embedding. HNSW needs a fixed dimension, so
-  each registered embedder gets its own partial expression index
-  `USING hnsw ((vector::vector(DIMS)) vector_cosine_ops) WHERE embedder_key = 'KEY'`; searches
-  spell the same expression and the key as a literal so the planner can use that index.
-- Filtered searches use pgvector's iterative scan; when a selective filter still comes up
-  short of top_k (the walk hit hnsw.max_scan_tuples), the matching rows are ranked exactly.
-- No in-process state that can go stale: reads and searches go to the database, so two
-  processes on one database always agree.
-- Every write transaction first locks the single `journal_counter` row. That serializes writers
-  across processes exactly as SQLite's BEGIN IMMEDIATE does: dedup on (namespace, hash) sees the
-  other writer's rows, and journal seqs become visible in commit order, so a reader that has
-  seen seq N never later finds a smaller one appear.
-- Text columns use the "C" collation and timestamps stay ISO text, and metadata is `json` (kept
-  verbatim, like SQLite's TEXT), so comparisons and round trips match the SQLite backend.
-- Every wait on the server is bounded by the configured timeout (`TimedConnection`): a
-  database that vanishes or freezes mid-request raises StoreUnavailable, never hangs.
-"""
+"""PostgresStore: the Store on PostgreSQL + pgvector (see the package doc for the design)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import struct
 import time
-import uuid
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -39,28 +13,32 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg import sql
-from psycopg.adapt import Dumper, Loader
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.copy import QueuedLibpqWriter
-from psycopg.pq import Format
-from psycopg.types import TypeInfo
 from psycopg.types.json import Json
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from memvault.config import redact_url
 from memvault.embed.base import EmbedderIdentity
 from memvault.errors import InvalidInput, SchemaError, StoreError, StoreUnavailable
-from memvault.store.base import (
-    SCHEMA_VERSION,
-    AddOutcome,
-    Store,
-    check_bulk_vectors,
-    check_schema_version,
-    legacy_key_condition,
-    merge_update,
-    rekeyed_namespaces,
-)
+from memvault.store.base import AddOutcome, Store, check_bulk_vectors, merge_update
 from memvault.store.filter_sql import PostgresDialect, compile_sql
+from memvault.store.postgres import hnsw
+from memvault.store.postgres.codec import binary_copy_vectors, register_vector
+from memvault.store.postgres.connections import PostgresTarget, TimedConnection, no_deadline
+from memvault.store.postgres.schema import (
+    INSERT_COLUMNS,
+    INSERT_TYPES,
+    JOURNAL_COLUMNS,
+    MIGRATION_LOCK,
+    SCHEMA,
+    SELECT,
+    SELECT_COLUMNS,
+    VECTOR_FKS,
+    copy_row,
+    migrate,
+    read_server_identity,
+    row_to_record,
+)
+from memvault.store.postgres.snapshot import PostgresSnapshot
 from memvault.store.records import (
     ENTITY_KEYS,
     ENTITY_TYPES,
@@ -72,266 +50,9 @@ from memvault.store.records import (
 
 log = logging.getLogger("memvault.store.postgres")
 
-SCHEMA = "memvault"
-# Session advisory lock held while migrating, so replicas starting together migrate once.
-MIGRATION_LOCK = int.from_bytes(
-    hashlib.sha256(b"memvault:migrate").digest()[:8], "big", signed=True)
-# pgvector's defaults; the bench reports build time and memory with them.
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
-# A bulk load at least this large drops the embedder's HNSW index and builds it again after the
-# COPY: one build is many times faster than as many single inserts into the graph.
-BULK_REINDEX_MIN_ROWS = 10_000
-
-# Checked once per statement when re-added after a large bulk load, instead of once per row.
-_VECTOR_FKS = {
-    "vectors_memory_fk": "CONSTRAINT vectors_memory_fk FOREIGN KEY (memory_id) "
-                         f"REFERENCES {SCHEMA}.memories (id) ON DELETE CASCADE",
-    "vectors_embedder_fk": "CONSTRAINT vectors_embedder_fk FOREIGN KEY (embedder_key) "
-                           f"REFERENCES {SCHEMA}.embedders (key)",
-}
-
-MIGRATIONS: dict[int, list[str]] = {
-    1: [
-        f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
-        f"CREATE TABLE {SCHEMA}.meta (key TEXT COLLATE \"C\" PRIMARY KEY, value JSON NOT NULL)",
-        f"""CREATE TABLE {SCHEMA}.memories (
-            id TEXT COLLATE "C" PRIMARY KEY,
-            memory TEXT COLLATE "C" NOT NULL,
-            hash TEXT COLLATE "C" NOT NULL,
-            metadata JSON,
-            user_id TEXT COLLATE "C", agent_id TEXT COLLATE "C", run_id TEXT COLLATE "C",
-            actor_id TEXT COLLATE "C", role TEXT COLLATE "C",
-            namespace TEXT COLLATE "C" NOT NULL,
-            created_at TEXT COLLATE "C" NOT NULL,
-            updated_at TEXT COLLATE "C" NOT NULL,
-            expiration_date TEXT COLLATE "C",
-            memory_type TEXT COLLATE "C"
-        )""",
-        f"CREATE UNIQUE INDEX memories_namespace_hash ON {SCHEMA}.memories (namespace, hash)",
-        f"CREATE INDEX memories_user ON {SCHEMA}.memories (user_id)",
-        f"CREATE INDEX memories_agent ON {SCHEMA}.memories (agent_id)",
-        f"CREATE INDEX memories_run ON {SCHEMA}.memories (run_id)",
-        f"CREATE INDEX memories_created ON {SCHEMA}.memories (created_at)",
-        f"""CREATE TABLE {SCHEMA}.embedders (
-            key TEXT COLLATE "C" PRIMARY KEY,
-            identity JSON NOT NULL,
-            created_at TEXT COLLATE "C" NOT NULL
-        )""",
-        f"""CREATE TABLE {SCHEMA}.vectors (
-            memory_id TEXT COLLATE "C" NOT NULL,
-            embedder_key TEXT COLLATE "C" NOT NULL,
-            vector vector NOT NULL,
-            PRIMARY KEY (memory_id, embedder_key)
-        )""",
-        *(f"ALTER TABLE {SCHEMA}.vectors ADD {fk}" for fk in _VECTOR_FKS.values()),
-        f"""CREATE TABLE {SCHEMA}.journal (
-            seq BIGINT PRIMARY KEY,
-            op TEXT NOT NULL CHECK (op IN ('ADD', 'UPDATE', 'DELETE')),
-            memory_id TEXT COLLATE "C" NOT NULL,
-            before JSON,
-            after JSON,
-            ts TEXT COLLATE "C" NOT NULL,
-            actor TEXT
-        )""",
-        f"CREATE INDEX journal_memory ON {SCHEMA}.journal (memory_id)",
-        # One row: the last seq handed out. Locking it serializes writers (see module doc).
-        f"""CREATE TABLE {SCHEMA}.journal_counter (
-            one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
-            seq BIGINT NOT NULL
-        )""",
-        f"INSERT INTO {SCHEMA}.journal_counter (seq) VALUES (0)",
-    ],
-    2: [],  # data only: _rekey_namespaces
-}
-
-_COLUMNS = (
-    "id", "memory", "hash", "metadata", "user_id", "agent_id", "run_id", "actor_id", "role",
-    "created_at", "updated_at", "expiration_date", "memory_type",
-)
-_INSERT_COLUMNS = (*_COLUMNS[:9], "namespace", *_COLUMNS[9:])
-_INSERT_TYPES = ["text", "text", "text", "json", *["text"] * 10]
-_SELECT_COLUMNS = ", ".join(f"m.{c}" for c in _COLUMNS)
-_SELECT = f"SELECT {_SELECT_COLUMNS} FROM memories m"
-_JOURNAL_COLUMNS = "seq, op, memory_id, before, after, ts, actor"
-
-
-def _row_to_record(row: Sequence[Any]) -> MemoryRecord:
-    return MemoryRecord(**dict(zip(_COLUMNS, row, strict=True)))
-
-
-def _copy_row(record: MemoryRecord) -> tuple[Any, ...]:
-    return (
-        record.id, record.memory, record.hash, record.metadata or None, record.user_id,
-        record.agent_id, record.run_id, record.actor_id, record.role, record.namespace,
-        record.created_at, record.updated_at, record.expiration_date, record.memory_type,
-    )
-
 
 def _today() -> str:
     return datetime.now(UTC).date().isoformat()
-
-
-def _hnsw_work_mem_mb(rows: int, dims: int) -> int:
-    """maintenance_work_mem for an HNSW build: the graph holds each vector plus ~2*m neighbour
-    links per layer-0 node; when it fits in memory the build is several times faster."""
-    needed_mb = int(rows * (dims * 4 + HNSW_M * 2 * 8 + 200) * 1.3 / 2**20) + 64
-    return min(max(needed_mb, 64), 2048)
-
-
-# ---------------------------------------------------------------- vector adaptation
-
-class _VectorBinaryDumper(Dumper):
-    """numpy float32 array -> pgvector's binary form (dims, unused, big-endian float4s)."""
-
-    format = Format.BINARY
-
-    def dump(self, obj: np.ndarray) -> bytes:
-        return struct.pack(">HH", obj.shape[0], 0) + obj.astype(">f4").tobytes()
-
-
-class _VectorTextDumper(Dumper):
-    format = Format.TEXT
-
-    def dump(self, obj: np.ndarray) -> bytes:
-        return ("[" + ",".join(repr(float(v)) for v in obj) + "]").encode()
-
-
-class _VectorBinaryLoader(Loader):
-    format = Format.BINARY
-
-    def load(self, data: Any) -> np.ndarray:
-        return np.frombuffer(bytes(data[4:]), dtype=">f4").astype(np.float32)
-
-
-class _VectorTextLoader(Loader):
-    format = Format.TEXT
-
-    def load(self, data: Any) -> np.ndarray:
-        return np.asarray(json.loads(bytes(data)), dtype=np.float32)
-
-
-def _register_vector(conn: psycopg.Connection[Any]) -> None:
-    """Adapt pgvector's `vector` to float32 numpy arrays (both ways, text and binary)."""
-    info = TypeInfo.fetch(conn, "vector")
-    if info is None:
-        raise StoreError("the pgvector type `vector` is not visible on this connection")
-    info.register(conn)
-    for base in (_VectorBinaryDumper, _VectorTextDumper):
-        conn.adapters.register_dumper(np.ndarray, type(base.__name__, (base,), {"oid": info.oid}))
-    conn.adapters.register_loader(info.oid, _VectorBinaryLoader)
-    conn.adapters.register_loader(info.oid, _VectorTextLoader)
-
-
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-_COPY_TRAILER = struct.pack(">h", -1)
-
-
-def binary_copy_vectors(ids: list[str], key: str | None, matrix: np.ndarray) -> bytes:
-    """A whole binary COPY stream of (memory_id[, embedder_key], vector) rows, built with numpy.
-
-    Going through write_row costs a Python call per row; this builds 100k rows in ~50 ms
-    (fixed-length ids, the usual UUIDs, as one structured array; others row by row).
-    """
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    if matrix.ndim != 2 or len(matrix) != len(ids):
-        raise StoreError(f"{len(ids)} ids but vectors of shape {matrix.shape}")
-    dims = matrix.shape[1]
-    encoded = [i.encode() for i in ids]
-    key_bytes = key.encode() if key is not None else b""
-    fields = 3 if key is not None else 2
-    lengths = {len(e) for e in encoded}
-    if len(lengths) == 1:
-        id_len = lengths.pop()
-        layout: list[tuple[Any, ...]] = [("fields", ">i2"), ("id_len", ">i4"), ("id", f"S{id_len}")]
-        if key is not None:
-            layout += [("key_len", ">i4"), ("key", f"S{len(key_bytes)}")]
-        layout += [("vec_len", ">i4"), ("dims", ">u2"), ("unused", ">u2"),
-                   ("vec", ">f4", (dims,))]
-        rows = np.zeros(len(ids), dtype=np.dtype(layout))
-        rows["fields"] = fields
-        rows["id_len"] = id_len
-        rows["id"] = encoded
-        if key is not None:
-            rows["key_len"] = len(key_bytes)
-            rows["key"] = key_bytes
-        rows["vec_len"] = 4 + 4 * dims
-        rows["dims"] = dims
-        rows["vec"] = matrix
-        body = rows.tobytes()
-    else:
-        key_part = struct.pack(">i", len(key_bytes)) + key_bytes if key is not None else b""
-        vec_head = struct.pack(">iHH", 4 + 4 * dims, dims, 0)
-        big = matrix.astype(">f4")
-        body = b"".join(
-            struct.pack(">hi", fields, len(e)) + e + key_part + vec_head + big[i].tobytes()
-            for i, e in enumerate(encoded)
-        )
-    return _COPY_HEADER + body + _COPY_TRAILER
-
-
-# ---------------------------------------------------------------- connections
-
-class TimedConnection(psycopg.Connection[Any]):
-    """A connection whose every wait on the server is bounded by `deadline` seconds.
-
-    libpq has no client-side query timeout: a server that stops answering (frozen, or a network
-    path that drops packets) would hang the request forever. On expiry the connection is closed
-    at once (its state is unknown) and the pool replaces it.
-    """
-
-    deadline: float | None = None
-
-    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-        try:
-            return super().wait(gen, interval, timeout if timeout is not None else self.deadline)
-        except psycopg.errors._WaitTimeout:
-            self.close()
-            raise psycopg.OperationalError(
-                f"no answer from the server within {timeout or self.deadline:g}s"
-            ) from None
-
-
-@contextmanager
-def _no_deadline(conn: psycopg.Connection[Any], restore_ms: int) -> Iterator[None]:
-    """Lift the client deadline and the server's statement_timeout for long admin work."""
-    previous = getattr(conn, "deadline", None)
-    if isinstance(conn, TimedConnection):
-        conn.deadline = None
-    conn.execute("SET statement_timeout = 0")
-    try:
-        yield
-    finally:
-        if not conn.closed:
-            try:
-                conn.execute(f"SET statement_timeout = {restore_ms}")
-                if isinstance(conn, TimedConnection):
-                    conn.deadline = previous
-            except psycopg.Error:
-                conn.close()  # the pool discards it
-
-
-class PostgresTarget:
-    """What a URL points at, for messages and logs (never the password)."""
-
-    def __init__(self, url: str) -> None:
-        try:
-            params = conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
-            raise StoreError(f"invalid PostgreSQL URL {redact_url(url)}: {exc}") from None
-        self.host = str(params.get("host") or "localhost")
-        self.port = str(params.get("port") or "5432")
-        self.database = str(params.get("dbname") or params.get("user") or "")
-        self.user = str(params.get("user") or "")
-        self.password = str(params.get("password") or "")
-        self.url = self.scrub(redact_url(url))  # also a password given as ?password=
-
-    def describe(self) -> str:
-        return (f"host={self.host} port={self.port} database={self.database} "
-                f"user={self.user or '(default)'}")
-
-    def scrub(self, text: str) -> str:
-        return text.replace(self.password, "***") if self.password else text
 
 
 class PostgresStore(Store):
@@ -401,7 +122,7 @@ class PostgresStore(Store):
         if self._iterative_scan:
             # Filtered searches keep walking the graph until top_k rows pass the filter.
             conn.execute("SET hnsw.iterative_scan = relaxed_order")
-        _register_vector(conn)
+        register_vector(conn)
         if isinstance(conn, TimedConnection):
             conn.deadline = self.timeout
 
@@ -445,9 +166,9 @@ class PostgresStore(Store):
                 self._enable_pgvector(conn)
                 conn.execute(f"SET search_path TO {self._search_path}")
                 conn.deadline = None  # a migration may take long; its DDL is transactional
-                self._migrate(conn)
+                migrate(conn, self.target)
                 conn.deadline = self.timeout
-                self.server = self._read_server_identity(conn)
+                self.server = read_server_identity(conn, self.target)
             finally:
                 if not conn.closed:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
@@ -492,88 +213,6 @@ class PostgresStore(Store):
         elif server_version >= 170000:
             self.dialect = PostgresDialect(casefold_collation="pg_c_utf8")
 
-    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
-        tables = {r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (SCHEMA,))}
-        version = 0
-        if "meta" in tables:
-            row = conn.execute(
-                f"SELECT value::text FROM {SCHEMA}.meta WHERE key = 'schema_version'").fetchone()
-            version = int(json.loads(row[0])) if row else 0
-        check_schema_version(
-            version, tables, f"schema {SCHEMA!r} of database {self.target.database}",
-            "point MEMVAULT_DATABASE_URL at another database, or drop that schema",
-        )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            statements = MIGRATIONS.get(target)
-            if statements is None:
-                raise SchemaError(f"no PostgreSQL migration to schema version {target}")
-            with conn.transaction():
-                for statement in statements:
-                    conn.execute(statement)
-                if target == 2:
-                    self._rekey_namespaces(conn)
-                if target == 1:
-                    identity = self._read_server_identity(conn)
-                    initial = {
-                        "store_id": str(uuid.uuid4()),
-                        "lineage_id": str(uuid.uuid4()),
-                        "created_at": utc_now(),
-                        # Where and on which cluster the store was created: a database that
-                        # was recreated or swapped shows a different value than it recorded.
-                        "pg_system_identifier": identity["system_identifier"],
-                        "pg_host": identity["host"],
-                        "pg_port": identity["port"],
-                        "pg_database": identity["database"],
-                    }
-                    for key, value in initial.items():
-                        conn.execute(f"INSERT INTO {SCHEMA}.meta VALUES (%s, %s)",
-                                     (key, Json(value)))
-                conn.execute(
-                    f"INSERT INTO {SCHEMA}.meta VALUES ('schema_version', %s) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (Json(target),),
-                )
-                log.info("migrated the store in %s to schema version %d",
-                         self.target.describe(), target)
-
-    def _rekey_namespaces(self, conn: psycopg.Connection[Any]) -> None:
-        """Rewrite the namespace of rows whose ids hold '%' or '/' in the escaped encoding. Via
-        a unique stand-in first: a new key may equal another row's not yet rewritten old key."""
-        rows = conn.execute(
-            f"SELECT id, user_id, agent_id, run_id, namespace FROM {SCHEMA}.memories WHERE "
-            + legacy_key_condition("strpos")).fetchall()
-        changes = rekeyed_namespaces(rows)
-        update = f"UPDATE {SCHEMA}.memories SET namespace = %s WHERE id = %s"
-        with conn.cursor() as cur:
-            cur.executemany(update, [("\x01" + memory_id, memory_id)
-                                     for _, memory_id in changes])
-            cur.executemany(update, changes)
-        if changes:
-            log.info("re-keyed the namespace of %d memories in %s (ids holding '%%' or '/')",
-                     len(changes), self.target.describe())
-
-    def _read_server_identity(self, conn: psycopg.Connection[Any]) -> dict[str, Any]:
-        system_identifier: str | None
-        try:
-            with conn.transaction():
-                row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
-            system_identifier = str(row[0]) if row else None
-        except psycopg.errors.InsufficientPrivilege:
-            log.warning("user %s may not call pg_control_system(); the store cannot record the "
-                        "cluster's system identifier (GRANT pg_monitor to fix)", self.target.user)
-            system_identifier = None
-        row = conn.execute(
-            "SELECT current_database(), inet_server_addr()::text, inet_server_port()"
-        ).fetchone()
-        assert row is not None
-        return {
-            "system_identifier": system_identifier,
-            "host": conn.info.host,
-            "port": int(conn.info.port) if str(conn.info.port).isdigit() else conn.info.port,
-            "database": row[0],
-            "server_addr": row[1],
-        }
 
     def close(self) -> None:
         self._pool.close()
@@ -587,7 +226,7 @@ class PostgresStore(Store):
         try:
             with self._pool.connection() as conn:
                 if long:
-                    with _no_deadline(conn, int(self.timeout * 1000)):
+                    with no_deadline(conn, int(self.timeout * 1000)):
                         yield conn
                 else:
                     yield conn
@@ -627,7 +266,7 @@ class PostgresStore(Store):
     def _journal(cur: psycopg.Cursor[Any], entries: list[JournalEntry]) -> None:
         if not entries:
             return
-        with cur.copy(f"COPY journal ({_JOURNAL_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+        with cur.copy(f"COPY journal ({JOURNAL_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["int8", "text", "text", "json", "json", "text", "text"])
             for e in entries:
                 copy.write_row((e.seq, e.op, e.memory_id, e.before, e.after, e.ts, e.actor))
@@ -639,11 +278,11 @@ class PostgresStore(Store):
             return
         # Large batches: a writer thread sends while this one formats rows.
         writer = QueuedLibpqWriter(cur) if len(records) > 1000 else None
-        with cur.copy(f"COPY memories ({', '.join(_INSERT_COLUMNS)}) FROM STDIN "
+        with cur.copy(f"COPY memories ({', '.join(INSERT_COLUMNS)}) FROM STDIN "
                       "(FORMAT BINARY)", writer=writer) as copy:
-            copy.set_types(_INSERT_TYPES)
+            copy.set_types(INSERT_TYPES)
             for record in records:
-                copy.write_row(_copy_row(record))
+                copy.write_row(copy_row(record))
 
     @staticmethod
     def _copy_vectors(
@@ -695,29 +334,13 @@ class PostgresStore(Store):
                 (identity.key, Json(identity.to_json()), utc_now()),
             )
             if not self._deferring_index:
-                conn.execute(self._hnsw_index_sql(identity.key, identity.dims,
+                conn.execute(hnsw.index_sql(identity.key, identity.dims,
                                                   if_not_exists=True))
+
 
     @staticmethod
     def hnsw_index_name(key: str) -> str:
-        return "vectors_hnsw_" + hashlib.sha256(key.encode()).hexdigest()[:16]
-
-    def _hnsw_index_sql(
-        self, key: str, dims: int, *, if_not_exists: bool, concurrently: bool = False
-    ) -> sql.Composed:
-        return sql.SQL(
-            "CREATE INDEX {concurrently} {exists} {name} ON vectors USING hnsw "
-            "((vector::vector({dims})) vector_cosine_ops) "
-            "WITH (m = {m}, ef_construction = {ef}) WHERE embedder_key = {key}"
-        ).format(
-            concurrently=sql.SQL("CONCURRENTLY" if concurrently else ""),
-            exists=sql.SQL("IF NOT EXISTS" if if_not_exists else ""),
-            name=sql.Identifier(self.hnsw_index_name(key)),
-            dims=sql.Literal(int(dims)),
-            m=sql.Literal(HNSW_M),
-            ef=sql.Literal(HNSW_EF_CONSTRUCTION),
-            key=sql.Literal(key),
-        )
+        return hnsw.index_name(key)
 
     def embedders(self) -> dict[str, EmbedderIdentity]:
         return {
@@ -788,12 +411,12 @@ class PostgresStore(Store):
         fields: Collection[str] | None = None,
     ) -> JournalEntry:
         with self._write() as (cur, last):
-            row = cur.execute(f"{_SELECT} WHERE m.id = %s", (record.id,)).fetchone()
+            row = cur.execute(f"{SELECT} WHERE m.id = %s", (record.id,)).fetchone()
             if row is None:
                 raise InvalidInput(f"memory {record.id} does not exist")
-            before = _row_to_record(row)
+            before = row_to_record(row)
             record = merge_update(before, record, fields, vector)
-            params = _copy_row(record)
+            params = copy_row(record)
             cur.execute(
                 "UPDATE memories SET memory=%s, hash=%s, metadata=%s, user_id=%s, agent_id=%s, "
                 "run_id=%s, actor_id=%s, role=%s, namespace=%s, created_at=%s, updated_at=%s, "
@@ -818,10 +441,10 @@ class PostgresStore(Store):
         entries: list[JournalEntry] = []
         with self._write(long=len(ids) > 1000) as (cur, last):
             now = utc_now()
-            rows = cur.execute(f"{_SELECT} WHERE m.id = ANY(%s) ORDER BY array_position(%s, m.id)",
+            rows = cur.execute(f"{SELECT} WHERE m.id = ANY(%s) ORDER BY array_position(%s, m.id)",
                                (ids, ids)).fetchall()
             for offset, row in enumerate(rows, start=1):
-                record = _row_to_record(row)
+                record = row_to_record(row)
                 entries.append(JournalEntry(last + offset, "DELETE", record.id, now, actor,
                                             record.to_dict(), None))
             cur.execute("DELETE FROM memories WHERE id = ANY(%s)", (ids,))
@@ -860,12 +483,12 @@ class PostgresStore(Store):
         started = time.perf_counter()
         phases: dict[str, float] = {}
         with self._write(long=True) as (cur, last):
-            rebuild = len(records) >= BULK_REINDEX_MIN_ROWS or self._deferring_index
+            rebuild = len(records) >= hnsw.BULK_REINDEX_MIN_ROWS or self._deferring_index
             if rebuild:
                 for key in vectors:
                     cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
-                        sql.Identifier(self.hnsw_index_name(key))))
-                for name in _VECTOR_FKS:
+                        sql.Identifier(hnsw.index_name(key))))
+                for name in VECTOR_FKS:
                     cur.execute(f"ALTER TABLE vectors DROP CONSTRAINT {name}")
             self._copy_memories(cur, records)
             for key, matrix in vectors.items():
@@ -877,12 +500,12 @@ class PostgresStore(Store):
                     for i, r in enumerate(records)
                 ])
             if rebuild:
-                for fk in _VECTOR_FKS.values():
+                for fk in VECTOR_FKS.values():
                     cur.execute(f"ALTER TABLE vectors ADD {fk}")
             phases["copy_s"] = time.perf_counter() - started
             if rebuild and not self._deferring_index:
                 for key in vectors:
-                    self.build_hnsw_index(cur, key, known[key].dims)
+                    hnsw.build_index(cur, key, known[key].dims)
                 phases["index_s"] = time.perf_counter() - started - phases["copy_s"]
             if rebuild:
                 # Fresh statistics, or the planner may still think the table is tiny and sort
@@ -897,15 +520,6 @@ class PostgresStore(Store):
                  ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
         return len(records)
 
-    def build_hnsw_index(self, cur: psycopg.Cursor[Any], key: str, dims: int) -> None:
-        """(Re)build one embedder's HNSW index, with memory for the graph to fit (fast path)."""
-        count = cur.execute("SELECT count(*) FROM vectors WHERE embedder_key = %s",
-                            (key,)).fetchone()
-        rows = int(count[0]) if count else 0
-        cur.execute(f"SET LOCAL maintenance_work_mem = '{_hnsw_work_mem_mb(rows, dims)}MB'")
-        cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
-            sql.Identifier(self.hnsw_index_name(key))))
-        cur.execute(self._hnsw_index_sql(key, dims, if_not_exists=False))
 
     @contextmanager
     def deferring_search_index(self) -> Iterator[None]:
@@ -914,43 +528,19 @@ class PostgresStore(Store):
         with self._connection(long=True) as conn:
             for key in self.embedders():
                 conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
-                    sql.Identifier(self.hnsw_index_name(key))))
+                    sql.Identifier(hnsw.index_name(key))))
         self._deferring_index = True
         try:
             yield
         finally:
             self._deferring_index = False
 
+
     def build_search_indexes(self) -> None:
         """Build every missing (or invalid) HNSW index without blocking writes (CONCURRENTLY),
         then refresh planner statistics so searches use them."""
         with self._connection(long=True) as conn:
-            for key, identity in self.embedders().items():
-                name = self.hnsw_index_name(key)
-                row = conn.execute(
-                    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE n.nspname = %s AND c.relname = %s", (SCHEMA, name)).fetchone()
-                if row is not None and row[0]:
-                    continue
-                if row is not None:  # left invalid by an interrupted concurrent build
-                    conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-                        sql.Identifier(name)))
-                count = conn.execute("SELECT count(*) FROM vectors WHERE embedder_key = %s",
-                                     (key,)).fetchone()
-                rows = int(count[0]) if count else 0
-                started = time.perf_counter()
-                conn.execute(f"SET maintenance_work_mem = "
-                             f"'{_hnsw_work_mem_mb(rows, identity.dims)}MB'")
-                try:
-                    conn.execute(self._hnsw_index_sql(key, identity.dims, if_not_exists=True,
-                                                      concurrently=True))
-                finally:
-                    conn.execute("RESET maintenance_work_mem")
-                log.info("built the HNSW index of %s over %d vectors in %.1fs", key, rows,
-                         time.perf_counter() - started)
-            conn.execute("ANALYZE memories")
-            conn.execute("ANALYZE vectors")
+            hnsw.build_missing(conn, self.embedders())
 
     def advance_seq(self, seq: int) -> None:
         with self._write() as (cur, last):
@@ -958,19 +548,19 @@ class PostgresStore(Store):
                 cur.execute("UPDATE journal_counter SET seq = %s", (seq,))
 
     @contextmanager
-    def snapshot(self) -> Iterator[_PostgresSnapshot]:
+    def snapshot(self) -> Iterator[PostgresSnapshot]:
         # A REPEATABLE READ transaction on its own connection: a frozen view of every table
         # while writers go on (MVCC, no locks beyond ACCESS SHARE).
         conn = self._connect_plain(None)
         try:
             conn.execute(f"SET search_path TO {self._search_path}")
-            _register_vector(conn)
+            register_vector(conn)
             conn.autocommit = False
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             row = conn.execute("SELECT seq FROM journal_counter").fetchone()
             assert row is not None
-            yield _PostgresSnapshot(conn, int(row[0]))
+            yield PostgresSnapshot(conn, int(row[0]))
         except psycopg.OperationalError as exc:
             raise self._unavailable(exc, "reading a snapshot") from None
         finally:
@@ -979,8 +569,8 @@ class PostgresStore(Store):
     # ------------------------------------------------------------------ reads
 
     def get(self, memory_id: str) -> MemoryRecord | None:
-        rows = self._read(f"{_SELECT} WHERE m.id = %s", (memory_id,))
-        return _row_to_record(rows[0]) if rows else None
+        rows = self._read(f"{SELECT} WHERE m.id = %s", (memory_id,))
+        return row_to_record(rows[0]) if rows else None
 
     def _where(self, node: Any, include_expired: bool) -> tuple[str, list[Any]]:
         where, params = compile_sql(node, self.dialect)
@@ -993,11 +583,11 @@ class PostgresStore(Store):
         self, node: Any, limit: int | None = None, include_expired: bool = True
     ) -> list[MemoryRecord]:
         where, params = self._where(node, include_expired)
-        query = f"{_SELECT} WHERE {where} ORDER BY m.created_at DESC, m.id"
+        query = f"{SELECT} WHERE {where} ORDER BY m.created_at DESC, m.id"
         if limit is not None:
             query += " LIMIT %s"
             params.append(limit)
-        return [_row_to_record(row) for row in self._read(query, params)]
+        return [row_to_record(row) for row in self._read(query, params)]
 
     def search(
         self,
@@ -1029,7 +619,7 @@ class PostgresStore(Store):
                 statement, params = self.search_statement(
                     query, embedder_key, node, top_k, None, include_expired, exact=True)
                 rows = conn.execute(statement, params).fetchall()
-        hits = [(_row_to_record(row[:-1]), 1.0 - float(row[-1])) for row in rows]
+        hits = [(row_to_record(row[:-1]), 1.0 - float(row[-1])) for row in rows]
         if threshold is not None:
             hits = [(record, score) for record, score in hits if score >= threshold]
         return hits
@@ -1067,7 +657,7 @@ class PostgresStore(Store):
             candidates = f"SELECT * FROM ({candidates} OFFSET 0) c"
         statement = (
             f"WITH nearest AS MATERIALIZED ({candidates} ORDER BY distance LIMIT %s) "
-            f"SELECT {_SELECT_COLUMNS}, n.distance FROM nearest n "
+            f"SELECT {SELECT_COLUMNS}, n.distance FROM nearest n "
             "JOIN memories m ON m.id = n.memory_id"
         )
         params = [query, *params, top_k]
@@ -1089,13 +679,13 @@ class PostgresStore(Store):
 
     def history(self, memory_id: str) -> list[JournalEntry]:
         rows = self._read(
-            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE memory_id = %s ORDER BY seq",
+            f"SELECT {JOURNAL_COLUMNS} FROM journal WHERE memory_id = %s ORDER BY seq",
             (memory_id,))
         return [JournalEntry.from_row(r) for r in rows]
 
     def journal(self, after_seq: int = 0, limit: int = 10_000) -> list[JournalEntry]:
         rows = self._read(
-            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE seq > %s ORDER BY seq LIMIT %s",
+            f"SELECT {JOURNAL_COLUMNS} FROM journal WHERE seq > %s ORDER BY seq LIMIT %s",
             (after_seq, limit))
         return [JournalEntry.from_row(r) for r in rows]
 
@@ -1127,46 +717,5 @@ class PostgresStore(Store):
     def server_identity(self) -> dict[str, Any]:
         """The live identity of the connected server (system identifier, address, database)."""
         with self._connection() as conn:
-            return self._read_server_identity(conn)
+            return read_server_identity(conn, self.target)
 
-
-class _PostgresSnapshot:
-    def __init__(self, conn: psycopg.Connection[Any], seq: int) -> None:
-        self._conn = conn
-        self.seq = seq
-
-    def _cursor(self, binary: bool = False) -> psycopg.ServerCursor[Any]:
-        return self._conn.cursor(name=f"mv_snapshot_{uuid.uuid4().hex[:12]}", binary=binary)
-
-    def counts(self) -> dict[str, int]:
-        return {ns: int(n) for ns, n in self._conn.execute(
-            "SELECT namespace, count(*) FROM memories GROUP BY namespace ORDER BY namespace")}
-
-    def vector_counts(self) -> dict[str, int]:
-        return {k: int(n) for k, n in self._conn.execute(
-            "SELECT embedder_key, count(*) FROM vectors GROUP BY embedder_key")}
-
-    def iter_records(self, batch_size: int = 5000) -> Iterator[list[MemoryRecord]]:
-        with self._cursor() as cur:
-            cur.execute(f"{_SELECT} ORDER BY m.id")
-            while rows := cur.fetchmany(batch_size):
-                yield [_row_to_record(row) for row in rows]
-
-    def iter_vectors(
-        self, embedder_key: str, batch_size: int = 5000
-    ) -> Iterator[tuple[list[str], np.ndarray]]:
-        with self._cursor(binary=True) as cur:
-            cur.execute(
-                "SELECT memory_id, vector FROM vectors WHERE embedder_key = %s "
-                "ORDER BY memory_id", (embedder_key,))
-            while rows := cur.fetchmany(batch_size):
-                yield [row[0] for row in rows], np.stack([row[1] for row in rows])
-
-    def journal(self, after_seq: int = 0) -> Iterator[JournalEntry]:
-        with self._cursor() as cur:
-            cur.execute(
-                f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE seq > %s AND seq <= %s "
-                "ORDER BY seq", (after_seq, self.seq))
-            while rows := cur.fetchmany(5000):
-                for row in rows:
-                    yield JournalEntry.from_row(row)
