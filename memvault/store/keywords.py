@@ -9,6 +9,7 @@ query parser: only quoted stems do.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import unicodedata
@@ -21,16 +22,18 @@ _WORD = re.compile(r"[^\W_]+")
 _CACHE_LIMIT = 200_000
 
 # A small English stop list (the classic SMART/Snowball core): words that carry no topic.
-STOP_WORDS = frozenset("""
+_STOP_TEXT = """
 a about above after again against all am an and any are as at be because been before being
 below between both but by can could did do does doing down during each few for from further
-had has have having he her here hers herself him himself his how i if in into is it its itself
-just me more most my myself no nor not now of off on once only or other our ours ourselves out
-over own same she should so some such than that the their theirs them themselves then there
-these they this those through to too under until up very was we were what when where which
-while who whom why will with would you your yours yourself yourselves s t d ll m re ve y don
-didn doesn isn wasn weren won wouldn shouldn couldn hasn haven hadn aren ain ma o
-""".split())
+had has have having he her here hers herself him himself his how i if in into is it its
+itself just me more most my myself no nor not now of off on once only or other our ours
+ourselves out over own same she should so some such than that the their theirs them
+themselves then there these they this those through to too under until up very was we were
+what when where which while who whom why will with would you your yours yourself yourselves
+s t d ll m re ve y don didn doesn isn wasn weren won wouldn shouldn couldn hasn haven hadn
+aren ain ma o
+"""
+STOP_WORDS = frozenset(_STOP_TEXT.split())
 
 
 def fold(text: str) -> str:
@@ -69,3 +72,30 @@ class KeywordTokenizer:
         """Distinct query stems in first-seen order (at most 64: a 10k-character query must
         not become a 2000-term OR)."""
         return list(dict.fromkeys(self.tokens(text)))[:64]
+
+
+def tsquery(terms: list[str]) -> str:
+    """A PostgreSQL tsquery text matching any of the stems (each quoted: letters and digits
+    only, so quoting is belt and braces)."""
+    return " | ".join("'" + term.replace("'", "''").replace("\\", "\\\\") + "'"
+                      for term in terms)
+
+
+def bm25(terms: list[str], documents: list[str], total: int, mean_length: float,
+         k1: float = 1.2, b: float = 0.75) -> list[float]:
+    """Okapi BM25 of each token string for the query stems, as SQLite's FTS5 computes it
+    (its IDF floor included), given every matching document of a scope of `total`."""
+    split = [doc.split() for doc in documents]
+    frequency = {term: sum(1 for words in split if term in words) for term in terms}
+    idf = {term: max(1e-6, math.log((total - n + 0.5) / (n + 0.5)))
+           for term, n in frequency.items()}
+    scores = []
+    for words in split:
+        norm = k1 * (1 - b + b * len(words) / max(mean_length, 1e-9))
+        score = 0.0
+        for term in terms:
+            tf = words.count(term)
+            if tf:
+                score += idf[term] * tf * (k1 + 1) / (tf + norm)
+        scores.append(score)
+    return scores

@@ -21,6 +21,7 @@ from memvault.embed.base import EmbedderIdentity
 from memvault.errors import InvalidInput, SchemaError, StoreError, StoreUnavailable
 from memvault.store.base import AddOutcome, Store, check_bulk_vectors, merge_update
 from memvault.store.filter_sql import PostgresDialect, compile_sql
+from memvault.store.keywords import KeywordTokenizer, bm25, tsquery
 from memvault.store.postgres import hnsw
 from memvault.store.postgres.codec import binary_copy_vectors, register_vector
 from memvault.store.postgres.connections import PostgresTarget, TimedConnection, no_deadline
@@ -28,6 +29,7 @@ from memvault.store.postgres.schema import (
     INSERT_COLUMNS,
     INSERT_TYPES,
     JOURNAL_COLUMNS,
+    KEYWORD_VECTOR,
     MIGRATION_LOCK,
     SCHEMA,
     SELECT,
@@ -74,6 +76,7 @@ class PostgresStore(Store):
         self._search_path = SCHEMA
         self._iterative_scan = True
         self.dialect = PostgresDialect()
+        self.keywords = KeywordTokenizer()
         self.server: dict[str, Any] = {}
         self._embedder_dims: dict[str, int] = {}
         self.last_bulk_load: dict[str, Any] = {}
@@ -272,8 +275,7 @@ class PostgresStore(Store):
                 copy.write_row((e.seq, e.op, e.memory_id, e.before, e.after, e.ts, e.actor))
         cur.execute("UPDATE journal_counter SET seq = %s", (entries[-1].seq,))
 
-    @staticmethod
-    def _copy_memories(cur: psycopg.Cursor[Any], records: list[MemoryRecord]) -> None:
+    def _copy_memories(self, cur: psycopg.Cursor[Any], records: list[MemoryRecord]) -> None:
         if not records:
             return
         # Large batches: a writer thread sends while this one formats rows.
@@ -282,7 +284,7 @@ class PostgresStore(Store):
                       "(FORMAT BINARY)", writer=writer) as copy:
             copy.set_types(INSERT_TYPES)
             for record in records:
-                copy.write_row(copy_row(record))
+                copy.write_row(copy_row(record, self.keywords))
 
     @staticmethod
     def _copy_vectors(
@@ -416,11 +418,11 @@ class PostgresStore(Store):
                 raise InvalidInput(f"memory {record.id} does not exist")
             before = row_to_record(row)
             record = merge_update(before, record, fields, vector)
-            params = copy_row(record)
+            params = copy_row(record, self.keywords)
             cur.execute(
                 "UPDATE memories SET memory=%s, hash=%s, metadata=%s, user_id=%s, agent_id=%s, "
                 "run_id=%s, actor_id=%s, role=%s, namespace=%s, created_at=%s, updated_at=%s, "
-                "expiration_date=%s, memory_type=%s WHERE id=%s",
+                "expiration_date=%s, memory_type=%s, keywords=%s WHERE id=%s",
                 (params[1], params[2], Json(params[3]) if params[3] else None, *params[4:],
                  record.id),
             )
@@ -623,6 +625,27 @@ class PostgresStore(Store):
         if threshold is not None:
             hits = [(record, score) for record, score in hits if score >= threshold]
         return hits
+
+    def keyword_search(
+        self, query: str, node: Any, top_k: int, include_expired: bool = True,
+    ) -> list[tuple[MemoryRecord, float]]:
+        terms = self.keywords.query_terms(query)
+        if not terms or top_k <= 0:
+            return []
+        where, params = self._where(node, include_expired)
+        # Every memory of the scope holding a query stem (GIN index), ranked here by BM25
+        # with the scope's size and mean length: the same formula as SQLite's FTS5.
+        matches = self._read(
+            f"SELECT {SELECT_COLUMNS}, m.keywords FROM memories m WHERE {KEYWORD_VECTOR} "
+            f"@@ to_tsquery('simple', %s) AND {where}", [tsquery(terms), *params])
+        if not matches:
+            return []
+        size = self._read(
+            "SELECT count(*), coalesce(avg(length(m.keywords) - length(replace(m.keywords, "
+            f"' ', '')) + 1), 1) FROM memories m WHERE {where}", params)[0]
+        scores = bm25(terms, [row[-1] for row in matches], int(size[0]), float(size[1]))
+        order = sorted(range(len(matches)), key=lambda i: (-scores[i], matches[i][0]))[:top_k]
+        return [(row_to_record(matches[i][:-1]), scores[i]) for i in order]
 
     def search_statement(
         self,

@@ -1,0 +1,149 @@
+"""The keyword index stays in step with the memories on both backends, and search fuses it."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+from memvault.config import Settings, load_settings
+from memvault.embed.local import LocalEmbedder
+from memvault.errors import InvalidInput
+from memvault.memory import Memory, text_hash
+from memvault.store import MemoryRecord, Store, open_store, parse_filters, utc_now
+
+ALICE = parse_filters({"user_id": "alice"})
+
+
+def found(store: Store, query: str, node: Any = ALICE) -> list[str]:
+    return [r.memory for r, _ in store.keyword_search(query, node, 10)]
+
+
+def record(text: str, user: str = "alice") -> MemoryRecord:
+    now = utc_now()
+    return MemoryRecord(id=str(uuid.uuid4()), memory=text, hash=text_hash(text),
+                        created_at=now, updated_at=now, user_id=user, role="user")
+
+
+def test_index_follows_add_update_delete_and_reembed(memory: Memory) -> None:
+    store = memory.store
+    added = memory.add([{"role": "user", "content": t} for t in [
+        "Alice adopted a greyhound named Comet", "Alice runs marathons in Lisbon",
+    ]], user_id="alice", infer=False)["results"]
+    memory.add("Bob adopted a greyhound too", user_id="bob", infer=False)
+    # stems match across forms ("adopting" ~ "adopted"); the scope holds: no Bob
+    assert found(store, "adopting greyhounds") == ["Alice adopted a greyhound named Comet"]
+    assert found(store, "RUNNING in lisbon")[0] == "Alice runs marathons in Lisbon"
+    dog = next(a["id"] for a in added if "Comet" in a["memory"])
+    memory.update(dog, "Alice adopted a tabby cat named Comet")
+    assert found(store, "greyhound") == []
+    assert found(store, "tabby") == ["Alice adopted a tabby cat named Comet"]
+    memory.delete(dog)
+    assert found(store, "tabby") == []
+    # re-embedding replaces vectors only: the text and its index are untouched
+    key = memory.embedder_identity().key
+    runner = next(a["id"] for a in added if "Lisbon" in a["memory"])
+    store.put_vectors([runner], np.ones((1, 384), dtype=np.float32) / np.sqrt(384), key)
+    assert found(store, "marathon") == ["Alice runs marathons in Lisbon"]
+    assert found(store, "greyhound", parse_filters({"user_id": "bob"})) == [
+        "Bob adopted a greyhound too"]
+
+
+def test_bulk_load_fills_the_index_as_restore_does(memory: Memory, store: Store) -> None:
+    memory.add("Alice keeps bees on the roof", user_id="alice", infer=False)
+    key = memory.embedder_identity().key
+    with memory.store.snapshot() as snap:
+        records = [r for batch in snap.iter_records() for r in batch]
+        vectors = np.concatenate([m for _, m in snap.iter_vectors(key)])
+    memory.reset()
+    assert found(store, "bees") == []
+    store.bulk_load(records, {key: vectors})
+    assert found(store, "beekeeping bees") == ["Alice keeps bees on the roof"]
+    assert found(memory.store, "bees") == ["Alice keeps bees on the roof"]
+
+
+def _downgrade_to_schema_2(settings: Settings, backend: str) -> None:
+    """Make the store what memvault 2 left: no keyword column, no index, version 2."""
+    if backend == "sqlite":
+        assert settings.sqlite_path is not None
+        conn = sqlite3.connect(settings.sqlite_path, isolation_level=None)
+        for name in ("insert", "delete", "update"):
+            conn.execute(f"DROP TRIGGER memories_fts_{name}")
+        conn.execute("DROP TABLE memories_fts")
+        conn.execute("ALTER TABLE memories DROP COLUMN keywords")
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        conn.execute("PRAGMA user_version = 2")
+        conn.close()
+        return
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("DROP INDEX memvault.memories_keywords")
+        conn.execute("ALTER TABLE memvault.memories DROP COLUMN keywords")
+        conn.execute("UPDATE memvault.meta SET value = '2' WHERE key = 'schema_version'")
+
+
+def test_migration_backfills_the_index(settings: Settings, backend: str,
+                                       local_embedder: LocalEmbedder) -> None:
+    with Memory(settings, embedder=local_embedder) as memory:
+        memory.add("Alice plays the cello on Sundays", user_id="alice", infer=False)
+    _downgrade_to_schema_2(settings, backend)
+    store = open_store(settings)
+    try:
+        assert store.meta().schema_version == 3
+        assert found(store, "cellist playing cello") == ["Alice plays the cello on Sundays"]
+        store.add([record("Alice bought a new cello bow")],
+                  np.ones((1, 384), dtype=np.float32), memory.embedder_identity().key, None)
+        assert len(found(store, "cello")) == 2
+    finally:
+        store.close()
+
+
+def test_search_modes_explain_and_threshold(memory: Memory) -> None:
+    memory.add([{"role": "user", "content": t} for t in [
+        "Alice's passport number ends in 4471",
+        "Alice feels anxious before long flights",
+        "Alice prefers aisle seats",
+    ]], user_id="alice", infer=False)
+    query = "passport 4471"
+    for mode in ("hybrid", "vector", "keyword"):
+        result = memory.search(query, filters={"user_id": "alice"}, search_mode=mode,
+                               explain=True, threshold=None)["results"]
+        assert result, mode
+        assert all(0 <= r["score"] <= 1 for r in result)
+        assert [r["score"] for r in result] == sorted((r["score"] for r in result),
+                                                      reverse=True)
+        details = result[0]["score_details"]
+        assert details["search_mode"] == mode
+        assert details["fused_score"] == result[0]["score"]
+    keyword = memory.search(query, filters={"user_id": "alice"}, search_mode="keyword",
+                            explain=True)["results"]
+    assert [r["memory"] for r in keyword] == ["Alice's passport number ends in 4471"]
+    assert keyword[0]["score_details"]["keyword_rank"] == 1
+    assert keyword[0]["score_details"]["vector_score"] is None
+    hybrid = memory.search(query, filters={"user_id": "alice"}, explain=True,
+                           threshold=None)["results"]
+    top = hybrid[0]["score_details"]
+    assert hybrid[0]["memory"] == "Alice's passport number ends in 4471"
+    assert top["keyword_rank"] == 1 and top["vector_rank"] is not None
+    assert top["keyword_score"] > 0 and top["vector_score"] > 0
+    # threshold applies to the final (fused) score
+    cut = hybrid[0]["score"] - 1e-9
+    kept = memory.search(query, filters={"user_id": "alice"}, threshold=cut)["results"]
+    assert [r["id"] for r in kept] == [r["id"] for r in hybrid if r["score"] >= cut]
+    with pytest.raises(InvalidInput, match="search_mode"):
+        memory.search(query, filters={"user_id": "alice"}, search_mode="bm25")
+
+
+def test_configured_mode_is_the_default(settings: Settings,
+                                        local_embedder: LocalEmbedder) -> None:
+    keyword_only = load_settings({**settings.model_dump(), "search": "keyword"})
+    with Memory(keyword_only, embedder=local_embedder) as memory:
+        memory.add("Alice grows tomatoes", user_id="alice", infer=False)
+        # nothing shares a stem with the query: keyword mode finds nothing, vector would
+        assert memory.search("vegetable garden", user_id="alice")["results"] == []
+        assert memory.search("vegetable garden", user_id="alice", search_mode="vector",
+                             threshold=None)["results"]
