@@ -26,7 +26,7 @@ from bench.common import LOCOMO, report
 from memvault.config import load_settings
 from memvault.embed.local import LocalEmbedder
 from memvault.memory import Memory
-from memvault.memory.fusion import CANDIDATES, SearchMode, fuse
+from memvault.memory.fusion import CANDIDATES, SearchMode, fuse, smooth
 from memvault.store.records import MemoryRecord
 
 KS = (1, 5, 10)
@@ -110,11 +110,14 @@ def tune(memory: Memory, qs: list[dict[str, Any]], turns: dict[str, set[str]]
     """Fusion variants scored offline from the two candidate lists of every question."""
     store, key = memory.store, memory.embedder_identity().key
     lists = []
+    near: dict[str, tuple[str | None, str | None]] = {}
     for q in qs:
         node = memory._scoped_filter(q["user_id"], None, None, None)
         vector = memory._embed([q["question"]])[0]
-        lists.append((store.search(vector, key, node, CANDIDATES, None, True),
-                      store.keyword_search(q["question"], node, CANDIDATES, True)))
+        pair = (store.search(vector, key, node, CANDIDATES, None, True),
+                store.keyword_search(q["question"], node, CANDIDATES, True))
+        lists.append(pair)
+        near.update(store.neighbours([r.id for hits in pair for r, _ in hits]))
 
     def rrf(v: list[tuple[MemoryRecord, float]], k: list[tuple[MemoryRecord, float]],
             c: int) -> list[str]:
@@ -139,30 +142,13 @@ def tune(memory: Memory, qs: list[dict[str, Any]], turns: dict[str, set[str]]
         return {i: w * ((cos.get(i, lo) - lo) / ((hi - lo) or 1)) + (1 - w) * kw.get(i, 0)
                 for i in ids}
 
-    def neighbours(v: Any, k: Any, w: float, lam: float, norm: bool) -> list[str]:
-        scores = (minmax(v, k, w) if norm else
-                  {s.record.id: s.score for s in fuse(v, k, vector_weight=w)})
-        place = {}
-        for r, _ in [*v, *k]:
-            session, turn = r.metadata["dia_id"][1:].split(":")
-            place[r.id] = (session, int(turn))
-        at = {p: i for i, p in place.items()}
-        out = {}
-        for i, s in scores.items():
-            session, turn = place[i]
-            near = [scores.get(at.get((session, turn + d), ""), 0.0) for d in (-1, 1)]
-            out[i] = s + lam * max(near)
-        return sorted(out, key=lambda i: -out[i])
-
-    for w in (0.4, 0.5, 0.6, 0.7):
+    for w in (0.4, 0.5):
         variants[f"minmax w={w}"] = (
             lambda v, k, w=w: sorted(m := minmax(v, k, w), key=lambda i: -m[i]))
-    for w in (0.5, 0.6):
-        for lam in (0.1, 0.2, 0.3):
-            variants[f"nb w={w} l={lam}"] = lambda v, k, w=w, lam=lam: neighbours(
-                v, k, w, lam, False)
-            variants[f"nb-mm w={w} l={lam}"] = lambda v, k, w=w, lam=lam: neighbours(
-                v, k, w, lam, True)
+    for w in (0.4, 0.5, 0.6):
+        for lam in (0.1, 0.2, 0.3, 0.5):
+            variants[f"neighbours w={w} l={lam}"] = lambda v, k, w=w, lam=lam: [
+                s.record.id for s in smooth(fuse(v, k, vector_weight=w), near, lam)]
     return {name: recall([f(v, k) for v, k in lists], qs, turns)
             for name, f in variants.items()}
 

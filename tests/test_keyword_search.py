@@ -74,6 +74,7 @@ def _downgrade_to_schema_2(settings: Settings, backend: str) -> None:
         for name in ("insert", "delete", "update"):
             conn.execute(f"DROP TRIGGER memories_fts_{name}")
         conn.execute("DROP TABLE memories_fts")
+        conn.execute("DROP INDEX memories_namespace_created")
         conn.execute("ALTER TABLE memories DROP COLUMN keywords")
         conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
         conn.execute("PRAGMA user_version = 2")
@@ -82,6 +83,7 @@ def _downgrade_to_schema_2(settings: Settings, backend: str) -> None:
     assert settings.database_url is not None
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute("DROP INDEX memvault.memories_keywords")
+        conn.execute("DROP INDEX memvault.memories_namespace_created")
         conn.execute("ALTER TABLE memvault.memories DROP COLUMN keywords")
         conn.execute("UPDATE memvault.meta SET value = '2' WHERE key = 'schema_version'")
 
@@ -147,3 +149,19 @@ def test_configured_mode_is_the_default(settings: Settings,
         assert memory.search("vegetable garden", user_id="alice")["results"] == []
         assert memory.search("vegetable garden", user_id="alice", search_mode="vector",
                              threshold=None)["results"]
+
+
+def test_neighbours_are_the_memories_around_one_in_its_namespace(memory: Memory) -> None:
+    ids = [memory.add(t, user_id="alice", infer=False)["results"][0]["id"]
+           for t in ("first turn", "second turn", "third turn")]
+    other = memory.add("bob's turn", user_id="bob", infer=False)["results"][0]["id"]
+    near = memory.store.neighbours([*ids, other])
+    assert near[ids[0]] == (None, ids[1])
+    assert near[ids[1]] == (ids[0], ids[2])
+    assert near[ids[2]] == (ids[1], None)
+    assert near[other] == (None, None)
+    # hybrid search lifts a turn next to a strong match: details say by how much
+    result = memory.search("second", user_id="alice", explain=True, threshold=None)["results"]
+    by_id = {r["id"]: r["score_details"] for r in result}
+    assert by_id[ids[0]]["neighbour_score"] > 0 and by_id[ids[2]]["neighbour_score"] > 0
+    assert by_id[ids[1]]["keyword_rank"] == 1

@@ -9,7 +9,8 @@ seen vector-wise (it ranked below every vector candidate, so that is an upper bo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from memvault.store.records import MemoryRecord
@@ -23,6 +24,9 @@ class SearchMode(StrEnum):
 
 # Chosen on the LoCoMo development split (bench/bench_locomo.py --tune): see BENCHMARKS.md.
 VECTOR_WEIGHT = 0.5
+# A memory next to a strong match (the turn before or after it) is often the answer itself:
+# each candidate gets this share of its best neighbour's fused score.
+NEIGHBOUR_WEIGHT = 0.2
 CANDIDATES = 100  # per list: a small top_k still sees keyword matches the vector misses
 
 
@@ -36,13 +40,14 @@ class Scored:
     keyword: float | None
     vector_rank: int | None
     keyword_rank: int | None
+    neighbour: float | None = None  # the best neighbour's fused score (hybrid only)
 
     def details(self, mode: SearchMode, embedder: str) -> dict[str, object]:
         return {
             "search_mode": mode.value, "embedder": embedder,
             "vector_score": self.vector, "keyword_score": self.keyword,
             "vector_rank": self.vector_rank, "keyword_rank": self.keyword_rank,
-            "fused_score": self.score,
+            "neighbour_score": self.neighbour, "fused_score": self.score,
             # the name memvault used before hybrid search: kept for existing readers
             "cosine_similarity": self.vector,
         }
@@ -68,6 +73,23 @@ def fuse(
         fused = vector_weight * cosine + (1 - vector_weight) * normalized
         out.append(Scored(record, min(1.0, fused), v_score, k_score, v_rank, k_rank))
     out.sort(key=lambda s: (-s.score, s.vector_rank or len(records) + 1))
+    return out
+
+
+def smooth(
+    scored: list[Scored], neighbours: Mapping[str, tuple[str | None, str | None]],
+    weight: float = NEIGHBOUR_WEIGHT,
+) -> list[Scored]:
+    """Add to each candidate `weight` times the fused score of its best neighbour among the
+    candidates, rescaled by 1 + weight so the score stays in [0, 1]; best first."""
+    fused = {s.record.id: s.score for s in scored}
+    out = []
+    for item in scored:
+        near = max((fused.get(n or "", 0.0) for n in neighbours.get(item.record.id, ())),
+                   default=0.0)
+        out.append(replace(item, score=(item.score + weight * near) / (1 + weight),
+                           neighbour=near))
+    out.sort(key=lambda s: (-s.score, s.vector_rank or len(out) + 1))
     return out
 
 

@@ -14,7 +14,7 @@ from memvault.config import Settings, load_settings
 from memvault.embed import Embedder, EmbedderIdentity, make_embedder
 from memvault.errors import EmbedderMismatch, InvalidInput, NotFound, StoreError
 from memvault.memory import validation as check
-from memvault.memory.fusion import CANDIDATES, Scored, SearchMode, fuse, single
+from memvault.memory.fusion import CANDIDATES, Scored, SearchMode, fuse, single, smooth
 from memvault.store import MemoryRecord, Store, open_store, parse_filters, utc_now
 from memvault.store.filters import Bool, Cond, Node, entity_constraints
 from memvault.store.records import ENTITY_KEYS, JournalEntry
@@ -439,8 +439,9 @@ class Memory:
         if mode is SearchMode.VECTOR:
             return single(self.store.search(vector, key, node, top_k, None, show_expired), mode)
         wanted = max(top_k, CANDIDATES)
-        return fuse(self.store.search(vector, key, node, wanted, None, show_expired),
-                    self.store.keyword_search(query, node, wanted, show_expired))
+        fused = fuse(self.store.search(vector, key, node, wanted, None, show_expired),
+                     self.store.keyword_search(query, node, wanted, show_expired))
+        return smooth(fused, self.store.neighbours([s.record.id for s in fused]))
 
     def history(self, memory_id: str) -> list[dict[str, Any]]:
         memory_id = check.check_memory_id(memory_id)

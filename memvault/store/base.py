@@ -256,6 +256,11 @@ class Store(ABC):
         without a single indexable word finds nothing."""
 
     @abstractmethod
+    def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+        """For each id, the memory created just before and just after it in its namespace
+        (ordered by created_at, then id): the turns around it in a conversation."""
+
+    @abstractmethod
     def history(self, memory_id: str) -> list[JournalEntry]: ...
 
     @abstractmethod

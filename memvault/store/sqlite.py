@@ -97,6 +97,8 @@ MIGRATIONS: dict[int, str] = {
 # transaction that writes the row, whichever statement writes it. Joined on rowid: nothing
 # VACUUMs a store (that could renumber the rowids of a table without an INTEGER key).
 _KEYWORD_INDEX = (
+    # neighbours(): the memories around one in its namespace, in creation order
+    "CREATE INDEX memories_namespace_created ON memories(namespace, created_at, id)",
     "CREATE VIRTUAL TABLE memories_fts USING fts5(keywords, content='memories', "
     "content_rowid='rowid', tokenize='unicode61 remove_diacritics 0')",
     "INSERT INTO memories_fts(memories_fts) VALUES ('rebuild')",
@@ -723,6 +725,21 @@ class SQLiteStore(Store):
             f"WHERE memories_fts MATCH ? AND {where} ORDER BY bm25(memories_fts) LIMIT ?",
             [_match_expression(terms), *params, top_k])
         return [(_row_to_record(row[:-1]), float(row[-1])) for row in rows]
+
+    def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+        found: dict[str, tuple[str | None, str | None]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self._read(
+                "SELECT m.id, (SELECT p.id FROM memories p WHERE p.namespace = m.namespace AND "
+                "(p.created_at, p.id) < (m.created_at, m.id) "
+                "ORDER BY p.created_at DESC, p.id DESC LIMIT 1), "
+                "(SELECT n.id FROM memories n WHERE n.namespace = m.namespace AND "
+                "(n.created_at, n.id) > (m.created_at, m.id) "
+                "ORDER BY n.created_at, n.id LIMIT 1) "
+                f"FROM memories m WHERE m.id IN ({','.join('?' * len(chunk))})", chunk)
+            found.update({row[0]: (row[1], row[2]) for row in rows})
+        return found
 
     def history(self, memory_id: str) -> list[JournalEntry]:
         rows = self._read(

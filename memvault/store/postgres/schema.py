@@ -98,7 +98,10 @@ MIGRATIONS: dict[int, list[str]] = {
     # same as SQLite's), split on spaces by the 'simple' configuration. Backfilled by
     # add_keywords before the index is built.
     3: [f"ALTER TABLE {SCHEMA}.memories ADD COLUMN keywords TEXT COLLATE \"C\" NOT NULL "
-        "DEFAULT ''"],
+        "DEFAULT ''",
+        # neighbours(): the memories around one in its namespace, in creation order
+        f"CREATE INDEX memories_namespace_created ON {SCHEMA}.memories "
+        "(namespace, created_at, id)"],
 }
 
 KEYWORD_VECTOR = "to_tsvector('simple', m.keywords)"

@@ -647,6 +647,19 @@ class PostgresStore(Store):
         order = sorted(range(len(matches)), key=lambda i: (-scores[i], matches[i][0]))[:top_k]
         return [(row_to_record(matches[i][:-1]), scores[i]) for i in order]
 
+    def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+        if not ids:
+            return {}
+        rows = self._read(
+            "SELECT m.id, (SELECT p.id FROM memories p WHERE p.namespace = m.namespace AND "
+            "(p.created_at, p.id) < (m.created_at, m.id) "
+            "ORDER BY p.created_at DESC, p.id DESC LIMIT 1), "
+            "(SELECT n.id FROM memories n WHERE n.namespace = m.namespace AND "
+            "(n.created_at, n.id) > (m.created_at, m.id) "
+            "ORDER BY n.created_at, n.id LIMIT 1) "
+            "FROM memories m WHERE m.id = ANY(%s)", [list(ids)])
+        return {row[0]: (row[1], row[2]) for row in rows}
+
     def search_statement(
         self,
         query: np.ndarray,
