@@ -18,16 +18,17 @@ import json
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import LOCOMO, report
+from bench.common import LOCOMO, corpus, latencies, real_questions, report, unit_vectors
 from memvault.config import load_settings
 from memvault.embed.local import LocalEmbedder
-from memvault.memory import Memory
+from memvault.memory import Memory, text_hash
 from memvault.memory.fusion import CANDIDATES, SearchMode, fuse, smooth
-from memvault.store.records import MemoryRecord
+from memvault.store.records import MemoryRecord, utc_now
 
 KS = (1, 5, 10)
 CATEGORIES = (1, 2, 3, 4)
@@ -169,6 +170,30 @@ def bench(backend: str, url: str, root: Path, convs: list[dict[str, Any]], do_tu
     return result
 
 
+def scale_latency(url: str, root: Path, n: int, embedder: LocalEmbedder) -> dict[str, Any]:
+    """Search p50/p99 per mode over `n` memories in ONE namespace (real LoCoMo turns, made
+    distinct; random unit vectors: only the cost matters here), 200 real questions."""
+    settings = load_settings({"data_dir": root, "database_url": url})
+    with Memory(settings, embedder=embedder) as memory:
+        key = memory.embedder_identity().key
+        now = utc_now()
+        texts = corpus(n)
+        records = [MemoryRecord(id=str(uuid.uuid4()), memory=t, hash=text_hash(t),
+                                created_at=now, updated_at=now, user_id="one", role="user")
+                   for t in texts]
+        start = time.perf_counter()
+        memory.store.bulk_load(records, {key: unit_vectors(n, 384)})
+        loaded = time.perf_counter() - start
+        asked = real_questions()[:200]
+        out: dict[str, Any] = {"memories": n, "bulk_load_s": round(loaded, 1)}
+        for mode in SearchMode:
+            figures = latencies(lambda i, mode=mode: memory.search(
+                asked[i % len(asked)], user_id="one", top_k=10, search_mode=mode.value),
+                len(asked))
+            out[mode.value] = {k: round(v, 2) for k, v in figures.items()}
+    return out
+
+
 def show(result: dict[str, Any]) -> None:
     print(f"\n{result['backend']}: {result['memories']} memories, {result['questions']} "
           f"questions, ingest {result['ingest_s']} s")
@@ -186,6 +211,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--data", type=Path, default=LOCOMO)
     parser.add_argument("--tune", action="store_true")
+    parser.add_argument("--scale", type=int, default=0,
+                        help="also time search over this many memories in one namespace")
     parser.add_argument("--text", choices=sorted(TEXTS), default="speaker",
                         help="what a turn's memory text is (speaker: 'Name: what they said')")
     args = parser.parse_args()
@@ -198,6 +225,10 @@ def main() -> None:
             results.append(bench("sqlite", f"sqlite:///{root / 'm.db'}", root / "s", convs,
                                  args.tune, embedder, args.text))
             show(results[-1])
+            if args.scale:
+                results[-1]["scale"] = scale_latency(f"sqlite:///{root / 'big.db'}",
+                                                     root / "b", args.scale, embedder)
+                print(json.dumps(results[-1]["scale"], indent=1))
         if args.backend in ("postgres", "both"):
             from bench.bench_postgres import start_cluster
 
@@ -206,6 +237,11 @@ def main() -> None:
                 results.append(bench("postgres", server.get_uri(), root / "p", convs,
                                      args.tune, embedder, args.text))
                 show(results[-1])
+                if args.scale:
+                    server.psql("CREATE DATABASE big;")
+                    results[-1]["scale"] = scale_latency(server.get_uri("big"), root / "pb",
+                                                         args.scale, embedder)
+                    print(json.dumps(results[-1]["scale"], indent=1))
             finally:
                 server.cleanup()
                 shutil.rmtree(pg_root, ignore_errors=True)
