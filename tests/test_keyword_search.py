@@ -10,6 +10,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from memvault.backup import VALID, JournalShipper, create_backup, run_restore
 from memvault.config import Settings, load_settings
 from memvault.embed.local import LocalEmbedder
 from memvault.errors import InvalidInput
@@ -64,6 +65,40 @@ def test_bulk_load_fills_the_index_as_restore_does(memory: Memory, store: Store)
     store.bulk_load(records, {key: vectors})
     assert found(store, "beekeeping bees") == ["Alice keeps bees on the roof"]
     assert found(memory.store, "bees") == ["Alice keeps bees on the roof"]
+
+
+def test_restore_rebuilds_the_index(memory: Memory, settings: Settings, backend: str,
+                                    tmp_path: Any, local_embedder: LocalEmbedder,
+                                    request: pytest.FixtureRequest) -> None:
+    """A backup carries no index: the restored store finds by keyword what the source did,
+    including what the shipped journal changed after the snapshot."""
+    memory.add("Alice collects vintage typewriters", user_id="alice", infer=False)
+    kept = memory.add("Alice learns Portuguese", user_id="alice", infer=False)["results"][0]
+    (snapshot,) = create_backup(memory.store, settings)
+    assert snapshot.status == VALID, snapshot.reasons
+    shipper = JournalShipper(memory.store, settings)
+    memory.update(kept["id"], "Alice learns Icelandic")
+    memory.add("Alice repairs typewriter ribbons", user_id="alice", infer=False)
+    assert shipper.ship() == 1
+    server, name = None, "k_" + uuid.uuid4().hex[:12]
+    if backend == "postgres":
+        server = request.getfixturevalue("pg_server")
+        server.psql(f"CREATE DATABASE {name};")
+        url = server.get_uri(name)
+    else:
+        url = f"sqlite:///{tmp_path / 'restored' / 'memvault.db'}"
+    target_settings = settings.model_copy(update={"database_url": url})
+    target = open_store(target_settings)
+    try:
+        run_restore(target, target_settings, local_embedder)
+        assert sorted(found(target, "typewriters")) == sorted(found(memory.store, "typewriter"))
+        assert len(found(target, "typewriter")) == 2
+        assert found(target, "Icelandic") == ["Alice learns Icelandic"]
+        assert found(target, "Portuguese") == []
+    finally:
+        target.close()
+        if server is not None:
+            server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);")
 
 
 def _downgrade_to_schema_2(settings: Settings, backend: str) -> None:
