@@ -108,6 +108,7 @@ def _downgrade_to_schema_2(settings: Settings, backend: str) -> None:
         conn = sqlite3.connect(settings.sqlite_path, isolation_level=None)
         for name in ("insert", "delete", "update"):
             conn.execute(f"DROP TRIGGER memories_fts_{name}")
+        conn.execute("DROP TABLE memories_fts_terms")
         conn.execute("DROP TABLE memories_fts")
         conn.execute("DROP INDEX memories_namespace_created")
         conn.execute("ALTER TABLE memories DROP COLUMN keywords")

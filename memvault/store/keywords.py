@@ -20,6 +20,8 @@ import snowballstemmer
 # token can carry query syntax and both backends' parsers see plain words.
 _WORD = re.compile(r"[^\W_]+")
 _CACHE_LIMIT = 200_000
+# Memories a keyword query may rank before its most frequent stems are dropped (~3 ms).
+MATCH_BUDGET = 5_000
 
 # A small English stop list (the classic SMART/Snowball core): words that carry no topic.
 _STOP_TEXT = """
@@ -72,6 +74,18 @@ class KeywordTokenizer:
         """Distinct query stems in first-seen order (at most 64: a 10k-character query must
         not become a 2000-term OR)."""
         return list(dict.fromkeys(self.tokens(text)))[:64]
+
+
+def bounded_terms(terms: list[str], documents: dict[str, int],
+                  budget: int = MATCH_BUDGET) -> list[str]:
+    """The query stems worth ranking: indexed ones, the most frequent dropped while together
+    they would match more than `budget` memories (at least the rarest one stays). BM25 weighs
+    a frequent stem least, and ranking cost grows with every memory matched: this bounds a
+    search in a large namespace while leaving small ones exactly ranked."""
+    kept = sorted((t for t in terms if documents.get(t)), key=lambda t: documents[t])
+    while len(kept) > 1 and sum(documents[t] for t in kept) > budget:
+        kept.pop()
+    return kept
 
 
 def tsquery(terms: list[str]) -> str:

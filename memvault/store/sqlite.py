@@ -29,7 +29,7 @@ from memvault.store.base import (
 )
 from memvault.store.filter_sql import SQLITE, compile_sql
 from memvault.store.filters import Node, entity_constraints, only_entity_constraints
-from memvault.store.keywords import KeywordTokenizer
+from memvault.store.keywords import KeywordTokenizer, bounded_terms
 from memvault.store.records import (
     ENTITY_KEYS,
     ENTITY_TYPES,
@@ -102,6 +102,8 @@ _KEYWORD_INDEX = (
     "CREATE VIRTUAL TABLE memories_fts USING fts5(keywords, content='memories', "
     "content_rowid='rowid', tokenize='unicode61 remove_diacritics 0')",
     "INSERT INTO memories_fts(memories_fts) VALUES ('rebuild')",
+    # documents per term: keyword_search bounds its work by it
+    "CREATE VIRTUAL TABLE memories_fts_terms USING fts5vocab(memories_fts, 'row')",
     "CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN "
     "INSERT INTO memories_fts(rowid, keywords) VALUES (new.rowid, new.keywords); END",
     "CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN "
@@ -718,6 +720,11 @@ class SQLiteStore(Store):
         terms = self.keywords.query_terms(query)
         if not terms:
             return []
+        marks = ",".join("?" * len(terms))
+        terms = bounded_terms(terms, dict(self._read(
+            f"SELECT term, doc FROM memories_fts_terms WHERE term IN ({marks})", terms)))
+        if not terms:
+            return []
         where, params = self._where(node, include_expired)
         rows = self._read(
             f"SELECT {', '.join(f'm.{c}' for c in _COLUMNS)}, -bm25(memories_fts) "
@@ -730,13 +737,19 @@ class SQLiteStore(Store):
         found: dict[str, tuple[str | None, str | None]] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
+            # Same instant first, then earlier/later ones: SQLite seeks a row-value range on
+            # its first column only, which scans every tie (all of a batch add share one).
             rows = self._read(
-                "SELECT m.id, (SELECT p.id FROM memories p WHERE p.namespace = m.namespace AND "
-                "(p.created_at, p.id) < (m.created_at, m.id) "
-                "ORDER BY p.created_at DESC, p.id DESC LIMIT 1), "
+                "SELECT m.id, coalesce("
+                "(SELECT p.id FROM memories p WHERE p.namespace = m.namespace AND "
+                "p.created_at = m.created_at AND p.id < m.id ORDER BY p.id DESC LIMIT 1), "
+                "(SELECT p.id FROM memories p WHERE p.namespace = m.namespace AND "
+                "p.created_at < m.created_at ORDER BY p.created_at DESC, p.id DESC LIMIT 1)), "
+                "coalesce("
                 "(SELECT n.id FROM memories n WHERE n.namespace = m.namespace AND "
-                "(n.created_at, n.id) > (m.created_at, m.id) "
-                "ORDER BY n.created_at, n.id LIMIT 1) "
+                "n.created_at = m.created_at AND n.id > m.id ORDER BY n.id LIMIT 1), "
+                "(SELECT n.id FROM memories n WHERE n.namespace = m.namespace AND "
+                "n.created_at > m.created_at ORDER BY n.created_at, n.id LIMIT 1)) "
                 f"FROM memories m WHERE m.id IN ({','.join('?' * len(chunk))})", chunk)
             found.update({row[0]: (row[1], row[2]) for row in rows})
         return found
