@@ -201,3 +201,13 @@ def test_neighbours_are_the_memories_around_one_in_its_namespace(memory: Memory)
     by_id = {r["id"]: r["score_details"] for r in result}
     assert by_id[ids[0]]["neighbour_score"] > 0 and by_id[ids[2]]["neighbour_score"] > 0
     assert by_id[ids[1]]["keyword_rank"] == 1
+
+
+def test_bounded_terms_drops_the_most_frequent_stems_of_a_large_match() -> None:
+    from memvault.store.keywords import bounded_terms
+
+    counts = {"rare": 3, "common": 4000, "everywhere": 90_000}
+    assert bounded_terms(["everywhere", "rare", "common", "absent"], counts) == ["rare", "common"]
+    assert bounded_terms(["everywhere"], counts) == ["everywhere"]  # the rarest one stays
+    assert bounded_terms(["rare", "common"], counts, budget=100) == ["rare"]
+    assert bounded_terms(["absent"], counts) == []

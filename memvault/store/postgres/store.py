@@ -21,7 +21,13 @@ from memvault.embed.base import EmbedderIdentity
 from memvault.errors import InvalidInput, SchemaError, StoreError, StoreUnavailable
 from memvault.store.base import AddOutcome, Store, check_bulk_vectors, merge_update
 from memvault.store.filter_sql import PostgresDialect, compile_sql
-from memvault.store.keywords import KeywordTokenizer, bm25, tsquery
+from memvault.store.keywords import (
+    MATCH_BUDGET,
+    KeywordTokenizer,
+    bm25,
+    bounded_terms,
+    tsquery,
+)
 from memvault.store.postgres import hnsw
 from memvault.store.postgres.codec import binary_copy_vectors, register_vector
 from memvault.store.postgres.connections import PostgresTarget, TimedConnection, no_deadline
@@ -631,6 +637,14 @@ class PostgresStore(Store):
     ) -> list[tuple[MemoryRecord, float]]:
         terms = self.keywords.query_terms(query)
         if not terms or top_k <= 0:
+            return []
+        # Documents per stem, each count stopping past the budget (GIN bitmap, LIMIT)
+        counts = self._read("SELECT " + ", ".join(
+            f"(SELECT count(*) FROM (SELECT 1 FROM memories m WHERE {KEYWORD_VECTOR} "
+            "@@ to_tsquery('simple', %s) LIMIT %s) c)" for _ in terms),
+            [value for term in terms for value in (tsquery([term]), MATCH_BUDGET + 1)])[0]
+        terms = bounded_terms(terms, dict(zip(terms, counts, strict=True)))
+        if not terms:
             return []
         where, params = self._where(node, include_expired)
         # Every memory of the scope holding a query stem (GIN index), ranked here by BM25
