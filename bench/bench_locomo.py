@@ -150,6 +150,9 @@ def tune(memory: Memory, qs: list[dict[str, Any]], turns: dict[str, set[str]]
         for lam in (0.1, 0.2, 0.3, 0.5):
             variants[f"neighbours w={w} l={lam}"] = lambda v, k, w=w, lam=lam: [
                 s.record.id for s in smooth(fuse(v, k, vector_weight=w), near, lam)]
+    for n in (20, 50):
+        variants[f"candidates={n}"] = lambda v, k, n=n: [
+            s.record.id for s in smooth(fuse(v[:n], k[:n]), near)]
     return {name: recall([f(v, k) for v, k in lists], qs, turns)
             for name, f in variants.items()}
 
