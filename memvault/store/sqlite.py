@@ -98,18 +98,18 @@ MIGRATIONS: dict[int, str] = {
 # VACUUMs a store (that could renumber the rowids of a table without an INTEGER key).
 _KEYWORD_INDEX = (
     # neighbours(): the memories around one in its namespace, in creation order
-    "CREATE INDEX memories_namespace_created ON memories(namespace, created_at, id)",
-    "CREATE VIRTUAL TABLE memories_fts USING fts5(keywords, content='memories', "
+    "CREATE INDEX IF NOT EXISTS memories_namespace_created ON memories(namespace, created_at, id)",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(keywords, content='memories', "
     "content_rowid='rowid', tokenize='unicode61 remove_diacritics 0')",
     "INSERT INTO memories_fts(memories_fts) VALUES ('rebuild')",
     # documents per term: keyword_search bounds its work by it
-    "CREATE VIRTUAL TABLE memories_fts_terms USING fts5vocab(memories_fts, 'row')",
-    "CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN "
+    "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts_terms USING fts5vocab(memories_fts, 'row')",
+    "CREATE TRIGGER IF NOT EXISTS memories_fts_insert AFTER INSERT ON memories BEGIN "
     "INSERT INTO memories_fts(rowid, keywords) VALUES (new.rowid, new.keywords); END",
-    "CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN "
+    "CREATE TRIGGER IF NOT EXISTS memories_fts_delete AFTER DELETE ON memories BEGIN "
     "INSERT INTO memories_fts(memories_fts, rowid, keywords) "
     "VALUES ('delete', old.rowid, old.keywords); END",
-    "CREATE TRIGGER memories_fts_update AFTER UPDATE OF keywords ON memories BEGIN "
+    "CREATE TRIGGER IF NOT EXISTS memories_fts_update AFTER UPDATE OF keywords ON memories BEGIN "
     "INSERT INTO memories_fts(memories_fts, rowid, keywords) "
     "VALUES ('delete', old.rowid, old.keywords); "
     "INSERT INTO memories_fts(rowid, keywords) VALUES (new.rowid, new.keywords); END",
@@ -166,8 +166,11 @@ def _rekey_namespaces(cur: sqlite3.Cursor, path: Path) -> None:
 
 
 def _add_keyword_index(cur: sqlite3.Cursor, tokenizer: KeywordTokenizer, path: Path) -> None:
-    """Give every stored memory its index tokens, then build the index over them."""
-    cur.execute("ALTER TABLE memories ADD COLUMN keywords TEXT NOT NULL DEFAULT ''")
+    """Give every stored memory its index tokens, then build the index over them (again, on a
+    store whose version mark was lowered by hand: every step is idempotent)."""
+    columns = {row[1] for row in cur.execute("PRAGMA table_info(memories)")}
+    if "keywords" not in columns:
+        cur.execute("ALTER TABLE memories ADD COLUMN keywords TEXT NOT NULL DEFAULT ''")
     rows = cur.execute("SELECT id, memory FROM memories").fetchall()
     cur.executemany("UPDATE memories SET keywords = ? WHERE id = ?",
                     [(tokenizer.document(text), memory_id) for memory_id, text in rows])

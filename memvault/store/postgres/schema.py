@@ -96,16 +96,17 @@ MIGRATIONS: dict[int, list[str]] = {
     2: [],  # data only: rekey_namespaces
     # The keyword index: the normalized token string of each memory (store/keywords.py, the
     # same as SQLite's), split on spaces by the 'simple' configuration. Backfilled by
-    # add_keywords before the index is built.
-    3: [f"ALTER TABLE {SCHEMA}.memories ADD COLUMN keywords TEXT COLLATE \"C\" NOT NULL "
-        "DEFAULT ''",
+    # add_keywords before the index is built. Idempotent, like every step after 1: a store
+    # whose version mark was lowered by hand migrates again.
+    3: [f"ALTER TABLE {SCHEMA}.memories ADD COLUMN IF NOT EXISTS keywords "
+        "TEXT COLLATE \"C\" NOT NULL DEFAULT ''",
         # neighbours(): the memories around one in its namespace, in creation order
-        f"CREATE INDEX memories_namespace_created ON {SCHEMA}.memories "
+        f"CREATE INDEX IF NOT EXISTS memories_namespace_created ON {SCHEMA}.memories "
         "(namespace, created_at, id)"],
 }
 
 KEYWORD_VECTOR = "to_tsvector('simple', m.keywords)"
-KEYWORD_INDEX = (f"CREATE INDEX memories_keywords ON {SCHEMA}.memories "
+KEYWORD_INDEX = (f"CREATE INDEX IF NOT EXISTS memories_keywords ON {SCHEMA}.memories "
                  "USING gin (to_tsvector('simple', keywords))")
 
 COLUMNS = (
