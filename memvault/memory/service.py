@@ -6,6 +6,7 @@ import hashlib
 import logging
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,10 @@ class Memory:
         self._embedder_lock = threading.Lock()
         self.actor = actor
         self._llm = llm  # memvault.llm.ChatClient, built on first infer when MEMVAULT_LLM is set
+        # Runs a hybrid search's keyword query while the query is embedded (both release
+        # the GIL); started on first use.
+        self._keyword_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None = None) -> Memory:
@@ -105,7 +110,17 @@ class Memory:
         return cls(load_settings(_translate_mem0_config(config or {})))
 
     def close(self) -> None:
+        with self._pool_lock:
+            if self._keyword_pool is not None:
+                self._keyword_pool.shutdown(wait=True)
+                self._keyword_pool = None
         self.store.close()
+
+    def _keyword_worker(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._keyword_pool is None:
+                self._keyword_pool = ThreadPoolExecutor(2, thread_name_prefix="memvault-kw")
+            return self._keyword_pool
 
     def __enter__(self) -> Memory:
         return self
@@ -435,12 +450,19 @@ class Memory:
         """Candidates of one search, best first, before the threshold and the top_k cut."""
         if mode is SearchMode.KEYWORD:
             return single(self.store.keyword_search(query, node, top_k, show_expired), mode)
-        vector = self._embed([query])[0]
         if mode is SearchMode.VECTOR:
+            vector = self._embed([query])[0]
             return single(self.store.search(vector, key, node, top_k, None, show_expired), mode)
         wanted = max(top_k, CANDIDATES)
-        fused = fuse(self.store.search(vector, key, node, wanted, None, show_expired),
-                     self.store.keyword_search(query, node, wanted, show_expired))
+        keyword = self._keyword_worker().submit(
+            self.store.keyword_search, query, node, wanted, show_expired)
+        try:
+            vector = self._embed([query])[0]
+            vector_hits = self.store.search(vector, key, node, wanted, None, show_expired)
+        except BaseException:
+            wait([keyword])  # never leave it running; the embedder's or store's error wins
+            raise
+        fused = fuse(vector_hits, keyword.result())
         return smooth(fused, self.store.neighbours([s.record.id for s in fused]))
 
     def history(self, memory_id: str) -> list[dict[str, Any]]:
