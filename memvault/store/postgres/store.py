@@ -83,6 +83,9 @@ class PostgresStore(Store):
         self._iterative_scan = True
         self.dialect = PostgresDialect()
         self.keywords = KeywordTokenizer()
+        # BM25 statistics per search scope: (journal seq, memories, mean tokens). Recounting
+        # a scope scans it; a few writes barely move either figure (see _scope_statistics).
+        self._scope_stats: dict[tuple[str, str], tuple[int, int, float]] = {}
         self.server: dict[str, Any] = {}
         self._embedder_dims: dict[str, int] = {}
         self.last_bulk_load: dict[str, Any] = {}
@@ -650,16 +653,33 @@ class PostgresStore(Store):
         # Every memory of the scope holding a query stem (GIN index), ranked here by BM25
         # with the scope's size and mean length: the same formula as SQLite's FTS5.
         matches = self._read(
-            f"SELECT {SELECT_COLUMNS}, m.keywords FROM memories m WHERE {KEYWORD_VECTOR} "
+            f"SELECT m.id, m.keywords FROM memories m WHERE {KEYWORD_VECTOR} "
             f"@@ to_tsquery('simple', %s) AND {where}", [tsquery(terms), *params])
         if not matches:
             return []
-        size = self._read(
+        total, mean_length = self._scope_statistics(where, params)
+        scores = bm25(terms, [row[1] for row in matches], total, mean_length)
+        order = sorted(range(len(matches)), key=lambda i: (-scores[i], matches[i][0]))[:top_k]
+        records = {row_to_record(row).id: row_to_record(row) for row in self._read(
+            f"{SELECT} WHERE m.id = ANY(%s)", [[matches[i][0] for i in order]])}
+        return [(records[matches[i][0]], scores[i]) for i in order
+                if matches[i][0] in records]
+
+    def _scope_statistics(self, where: str, params: list[Any]) -> tuple[int, float]:
+        """Memories in a scope and their mean token count, recounted once the journal moved
+        by more than 1% of the scope (at least 100 writes) since the last count."""
+        key = (where, repr(params))
+        seq = self.last_seq()
+        cached = self._scope_stats.get(key)
+        if cached is not None and seq - cached[0] <= max(100, cached[1] // 100):
+            return cached[1], cached[2]
+        row = self._read(
             "SELECT count(*), coalesce(avg(length(m.keywords) - length(replace(m.keywords, "
             f"' ', '')) + 1), 1) FROM memories m WHERE {where}", params)[0]
-        scores = bm25(terms, [row[-1] for row in matches], int(size[0]), float(size[1]))
-        order = sorted(range(len(matches)), key=lambda i: (-scores[i], matches[i][0]))[:top_k]
-        return [(row_to_record(matches[i][:-1]), scores[i]) for i in order]
+        if len(self._scope_stats) > 1024:
+            self._scope_stats.clear()
+        self._scope_stats[key] = (seq, int(row[0]), float(row[1]))
+        return int(row[0]), float(row[1])
 
     def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
         if not ids:
