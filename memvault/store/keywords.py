@@ -96,12 +96,12 @@ def tsquery(terms: list[str]) -> str:
 
 
 def bm25(terms: list[str], documents: list[str], total: int, mean_length: float,
-         k1: float = 1.2, b: float = 0.75) -> list[float]:
-    """Okapi BM25 of each token string for the query stems, as SQLite's FTS5 computes it
-    (its IDF floor included), given every matching document of a scope of `total`."""
+         frequency: dict[str, int], k1: float = 1.2, b: float = 0.75) -> list[float]:
+    """Okapi BM25 of each token string for the query stems exactly as SQLite's FTS5 computes
+    it (its IDF floor included): `total` memories of mean length `mean_length` in the whole
+    store, `frequency` the memories holding each stem."""
     split = [doc.split() for doc in documents]
     total = max(total, len(split))  # statistics a little stale never undercount the matches
-    frequency = {term: sum(1 for words in split if term in words) for term in terms}
     idf = {term: max(1e-6, math.log((total - n + 0.5) / (n + 0.5)))
            for term, n in frequency.items()}
     scores = []

@@ -83,9 +83,9 @@ class PostgresStore(Store):
         self._iterative_scan = True
         self.dialect = PostgresDialect()
         self.keywords = KeywordTokenizer()
-        # BM25 statistics per search scope: (journal seq, memories, mean tokens). Recounting
-        # a scope scans it; a few writes barely move either figure (see _scope_statistics).
-        self._scope_stats: dict[tuple[str, str], tuple[int, int, float]] = {}
+        # BM25 statistics of the store: (journal seq, memories, mean tokens); see
+        # _store_statistics.
+        self._keyword_stats: tuple[int, int, float] | None = None
         self.server: dict[str, Any] = {}
         self._embedder_dims: dict[str, int] = {}
         self.last_bulk_load: dict[str, Any] = {}
@@ -646,40 +646,40 @@ class PostgresStore(Store):
             f"(SELECT count(*) FROM (SELECT 1 FROM memories m WHERE {KEYWORD_VECTOR} "
             "@@ to_tsquery('simple', %s) LIMIT %s) c)" for _ in terms),
             [value for term in terms for value in (tsquery([term]), MATCH_BUDGET + 1)])[0]
-        terms = bounded_terms(terms, dict(zip(terms, counts, strict=True)))
+        frequency = dict(zip(terms, counts, strict=True))
+        terms = bounded_terms(terms, frequency)
         if not terms:
             return []
         where, params = self._where(node, include_expired)
         # Every memory of the scope holding a query stem (GIN index), ranked here by BM25
-        # with the scope's size and mean length: the same formula as SQLite's FTS5.
+        # with the store's size, mean length and stem counts: FTS5's formula and figures.
         matches = self._read(
             f"SELECT m.id, m.keywords FROM memories m WHERE {KEYWORD_VECTOR} "
             f"@@ to_tsquery('simple', %s) AND {where}", [tsquery(terms), *params])
         if not matches:
             return []
-        total, mean_length = self._scope_statistics(where, params)
-        scores = bm25(terms, [row[1] for row in matches], total, mean_length)
+        total, mean_length = self._store_statistics()
+        scores = bm25(terms, [row[1] for row in matches], total, mean_length, frequency)
         order = sorted(range(len(matches)), key=lambda i: (-scores[i], matches[i][0]))[:top_k]
         records = {row_to_record(row).id: row_to_record(row) for row in self._read(
             f"{SELECT} WHERE m.id = ANY(%s)", [[matches[i][0] for i in order]])}
         return [(records[matches[i][0]], scores[i]) for i in order
                 if matches[i][0] in records]
 
-    def _scope_statistics(self, where: str, params: list[Any]) -> tuple[int, float]:
-        """Memories in a scope and their mean token count, recounted once the journal moved
-        by more than 1% of the scope (at least 100 writes) since the last count."""
-        key = (where, repr(params))
+    def _store_statistics(self) -> tuple[int, float]:
+        """Memories in the store and their mean token count (FTS5 keeps these exactly),
+        recounted once the journal moved by more than 1% of the store since the last count:
+        a small store always, 100k memories every 1,000 writes (a count scans them all)."""
         seq = self.last_seq()
-        cached = self._scope_stats.get(key)
-        if cached is not None and seq - cached[0] <= max(100, cached[1] // 100):
+        cached = self._keyword_stats
+        if cached is not None and seq - cached[0] <= cached[1] // 100:
             return cached[1], cached[2]
         row = self._read(
-            "SELECT count(*), coalesce(avg(length(m.keywords) - length(replace(m.keywords, "
-            f"' ', '')) + 1), 1) FROM memories m WHERE {where}", params)[0]
-        if len(self._scope_stats) > 1024:
-            self._scope_stats.clear()
-        self._scope_stats[key] = (seq, int(row[0]), float(row[1]))
-        return int(row[0]), float(row[1])
+            "SELECT count(*), coalesce(sum(length(m.keywords) - length(replace(m.keywords, "
+            "' ', '')) + 1) FILTER (WHERE m.keywords <> ''), 0) FROM memories m")[0]
+        total, tokens = int(row[0]), float(row[1])
+        self._keyword_stats = (seq, total, tokens / total if total else 1.0)
+        return self._keyword_stats[1], self._keyword_stats[2]
 
     def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
         if not ids:
