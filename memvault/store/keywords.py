@@ -101,9 +101,10 @@ def bm25(terms: list[str], documents: list[str], total: int, mean_length: float,
     it (its IDF floor included): `total` memories of mean length `mean_length` in the whole
     store, `frequency` the memories holding each stem."""
     split = [doc.split() for doc in documents]
-    total = max(total, len(split))  # statistics a little stale never undercount the matches
+    # Statistics a little stale (writes since the count) never undercount the matches.
+    total = max(total, len(split), *(frequency.get(term, 0) for term in terms))
     idf = {term: max(1e-6, math.log((total - n + 0.5) / (n + 0.5)))
-           for term, n in frequency.items()}
+           for term, n in frequency.items() if term in terms}
     scores = []
     for words in split:
         norm = k1 * (1 - b + b * len(words) / max(mean_length, 1e-9))
