@@ -211,3 +211,12 @@ def test_bounded_terms_drops_the_most_frequent_stems_of_a_large_match() -> None:
     assert bounded_terms(["everywhere"], counts) == ["everywhere"]  # the rarest one stays
     assert bounded_terms(["rare", "common"], counts, budget=100) == ["rare"]
     assert bounded_terms(["absent"], counts) == []
+
+
+def test_bm25_survives_statistics_older_than_the_matches() -> None:
+    """Counted before concurrent adds: more memories hold a stem than the store had."""
+    from memvault.store.keywords import bm25
+
+    scores = bm25(["note"], ["new note", "old note", "note"], total=1, mean_length=2.0,
+                  frequency={"note": 3})
+    assert len(scores) == 3 and all(s > 0 for s in scores)
