@@ -1,4 +1,4 @@
-"""Backup bench (issue 5): snapshot incl. validation, restore, pg_dump comparison, RPO.
+"""Backup bench: snapshot incl. validation, restore, pg_dump comparison, RPO.
 
 Run: .venv/bin/python -m bench.bench_backup [--size 100000] [--no-pg] [--no-rpo]
 

@@ -1,4 +1,4 @@
-"""Core engine bench (issue 2): ingest and search on SQLite at 10k and 100k memories.
+"""Core engine bench: ingest and search on SQLite at 10k and 100k memories.
 
 Run: .venv/bin/python -m bench.bench_core [--sizes 10000,100000] [--embed-sizes 10000]
 

@@ -1,4 +1,4 @@
-"""PostgreSQL + pgvector bench (issue 4): 100k memories x 384 dims of real text.
+"""PostgreSQL + pgvector bench: 100k memories x 384 dims of real text.
 
 Run: .venv/bin/python -m bench.bench_postgres [--n 100000] [--skip-sqlite]
 

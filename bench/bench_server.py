@@ -1,4 +1,4 @@
-"""Server bench (issue 3): `memvault serve` (real uvicorn, subprocess) on a SQLite store of 100k
+"""Server bench: `memvault serve` (real uvicorn, subprocess) on a SQLite store of 100k
 memories, driven from this process by concurrent HTTP clients on 127.0.0.1.
 
 Run: .venv/bin/python -m bench.bench_server [--memories 100000] [--clients 8]

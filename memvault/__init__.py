@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from memvault.version import __version__
 
 __all__ = ["Memory", "MemoryClient", "__version__"]
 
@@ -16,7 +16,7 @@ def __getattr__(name: str) -> Any:
 
         return Memory
     if name == "MemoryClient":
-        from memvault.client import MemoryClient  # arrives with the server
+        from memvault.client import MemoryClient
 
         return MemoryClient
     raise AttributeError(name)

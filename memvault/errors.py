@@ -63,7 +63,7 @@ class LLMNotConfigured(LLMError):
     code = "llm_not_configured"
 
 
-# -- HTTP API and client (server issue) -------------------------------------------------
+# -- HTTP API and client ------------------------------------------------------------------
 
 
 class ServerUnreachable(MemvaultError):

@@ -88,7 +88,7 @@ def memory(settings: Settings, local_embedder: LocalEmbedder) -> Iterator[Memory
         yield opened
 
 
-# -- server issue: the app over the `memory` fixture (every backend), in-process and live
+# The app over the `memory` fixture (every backend), in-process and live
 @pytest.fixture
 def app(settings: Settings, memory: Memory) -> Iterator[Any]:
     from memvault.server import create_app
@@ -113,4 +113,3 @@ def live_url(app: Any) -> Iterator[str]:
 
     with LiveServer(app) as server:
         yield server.url
-# -- end server issue

@@ -13,7 +13,15 @@ from memvault.backup.errors import (
     RestoreRefused,
     RetentionRefused,
 )
-from memvault.backup.format import INCOMPLETE, SUSPICIOUS, VALID, Manifest
+from memvault.backup.format import (
+    INCOMPLETE,
+    SUSPICIOUS,
+    VALID,
+    Manifest,
+    Validity,
+    all_valid,
+    not_valid,
+)
 from memvault.backup.restore import (
     RestorePlan,
     plan_restore,
@@ -44,10 +52,13 @@ __all__ = [
     "RestorePlan",
     "RestoreRefused",
     "RetentionRefused",
+    "Validity",
+    "all_valid",
     "apply_prune",
     "create_backup",
     "list_backups",
     "newest_valid",
+    "not_valid",
     "open_destination",
     "open_destinations",
     "plan_prune",

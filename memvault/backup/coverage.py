@@ -17,7 +17,7 @@ from memvault.backup import layout
 from memvault.backup.catalog import BackupEntry
 from memvault.backup.head import LineageHead
 from memvault.backup.journal import Segment, SegmentRef
-from memvault.store.records import JournalEntry, namespace_key
+from memvault.store import JournalEntry, namespace_key
 
 
 @dataclass

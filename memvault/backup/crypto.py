@@ -16,7 +16,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -47,6 +47,10 @@ class Cipher:
 
     def writer(self, sink: Sink) -> EncryptingWriter:
         return EncryptingWriter(self, sink)
+
+    def encrypt_chunk(self, nonce: bytes, plain: bytes, aad: bytes) -> bytes:
+        """One AES-GCM sealed chunk (the framing is EncryptingWriter's)."""
+        return self._aead.encrypt(nonce, plain, aad)
 
     def seal(self, data: bytes) -> bytes:
         out = bytearray()
@@ -145,7 +149,7 @@ class EncryptingWriter:
     def _emit(self, plain: bytes, *, final: bool) -> None:
         nonce = self._header[len(MAGIC) + 8:] + struct.pack(">I", self._index)
         aad = self._header + struct.pack(">IB", self._index, int(final))
-        sealed = self._cipher._aead.encrypt(nonce, plain, aad)
+        sealed = self._cipher.encrypt_chunk(nonce, plain, aad)
         self._sink.write(struct.pack(">I", len(sealed)) + sealed)
         self._index += 1
 
@@ -159,8 +163,3 @@ class EncryptingWriter:
 
 def cipher_for(secret: str | None) -> Cipher | None:
     return Cipher(secret) if secret else None
-
-
-def read_all(stream: BinaryIO) -> Iterator[bytes]:
-    while chunk := stream.read(CHUNK):
-        yield chunk

@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -32,8 +33,8 @@ from memvault.backup.frames import StagedFile as StagedFile
 from memvault.backup.frames import encode_bytes as encode_bytes
 from memvault.backup.frames import iter_lines as iter_lines
 from memvault.backup.frames import read_plain as read_plain
-from memvault.embed.base import EmbedderIdentity
-from memvault.store.records import MemoryRecord, namespace_key
+from memvault.embed import EmbedderIdentity
+from memvault.store import MemoryRecord, namespace_key
 
 FORMAT = "memvault-backup"
 FORMAT_VERSION = 2
@@ -44,10 +45,41 @@ MEMORIES_FILE = "memories.jsonl.zst"
 # Raw float32 barely compresses; the fastest level keeps snapshots quick.
 VECTORS_ZSTD_LEVEL = 1
 
-VALID = "valid"
-SUSPICIOUS = "suspicious"
-INCOMPLETE = "incomplete"
-UNREADABLE = "unreadable"
+
+
+class Validity(StrEnum):
+    """What a backup proves: the `validation.status` of its manifest, the status of a catalog
+    entry and of one destination's backup run (the same words in JSON and metrics labels)."""
+
+    VALID = "valid"  # read back in full and consistent with the store: a restore source
+    SUSPICIOUS = "suspicious"  # written, but a check failed: never counted as valid
+    INCOMPLETE = "incomplete"  # files without a manifest: a run that did not finish
+    UNREADABLE = "unreadable"  # a manifest that cannot be read or parsed
+    FAILED = "failed"  # the run left no backup on that destination
+
+
+VALID = Validity.VALID
+SUSPICIOUS = Validity.SUSPICIOUS
+INCOMPLETE = Validity.INCOMPLETE
+UNREADABLE = Validity.UNREADABLE
+
+
+class HasValidity(Protocol):
+    @property
+    def status(self) -> str: ...
+
+
+T = TypeVar("T", bound=HasValidity)
+
+
+def not_valid(results: Iterable[T]) -> list[T]:
+    """The results (of a backup run, one per destination) that are not a valid backup."""
+    return [r for r in results if r.status != Validity.VALID]
+
+
+def all_valid(results: Sequence[HasValidity]) -> bool:
+    """A backup run succeeded: at least one destination, and every one holds a valid backup."""
+    return bool(results) and not not_valid(results)
 
 
 def snapshot_key(folder: str, name: str) -> str:
@@ -84,13 +116,6 @@ def record_lines(records: Iterable[MemoryRecord]) -> bytes:
         out.append(line[:-1] + b',"namespace":' + namespace + b"}")
     out.append(b"")
     return b"\n".join(out)
-
-
-def record_line(record: MemoryRecord) -> bytes:
-    return record_lines([record])
-
-
-# ---------------------------------------------------------------------------- manifest
 
 
 def manifest_digest(body: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from memvault.backup.destinations import Destination
 from memvault.backup.errors import BackupCorrupt, BackupError
 from memvault.backup.format import iter_lines, read_plain
 from memvault.backup.head import LineageHead
-from memvault.store.records import JournalEntry
+from memvault.store import JournalEntry
 
 log = logging.getLogger("memvault.backup.journal")
 SEGMENT_MAX_ENTRIES = 10_000

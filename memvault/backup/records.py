@@ -93,23 +93,6 @@ def _counter(stamp: str) -> int:
     return int(digits) if digits.isdigit() else 0
 
 
-def record_keys(destinations: list[Destination], prefix: str
-                ) -> tuple[dict[str, list[Destination]], list[str]]:
-    """The JSON records under `prefix` over all destinations (key -> the destinations holding
-    it) and the problems met listing them (one per failing destination)."""
-    where: dict[str, list[Destination]] = {}
-    problems = []
-    for dest in destinations:
-        try:
-            keys = [k for k in dest.list(prefix) if k.endswith(".json")]
-        except (MemvaultError, OSError) as exc:
-            problems.append(f"cannot list {prefix} in {dest.url}: {exc}")
-            continue
-        for key in keys:
-            where.setdefault(key, []).append(dest)
-    return where, problems
-
-
 def lineage_record_keys(destinations: list[Destination], kind: RecordKind,
                         lineage_id: str | None = None
                         ) -> tuple[dict[str, list[Destination]], list[str]]:

@@ -7,9 +7,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from memvault.backup.errors import BackupError
-from memvault.backup.progress import Progress
 from memvault.errors import MemvaultError
-from memvault.store.records import JournalEntry, MemoryRecord
+from memvault.progress import Progress
+from memvault.store import JournalEntry, MemoryRecord
 
 if TYPE_CHECKING:
     from memvault.embed import Embedder

@@ -33,11 +33,11 @@ from memvault.backup.errors import BackupCorrupt, BackupError, RestoreLoss, Rest
 from memvault.backup.format import SnapshotData, read_snapshot
 from memvault.backup.head import LineageHead, read_head
 from memvault.backup.journal import Chain, SegmentRef, clock_steps_back, follow_chain, list_segments
-from memvault.backup.progress import NoProgress, Progress
 from memvault.backup.replay import check_replayed, replay
-from memvault.embed.base import EmbedderIdentity
+from memvault.embed import EmbedderIdentity
 from memvault.errors import InvalidInput
-from memvault.store.records import JournalEntry, namespace_key, utc_now
+from memvault.progress import NoProgress, Progress
+from memvault.store import JournalEntry, MetaKey, namespace_key, utc_now
 
 if TYPE_CHECKING:
     from memvault.config import Settings
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from memvault.store import Store
 
 log = logging.getLogger("memvault.backup.restore")
-INCOMPLETE_KEY = "restore_incomplete"
+INCOMPLETE_KEY = MetaKey.RESTORE_INCOMPLETE
 # One bulk_load per million memories: PostgreSQL drops and rebuilds its HNSW index around a large
 # load (much faster than inserting row by row), so fewer, larger loads are better.
 LOAD_BATCH = 1_000_000
@@ -356,7 +356,7 @@ def _apply(store: Store, embedder: Embedder, plan: RestorePlan, data: SnapshotDa
     seq = max(manifest.seq, plan.chain.upto_seq, plan.loss.high_water.seq)
     # Numbering continues the lineage: new writes never reuse a seq that a backup holds.
     store.advance_seq(seq)
-    store.set_meta("lineage_id", manifest.lineage_id)
+    store.set_meta(MetaKey.LINEAGE_ID, manifest.lineage_id)
     expected = _expected_counts(data, plan.replay)
     counts = dict(sorted(store.counts().items()))
     if counts != expected:
@@ -369,7 +369,7 @@ def _apply(store: Store, embedder: Embedder, plan: RestorePlan, data: SnapshotDa
         raise BackupError(f"restore of {manifest.id}: {vectors} vectors under {active} for "
                           f"{sum(counts.values())} memories; the target stays marked incomplete",
                           hint="re-run the restore")
-    store.set_meta("restored_from", {"backup": manifest.id,
+    store.set_meta(MetaKey.RESTORED_FROM, {"backup": manifest.id,
                                      "destination": plan.entry.destination.url,
                                      "seq": manifest.seq, "replayed_upto": seq,
                                      "at": plan.at.isoformat() if plan.at else None,

@@ -34,7 +34,7 @@ from memvault.backup.head import (
 )
 from memvault.backup.journal import SEGMENT_HEADER, SEGMENT_MAX_ENTRIES, list_segments
 from memvault.errors import MemvaultError
-from memvault.store.records import utc_now
+from memvault.store import utc_now
 
 if TYPE_CHECKING:
     from memvault.config import Settings

@@ -14,12 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import memvault
 from memvault.backup import metrics
 from memvault.backup.catalog import BackupEntry, list_backups
 from memvault.backup.crypto import CHUNK, Cipher, cipher_for
 from memvault.backup.destinations import Destination, open_destinations
-from memvault.backup.errors import BackupCorrupt, BackupError
+from memvault.backup.errors import BackupCorrupt
 from memvault.backup.format import (
     MANIFEST,
     MEMORIES_FILE,
@@ -31,6 +30,7 @@ from memvault.backup.format import (
     FileInfo,
     Manifest,
     StagedFile,
+    Validity,
     manifest_folder,
     read_snapshot,
     record_lines,
@@ -38,24 +38,25 @@ from memvault.backup.format import (
     vector_files,
 )
 from memvault.backup.head import read_head, read_marker
-from memvault.backup.progress import NoProgress, Progress
 from memvault.backup.shipper import JournalShipper
 from memvault.errors import MemvaultError
-from memvault.store.records import utc_now
+from memvault.progress import NoProgress, Progress
+from memvault.store import MetaKey, utc_now
+from memvault.version import __version__
 
 if TYPE_CHECKING:
     from memvault.config import Settings
     from memvault.store import Store
 
 log = logging.getLogger("memvault.backup")
-FAILED = "failed"
+FAILED = Validity.FAILED
 
 
 @dataclass
 class BackupResult:
     destination: str
     id: str
-    status: str  # valid | suspicious | failed
+    status: str  # Validity: valid | suspicious | failed
     reasons: list[str] = field(default_factory=list)
     manifest: Manifest | None = None
 
@@ -97,7 +98,7 @@ def create_backup(
     made for this run."""
     progress = progress or NoProgress()
     dests = destinations if destinations is not None else open_destinations(settings)
-    unfinished = store.get_meta("restore_incomplete")
+    unfinished = store.get_meta(MetaKey.RESTORE_INCOMPLETE)
     if unfinished:
         reason = (f"the store holds an unfinished restore of {unfinished.get('backup')}; "
                   "finish it with `memvault restore` before backing up")
@@ -215,7 +216,7 @@ def _stage_files(store: Store, meta: Any, identities: dict[str, Any],
             id=new_backup_id(created), store_id=meta.store_id, lineage_id=meta.lineage_id,
             backend=store.backend, seq=snap.seq,
             created_at=created.isoformat(timespec="microseconds"), completed_at="",
-            memvault_version=memvault.__version__, counts=counts,
+            memvault_version=__version__, counts=counts,
             active_embedder=meta.active_embedder, embedders=embedders, files=files,
             encryption=encryption)
     return manifest, vector_counts
@@ -366,14 +367,3 @@ def _validation(manifest: Manifest, reasons: list[str], previous: Previous | Non
         "previous_valid": previous.backup_id or previous.name if previous else None,
         "previous_valid_total": previous.total if previous else None,
     }
-
-
-def results_ok(results: list[BackupResult]) -> bool:
-    return bool(results) and all(r.status == VALID for r in results)
-
-
-def raise_for_results(results: list[BackupResult]) -> None:
-    bad = [r for r in results if r.status != VALID]
-    if bad:
-        raise BackupError("; ".join(f"{r.destination}: {r.status}: {'; '.join(r.reasons)}"
-                                    for r in bad))

@@ -7,7 +7,7 @@ import socket
 
 import typer
 
-from memvault.cli.app import overrides
+from memvault.cli.context import overrides
 from memvault.cli.output import JsonOption, fails_with_exit, print_error, print_json, print_table
 
 alerts_app = typer.Typer(help="Check alert delivery (MEMVAULT_ALERT_URLS).",

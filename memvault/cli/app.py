@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import typer
 
+from memvault.cli.alerts import alerts_app
+from memvault.cli.backup import backup_app, restore
+from memvault.cli.context import overrides
+from memvault.cli.doctor import doctor
+from memvault.cli.drill import drill
+from memvault.cli.guard import adopt
+from memvault.cli.keys import keys_app
+from memvault.cli.migrate import export, import_app
 from memvault.cli.output import (
     JsonOption,
     console,
@@ -16,6 +23,8 @@ from memvault.cli.output import (
     print_json,
     print_table,
 )
+from memvault.cli.reembed import reembed
+from memvault.cli.remote import ApiKeyOption, UrlOption, open_backend, remote_status
 from memvault.errors import MemvaultError
 
 app = typer.Typer(
@@ -26,14 +35,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+
+# Every command is registered in this module, one way: command modules never import it.
 app.add_typer(config_app, name="config")
-
-# -- server issue: API keys and --url for add/search/status
-from memvault.cli.keys import keys_app  # noqa: E402
-from memvault.cli.remote import ApiKeyOption, UrlOption, open_backend, remote_status  # noqa: E402
-
 app.add_typer(keys_app, name="keys")
-# -- end server issue
+app.add_typer(backup_app, name="backup")
+app.add_typer(import_app, name="import")
+app.add_typer(alerts_app, name="alerts")
 
 
 @app.callback()
@@ -47,20 +55,6 @@ def main_options(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx.obj = {"data_dir": data_dir, "database_url": database_url, "embedder": embedder}
-
-
-def overrides(ctx: typer.Context, **more: Any) -> dict[str, Any]:
-    flags = dict(ctx.find_root().obj or {})
-    flags.update(more)
-    return {k: v for k, v in flags.items() if v is not None}
-
-
-
-def open_memory(ctx: typer.Context, **more: Any) -> Any:
-    from memvault.config import load_settings
-    from memvault.memory import Memory
-
-    return Memory(load_settings(overrides(ctx, **more)), actor="cli")
 
 
 @config_app.command("show")
@@ -185,41 +179,12 @@ def serve(
         raise typer.Exit(1) from None
 
 
-# -- backup issue: backup create|list|verify|prune, restore
-from memvault.cli.backup import backup_app, restore  # noqa: E402
-
-app.add_typer(backup_app, name="backup")
 app.command("restore")(fails_with_exit(1)(restore))
-# -- end backup issue
-
-# -- migration: reembed
-from memvault.cli.reembed import reembed  # noqa: E402
-
 app.command("reembed")(fails_with_exit(1)(reembed))
-# -- end migration
-
-# -- migration: import, export
-from memvault.cli.migrate import export, import_app  # noqa: E402
-
-app.add_typer(import_app, name="import")
 app.command("export")(fails_with_exit(1)(export))
-# -- end import/export
-
-# -- guard: drill
-from memvault.cli.drill import drill  # noqa: E402
-
 app.command("drill")(fails_with_exit(1)(drill))
-# -- end drill
-
-# -- guard: alerts test, adopt, doctor
-from memvault.cli.alerts import alerts_app  # noqa: E402
-from memvault.cli.doctor import doctor  # noqa: E402
-from memvault.cli.guard import adopt  # noqa: E402
-
-app.add_typer(alerts_app, name="alerts")
 app.command("adopt")(fails_with_exit(1)(adopt))
 app.command("doctor")(doctor)
-# -- end guard
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from memvault.cli.app import overrides
+from memvault.cli.context import overrides
 from memvault.cli.output import (
     JsonOption,
     console,
@@ -38,7 +38,7 @@ class RichProgress:
 @contextmanager
 def progress_bars(enabled: bool = True) -> Iterator[Any]:
     if not enabled:
-        from memvault.backup.progress import NoProgress
+        from memvault.progress import NoProgress
 
         yield NoProgress()
         return
@@ -70,7 +70,7 @@ def backup_create(
     as_json: bool = JsonOption,
 ) -> None:
     """Snapshot the store to every destination, read it back and validate it."""
-    from memvault.backup import create_backup
+    from memvault.backup import all_valid, create_backup, not_valid
     from memvault.store import open_store
     from memvault.store.writer_lock import hold_writer_lock
 
@@ -95,8 +95,8 @@ def backup_create(
                     [[r.destination, r.id, r.status, r.manifest.total if r.manifest else "",
                       r.manifest.seq if r.manifest else "", "; ".join(r.reasons)]
                      for r in results])
-    bad = [r for r in results if r.status != "valid"]
-    if bad or not results:
+    bad = not_valid(results)
+    if not all_valid(results):
         print_error(f"{len(bad)} of {len(results)} destinations hold no valid backup from this "
                     "run", "read the reasons above; `memvault backup list` shows all backups")
         raise typer.Exit(1)

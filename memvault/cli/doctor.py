@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from memvault.cli.output import JsonOption, console, print_error, print_json, print_table
-from memvault.cli.status import CRITICAL, OK, STATE_NAMES, WARNING, collect_status
+from memvault.guard.status import CRITICAL, OK, WARNING, State, collect_status
 
 LOW_DISK_BYTES = 1 << 30  # 1 GiB
 LOW_DISK_SHARE = 0.05
@@ -20,7 +20,7 @@ LOW_DISK_SHARE = 0.05
 
 def doctor(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Check the store, backups, ledger, alerting and disk. Exit 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN."""
-    from memvault.cli.app import overrides
+    from memvault.cli.context import overrides
 
     try:
         report = diagnose(overrides(ctx))
@@ -52,13 +52,13 @@ def diagnose(flags: dict[str, Any]) -> dict[str, Any]:
     checks += disk_checks(settings)
     worst = max([report["exit_code"], *(c["state"] for c in checks)])
     for check in checks:
-        check["status"] = STATE_NAMES[check.pop("state")]
+        check["status"] = State(check.pop("state")).name
         for field in ("name", "message", "hint"):  # destinations may be URLs with keys
             if isinstance(check.get(field), str):
                 check[field] = redact_url(check[field])
     report["checks"] = report["checks"] + checks
-    report["status"] = STATE_NAMES[worst]
-    report["exit_code"] = worst
+    report["status"] = State(worst).name
+    report["exit_code"] = int(worst)
     return report
 
 
@@ -66,9 +66,10 @@ def backup_checks(settings: Any, memories: int) -> list[dict[str, Any]]:
     from memvault.backup.catalog import list_backups
     from memvault.backup.destinations import open_destinations
     from memvault.errors import MemvaultError
+    from memvault.guard.checks import backup_stale_after
 
     checks = []
-    stale_after = 1.5 * settings.backup_interval + 900
+    stale_after = backup_stale_after(settings.backup_interval)
     try:
         destinations = open_destinations(settings)
     except MemvaultError as exc:

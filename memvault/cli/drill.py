@@ -13,8 +13,8 @@ def drill(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Restore the newest backup into a scratch store, verify it, record the result.
 
     Exit 0 if the drill passed, 1 if not. The live store is never touched."""
-    from memvault.cli.app import overrides
     from memvault.cli.backup import progress_bars
+    from memvault.cli.context import overrides
     from memvault.config import load_settings
     from memvault.guard.drill import run_drill
 

@@ -31,11 +31,13 @@ def adopt(
 ) -> None:
     """Accept the configured store as the start of a new guarded lineage."""
     from memvault.backup.destinations import open_destinations
-    from memvault.cli.app import overrides
+    from memvault.cli.context import overrides
     from memvault.config import load_settings
     from memvault.guard.api import current_verdict, known_now, read_observation
+    from memvault.guard.checks import HOLDING
     from memvault.guard.ledger import observe, write_ledger
     from memvault.memory import Memory
+    from memvault.store import MetaKey
 
     settings = load_settings(overrides(ctx))
     destinations = open_destinations(settings)
@@ -44,8 +46,7 @@ def adopt(
         known, problems = known_now(obs, destinations)
         ledger = known.ledger
         verdict, _ = current_verdict(memory)
-        replaced = {f.alert for f in verdict.firing()} & {"StoreReplaced", "StoreEmpty",
-                                                          "WriterConflict"}
+        replaced = {f.alert for f in verdict.firing()} & HOLDING
         plan: dict[str, Any] = {
             "store": {"store_id": obs.store_id, "lineage_id": obs.lineage_id,
                       "memories": obs.total, "seq": obs.seq, "location": obs.location},
@@ -66,7 +67,7 @@ def adopt(
         if ledger is not None and lineage == ledger.lineage_id:
             # A rolled-back store: its seqs would collide with the shipped journal's.
             lineage = str(uuid.uuid4())
-            memory.store.set_meta("lineage_id", lineage)
+            memory.store.set_meta(MetaKey.LINEAGE_ID, lineage)
         note = (f"adopted{': ' + reason if reason else ''}; replaces lineage "
                 f"{ledger.lineage_id if ledger else '-'} (store "
                 f"{ledger.store_id if ledger else '-'}, {ledger.memories if ledger else 0} "

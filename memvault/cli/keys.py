@@ -15,7 +15,7 @@ keys_app = typer.Typer(help="Manage namespace-scoped API keys.", no_args_is_help
 
 @contextmanager
 def _store(ctx: typer.Context) -> Iterator[Any]:
-    from memvault.cli.app import overrides
+    from memvault.cli.context import overrides
     from memvault.config import load_settings
     from memvault.store import open_store
 

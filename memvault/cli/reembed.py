@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from memvault.cli.app import overrides
+from memvault.cli.context import overrides
 from memvault.cli.output import JsonOption, console, print_error, print_json
 
 

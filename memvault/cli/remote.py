@@ -19,19 +19,19 @@ def open_backend(ctx: typer.Context, url: str | None, api_key: str | None) -> An
         from memvault.client import MemoryClient
 
         return MemoryClient(url, api_key=api_key)
-    from memvault.cli.app import open_memory
+    from memvault.cli.context import open_memory
 
     return open_memory(ctx)
 
 
 def remote_status(url: str, api_key: str | None) -> dict[str, Any]:
     """GET /status from a server; unreachable or failing answers are CRITICAL reports."""
-    from memvault.cli.status import CRITICAL, _finish
     from memvault.client import MemoryClient
     from memvault.errors import MemvaultError
+    from memvault.guard.status import CRITICAL, finish
 
     try:
         with MemoryClient(url, api_key=api_key, timeout=10) as client:
             return client.status()
     except MemvaultError as exc:
-        return _finish({"url": url}, [{"name": "server", "state": CRITICAL, "message": str(exc)}])
+        return finish({"url": url}, [{"name": "server", "state": CRITICAL, "message": str(exc)}])

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from memvault.embed.base import PROBE_TEXTS, Embedder, EmbedderIdentity, normalize_rows
+from memvault.embed.base import (
+    PROBE_MIN_SIMILARITY,
+    PROBE_TEXTS,
+    Embedder,
+    EmbedderIdentity,
+    normalize_rows,
+)
 
 if TYPE_CHECKING:
     from memvault.config import Settings
@@ -46,4 +52,11 @@ def make_embedder(spec: str, settings: Settings) -> Embedder:
     )
 
 
-__all__ = ["PROBE_TEXTS", "Embedder", "EmbedderIdentity", "make_embedder", "normalize_rows"]
+__all__ = [
+    "PROBE_MIN_SIMILARITY",
+    "PROBE_TEXTS",
+    "Embedder",
+    "EmbedderIdentity",
+    "make_embedder",
+    "normalize_rows",
+]

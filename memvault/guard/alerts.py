@@ -17,6 +17,7 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,26 +27,45 @@ from memvault.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+
+class Alert(StrEnum):
+    """Every alert: its name in notifications, the metrics' `alert` label and the Prometheus
+    rules (PRODUCT.md lists them; ClockSkew warns of a clock stamping the future)."""
+
+    StoreEmpty = "StoreEmpty"
+    StoreReplaced = "StoreReplaced"
+    MemoryCountDrop = "MemoryCountDrop"
+    EmbedderMismatch = "EmbedderMismatch"
+    BackupStale = "BackupStale"
+    BackupInvalid = "BackupInvalid"
+    BackupFailing = "BackupFailing"
+    JournalLag = "JournalLag"
+    DrillFailed = "DrillFailed"
+    NotifierFailing = "NotifierFailing"
+    StoreUnreachable = "StoreUnreachable"
+    DestinationShared = "DestinationShared"
+    WriterConflict = "WriterConflict"
+    ClockSkew = "ClockSkew"
+
+
 CRITICAL, WARNING = "critical", "warning"
 
-ALERTS: dict[str, str] = {
-    "StoreEmpty": CRITICAL,
-    "StoreReplaced": CRITICAL,
-    "MemoryCountDrop": WARNING,
-    "EmbedderMismatch": CRITICAL,
-    "BackupStale": WARNING,
-    "BackupInvalid": CRITICAL,
-    "BackupFailing": CRITICAL,
-    "JournalLag": WARNING,
-    "DrillFailed": WARNING,
-    "NotifierFailing": WARNING,
-    "StoreUnreachable": CRITICAL,
-    "DestinationShared": WARNING,
-    "WriterConflict": CRITICAL,
-    "ClockSkew": WARNING,
+ALERTS: dict[Alert, str] = {
+    Alert.StoreEmpty: CRITICAL,
+    Alert.StoreReplaced: CRITICAL,
+    Alert.MemoryCountDrop: WARNING,
+    Alert.EmbedderMismatch: CRITICAL,
+    Alert.BackupStale: WARNING,
+    Alert.BackupInvalid: CRITICAL,
+    Alert.BackupFailing: CRITICAL,
+    Alert.JournalLag: WARNING,
+    Alert.DrillFailed: WARNING,
+    Alert.NotifierFailing: WARNING,
+    Alert.StoreUnreachable: CRITICAL,
+    Alert.DestinationShared: WARNING,
+    Alert.WriterConflict: CRITICAL,
+    Alert.ClockSkew: WARNING,
 }
-
-NOTIFIER_FAILING = "NotifierFailing"
 
 # Apprise schemes whose first URL component is a real host (anything else is a token, masked).
 _HOST_SCHEMES = {
@@ -242,11 +262,11 @@ class AlertManager:
 
     # -- public interface ---------------------------------------------------------------
 
-    def fire(self, name: str, summary: str, details: dict[str, Any] | None = None) -> bool:
+    def fire(self, name: Alert, summary: str, details: dict[str, Any] | None = None) -> bool:
         """Start firing `name`; True if this call changed the state (no re-send while firing)."""
         return self._fire(name, summary, details or {}, exclude=set())
 
-    def resolve(self, name: str, summary: str = "") -> bool:
+    def resolve(self, name: Alert, summary: str = "") -> bool:
         """Stop firing `name` and send the resolve message; a no-op if it is not firing."""
         severity = self._severity(name)
         with self._lock:
@@ -307,7 +327,7 @@ class AlertManager:
             raise ValueError(f"unknown alert {name!r}; known: {', '.join(ALERTS)}")
         return ALERTS[name]
 
-    def _fire(self, name: str, summary: str, details: dict[str, Any],
+    def _fire(self, name: Alert, summary: str, details: dict[str, Any],
               exclude: set[str]) -> bool:
         severity = self._severity(name)
         since = _now()
@@ -334,18 +354,18 @@ class AlertManager:
         targets = [t for t in self._targets if t.url not in exclude]
         with self._send_lock:
             results = [(t, self._send(t, title, body, kind)) for t in targets]
-        if name == NOTIFIER_FAILING:  # never recurse on the notifier's own alert
+        if name == Alert.NotifierFailing:  # never recurse on the notifier's own alert
             return [d for _, d in results]
         failed = [(t, d) for t, d in results if not d.ok]
         if failed:
-            self._fire(NOTIFIER_FAILING, self._failing_summary(failed), {
+            self._fire(Alert.NotifierFailing, self._failing_summary(failed), {
                 "failing": ", ".join(d.url for _, d in failed),
                 "cause": "; ".join(f"{d.url}: {d.error}" for _, d in failed),
                 "hint": "check each failing URL's host, token and network path, then run "
                         "`memvault alerts test`",
             }, exclude={t.url for t, _ in failed})
         elif results and len(results) == len(self._targets):
-            self.resolve(NOTIFIER_FAILING, "notifications reach every configured URL again")
+            self.resolve(Alert.NotifierFailing, "notifications reach every configured URL again")
         return [d for _, d in results]
 
     def _failing_summary(self, failed: list[tuple[_Target, Delivery]]) -> str:

@@ -22,14 +22,27 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from memvault.backup.clock import seconds_ahead
+from memvault.backup.format import not_valid
+from memvault.guard.alerts import Alert
 from memvault.guard.ledger import LedgerRecord, restore_id
 
-# Alerts that make the server not ready: the data it would serve is not the data it guards.
-REFUSING = ("StoreEmpty", "StoreReplaced", "StoreUnreachable", "EmbedderMismatch")
-# Alerts that hold the scheduled snapshots and journal shipping: a replaced or emptied store
-# must not be backed up over the good backups, nor ship journal into a lineage it is not or
-# that another writer also writes.
-HOLDING = ("StoreEmpty", "StoreReplaced", "WriterConflict")
+# Which alerts stop what: each set is the one definition of its rule.
+# The server is not ready: the data it would serve is not the data it guards.
+REFUSING = frozenset({Alert.StoreEmpty, Alert.StoreReplaced, Alert.StoreUnreachable,
+                      Alert.EmbedderMismatch})
+# The memory routes answer 503 `store_refused` (guard/refuse.py): serving or writing would
+# mix the wrong store's data with the guarded one's.
+REFUSING_DATA = frozenset({Alert.StoreEmpty, Alert.StoreReplaced})
+# The scheduled snapshots and journal shipping wait: a replaced or emptied store must not be
+# backed up over the good backups, nor ship journal into a lineage it is not or that another
+# writer also writes.
+HOLDING = frozenset({Alert.StoreEmpty, Alert.StoreReplaced, Alert.WriterConflict})
+
+
+def backup_stale_after(backup_interval: float) -> float:
+    """Seconds after which the newest valid backup is stale (BackupStale, `doctor`): one and
+    a half intervals, plus 15 minutes for a slow snapshot."""
+    return 1.5 * backup_interval + 900
 
 
 @dataclass
@@ -51,7 +64,7 @@ class Observation:
 
 @dataclass
 class Finding:
-    alert: str
+    alert: Alert
     firing: bool
     summary: str
     details: dict[str, Any] = field(default_factory=dict)
@@ -67,6 +80,12 @@ class Verdict:
     def firing(self) -> list[Finding]:
         return [f for f in self.findings if f.firing]
 
+    def refusing_data(self) -> list[Finding]:
+        """The firing findings for which the memory routes answer 503: REFUSING_DATA, and a
+        store file deleted or replaced under this process."""
+        return [f for f in self.firing()
+                if f.alert in REFUSING_DATA or f.details.get("file_swapped")]
+
 
 def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: str | None,
            drop_ratio: float, now: datetime | None = None) -> Verdict:
@@ -74,8 +93,8 @@ def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: s
     if obs.restore_incomplete:
         # Half a restore (the process died in it): not servable; restoring again finishes it.
         marker = obs.restore_incomplete
-        return Verdict([*(f for f in _all_clear("as expected") if f.alert != "StoreEmpty"),
-                        Finding("StoreEmpty", True, (
+        return Verdict([*(f for f in _all_clear("as expected") if f.alert != Alert.StoreEmpty),
+                        Finding(Alert.StoreEmpty, True, (
                             f"the store holds an unfinished restore of backup "
                             f"{marker.get('backup')} (started {marker.get('started_at')}); it "
                             "is not served until the restore is finished"), {
@@ -85,7 +104,7 @@ def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: s
         return Verdict(_all_clear("no ledger yet; this store starts it"), accept="first-seen")
     known = (f"lineage {ledger.lineage_id} (store {ledger.store_id}) held {ledger.memories} "
              f"memories on {ledger.observed_at}, its journal reaching seq {ledger.seq}")
-    findings: dict[str, Finding] = {f.alert: f for f in _all_clear("as expected")}
+    findings: dict[Alert, Finding] = {f.alert: f for f in _all_clear("as expected")}
     accept: str | None = "observed"
     note = None
     restored: str | None = None
@@ -104,7 +123,7 @@ def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: s
                 accept, restored = None, None
                 why = (f"; its restore marker names restore {rid}, which the ledger accepted "
                        "before the lineage went further" if rid and not fresh_restore else "")
-                findings["StoreReplaced"] = Finding("StoreReplaced", True, (
+                findings[Alert.StoreReplaced] = Finding(Alert.StoreReplaced, True, (
                     f"the store was rolled back: its journal ends at seq {obs.seq}, but "
                     f"{known}{why}"), {"store_seq": obs.seq, "ledger_seq": ledger.seq,
                                   "hint": "restore the newest backup (`memvault restore "
@@ -112,7 +131,7 @@ def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: s
                                   "with `memvault adopt`"})
         baseline = ledger.peak_since(now - timedelta(hours=24))
         if baseline and obs.total < (1 - drop_ratio) * baseline:
-            findings["MemoryCountDrop"] = Finding("MemoryCountDrop", True, (
+            findings[Alert.MemoryCountDrop] = Finding(Alert.MemoryCountDrop, True, (
                 f"the store holds {obs.total} memories, down from {baseline} within 24 h "
                 f"(more than {drop_ratio:.0%})"), {
                     "memories": obs.total, "peak_24h": baseline,
@@ -126,14 +145,14 @@ def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: s
     else:
         accept = None
         if obs.total == 0:
-            findings["StoreEmpty"] = Finding("StoreEmpty", True, (
+            findings[Alert.StoreEmpty] = Finding(Alert.StoreEmpty, True, (
                 f"the store is empty, but {known}"), {
                     "store_id": obs.store_id, "location": obs.location,
                     "hint": "check MEMVAULT_DATABASE_URL (new credentials or database name?); "
                     "with MEMVAULT_AUTO_RESTORE=empty memvault restores the newest valid "
                     "backup into it"})
         if obs.store_id != ledger.store_id or obs.total:
-            findings["StoreReplaced"] = Finding("StoreReplaced", True, (
+            findings[Alert.StoreReplaced] = Finding(Alert.StoreReplaced, True, (
                 f"this is not the guarded store: store {obs.store_id} of lineage "
                 f"{obs.lineage_id} ({obs.total} memories, {obs.location}), but {known}"), {
                     "store_id": obs.store_id, "lineage_id": obs.lineage_id,
@@ -144,7 +163,7 @@ def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: s
     empty_newcomer = obs.total == 0 and obs.lineage_id != ledger.lineage_id
     expected = ledger.active_embedder if empty_newcomer else obs.active_embedder
     if configured_embedder and expected and configured_embedder != expected:
-        findings["EmbedderMismatch"] = Finding("EmbedderMismatch", True, (
+        findings[Alert.EmbedderMismatch] = Finding(Alert.EmbedderMismatch, True, (
             f"the configured embedder is {configured_embedder}, but the "
             f"{'store' if obs.total else 'guarded lineage'}'s vectors were made by {expected}"),
             {"configured": configured_embedder, "expected": expected,
@@ -155,14 +174,14 @@ def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: s
 
 
 def unreachable(error: str) -> Finding:
-    return Finding("StoreUnreachable", True, f"the store cannot be read: {error}",
+    return Finding(Alert.StoreUnreachable, True, f"the store cannot be read: {error}",
                    {"hint": "check that the database is up and MEMVAULT_DATABASE_URL"})
 
 
 def _all_clear(summary: str) -> list[Finding]:
     return [Finding(name, False, summary) for name in
-            ("StoreEmpty", "StoreReplaced", "MemoryCountDrop", "EmbedderMismatch",
-             "StoreUnreachable")]
+            (Alert.StoreEmpty, Alert.StoreReplaced, Alert.MemoryCountDrop, Alert.EmbedderMismatch,
+             Alert.StoreUnreachable)]
 
 
 def assess_backups(now: float, newest_valid_at: float | None, last_results: list[Any],
@@ -173,32 +192,32 @@ def assess_backups(now: float, newest_valid_at: float | None, last_results: list
     more than three intervals, at least a minute), failing (the last run failed: at once, not
     after a day of staleness). `newest_valid_at` is an age turned into a time by the caller
     (see Guard.backup_age): never a future stamp taken for "fresh"."""
-    stale_after = 1.5 * backup_interval + 900
-    findings = [Finding("BackupStale", False, "a recent valid backup exists"),
-                Finding("BackupInvalid", False, "the last backup run was valid everywhere"),
-                Finding("JournalLag", False, "the journal ships on time"),
-                Finding("BackupFailing", False, "the last backup run succeeded")]
+    stale_after = backup_stale_after(backup_interval)
+    findings = [Finding(Alert.BackupStale, False, "a recent valid backup exists"),
+                Finding(Alert.BackupInvalid, False, "the last backup run was valid everywhere"),
+                Finding(Alert.JournalLag, False, "the journal ships on time"),
+                Finding(Alert.BackupFailing, False, "the last backup run succeeded")]
     if failing:
-        findings[3] = Finding("BackupFailing", True, f"the last backup run failed: {failing}", {
+        findings[3] = Finding(Alert.BackupFailing, True, f"the last backup run failed: {failing}", {
             "hint": "the server log has the traceback; `memvault backup create` shows the "
             "error (run it with the server stopped, or `POST /backups`)"})
     journal_lag_s = max(0.0, journal_lag_s)
     if newest_valid_at is not None and now - newest_valid_at > stale_after:
         hours = (now - newest_valid_at) / 3600
-        findings[0] = Finding("BackupStale", True, (
+        findings[0] = Finding(Alert.BackupStale, True, (
             f"the newest valid backup is {hours:.1f} h old (interval "
             f"{backup_interval / 3600:.1f} h)"), {
                 "hint": "see `memvault backup list` and the server log for failed runs; "
                 "`memvault backup create` takes one now"})
-    bad = [r for r in last_results if getattr(r, "status", "valid") != "valid"]
+    bad = not_valid(last_results)
     if bad:
         reasons = "; ".join(f"{r.destination}: {r.status} ({', '.join(r.reasons)})"
                             for r in bad)
-        findings[1] = Finding("BackupInvalid", True, f"the last backup run was not valid: "
+        findings[1] = Finding(Alert.BackupInvalid, True, f"the last backup run was not valid: "
                               f"{reasons}", {"hint": "`memvault backup verify --all` and the "
                                              "reasons above say what is wrong"})
     if journal_lag_s > max(3 * journal_interval, 60.0):
-        findings[2] = Finding("JournalLag", True, (
+        findings[2] = Finding(Alert.JournalLag, True, (
             f"journal entries have waited {journal_lag_s:.0f} s to ship"), {
                 "hint": "check the backup destinations (the server log names the failure)"})
     return findings
@@ -208,7 +227,7 @@ def several_candidates(obs: Observation, lineages: list[tuple[str, str]]) -> Fin
     """A store with no record of its own lineage, and several gone lineages holding data in the
     destinations: which one it replaces is for a person to say. `lineages`: (id, who wrote it)."""
     names = "; ".join(who for _, who in lineages)
-    alert = "StoreEmpty" if obs.total == 0 else "StoreReplaced"
+    alert = Alert.StoreEmpty if obs.total == 0 else Alert.StoreReplaced
     return Finding(alert, True, (
         f"this store (lineage {obs.lineage_id}, {obs.total} memories) has no ledger of its own, "
         f"and the backup destinations hold several other lineages with data: {names}"), {
@@ -223,7 +242,7 @@ def ledger_unknown(obs: Observation, why: str) -> Finding | None:
     for data that may exist); a store with data keeps serving, not ready, until it is known."""
     if obs.total:
         return None
-    return Finding("StoreEmpty", True, f"the store is empty and {why}", {
+    return Finding(Alert.StoreEmpty, True, f"the store is empty and {why}", {
         "hint": "check the backup destinations (an object store whose listing lags or answers "
         "nothing?); the guard checks again every few seconds"})
 
@@ -234,8 +253,8 @@ def clock_skew(now: datetime, stamps: list[tuple[str, str]]) -> Finding:
     ahead = [f"{what} is stamped {stamp}" for what, stamp in stamps
              if seconds_ahead(now, stamp) is not None]
     if not ahead:
-        return Finding("ClockSkew", False, "no stamp is ahead of this clock")
-    return Finding("ClockSkew", True, (
+        return Finding(Alert.ClockSkew, False, "no stamp is ahead of this clock")
+    return Finding(Alert.ClockSkew, True, (
         f"{'; '.join(ahead)}, but this clock says {now.isoformat()}: a clock ran ahead (or "
         "this one is behind). Newest means highest seq, so nothing is hidden; ages from such "
         "stamps are not trusted"), {"now": now.isoformat(), "ahead": ahead,
@@ -245,8 +264,8 @@ def clock_skew(now: datetime, stamps: list[tuple[str, str]]) -> Finding:
 
 def writer_conflict(obs: Observation, others: list[str]) -> Finding:
     if not others:
-        return Finding("WriterConflict", False, "this process is the lineage's only writer")
-    return Finding("WriterConflict", True, (
+        return Finding(Alert.WriterConflict, False, "this process is the lineage's only writer")
+    return Finding(Alert.WriterConflict, True, (
         f"another writer ships journal for this store's lineage {obs.lineage_id} (store "
         f"{obs.store_id}, {obs.location}): {'; '.join(others)}. Journal shipping and "
         "snapshots from this process are held so that they do not fork the lineage further"), {

@@ -37,15 +37,16 @@ from memvault.backup.catalog import BackupEntry
 from memvault.backup.destinations import Destination, open_destinations
 from memvault.backup.errors import BackupError, RestoreRefused
 from memvault.backup.layout import RecordKind
-from memvault.backup.progress import NoProgress, Progress
 from memvault.backup.records import (
     lineage_record_keys,
     newest_first,
     next_record_key,
     put_records,
 )
-from memvault.embed.base import EmbedderIdentity
+from memvault.embed import EmbedderIdentity
 from memvault.errors import MemvaultError
+from memvault.guard.alerts import Alert
+from memvault.progress import NoProgress, Progress
 
 if TYPE_CHECKING:
     from memvault.config import Settings
@@ -64,7 +65,7 @@ STARTUP_DELAY_SECONDS = 60.0  # startup and the guard's first checks come first
 TICK_SECONDS = 60.0
 RETRY_SECONDS = 3600.0  # after a failed drill, try again this soon (or the interval if shorter)
 METRIC = "memvault_restore_drill_last_success_timestamp_seconds"
-ALERT = "DrillFailed"
+ALERT = Alert.DrillFailed
 
 # Why a drill failed (the `reason` of a report), stable for scripts.
 NO_BACKUP, FALLBACK, JOURNAL, RESTORE, VERIFY, ERROR = (

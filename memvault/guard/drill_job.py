@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Gauge
 
 from memvault.backup.errors import RestoreRefused
-from memvault.backup.progress import Advance
 from memvault.backup.records import name_of
 from memvault.errors import MemvaultError
 from memvault.guard.drill import (
@@ -30,6 +29,7 @@ from memvault.guard.drill import (
     read_drills,
     run_drill,
 )
+from memvault.progress import Advance
 
 if TYPE_CHECKING:
     from memvault.config import Settings

@@ -30,12 +30,11 @@ from memvault.backup.destinations import Destination
 from memvault.backup.head import LineageHead, read_head, read_marker
 from memvault.backup.layout import LINEAGES, RecordKind, legacy_records_prefix, lineage_of
 from memvault.errors import MemvaultError
+from memvault.guard.alerts import Alert
 from memvault.guard.checks import Finding, Observation
 from memvault.guard.ledger import LedgerRecord, LedgerUnavailable, read_ledger
 
 log = logging.getLogger("memvault.guard")
-
-SHARED = "DestinationShared"
 
 
 class Liveness(StrEnum):
@@ -214,9 +213,10 @@ def choose(obs: Observation, found: Survey, watch: LivenessWatch) -> Known:
     others = [st for lid, st in sorted(found.lineages.items()) if lid != obs.lineage_id]
     states = {st.lineage_id: watch.liveness(st) for st in others}
     live = [st for st in others if states[st.lineage_id] is Liveness.LIVE]
-    shared = Finding(SHARED, False, "no other live store writes to the backup destinations")
+    shared = Finding(Alert.DestinationShared, False,
+                     "no other live store writes to the backup destinations")
     if live:
-        shared = Finding(SHARED, True, (
+        shared = Finding(Alert.DestinationShared, True, (
             f"another store writes to the same backup destinations: "
             f"{'; '.join(st.writer() for st in live)}; this store is lineage {obs.lineage_id} "
             f"(store {obs.store_id}, {obs.location}). Each keeps to its own lineage; this "

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from memvault.embed import EmbedderIdentity
-from memvault.embed.base import PROBE_MIN_SIMILARITY, PROBE_TEXTS
+from memvault.embed import PROBE_MIN_SIMILARITY, PROBE_TEXTS, EmbedderIdentity
+from memvault.guard.alerts import Alert
 from memvault.guard.checks import Finding, Observation
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class EmbedderProbe:
                    f"differently from the one that made the store's vectors (similarity "
                    f"{similarity:.3f} < {PROBE_MIN_SIMILARITY}); writes and searches are "
                    "refused so that no vector of another model gets in")
-        self._drift = Finding("EmbedderMismatch", True, message, {
+        self._drift = Finding(Alert.EmbedderMismatch, True, message, {
             "hint": "restore the original model behind that name (e.g. pin the Ollama tag), "
             "or re-embed with `memvault reembed --embedder SPEC`"})
         return self._drift

@@ -12,11 +12,11 @@ from typing import Any
 from memvault.guard.checks import Verdict
 
 DATA_PREFIXES = ("/memories", "/search", "/reset", "/entities")
-REFUSE = ("StoreEmpty", "StoreReplaced")
 
 
 class RefuseUnguardedStore:
-    """ASGI layer: 503 `store_refused` for data routes while StoreEmpty/StoreReplaced fire;
+    """ASGI layer: 503 `store_refused` for data routes while the store is refused
+    (`Verdict.refusing_data`: StoreEmpty, StoreReplaced, a swapped SQLite file);
     `verdict()` gives the running guard's last verdict (None: no guard, nothing refused)."""
 
     def __init__(self, app: Any, verdict: Callable[[], Verdict | None]) -> None:
@@ -26,8 +26,7 @@ class RefuseUnguardedStore:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].startswith(DATA_PREFIXES):
             verdict = self.verdict()
-            refused = [f for f in (verdict.firing() if verdict else [])
-                       if f.alert in REFUSE or f.details.get("file_swapped")]
+            refused = verdict.refusing_data() if verdict else []
             if refused:
                 body = json.dumps({
                     "detail": "; ".join(f"{f.alert}: {f.summary}" for f in refused),

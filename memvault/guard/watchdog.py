@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from memvault.backup.destinations import open_destinations
 from memvault.backup.restore import INCOMPLETE_KEY
 from memvault.backup.scheduler import HOLDS
-from memvault.guard.alerts import AlertManager
+from memvault.guard.alerts import Alert, AlertManager
 from memvault.guard.backup_health import BackupHealth
 from memvault.guard.checks import (
     HOLDING,
@@ -180,8 +180,7 @@ class Guard:
         # Re-read every minute, and at every check while the store is refused or the guard
         # cannot decide yet (an `adopt` from the CLI then takes effect within one check).
         was_refused = self.verdict is not None and any(
-            f.alert in ("StoreEmpty", "StoreReplaced", "WriterConflict")
-            for f in self.verdict.firing())
+            f.alert in HOLDING for f in self.verdict.firing())
         known = self.known
         if known is None or now - self._ledger_read_at > LEDGER_REREAD_SECONDS \
                 or was_refused or known.pending or known.unknown or known.unreadable:
@@ -189,7 +188,7 @@ class Guard:
         verdict = self._judge(obs)
         drift = self.probe.drift(obs, now)
         if drift is not None:
-            verdict.findings = [f for f in verdict.findings if f.alert != "EmbedderMismatch"]
+            verdict.findings = [f for f in verdict.findings if f.alert != Alert.EmbedderMismatch]
             verdict.findings.append(drift)
         # A store holding vectors of another model (switched by `memvault reembed` after this
         # process checked it, or a model swapped behind the name) takes no write and answers
@@ -200,7 +199,7 @@ class Guard:
         verdict.findings.append(self._clock_skew())
         for finding in verdict.findings:
             self._announce(finding, verdict.note)
-        refused = [f for f in verdict.firing() if f.alert in ("StoreEmpty", "StoreReplaced")]
+        refused = verdict.refusing_data()
         self.identity_ok.set(0 if refused else 1)
         if verdict.accept and self.elector.is_leader():
             self._record(obs, verdict, now)
@@ -216,7 +215,7 @@ class Guard:
         swap = file_swap(path, getattr(store, "opened_as", None)) if path else None
         if swap is None:
             return None
-        return Finding("StoreUnreachable" if swap.deleted else "StoreReplaced", True,
+        return Finding(Alert.StoreUnreachable if swap.deleted else Alert.StoreReplaced, True,
                        swap.summary, {"file_swapped": True, "hint": (
                            "put the store file back (or restore it: `memvault restore latest "
                            "--dry-run`), then restart memvault; writes are refused until then")})
@@ -231,7 +230,7 @@ class Guard:
             log.error("%s", exc)
             self.ledger_problems = [exc.message]
             if self.known is None:
-                self.known = Known(None, Finding("DestinationShared", False, "unknown"),
+                self.known = Known(None, Finding(Alert.DestinationShared, False, "unknown"),
                                    unreadable=exc.message)
             return
         self.survey = found
@@ -315,7 +314,7 @@ class Guard:
         """Fire or resolve the finding's alert. With several replicas on one PostgreSQL, the
         leader speaks for the store (one notification, not one per replica); every replica
         says it when it cannot reach the store itself (it may be the only one that cannot)."""
-        if finding.alert != "StoreUnreachable" and not self.elector.is_leader():
+        if finding.alert != Alert.StoreUnreachable and not self.elector.is_leader():
             return
         if finding.firing:
             self.alerts.fire(finding.alert, finding.summary, finding.details)
@@ -394,7 +393,7 @@ class Guard:
     def _wants_restore(self, verdict: Verdict | None) -> bool:
         if verdict is None:
             return False
-        empty = any(f.alert == "StoreEmpty" and f.firing for f in verdict.findings)
+        empty = any(f.alert == Alert.StoreEmpty and f.firing for f in verdict.findings)
         return (empty and self.settings.auto_restore == "empty"
                 and self.restore_lineage() is not None
                 and self.clock.mono() - self._restore_tried_at > RESTORE_RETRY_SECONDS
@@ -423,7 +422,7 @@ class Guard:
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             log.error("automatic restore failed: %s", message)
             self.restore = {"started_at": started, "ok": False, "error": message}
-            self.alerts.fire("StoreEmpty", f"the store is empty and the automatic restore "
+            self.alerts.fire(Alert.StoreEmpty, f"the store is empty and the automatic restore "
                              f"failed: {message}", {"hint": "run `memvault restore latest "
                                                     "--dry-run` to see why"})
             return

@@ -1,32 +1,27 @@
-"""infer=True: extract facts with an LLM, reconcile them with the namespace's most similar
-memories, and apply ADD / UPDATE / DELETE / NONE through the Memory service (so every change
-lands in the journal). The model's JSON is parsed strictly; one retry tells it what was wrong;
-a second failure raises LLMError, never an empty success."""
+"""infer=True, the LLM's half: extract facts from a conversation, and decide ADD / UPDATE /
+DELETE / NONE for each against the most similar stored memories. The decisions are returned,
+never applied here: the Memory service applies them (memory/infer.py), so every change lands in
+the journal. The model's JSON is parsed strictly; one retry tells it what was wrong; a second
+failure raises LLMError, never an empty success."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from memvault.errors import LLMError
 from memvault.llm import prompts
-from memvault.store.records import MemoryRecord, utc_now
 
 if TYPE_CHECKING:
     from memvault.llm.client import ChatClient
-    from memvault.memory.service import Memory
 
 log = logging.getLogger("memvault.llm")
 
-# How many stored memories each fact is compared with (mem0 uses 5).
-SIMILAR_PER_FACT = 5
 MAX_FACTS = 50
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
@@ -131,77 +126,3 @@ def decide(client: ChatClient, existing: dict[str, str], facts: list[str]) -> li
 
     content = prompts.reconcile_prompt(existing, facts)
     return ask(client, [{"role": "user", "content": content}], Decisions, check).memory
-
-
-def infer_memories(
-    memory: Memory,
-    items: list[dict[str, Any]],
-    entities: dict[str, str],
-    *,
-    metadata: dict[str, Any] | None,
-    expiration_date: str | None,
-    memory_type: str | None,
-    prompt: str | None,
-    actor: str | None,
-) -> dict[str, Any]:
-    """Extract, reconcile and apply; returns mem0's {"results": [{id, memory, event, ...}]}."""
-    conversation = "\n".join(f"{m['role']}: {m['content']}" for m in items
-                             if m["role"] != "system")
-    if not conversation:
-        from memvault.errors import InvalidInput
-
-        raise InvalidInput("messages hold only system messages; nothing to remember")
-    client = memory.llm
-    facts = extract_facts(client, conversation, prompt)
-    if not facts:
-        return {"results": []}
-
-    # Stored memories most similar to any fact, numbered so the model never sees (or has to
-    # copy) a UUID: it answers with "0", "1", ... and we map back.
-    similar: dict[str, str] = {}
-    for fact in facts:
-        for hit in memory.search(fact, **entities, top_k=SIMILAR_PER_FACT,
-                                 threshold=None)["results"]:
-            similar.setdefault(hit["id"], hit["memory"])
-    real_ids = dict(enumerate(similar))
-    existing = {str(n): similar[memory_id] for n, memory_id in real_ids.items()}
-    if existing:
-        decisions = decide(client, existing, facts)
-    else:
-        decisions = [Decision(event="ADD", text=fact) for fact in facts]
-
-    results: list[dict[str, Any]] = []
-    now = utc_now()
-    additions = [
-        MemoryRecord(
-            id=str(uuid.uuid4()), memory=d.text.strip(), hash=_hash(d.text.strip()),
-            created_at=now, updated_at=now, metadata=metadata, expiration_date=expiration_date,
-            memory_type=memory_type, **entities,
-        )
-        for d in decisions if d.event == "ADD"
-    ]
-    for decision in decisions:
-        if decision.event in ("ADD", "NONE"):
-            continue
-        memory_id = real_ids[int(decision.id or "0")]
-        old = similar[memory_id]
-        if decision.event == "UPDATE":
-            memory.update(memory_id, text=decision.text.strip(), actor=actor)
-            results.append({"id": memory_id, "memory": decision.text.strip(), "event": "UPDATE",
-                            "previous_memory": old})
-        else:
-            memory.delete(memory_id, actor=actor)
-            results.append({"id": memory_id, "memory": old, "event": "DELETE"})
-    if additions:
-        for added in memory.add_records(additions, actor=actor):
-            if added["event"] == "ADD":  # NONE: the namespace already holds this exact text
-                results.append({"id": added["id"], "memory": added["memory"], "event": "ADD"})
-    log.info("infer: %d facts -> %s", len(facts), json.dumps(
-        {e: sum(1 for r in results if r["event"] == e) for e in ("ADD", "UPDATE", "DELETE")}))
-    return {"results": results}
-
-
-def _hash(text: str) -> str:
-    from memvault.memory.service import text_hash
-
-    return text_hash(text)

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from memvault.backup.progress import Advance, NoProgress, Progress
 from memvault.errors import EmbedderError, InvalidInput, MemvaultError, StoreError
+from memvault.progress import Advance, NoProgress, Progress
 from memvault.store import parse_filters
-from memvault.store.records import JournalEntry
+from memvault.store.records import JournalEntry, MetaKey
 
 if TYPE_CHECKING:
     from memvault.embed import Embedder, EmbedderIdentity
@@ -103,7 +103,7 @@ class ReembedPlan:
 
 def plan_reembed(store: Store, identity: EmbedderIdentity) -> ReembedPlan:
     """What a run would do (reads counts only; writes nothing)."""
-    unfinished = store.get_meta("restore_incomplete")
+    unfinished = store.get_meta(MetaKey.RESTORE_INCOMPLETE)
     if unfinished:
         raise ReembedError(
             f"the store holds an unfinished restore of backup {unfinished.get('backup')}; "

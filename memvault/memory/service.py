@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import uuid
@@ -16,9 +15,9 @@ from memvault.embed import Embedder, EmbedderIdentity, make_embedder
 from memvault.errors import EmbedderMismatch, InvalidInput, NotFound, StoreError
 from memvault.memory import validation as check
 from memvault.memory.fusion import CANDIDATES, Scored, SearchMode, fuse, single, smooth
-from memvault.store import MemoryRecord, Store, open_store, parse_filters, utc_now
+from memvault.store import MemoryRecord, Store, open_store, parse_filters, text_hash, utc_now
 from memvault.store.filters import Bool, Cond, Node, entity_constraints
-from memvault.store.records import ENTITY_KEYS, JournalEntry
+from memvault.store.records import ENTITY_KEYS, JournalEntry, MetaKey
 
 log = logging.getLogger("memvault.memory")
 
@@ -33,10 +32,6 @@ REEMBED_HINT = (
     "`memvault backup create`, then `memvault restore latest --yes` with the new "
     "MEMVAULT_EMBEDDER (restore re-embeds every memory from its text)"
 )
-
-
-def text_hash(text: str) -> str:
-    return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
 def format_record(record: MemoryRecord, score: float | None = None, *, with_score: bool = False
@@ -159,7 +154,7 @@ class Memory:
     def _check_embedder(self, identity: EmbedderIdentity) -> None:
         store = self.store
         # An interrupted restore leaves a partial store behind (memvault.backup.restore).
-        unfinished = store.get_meta("restore_incomplete")
+        unfinished = store.get_meta(MetaKey.RESTORE_INCOMPLETE)
         if unfinished:
             raise StoreError(
                 f"the store holds an unfinished restore of backup {unfinished.get('backup')} "
@@ -244,7 +239,7 @@ class Memory:
         if not isinstance(infer, bool):
             raise InvalidInput("infer must be true or false")
         if infer and self.settings.llm:
-            from memvault.llm import infer_memories
+            from memvault.memory.infer import infer_memories
 
             entities, items, meta, expires = _check_add(
                 messages, user_id, agent_id, run_id, metadata, expiration_date, memory_type)

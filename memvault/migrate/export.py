@@ -21,10 +21,10 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from memvault.backup.progress import NoProgress, Progress
 from memvault.migrate.rows import MigrationError
 from memvault.migrate.sources import EXPORT_HEADER, EXPORT_TRAILER, EXPORT_VERSION
-from memvault.store.records import MemoryRecord, utc_now
+from memvault.progress import NoProgress, Progress
+from memvault.store import MemoryRecord, utc_now
 
 if TYPE_CHECKING:
     from memvault.store import Store

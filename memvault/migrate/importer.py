@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from memvault.backup.progress import NoProgress, Progress
-from memvault.embed.base import PROBE_MIN_SIMILARITY, normalize_rows
+from memvault.embed import PROBE_MIN_SIMILARITY, normalize_rows
 from memvault.errors import InvalidInput
 from memvault.migrate.rows import MigrationError, Rejected, SourceRow, convert
 from memvault.migrate.sources import Source
-from memvault.store.records import MemoryRecord, utc_now
+from memvault.progress import NoProgress, Progress
+from memvault.store import MemoryRecord, MetaKey, utc_now
 
 if TYPE_CHECKING:
     from memvault.embed import Embedder, EmbedderIdentity
@@ -271,7 +271,7 @@ def run_import(memory: Memory, source: Source, options: ImportOptions | None = N
         write(len(batch))
     report.imported = loaded
     report.written = True
-    memory.store.set_meta("last_import", {"source": source.describe(), "at": utc_now(),
+    memory.store.set_meta(MetaKey.LAST_IMPORT, {"source": source.describe(), "at": utc_now(),
                                           "imported": loaded, "skipped": len(report.skipped),
                                           "rejected": len(report.rejected)})
 

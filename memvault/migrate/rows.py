@@ -17,7 +17,7 @@ import numpy as np
 
 from memvault.errors import InvalidInput, MemvaultError
 from memvault.memory import validation as check
-from memvault.store.records import MemoryRecord
+from memvault.store import MemoryRecord
 
 # Payload keys that are mem0's own fields; every other top-level key is caller metadata.
 MEM0_RESERVED = frozenset({

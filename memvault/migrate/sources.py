@@ -25,7 +25,7 @@ from typing import IO, Any
 import numpy as np
 
 from memvault.config import redact_url
-from memvault.embed.base import EmbedderIdentity
+from memvault.embed import EmbedderIdentity
 from memvault.migrate.rows import MigrationError, SourceRow
 
 EXPORT_HEADER = "memvault_export"

@@ -11,7 +11,6 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
 from prometheus_client import CollectorRegistry
 
-from memvault import __version__
 from memvault.config import Settings
 from memvault.embed import make_embedder
 from memvault.memory import Memory
@@ -23,6 +22,7 @@ from memvault.server.embed_batcher import BatchingEmbedder
 from memvault.server.errors import Redactor, install_error_handlers
 from memvault.server.extensions import BackgroundJob, load_extensions
 from memvault.server.metrics import StoreCollector
+from memvault.version import __version__
 
 log = logging.getLogger("memvault.server")
 

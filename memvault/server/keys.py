@@ -18,9 +18,9 @@ from typing import Any
 
 from memvault.errors import InvalidInput, NotFound
 from memvault.memory.validation import check_entities
-from memvault.store import Store, utc_now
+from memvault.store import MetaKey, Store, utc_now
 
-META_KEY = "api_keys"
+META_KEY = MetaKey.API_KEYS
 TOKEN_PREFIX = "mvk_"
 _lock = threading.Lock()  # read-modify-write of the key list within one process
 

@@ -82,7 +82,7 @@ def readyz(request: Request) -> JSONResponse:
 
 @router.get("/status", summary="The same JSON as `memvault status --json`")
 def status(request: Request, _: Principal = Depends(require_admin)) -> JSONResponse:
-    from memvault.cli.status import CRITICAL, _finish, memory_status
+    from memvault.guard.status import CRITICAL, finish, memory_status
 
     memory: Memory = request.app.state.memory
     report: dict[str, Any] = {"database_url": redact_url(memory.settings.database_url or "")}
@@ -91,7 +91,7 @@ def status(request: Request, _: Principal = Depends(require_admin)) -> JSONRespo
         report.update(memory_status(memory, checks))
     except MemvaultError as exc:
         checks.append({"name": "store", "state": CRITICAL, "message": str(exc)})
-    return JSONResponse(_finish(report, checks))
+    return JSONResponse(finish(report, checks))
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -10,8 +10,10 @@ from memvault.store.records import (
     ENTITY_KEYS,
     JournalEntry,
     MemoryRecord,
+    MetaKey,
     StoreMeta,
     namespace_key,
+    text_hash,
     utc_now,
 )
 
@@ -37,6 +39,7 @@ __all__ = [
     "AddOutcome",
     "JournalEntry",
     "MemoryRecord",
+    "MetaKey",
     "Node",
     "Store",
     "StoreMeta",
@@ -44,5 +47,6 @@ __all__ = [
     "namespace_key",
     "open_store",
     "parse_filters",
+    "text_hash",
     "utc_now",
 ]

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -130,6 +131,9 @@ class StoreSnapshot(Protocol):
 
 class Store(ABC):
     backend: str
+    # The database file of an embedded store (SQLite), which one writer process holds a lock
+    # on; None for a server database (PostgreSQL elects a leader instead).
+    path: Path | None = None
 
     # -- lifecycle and identity
     @abstractmethod
@@ -213,7 +217,7 @@ class Store(ABC):
     def snapshot(self) -> AbstractContextManager[StoreSnapshot]:
         """A consistent read view for backups, taken without blocking writers."""
 
-    # -- large restores (backup issue): optional hooks, no-ops unless a backend overrides them
+    # -- large restores: optional hooks, no-ops unless a backend overrides them
     @contextmanager
     def deferring_search_index(self) -> Iterator[None]:
         """Within the block, bulk_load may leave approximate-search (ANN) indexes unbuilt, so a

@@ -221,4 +221,3 @@ def _compile(node: Node, d: Dialect, params: list[Any]) -> str:
 
 
 SQLITE = SQLiteDialect()
-POSTGRES = PostgresDialect()

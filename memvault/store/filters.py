@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,4 +282,3 @@ def _eq(value: Any, expected: Any) -> bool:
     return kind is not None and kind == value_kind(expected) and value == expected
 
 
-Evaluator = Callable[[MemoryRecord], bool]

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 ENTITY_KEYS = ("user_id", "agent_id", "run_id")
 ENTITY_TYPES = {"user_id": "user", "agent_id": "agent", "run_id": "run"}
+
+
+def text_hash(text: str) -> str:
+    """A memory's `hash`: md5 of its text, as mem0 computes it (dedup within a namespace)."""
+    return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
 def utc_now() -> str:
@@ -115,6 +122,28 @@ def _load_json(value: Any) -> Any:
     return json.loads(value)
 
 
+class MetaKey(StrEnum):
+    """The keys of the store's `meta` table (one JSON value each), beside the data they
+    describe so that a backup or restore can never leave them behind."""
+
+    STORE_ID = "store_id"
+    LINEAGE_ID = "lineage_id"
+    CREATED_AT = "created_at"
+    SCHEMA_VERSION = "schema_version"
+    ACTIVE_EMBEDDER = "active_embedder"
+    # Set while a restore loads and cleared when it finishes: a store left half-restored
+    # (kill -9) is refused until the restore is run again.
+    RESTORE_INCOMPLETE = "restore_incomplete"
+    RESTORED_FROM = "restored_from"  # the backup the last finished restore came from
+    LAST_IMPORT = "last_import"
+    API_KEYS = "api_keys"
+
+
+# The keys StoreMeta has fields for; every other key goes to `extra`.
+_IDENTITY_KEYS = frozenset({MetaKey.STORE_ID, MetaKey.LINEAGE_ID, MetaKey.CREATED_AT,
+                            MetaKey.SCHEMA_VERSION, MetaKey.ACTIVE_EMBEDDER})
+
+
 @dataclass
 class StoreMeta:
     store_id: str
@@ -125,6 +154,20 @@ class StoreMeta:
     location: str
     active_embedder: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any], *, backend: str, location: str) -> StoreMeta:
+        """The meta table's key -> value pairs as one record (every backend reads it so)."""
+        return cls(
+            store_id=values[MetaKey.STORE_ID],
+            lineage_id=values[MetaKey.LINEAGE_ID],
+            created_at=values[MetaKey.CREATED_AT],
+            schema_version=values[MetaKey.SCHEMA_VERSION],
+            backend=backend,
+            location=location,
+            active_embedder=values.get(MetaKey.ACTIVE_EMBEDDER),
+            extra={k: v for k, v in values.items() if k not in _IDENTITY_KEYS},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

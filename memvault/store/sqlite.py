@@ -35,6 +35,7 @@ from memvault.store.records import (
     ENTITY_TYPES,
     JournalEntry,
     MemoryRecord,
+    MetaKey,
     StoreMeta,
     utc_now,
 )
@@ -309,17 +310,7 @@ class SQLiteStore(Store):
 
     def meta(self) -> StoreMeta:
         values = {k: json.loads(v) for k, v in self._read("SELECT key, value FROM meta")}
-        base = {"store_id", "lineage_id", "created_at", "schema_version", "active_embedder"}
-        return StoreMeta(
-            store_id=values["store_id"],
-            lineage_id=values["lineage_id"],
-            created_at=values["created_at"],
-            schema_version=values["schema_version"],
-            backend=self.backend,
-            location=str(self.path),
-            active_embedder=values.get("active_embedder"),
-            extra={k: v for k, v in values.items() if k not in base},
-        )
+        return StoreMeta.from_values(values, backend=self.backend, location=str(self.path))
 
     def set_meta(self, key: str, value: Any) -> None:
         with self._transaction() as cur:
@@ -349,7 +340,7 @@ class SQLiteStore(Store):
     def set_active_embedder(self, key: str) -> None:
         if key not in self.embedders():
             raise StoreError(f"embedder {key} is not registered in this store")
-        self.set_meta("active_embedder", key)
+        self.set_meta(MetaKey.ACTIVE_EMBEDDER, key)
 
     # ------------------------------------------------------------------ writes
 

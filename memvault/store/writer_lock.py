@@ -26,9 +26,12 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from memvault.errors import MemvaultError
+
+if TYPE_CHECKING:
+    from memvault.store.base import Store
 
 
 class WriterLockHeld(MemvaultError):
@@ -109,14 +112,12 @@ def _holder(text: str) -> str:
         return "a process that left no pid"
 
 
-def sqlite_path(store: object) -> Path | None:
+def sqlite_path(store: Store) -> Path | None:
     """The file of a SQLite store (None for another backend: PostgreSQL elects a leader)."""
-    from memvault.store.sqlite import SQLiteStore
-
-    return store.path if isinstance(store, SQLiteStore) else None
+    return store.path
 
 
-def hold_writer_lock(store: object, purpose: str) -> WriterLock | None:
+def hold_writer_lock(store: Store, purpose: str) -> WriterLock | None:
     path = sqlite_path(store)
     return WriterLock(path, purpose).acquire() if path is not None else None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,7 +12,9 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from memvault.config import redact_url
-from memvault.errors import StoreError
+from memvault.errors import InvalidInput, SchemaError, StoreError, StoreUnavailable
+
+log = logging.getLogger("memvault.store.postgres")
 
 
 class TimedConnection(psycopg.Connection[Any]):
@@ -26,7 +30,8 @@ class TimedConnection(psycopg.Connection[Any]):
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         try:
             return super().wait(gen, interval, timeout if timeout is not None else self.deadline)
-        except psycopg.errors._WaitTimeout:
+        # psycopg's own timeout signal of Connection.wait; no public name exists for it.
+        except psycopg.errors._WaitTimeout:  # noqa: SLF001
             self.close()
             raise psycopg.OperationalError(
                 f"no answer from the server within {timeout or self.deadline:g}s"
@@ -73,3 +78,61 @@ class PostgresTarget:
 
     def scrub(self, text: str) -> str:
         return text.replace(self.password, "***") if self.password else text
+
+    def unavailable(self, exc: BaseException, doing: str) -> StoreUnavailable:
+        """The error (with a hint) for a server that cannot be reached, logged with its cause."""
+        cause = self.scrub(str(exc).strip() or type(exc).__name__)
+        log.warning("PostgreSQL unavailable while %s (%s): %s", doing, self.describe(),
+                    cause)
+        lowered = cause.lower()
+        if "password authentication failed" in lowered or "no password supplied" in lowered:
+            hint = "check the user name and password in MEMVAULT_DATABASE_URL"
+        elif "does not exist" in lowered and "database" in lowered:
+            hint = (f"create the database (createdb {self.database}) or fix its name "
+                    "in MEMVAULT_DATABASE_URL")
+        else:
+            hint = "check that PostgreSQL is running and reachable; memvault retries on its own"
+        return StoreUnavailable(
+            f"PostgreSQL at {self.describe()} ({self.url}) is unavailable while "
+            f"{doing}: {cause}",
+            hint=hint,
+        )
+
+
+def connect_kwargs(timeout: float) -> dict[str, Any]:
+    """libpq settings that bound connecting and notice a dead peer within `timeout`."""
+    return {
+        "autocommit": True,
+        "connect_timeout": max(2, math.ceil(timeout)),
+        "application_name": "memvault",
+        # TCP only (ignored on unix sockets): notice a dead peer within the timeout.
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(timeout)),
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(timeout * 1000),
+    }
+
+
+@contextmanager
+def driver_errors(target: PostgresTarget, doing: str) -> Iterator[None]:
+    """Driver errors become memvault errors: bad data a 4xx, a lost server StoreUnavailable."""
+    try:
+        yield
+    except psycopg.errors.UndefinedTable as exc:
+        raise SchemaError(
+            f"the memvault tables are gone from database {target.database} "
+            f"({target.describe()}): {exc}",
+            hint="the database was dropped, replaced or restored behind this process; "
+                 "restart memvault (the guard checks the store's identity on start)",
+        ) from None
+    except psycopg.errors.IntegrityError as exc:
+        raise InvalidInput(f"the write conflicts with stored data: {exc}") from None
+    except (psycopg.errors.DataError, psycopg.errors.UntranslatableCharacter) as exc:
+        raise InvalidInput(f"PostgreSQL rejected the data: {exc}") from None
+    except psycopg.errors.QueryCanceled as exc:
+        raise target.unavailable(exc, doing) from None
+    except psycopg.OperationalError as exc:
+        raise target.unavailable(exc, doing) from None
+    except psycopg.Error as exc:
+        raise StoreError(f"PostgreSQL error at {target.describe()}: {exc}") from None

@@ -11,18 +11,21 @@ import json
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Json
 
-from memvault.errors import SchemaError
+from memvault.errors import SchemaError, StoreError
 from memvault.store.base import (
     SCHEMA_VERSION,
     check_schema_version,
     legacy_key_condition,
     rekeyed_namespaces,
 )
+from memvault.store.filter_sql import PostgresDialect
 from memvault.store.keywords import KeywordTokenizer
 from memvault.store.postgres.connections import PostgresTarget
 from memvault.store.records import MemoryRecord, utc_now
@@ -236,3 +239,49 @@ def read_server_identity(
         "database": row[0],
         "server_addr": row[1],
     }
+
+
+@dataclass(frozen=True)
+class PgvectorSetup:
+    """What the connected pgvector and server allow: where `vector` lives, whether filtered
+    searches can keep walking the index, and the collation for case-insensitive filters."""
+
+    search_path: str
+    iterative_scan: bool
+    dialect: PostgresDialect
+
+
+def enable_pgvector(conn: psycopg.Connection[Any], target: PostgresTarget) -> PgvectorSetup:
+    """Create the extension if missing and read what this pgvector and server support."""
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except psycopg.Error as exc:
+        raise StoreError(
+            f"cannot enable pgvector in database {target.database}: {exc}",
+            hint="install pgvector on the server and run `CREATE EXTENSION vector` as a "
+                 "superuser, or grant this user the right to create it",
+        ) from None
+    row = conn.execute(
+        "SELECT n.nspname, e.extversion FROM pg_extension e "
+        "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
+    ).fetchone()
+    assert row is not None
+    ext_schema, version = row
+    search_path = sql.SQL(", ").join(
+        [sql.Identifier(SCHEMA), sql.Identifier(ext_schema)]).as_string(conn)
+    iterative_scan = True
+    dialect = PostgresDialect()
+    parts = tuple(int(p) for p in str(version).split(".")[:2] if p.isdigit())
+    if parts < (0, 5):
+        raise StoreError(f"pgvector {version} has no HNSW index; memvault needs >= 0.5",
+                         hint="upgrade pgvector (ALTER EXTENSION vector UPDATE)")
+    if parts < (0, 8):
+        log.warning("pgvector %s has no iterative index scans: filtered searches may return "
+                    "fewer than top_k results; upgrade to >= 0.8", version)
+        iterative_scan = False
+    server_version = conn.info.server_version
+    if server_version >= 180000:
+        dialect = PostgresDialect(casefold_collation="pg_unicode_fast")
+    elif server_version >= 170000:
+        dialect = PostgresDialect(casefold_collation="pg_c_utf8")
+    return PgvectorSetup(search_path, iterative_scan, dialect)

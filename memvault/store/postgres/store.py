@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from psycopg.types.json import Json
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from memvault.embed.base import EmbedderIdentity
-from memvault.errors import InvalidInput, SchemaError, StoreError, StoreUnavailable
+from memvault.errors import InvalidInput, StoreError
 from memvault.store.base import AddOutcome, Store, check_bulk_vectors, merge_update
 from memvault.store.filter_sql import PostgresDialect, compile_sql
 from memvault.store.keywords import (
@@ -30,7 +29,13 @@ from memvault.store.keywords import (
 )
 from memvault.store.postgres import hnsw
 from memvault.store.postgres.codec import binary_copy_vectors, register_vector
-from memvault.store.postgres.connections import PostgresTarget, TimedConnection, no_deadline
+from memvault.store.postgres.connections import (
+    PostgresTarget,
+    TimedConnection,
+    connect_kwargs,
+    driver_errors,
+    no_deadline,
+)
 from memvault.store.postgres.schema import (
     INSERT_COLUMNS,
     INSERT_TYPES,
@@ -42,6 +47,7 @@ from memvault.store.postgres.schema import (
     SELECT_COLUMNS,
     VECTOR_FKS,
     copy_row,
+    enable_pgvector,
     migrate,
     read_server_identity,
     row_to_record,
@@ -52,6 +58,7 @@ from memvault.store.records import (
     ENTITY_TYPES,
     JournalEntry,
     MemoryRecord,
+    MetaKey,
     StoreMeta,
     utc_now,
 )
@@ -95,7 +102,7 @@ class PostgresStore(Store):
             url,
             min_size=min_connections,
             max_size=max_connections,
-            kwargs=self._connect_kwargs(),
+            kwargs=connect_kwargs(self.timeout),
             connection_class=TimedConnection,
             configure=self._configure,
             check=ConnectionPool.check_connection,
@@ -110,22 +117,9 @@ class PostgresStore(Store):
             self._pool.open(wait=True, timeout=self.timeout)
         except PoolTimeout as exc:
             self._pool.close()
-            raise self._unavailable(exc, "opening the connection pool") from None
+            raise self.target.unavailable(exc, "opening the connection pool") from None
 
     # ------------------------------------------------------------------ connecting
-
-    def _connect_kwargs(self) -> dict[str, Any]:
-        return {
-            "autocommit": True,
-            "connect_timeout": max(2, math.ceil(self.timeout)),
-            "application_name": "memvault",
-            # TCP only (ignored on unix sockets): notice a dead peer within the timeout.
-            "keepalives": 1,
-            "keepalives_idle": max(1, int(self.timeout)),
-            "keepalives_interval": 1,
-            "keepalives_count": 3,
-            "tcp_user_timeout": int(self.timeout * 1000),
-        }
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"SET search_path TO {self._search_path}")
@@ -141,29 +135,11 @@ class PostgresStore(Store):
     def _connect_plain(self, deadline: float | None) -> TimedConnection:
         """One connection outside the pool (bootstrap, snapshots)."""
         try:
-            conn = TimedConnection.connect(self.url, **self._connect_kwargs())
+            conn = TimedConnection.connect(self.url, **connect_kwargs(self.timeout))
         except psycopg.Error as exc:
-            raise self._unavailable(exc, "connecting") from None
+            raise self.target.unavailable(exc, "connecting") from None
         conn.deadline = deadline
         return conn
-
-    def _unavailable(self, exc: BaseException, doing: str) -> StoreUnavailable:
-        cause = self.target.scrub(str(exc).strip() or type(exc).__name__)
-        log.warning("PostgreSQL unavailable while %s (%s): %s", doing, self.target.describe(),
-                    cause)
-        lowered = cause.lower()
-        if "password authentication failed" in lowered or "no password supplied" in lowered:
-            hint = "check the user name and password in MEMVAULT_DATABASE_URL"
-        elif "does not exist" in lowered and "database" in lowered:
-            hint = (f"create the database (createdb {self.target.database}) or fix its name "
-                    "in MEMVAULT_DATABASE_URL")
-        else:
-            hint = "check that PostgreSQL is running and reachable; memvault retries on its own"
-        return StoreUnavailable(
-            f"PostgreSQL at {self.target.describe()} ({self.target.url}) is unavailable while "
-            f"{doing}: {cause}",
-            hint=hint,
-        )
 
     def _bootstrap(self) -> None:
         """Enable pgvector, migrate and read the server's identity on one plain connection.
@@ -175,7 +151,10 @@ class PostgresStore(Store):
         try:
             conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
             try:
-                self._enable_pgvector(conn)
+                setup = enable_pgvector(conn, self.target)
+                self._search_path = setup.search_path
+                self._iterative_scan = setup.iterative_scan
+                self.dialect = setup.dialect
                 conn.execute(f"SET search_path TO {self._search_path}")
                 conn.deadline = None  # a migration may take long; its DDL is transactional
                 migrate(conn, self.target)
@@ -185,7 +164,7 @@ class PostgresStore(Store):
                 if not conn.closed:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
         except psycopg.OperationalError as exc:
-            raise self._unavailable(exc, "opening the store") from None
+            raise self.target.unavailable(exc, "opening the store") from None
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot open the memvault store at {self.target.describe()}: "
@@ -193,38 +172,6 @@ class PostgresStore(Store):
             ) from None
         finally:
             conn.close()
-
-    def _enable_pgvector(self, conn: psycopg.Connection[Any]) -> None:
-        try:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"cannot enable pgvector in database {self.target.database}: {exc}",
-                hint="install pgvector on the server and run `CREATE EXTENSION vector` as a "
-                     "superuser, or grant this user the right to create it",
-            ) from None
-        row = conn.execute(
-            "SELECT n.nspname, e.extversion FROM pg_extension e "
-            "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
-        ).fetchone()
-        assert row is not None
-        ext_schema, version = row
-        self._search_path = sql.SQL(", ").join(
-            [sql.Identifier(SCHEMA), sql.Identifier(ext_schema)]).as_string(conn)
-        parts = tuple(int(p) for p in str(version).split(".")[:2] if p.isdigit())
-        if parts < (0, 5):
-            raise StoreError(f"pgvector {version} has no HNSW index; memvault needs >= 0.5",
-                             hint="upgrade pgvector (ALTER EXTENSION vector UPDATE)")
-        if parts < (0, 8):
-            log.warning("pgvector %s has no iterative index scans: filtered searches may return "
-                        "fewer than top_k results; upgrade to >= 0.8", version)
-            self._iterative_scan = False
-        server_version = conn.info.server_version
-        if server_version >= 180000:
-            self.dialect = PostgresDialect(casefold_collation="pg_unicode_fast")
-        elif server_version >= 170000:
-            self.dialect = PostgresDialect(casefold_collation="pg_c_utf8")
-
 
     def close(self) -> None:
         self._pool.close()
@@ -235,32 +182,16 @@ class PostgresStore(Store):
     def _connection(self, *, long: bool = False) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection; driver errors become memvault errors. `long` lifts deadlines."""
         doing = "running a long operation" if long else "serving a request"
-        try:
-            with self._pool.connection() as conn:
-                if long:
-                    with no_deadline(conn, int(self.timeout * 1000)):
+        with driver_errors(self.target, doing):
+            try:
+                with self._pool.connection() as conn:
+                    if long:
+                        with no_deadline(conn, int(self.timeout * 1000)):
+                            yield conn
+                    else:
                         yield conn
-                else:
-                    yield conn
-        except PoolTimeout as exc:
-            raise self._unavailable(exc, "waiting for a connection") from None
-        except psycopg.errors.UndefinedTable as exc:
-            raise SchemaError(
-                f"the memvault tables are gone from database {self.target.database} "
-                f"({self.target.describe()}): {exc}",
-                hint="the database was dropped, replaced or restored behind this process; "
-                     "restart memvault (the guard checks the store's identity on start)",
-            ) from None
-        except psycopg.errors.IntegrityError as exc:
-            raise InvalidInput(f"the write conflicts with stored data: {exc}") from None
-        except (psycopg.errors.DataError, psycopg.errors.UntranslatableCharacter) as exc:
-            raise InvalidInput(f"PostgreSQL rejected the data: {exc}") from None
-        except psycopg.errors.QueryCanceled as exc:
-            raise self._unavailable(exc, doing) from None
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc, doing) from None
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL error at {self.target.describe()}: {exc}") from None
+            except PoolTimeout as exc:
+                raise self.target.unavailable(exc, "waiting for a connection") from None
 
     @contextmanager
     def _write(self, *, long: bool = False) -> Iterator[tuple[psycopg.Cursor[Any], int]]:
@@ -310,21 +241,11 @@ class PostgresStore(Store):
     # ------------------------------------------------------------------ identity
 
     def meta(self) -> StoreMeta:
-        values = dict(self._read("SELECT key, value FROM meta"))
-        base = {"store_id", "lineage_id", "created_at", "schema_version", "active_embedder"}
-        extra = {k: v for k, v in values.items() if k not in base}
+        meta = StoreMeta.from_values(dict(self._read("SELECT key, value FROM meta")),
+                                     backend=self.backend, location=self.target.url)
         # What this process is connected to now, beside what the store recorded at creation.
-        extra["pg_connected"] = dict(self.server)
-        return StoreMeta(
-            store_id=values["store_id"],
-            lineage_id=values["lineage_id"],
-            created_at=values["created_at"],
-            schema_version=values["schema_version"],
-            backend=self.backend,
-            location=self.target.url,
-            active_embedder=values.get("active_embedder"),
-            extra=extra,
-        )
+        meta.extra["pg_connected"] = dict(self.server)
+        return meta
 
     def set_meta(self, key: str, value: Any) -> None:
         with self._connection() as conn:
@@ -362,7 +283,7 @@ class PostgresStore(Store):
     def set_active_embedder(self, key: str) -> None:
         if key not in self.embedders():
             raise StoreError(f"embedder {key} is not registered in this store")
-        self.set_meta("active_embedder", key)
+        self.set_meta(MetaKey.ACTIVE_EMBEDDER, key)
 
     # ------------------------------------------------------------------ writes
 
@@ -573,7 +494,7 @@ class PostgresStore(Store):
             assert row is not None
             yield PostgresSnapshot(conn, int(row[0]))
         except psycopg.OperationalError as exc:
-            raise self._unavailable(exc, "reading a snapshot") from None
+            raise self.target.unavailable(exc, "reading a snapshot") from None
         finally:
             conn.close()
 
