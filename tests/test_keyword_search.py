@@ -220,3 +220,22 @@ def test_bm25_survives_statistics_older_than_the_matches() -> None:
     scores = bm25(["note"], ["new note", "old note", "note"], total=1, mean_length=2.0,
                   frequency={"note": 3})
     assert len(scores) == 3 and all(s > 0 for s in scores)
+
+
+def test_keyword_and_hybrid_honour_filters_and_expiry(memory: Memory) -> None:
+    memory.add("Alice's red bicycle has a flat tyre", user_id="alice", infer=False,
+               metadata={"topic": "bike"})
+    memory.add("Alice's red scarf is wool", user_id="alice", infer=False,
+               metadata={"topic": "clothes"})
+    memory.add("Alice's red kite tore", user_id="alice", infer=False,
+               expiration_date="2000-01-01")
+    for mode in ("keyword", "hybrid"):
+        scoped = memory.search("red", filters={"user_id": "alice", "topic": "bike"},
+                               search_mode=mode, threshold=None)["results"]
+        assert [r["memory"] for r in scoped] == ["Alice's red bicycle has a flat tyre"], mode
+        live = memory.search("red kite", user_id="alice", search_mode=mode,
+                             threshold=None)["results"]
+        assert "Alice's red kite tore" not in [r["memory"] for r in live], mode
+        every = memory.search("red kite", user_id="alice", search_mode=mode, threshold=None,
+                              show_expired=True)["results"]
+        assert every[0]["memory"] == "Alice's red kite tore", mode
