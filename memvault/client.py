@@ -165,10 +165,12 @@ class MemoryClient:
         rerank: bool = False,
         explain: bool = False,
         show_expired: bool = False,
+        search_mode: str | None = None,
     ) -> dict[str, Any]:
         body = {"query": query, "user_id": user_id, "agent_id": agent_id, "run_id": run_id,
                 "filters": filters, "top_k": top_k, "limit": limit, "threshold": threshold,
-                "rerank": rerank, "explain": explain, "show_expired": show_expired}
+                "rerank": rerank, "explain": explain, "show_expired": show_expired,
+                "search_mode": search_mode}
         body = {k: v for k, v in body.items() if v is not None or k == "threshold"}
         return self._call("POST", "/search", body=body)  # type: ignore[no-any-return]
 

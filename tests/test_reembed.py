@@ -132,7 +132,8 @@ def test_writes_during_the_run_are_covered(memory: Memory, settings: Settings) -
             assert _top(restarted, "bob bought a tandem bicycle", "bob") \
                 == "bob bought a tandem bicycle"
             # The re-texted memory's vector is its new text's, not the one read first.
-            hit = restarted.search(renamed, user_id="alice", threshold=0.0)["results"][0]
+            hit = restarted.search(renamed, user_id="alice", threshold=0.0,
+                                   search_mode="vector")["results"][0]
             assert (hit["id"], hit["memory"]) == (ids["alice grows tomatoes on her balcony"],
                                                   renamed)
             assert hit["score"] > 0.99

@@ -101,7 +101,7 @@ def test_concurrent_searches_share_model_calls(
     def search(query: str) -> list[str]:
         with httpx.Client(base_url=live_url, timeout=60) as http:
             response = http.post("/search", json={"query": query, "user_id": "s",
-                                                  "threshold": None})
+                                                  "threshold": None, "search_mode": "vector"})
             assert response.status_code == 200
             return [r["memory"] for r in response.json()["results"]]
 

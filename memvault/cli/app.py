@@ -116,11 +116,13 @@ def search(
     filters: str | None = typer.Option(None, "--filters", help="mem0 filters as JSON."),
     top_k: int = typer.Option(10, "--top-k", "-k"),
     threshold: float = typer.Option(0.1, "--threshold"),
+    mode: str | None = typer.Option(
+        None, "--search", help="hybrid, vector or keyword (default: MEMVAULT_SEARCH)."),
     as_json: bool = JsonOption,
     url: str | None = UrlOption,
     api_key: str | None = ApiKeyOption,
 ) -> None:
-    """Find the memories closest in meaning to QUERY."""
+    """Find the memories that best match QUERY (meaning and keywords)."""
     import json
 
     from memvault.errors import InvalidInput
@@ -131,7 +133,8 @@ def search(
         raise InvalidInput(f"--filters is not valid JSON: {exc}") from None
     with open_backend(ctx, url, api_key) as memory:
         result = memory.search(query, user_id=user_id, agent_id=agent_id, run_id=run_id,
-                               filters=parsed, top_k=top_k, threshold=threshold)
+                               filters=parsed, top_k=top_k, threshold=threshold,
+                               search_mode=mode)
     if as_json:
         print_json(result)
     else:

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     alert_drop_ratio: float = Field(0.5, gt=0, lt=1)
     drill_interval: Duration = 604800.0
     db_timeout: Duration = 5.0
+    # how search ranks: vector and keyword fused (hybrid), or one of them alone
+    search: Literal["hybrid", "vector", "keyword"] = "hybrid"
     # 200: recall@10 ~0.98 on real text at ~2.7 ms (100 gave 0.95-0.96, too close to the bar)
     pg_ef_search: int = Field(200, ge=1, le=1000)
     # -- backups to S3-compatible object storage; used by s3:// MEMVAULT_BACKUP_URLS

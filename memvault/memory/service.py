@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from memvault.config import Settings, load_settings
 from memvault.embed import Embedder, EmbedderIdentity, make_embedder
 from memvault.errors import EmbedderMismatch, InvalidInput, NotFound, StoreError
 from memvault.memory import validation as check
+from memvault.memory.fusion import CANDIDATES, Scored, SearchMode, fuse, single, smooth
 from memvault.store import MemoryRecord, Store, open_store, parse_filters, text_hash, utc_now
 from memvault.store.filters import Bool, Cond, Node, entity_constraints
 from memvault.store.records import ENTITY_KEYS, JournalEntry, MetaKey
@@ -90,6 +92,10 @@ class Memory:
         self._embedder_lock = threading.Lock()
         self.actor = actor
         self._llm = llm  # memvault.llm.ChatClient, built on first infer when MEMVAULT_LLM is set
+        # Runs a hybrid search's keyword query while the query is embedded (both release
+        # the GIL); started on first use.
+        self._keyword_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None = None) -> Memory:
@@ -97,7 +103,17 @@ class Memory:
         return cls(load_settings(_translate_mem0_config(config or {})))
 
     def close(self) -> None:
+        with self._pool_lock:
+            if self._keyword_pool is not None:
+                self._keyword_pool.shutdown(wait=True)
+                self._keyword_pool = None
         self.store.close()
+
+    def _keyword_worker(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._keyword_pool is None:
+                self._keyword_pool = ThreadPoolExecutor(2, thread_name_prefix="memvault-kw")
+            return self._keyword_pool
 
     def __enter__(self) -> Memory:
         return self
@@ -411,22 +427,48 @@ class Memory:
         rerank: bool = False,
         explain: bool = False,
         show_expired: bool = False,
+        search_mode: str | None = None,
     ) -> dict[str, Any]:
         query = check.check_text(query, "query")
         node = self._scoped_filter(user_id, agent_id, run_id, filters)
         top_k = check.check_top_k(limit if limit is not None else top_k)
         threshold = check.check_threshold(threshold)
-        vector = self._embed([query])[0]
+        mode = check.check_search_mode(search_mode, self.settings.search)
         key = self.embedder_identity().key
-        hits = self.store.search(vector, key, node, top_k, threshold, bool(show_expired))
+        scored = self._ranked(query, node, top_k, mode, key, bool(show_expired))
         results = []
-        for record, similarity in hits:
-            score = max(0.0, similarity)
-            item = format_record(record, score, with_score=True)
+        for hit in scored:
+            if threshold is not None and hit.score < threshold:
+                continue
+            item = format_record(hit.record, hit.score, with_score=True)
             if explain:
-                item["score_details"] = {"cosine_similarity": similarity, "embedder": key}
+                item["score_details"] = hit.details(mode, key)
             results.append(item)
+            if len(results) == top_k:
+                break
         return {"results": results}
+
+    def _ranked(
+        self, query: str, node: Node, top_k: int, mode: SearchMode, key: str,
+        show_expired: bool,
+    ) -> list[Scored]:
+        """Candidates of one search, best first, before the threshold and the top_k cut."""
+        if mode is SearchMode.KEYWORD:
+            return single(self.store.keyword_search(query, node, top_k, show_expired), mode)
+        if mode is SearchMode.VECTOR:
+            vector = self._embed([query])[0]
+            return single(self.store.search(vector, key, node, top_k, None, show_expired), mode)
+        wanted = max(top_k, CANDIDATES)
+        keyword = self._keyword_worker().submit(
+            self.store.keyword_search, query, node, wanted, show_expired)
+        try:
+            vector = self._embed([query])[0]
+            vector_hits = self.store.search(vector, key, node, wanted, None, show_expired)
+        except BaseException:
+            wait([keyword])  # never leave it running; the embedder's or store's error wins
+            raise
+        fused = fuse(vector_hits, keyword.result())
+        return smooth(fused, self.store.neighbours([s.record.id for s in fused]))
 
     def history(self, memory_id: str) -> list[dict[str, Any]]:
         memory_id = check.check_memory_id(memory_id)

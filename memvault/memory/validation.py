@@ -10,6 +10,7 @@ from datetime import date
 from typing import Any
 
 from memvault.errors import InvalidInput
+from memvault.memory.fusion import SearchMode
 from memvault.store.records import ENTITY_KEYS
 
 MAX_TEXT_BYTES = 64 * 1024
@@ -206,6 +207,19 @@ def check_threshold(value: Any) -> float | None:
     if not 0.0 <= float(value) <= 1.0:
         raise InvalidInput(f"threshold must be between 0 and 1, got {value}")
     return float(value)
+
+
+def check_search_mode(value: Any, default: str) -> SearchMode:
+    """A per-request search mode, or the configured one (MEMVAULT_SEARCH) when None."""
+    if value is None:
+        value = default
+    try:
+        return SearchMode(value)
+    except ValueError:
+        raise InvalidInput(
+            f"search_mode must be one of {', '.join(m.value for m in SearchMode)}, got {value!r}",
+            hint="omit it to use the server's MEMVAULT_SEARCH (hybrid by default)",
+        ) from None
 
 
 def normalize_messages(messages: Any) -> list[dict[str, Any]]:

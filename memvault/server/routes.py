@@ -130,7 +130,8 @@ def search_memories(
     principal.check_filters(body.filters)
     result = memory.search(body.query, **ids, filters=body.filters, top_k=body.top_k,
                            limit=body.limit, threshold=body.threshold, rerank=body.rerank,
-                           explain=body.explain, show_expired=body.show_expired)
+                           explain=body.explain, show_expired=body.show_expired,
+                           search_mode=body.search_mode)
     return JSONResponse(result)
 
 

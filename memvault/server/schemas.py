@@ -42,6 +42,8 @@ class SearchRequest(BaseModel):
     rerank: bool = False
     explain: bool = False
     show_expired: bool = False
+    search_mode: str | None = Field(
+        None, description="hybrid, vector or keyword; default: the server's MEMVAULT_SEARCH")
     user_id: str | None = Field(None, description="deprecated: merged into filters")
     agent_id: str | None = Field(None, description="deprecated: merged into filters")
     run_id: str | None = Field(None, description="deprecated: merged into filters")

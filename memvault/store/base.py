@@ -26,8 +26,9 @@ from memvault.store.records import (
     namespace_key,
 )
 
+# 3: a keyword (full-text) index over each memory's normalized tokens (store/keywords.py).
 # 2: namespace keys escape '%' and '/' inside ids (rows of version 1 stores are re-keyed).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def legacy_key_condition(position: str) -> str:
@@ -249,6 +250,19 @@ class Store(ABC):
         include_expired: bool = True,
     ) -> list[tuple[MemoryRecord, float]]:
         """Records by cosine similarity (1 - cosine distance), best first."""
+
+    @abstractmethod
+    def keyword_search(
+        self, query: str, node: Node | None, top_k: int, include_expired: bool = True,
+    ) -> list[tuple[MemoryRecord, float]]:
+        """Records by BM25 over their keyword tokens (store/keywords.py), best first; the
+        query is tokenized like the memories, so no query syntax reaches the index. A query
+        without a single indexable word finds nothing."""
+
+    @abstractmethod
+    def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+        """For each id, the memory created just before and just after it in its namespace
+        (ordered by created_at, then id): the turns around it in a conversation."""
 
     @abstractmethod
     def history(self, memory_id: str) -> list[JournalEntry]: ...

@@ -29,6 +29,7 @@ from memvault.store.base import (
 )
 from memvault.store.filter_sql import SQLITE, compile_sql
 from memvault.store.filters import Node, entity_constraints, only_entity_constraints
+from memvault.store.keywords import KeywordTokenizer, bounded_terms
 from memvault.store.records import (
     ENTITY_KEYS,
     ENTITY_TYPES,
@@ -89,7 +90,31 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX journal_memory ON journal(memory_id);
     """,
     2: "",  # data only: _rekey_namespaces
+    3: "",  # keyword index: _add_keyword_index (its triggers hold ';' inside BEGIN ... END)
 }
+
+# The full-text index reads the token string of each memory (store/keywords.py) through
+# external content: it lives in the memories row, and the triggers keep the index in the
+# transaction that writes the row, whichever statement writes it. Joined on rowid: nothing
+# VACUUMs a store (that could renumber the rowids of a table without an INTEGER key).
+_KEYWORD_INDEX = (
+    # neighbours(): the memories around one in its namespace, in creation order
+    "CREATE INDEX IF NOT EXISTS memories_namespace_created ON memories(namespace, created_at, id)",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(keywords, content='memories', "
+    "content_rowid='rowid', tokenize='unicode61 remove_diacritics 0')",
+    "INSERT INTO memories_fts(memories_fts) VALUES ('rebuild')",
+    # documents per term: keyword_search bounds its work by it
+    "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts_terms USING fts5vocab(memories_fts, 'row')",
+    "CREATE TRIGGER IF NOT EXISTS memories_fts_insert AFTER INSERT ON memories BEGIN "
+    "INSERT INTO memories_fts(rowid, keywords) VALUES (new.rowid, new.keywords); END",
+    "CREATE TRIGGER IF NOT EXISTS memories_fts_delete AFTER DELETE ON memories BEGIN "
+    "INSERT INTO memories_fts(memories_fts, rowid, keywords) "
+    "VALUES ('delete', old.rowid, old.keywords); END",
+    "CREATE TRIGGER IF NOT EXISTS memories_fts_update AFTER UPDATE OF keywords ON memories BEGIN "
+    "INSERT INTO memories_fts(memories_fts, rowid, keywords) "
+    "VALUES ('delete', old.rowid, old.keywords); "
+    "INSERT INTO memories_fts(rowid, keywords) VALUES (new.rowid, new.keywords); END",
+)
 
 _COLUMNS = (
     "id", "memory", "hash", "metadata", "user_id", "agent_id", "run_id", "actor_id", "role",
@@ -98,18 +123,24 @@ _COLUMNS = (
 _SELECT = "SELECT " + ", ".join(f"m.{c}" for c in _COLUMNS) + " FROM memories m"
 
 
+_INSERT = (f"INSERT INTO memories ({', '.join((*_COLUMNS[:9], 'namespace', *_COLUMNS[9:]))},"
+           f" keywords) VALUES ({', '.join('?' * 15)})")
+
+
 def _row_to_record(row: tuple[Any, ...]) -> MemoryRecord:
     data = dict(zip(_COLUMNS, row, strict=True))
     data["metadata"] = json.loads(data["metadata"]) if data["metadata"] else None
     return MemoryRecord(**data)
 
 
-def _record_params(record: MemoryRecord) -> tuple[Any, ...]:
+def _record_params(record: MemoryRecord, tokenizer: KeywordTokenizer) -> tuple[Any, ...]:
+    """The row of a record, its index tokens last."""
     metadata = json.dumps(record.metadata, ensure_ascii=False) if record.metadata else None
     return (
         record.id, record.memory, record.hash, metadata, record.user_id, record.agent_id,
         record.run_id, record.actor_id, record.role, record.namespace, record.created_at,
         record.updated_at, record.expiration_date, record.memory_type,
+        tokenizer.document(record.memory),
     )
 
 
@@ -135,6 +166,26 @@ def _rekey_namespaces(cur: sqlite3.Cursor, path: Path) -> None:
                  len(changes), path)
 
 
+def _add_keyword_index(cur: sqlite3.Cursor, tokenizer: KeywordTokenizer, path: Path) -> None:
+    """Give every stored memory its index tokens, then build the index over them (again, on a
+    store whose version mark was lowered by hand: every step is idempotent)."""
+    columns = {row[1] for row in cur.execute("PRAGMA table_info(memories)")}
+    if "keywords" not in columns:
+        cur.execute("ALTER TABLE memories ADD COLUMN keywords TEXT NOT NULL DEFAULT ''")
+    rows = cur.execute("SELECT id, memory FROM memories").fetchall()
+    cur.executemany("UPDATE memories SET keywords = ? WHERE id = ?",
+                    [(tokenizer.document(text), memory_id) for memory_id, text in rows])
+    for statement in _KEYWORD_INDEX:
+        cur.execute(statement)
+    if rows:
+        log.info("built the keyword index of %d memories in %s", len(rows), path)
+
+
+def _match_expression(terms: list[str]) -> str:
+    """An FTS5 query matching any of the stems, each a quoted string: no operator syntax."""
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
 class SQLiteStore(Store):
     backend = "sqlite"
 
@@ -144,6 +195,7 @@ class SQLiteStore(Store):
         self._indexes: dict[str, VectorIndex] = {}
         # Per embedder: the version of its vectors this process's index was built from.
         self._vectors_versions: dict[str, Any] = {}
+        self.keywords = KeywordTokenizer()
         self._conn = self._connect(timeout)
         # The file this process opened: the guard notices when the path stops being it.
         self.opened_as = file_identity(self.path)
@@ -206,6 +258,8 @@ class SQLiteStore(Store):
                         cur.execute(statement)
                 if target == 2:
                     _rekey_namespaces(cur, self.path)
+                if target == 3:
+                    _add_keyword_index(cur, self.keywords, self.path)
                 if target == 1:
                     now = utc_now()
                     for key, value in {
@@ -332,11 +386,7 @@ class SQLiteStore(Store):
                 entries.append(entry)
                 fresh.append((record, vector))
                 outcomes.append(AddOutcome(record.id, True, entry))
-            cur.executemany(
-                f"INSERT INTO memories ({', '.join((*_COLUMNS[:9], 'namespace', *_COLUMNS[9:]))})"
-                f" VALUES ({', '.join('?' * 14)})",
-                [_record_params(r) for r, _ in fresh],
-            )
+            cur.executemany(_INSERT, [_record_params(r, self.keywords) for r, _ in fresh])
             cur.executemany(
                 "INSERT INTO vectors VALUES (?, ?, ?)",
                 [(r.id, embedder_key, v.tobytes()) for r, v in fresh],
@@ -378,11 +428,11 @@ class SQLiteStore(Store):
                 raise InvalidInput(f"memory {record.id} does not exist")
             before = _row_to_record(row)
             record = merge_update(before, record, fields, vector)
-            params = _record_params(record)
+            params = _record_params(record, self.keywords)
             cur.execute(
                 "UPDATE memories SET memory=?, hash=?, metadata=?, user_id=?, agent_id=?, "
                 "run_id=?, actor_id=?, role=?, namespace=?, created_at=?, updated_at=?, "
-                "expiration_date=?, memory_type=? WHERE id=?",
+                "expiration_date=?, memory_type=?, keywords=? WHERE id=?",
                 (*params[1:], record.id),
             )
             if vector is not None:
@@ -449,11 +499,7 @@ class SQLiteStore(Store):
         if not records:
             return 0
         with self._transaction() as cur:
-            cur.executemany(
-                f"INSERT INTO memories ({', '.join((*_COLUMNS[:9], 'namespace', *_COLUMNS[9:]))})"
-                f" VALUES ({', '.join('?' * 14)})",
-                [_record_params(r) for r in records],
-            )
+            cur.executemany(_INSERT, [_record_params(r, self.keywords) for r in records])
             for key, matrix in vectors.items():
                 matrix = np.ascontiguousarray(matrix, dtype=np.float32)
                 cur.executemany(
@@ -661,6 +707,46 @@ class SQLiteStore(Store):
                                 excluded)
             records = self._get_many([memory_id for memory_id, _ in hits])
         return [(records[i], score) for i, score in hits if i in records]
+
+    def keyword_search(
+        self, query: str, node: Node | None, top_k: int, include_expired: bool = True,
+    ) -> list[tuple[MemoryRecord, float]]:
+        terms = self.keywords.query_terms(query)
+        if not terms:
+            return []
+        marks = ",".join("?" * len(terms))
+        terms = bounded_terms(terms, dict(self._read(
+            f"SELECT term, doc FROM memories_fts_terms WHERE term IN ({marks})", terms)))
+        if not terms:
+            return []
+        where, params = self._where(node, include_expired)
+        rows = self._read(
+            f"SELECT {', '.join(f'm.{c}' for c in _COLUMNS)}, -bm25(memories_fts) "
+            "FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
+            f"WHERE memories_fts MATCH ? AND {where} ORDER BY bm25(memories_fts) LIMIT ?",
+            [_match_expression(terms), *params, top_k])
+        return [(_row_to_record(row[:-1]), float(row[-1])) for row in rows]
+
+    def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+        found: dict[str, tuple[str | None, str | None]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            # Same instant first, then earlier/later ones: SQLite seeks a row-value range on
+            # its first column only, which scans every tie (all of a batch add share one).
+            rows = self._read(
+                "SELECT m.id, coalesce("
+                "(SELECT p.id FROM memories p WHERE p.namespace = m.namespace AND "
+                "p.created_at = m.created_at AND p.id < m.id ORDER BY p.id DESC LIMIT 1), "
+                "(SELECT p.id FROM memories p WHERE p.namespace = m.namespace AND "
+                "p.created_at < m.created_at ORDER BY p.created_at DESC, p.id DESC LIMIT 1)), "
+                "coalesce("
+                "(SELECT n.id FROM memories n WHERE n.namespace = m.namespace AND "
+                "n.created_at = m.created_at AND n.id > m.id ORDER BY n.id LIMIT 1), "
+                "(SELECT n.id FROM memories n WHERE n.namespace = m.namespace AND "
+                "n.created_at > m.created_at ORDER BY n.created_at, n.id LIMIT 1)) "
+                f"FROM memories m WHERE m.id IN ({','.join('?' * len(chunk))})", chunk)
+            found.update({row[0]: (row[1], row[2]) for row in rows})
+        return found
 
     def history(self, memory_id: str) -> list[JournalEntry]:
         rows = self._read(

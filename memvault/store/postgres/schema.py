@@ -26,6 +26,7 @@ from memvault.store.base import (
     rekeyed_namespaces,
 )
 from memvault.store.filter_sql import PostgresDialect
+from memvault.store.keywords import KeywordTokenizer
 from memvault.store.postgres.connections import PostgresTarget
 from memvault.store.records import MemoryRecord, utc_now
 
@@ -96,14 +97,27 @@ MIGRATIONS: dict[int, list[str]] = {
         f"INSERT INTO {SCHEMA}.journal_counter (seq) VALUES (0)",
     ],
     2: [],  # data only: rekey_namespaces
+    # The keyword index: the normalized token string of each memory (store/keywords.py, the
+    # same as SQLite's), split on spaces by the 'simple' configuration. Backfilled by
+    # add_keywords before the index is built. Idempotent, like every step after 1: a store
+    # whose version mark was lowered by hand migrates again.
+    3: [f"ALTER TABLE {SCHEMA}.memories ADD COLUMN IF NOT EXISTS keywords "
+        "TEXT COLLATE \"C\" NOT NULL DEFAULT ''",
+        # neighbours(): the memories around one in its namespace, in creation order
+        f"CREATE INDEX IF NOT EXISTS memories_namespace_created ON {SCHEMA}.memories "
+        "(namespace, created_at, id)"],
 }
+
+KEYWORD_VECTOR = "to_tsvector('simple', m.keywords)"
+KEYWORD_INDEX = (f"CREATE INDEX IF NOT EXISTS memories_keywords ON {SCHEMA}.memories "
+                 "USING gin (to_tsvector('simple', keywords))")
 
 COLUMNS = (
     "id", "memory", "hash", "metadata", "user_id", "agent_id", "run_id", "actor_id", "role",
     "created_at", "updated_at", "expiration_date", "memory_type",
 )
-INSERT_COLUMNS = (*COLUMNS[:9], "namespace", *COLUMNS[9:])
-INSERT_TYPES = ["text", "text", "text", "json", *["text"] * 10]
+INSERT_COLUMNS = (*COLUMNS[:9], "namespace", *COLUMNS[9:], "keywords")
+INSERT_TYPES = ["text", "text", "text", "json", *["text"] * 11]
 SELECT_COLUMNS = ", ".join(f"m.{c}" for c in COLUMNS)
 SELECT = f"SELECT {SELECT_COLUMNS} FROM memories m"
 JOURNAL_COLUMNS = "seq, op, memory_id, before, after, ts, actor"
@@ -113,11 +127,13 @@ def row_to_record(row: Sequence[Any]) -> MemoryRecord:
     return MemoryRecord(**dict(zip(COLUMNS, row, strict=True)))
 
 
-def copy_row(record: MemoryRecord) -> tuple[Any, ...]:
+def copy_row(record: MemoryRecord, tokenizer: KeywordTokenizer) -> tuple[Any, ...]:
+    """The row of a record, its index tokens last."""
     return (
         record.id, record.memory, record.hash, record.metadata or None, record.user_id,
         record.agent_id, record.run_id, record.actor_id, record.role, record.namespace,
         record.created_at, record.updated_at, record.expiration_date, record.memory_type,
+        tokenizer.document(record.memory),
     )
 
 
@@ -143,6 +159,8 @@ def migrate(conn: psycopg.Connection[Any], target: PostgresTarget) -> None:
                 conn.execute(statement)
             if version_to == 2:
                 rekey_namespaces(conn, target)
+            if version_to == 3:
+                add_keywords(conn, target)
             if version_to == 1:
                 identity = read_server_identity(conn, target)
                 initial = {
@@ -166,6 +184,18 @@ def migrate(conn: psycopg.Connection[Any], target: PostgresTarget) -> None:
             )
             log.info("migrated the store in %s to schema version %d",
                      target.describe(), version_to)
+
+
+def add_keywords(conn: psycopg.Connection[Any], target: PostgresTarget) -> None:
+    """Give every stored memory its index tokens, then build the keyword index."""
+    tokenizer = KeywordTokenizer()
+    rows = conn.execute(f"SELECT id, memory FROM {SCHEMA}.memories").fetchall()
+    with conn.cursor() as cur:
+        cur.executemany(f"UPDATE {SCHEMA}.memories SET keywords = %s WHERE id = %s",
+                        [(tokenizer.document(text), memory_id) for memory_id, text in rows])
+    conn.execute(KEYWORD_INDEX)
+    if rows:
+        log.info("built the keyword index of %d memories in %s", len(rows), target.describe())
 
 
 def rekey_namespaces(conn: psycopg.Connection[Any], target: PostgresTarget) -> None:

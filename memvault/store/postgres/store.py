@@ -20,6 +20,13 @@ from memvault.embed.base import EmbedderIdentity
 from memvault.errors import InvalidInput, StoreError
 from memvault.store.base import AddOutcome, Store, check_bulk_vectors, merge_update
 from memvault.store.filter_sql import PostgresDialect, compile_sql
+from memvault.store.keywords import (
+    MATCH_BUDGET,
+    KeywordTokenizer,
+    bm25,
+    bounded_terms,
+    tsquery,
+)
 from memvault.store.postgres import hnsw
 from memvault.store.postgres.codec import binary_copy_vectors, register_vector
 from memvault.store.postgres.connections import (
@@ -33,6 +40,7 @@ from memvault.store.postgres.schema import (
     INSERT_COLUMNS,
     INSERT_TYPES,
     JOURNAL_COLUMNS,
+    KEYWORD_VECTOR,
     MIGRATION_LOCK,
     SCHEMA,
     SELECT,
@@ -81,6 +89,10 @@ class PostgresStore(Store):
         self._search_path = SCHEMA
         self._iterative_scan = True
         self.dialect = PostgresDialect()
+        self.keywords = KeywordTokenizer()
+        # BM25 statistics of the store: (journal seq, memories, mean tokens); see
+        # _store_statistics.
+        self._keyword_stats: tuple[int, int, float] | None = None
         self.server: dict[str, Any] = {}
         self._embedder_dims: dict[str, int] = {}
         self.last_bulk_load: dict[str, Any] = {}
@@ -203,8 +215,7 @@ class PostgresStore(Store):
                 copy.write_row((e.seq, e.op, e.memory_id, e.before, e.after, e.ts, e.actor))
         cur.execute("UPDATE journal_counter SET seq = %s", (entries[-1].seq,))
 
-    @staticmethod
-    def _copy_memories(cur: psycopg.Cursor[Any], records: list[MemoryRecord]) -> None:
+    def _copy_memories(self, cur: psycopg.Cursor[Any], records: list[MemoryRecord]) -> None:
         if not records:
             return
         # Large batches: a writer thread sends while this one formats rows.
@@ -213,7 +224,7 @@ class PostgresStore(Store):
                       "(FORMAT BINARY)", writer=writer) as copy:
             copy.set_types(INSERT_TYPES)
             for record in records:
-                copy.write_row(copy_row(record))
+                copy.write_row(copy_row(record, self.keywords))
 
     @staticmethod
     def _copy_vectors(
@@ -337,11 +348,11 @@ class PostgresStore(Store):
                 raise InvalidInput(f"memory {record.id} does not exist")
             before = row_to_record(row)
             record = merge_update(before, record, fields, vector)
-            params = copy_row(record)
+            params = copy_row(record, self.keywords)
             cur.execute(
                 "UPDATE memories SET memory=%s, hash=%s, metadata=%s, user_id=%s, agent_id=%s, "
                 "run_id=%s, actor_id=%s, role=%s, namespace=%s, created_at=%s, updated_at=%s, "
-                "expiration_date=%s, memory_type=%s WHERE id=%s",
+                "expiration_date=%s, memory_type=%s, keywords=%s WHERE id=%s",
                 (params[1], params[2], Json(params[3]) if params[3] else None, *params[4:],
                  record.id),
             )
@@ -544,6 +555,65 @@ class PostgresStore(Store):
         if threshold is not None:
             hits = [(record, score) for record, score in hits if score >= threshold]
         return hits
+
+    def keyword_search(
+        self, query: str, node: Any, top_k: int, include_expired: bool = True,
+    ) -> list[tuple[MemoryRecord, float]]:
+        terms = self.keywords.query_terms(query)
+        if not terms or top_k <= 0:
+            return []
+        # Documents per stem, each count stopping past the budget (GIN bitmap, LIMIT)
+        counts = self._read("SELECT " + ", ".join(
+            f"(SELECT count(*) FROM (SELECT 1 FROM memories m WHERE {KEYWORD_VECTOR} "
+            "@@ to_tsquery('simple', %s) LIMIT %s) c)" for _ in terms),
+            [value for term in terms for value in (tsquery([term]), MATCH_BUDGET + 1)])[0]
+        frequency = dict(zip(terms, counts, strict=True))
+        terms = bounded_terms(terms, frequency)
+        if not terms:
+            return []
+        where, params = self._where(node, include_expired)
+        # Every memory of the scope holding a query stem (GIN index), ranked here by BM25
+        # with the store's size, mean length and stem counts: FTS5's formula and figures.
+        matches = self._read(
+            f"SELECT m.id, m.keywords FROM memories m WHERE {KEYWORD_VECTOR} "
+            f"@@ to_tsquery('simple', %s) AND {where}", [tsquery(terms), *params])
+        if not matches:
+            return []
+        total, mean_length = self._store_statistics()
+        scores = bm25(terms, [row[1] for row in matches], total, mean_length, frequency)
+        order = sorted(range(len(matches)), key=lambda i: (-scores[i], matches[i][0]))[:top_k]
+        records = {row_to_record(row).id: row_to_record(row) for row in self._read(
+            f"{SELECT} WHERE m.id = ANY(%s)", [[matches[i][0] for i in order]])}
+        return [(records[matches[i][0]], scores[i]) for i in order
+                if matches[i][0] in records]
+
+    def _store_statistics(self) -> tuple[int, float]:
+        """Memories in the store and their mean token count (FTS5 keeps these exactly),
+        recounted once the journal moved by more than 1% of the store since the last count:
+        a small store always, 100k memories every 1,000 writes (a count scans them all)."""
+        seq = self.last_seq()
+        cached = self._keyword_stats
+        if cached is not None and seq - cached[0] <= cached[1] // 100:
+            return cached[1], cached[2]
+        row = self._read(
+            "SELECT count(*), coalesce(sum(length(m.keywords) - length(replace(m.keywords, "
+            "' ', '')) + 1) FILTER (WHERE m.keywords <> ''), 0) FROM memories m")[0]
+        total, tokens = int(row[0]), float(row[1])
+        self._keyword_stats = (seq, total, tokens / total if total else 1.0)
+        return self._keyword_stats[1], self._keyword_stats[2]
+
+    def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+        if not ids:
+            return {}
+        rows = self._read(
+            "SELECT m.id, (SELECT p.id FROM memories p WHERE p.namespace = m.namespace AND "
+            "(p.created_at, p.id) < (m.created_at, m.id) "
+            "ORDER BY p.created_at DESC, p.id DESC LIMIT 1), "
+            "(SELECT n.id FROM memories n WHERE n.namespace = m.namespace AND "
+            "(n.created_at, n.id) > (m.created_at, m.id) "
+            "ORDER BY n.created_at, n.id LIMIT 1) "
+            "FROM memories m WHERE m.id = ANY(%s)", [list(ids)])
+        return {row[0]: (row[1], row[2]) for row in rows}
 
     def search_statement(
         self,

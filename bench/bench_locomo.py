@@ -1,0 +1,257 @@
+"""Retrieval quality bench (hybrid search): LoCoMo's annotated questions, development split.
+
+Run: .venv/bin/python -m bench.bench_locomo [--backend sqlite|postgres|both] [--tune]
+
+Each dialog turn is stored through the public `Memory` API (`add(..., infer=False)`), one
+namespace (user_id) per conversation, with the turn's speaker, session and session date in
+metadata. A question is a hit at k when one of its evidence turns is among the first k
+results of `Memory.search` scoped to its conversation. Categories 1-4 (5 is adversarial,
+unanswerable). Reported per search mode (vector = the pure-vector baseline, in the same
+process on the same store), with search latency. `--tune` also scores fusion variants
+offline from each list's top 100 (how the default in memory/fusion.py was chosen).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import LOCOMO, corpus, latencies, real_questions, report, unit_vectors
+from memvault.config import load_settings
+from memvault.embed.local import LocalEmbedder
+from memvault.memory import Memory, text_hash
+from memvault.memory.fusion import CANDIDATES, SearchMode, fuse, smooth
+from memvault.store.records import MemoryRecord, utc_now
+
+KS = (1, 5, 10)
+CATEGORIES = (1, 2, 3, 4)
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+TEXTS: dict[str, Callable[[dict[str, Any], str | None], str]] = {
+    "plain": lambda turn, date: str(turn["text"]),
+    "speaker": lambda turn, date: f"{turn['speaker']}: {turn['text']}",
+    "speaker-date": lambda turn, date: f"[{date}] {turn['speaker']}: {turn['text']}",
+}
+
+
+def ingest(memory: Memory, conversations: list[dict[str, Any]], text: str = "speaker"
+           ) -> dict[str, set[str]]:
+    """Store every turn; memory id -> the dia_ids it holds (a repeated text is stored once)."""
+    turns: dict[str, set[str]] = {}
+    for conv in conversations:
+        talk = conv["conversation"]
+        number = 1
+        while f"session_{number}" in talk:
+            date = talk.get(f"session_{number}_date_time")
+            for turn in talk[f"session_{number}"]:
+                meta = {"dia_id": turn["dia_id"], "speaker": turn["speaker"],
+                        "session": number, "session_date": date}
+                added = memory.add(TEXTS[text](turn, date), user_id=conv["sample_id"],
+                                   metadata=meta, infer=False)
+                for item in added["results"]:
+                    turns.setdefault(item["id"], set()).add(turn["dia_id"])
+            number += 1
+    return turns
+
+
+def questions(conversations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"user_id": conv["sample_id"], "question": qa["question"],
+         "category": qa["category"], "evidence": set(qa.get("evidence") or [])}
+        for conv in conversations for qa in conv["qa"]
+        if qa.get("category") in CATEGORIES and qa.get("evidence")
+    ]
+
+
+def recall(ranked: list[list[str]], qs: list[dict[str, Any]], turns: dict[str, set[str]]
+           ) -> dict[str, Any]:
+    """R@k overall and per category, given each question's ranked memory ids."""
+    hits: dict[str, list[int]] = {}
+    for ids, q in zip(ranked, qs, strict=True):
+        first = next((i for i, mid in enumerate(ids) if turns.get(mid, set()) & q["evidence"]),
+                     None)
+        for k in KS:
+            hit = int(first is not None and first < k)
+            hits.setdefault(f"R@{k}", []).append(hit)
+            hits.setdefault(f"cat{q['category']} R@{k}", []).append(hit)
+    return {name: round(sum(v) / len(v), 3) for name, v in sorted(hits.items())}
+
+
+def run_modes(memory: Memory, qs: list[dict[str, Any]], turns: dict[str, set[str]]
+              ) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for mode in (SearchMode.VECTOR, SearchMode.KEYWORD, SearchMode.HYBRID):
+        ranked, samples = [], []
+        for q in qs:
+            start = time.perf_counter()
+            result = memory.search(q["question"], user_id=q["user_id"], top_k=10,
+                                   threshold=None, search_mode=mode.value)
+            samples.append((time.perf_counter() - start) * 1000)
+            ranked.append([r["id"] for r in result["results"]])
+        samples.sort()
+        out[mode.value] = {**recall(ranked, qs, turns),
+                           "p50_ms": round(samples[len(samples) // 2], 2),
+                           "p99_ms": round(samples[int(len(samples) * 0.99)], 2)}
+    return out
+
+
+def tune(memory: Memory, qs: list[dict[str, Any]], turns: dict[str, set[str]]
+         ) -> dict[str, Any]:
+    """Fusion variants scored offline from the two candidate lists of every question."""
+    store, key = memory.store, memory.embedder_identity().key
+    lists = []
+    near: dict[str, tuple[str | None, str | None]] = {}
+    for q in qs:
+        node = memory._scoped_filter(q["user_id"], None, None, None)
+        vector = memory._embed([q["question"]])[0]
+        pair = (store.search(vector, key, node, CANDIDATES, None, True),
+                store.keyword_search(q["question"], node, CANDIDATES, True))
+        lists.append(pair)
+        near.update(store.neighbours([r.id for hits in pair for r, _ in hits]))
+
+    def rrf(v: list[tuple[MemoryRecord, float]], k: list[tuple[MemoryRecord, float]],
+            c: int) -> list[str]:
+        score: dict[str, float] = {}
+        for hits in (v, k):
+            for rank, (r, _) in enumerate(hits, 1):
+                score[r.id] = score.get(r.id, 0.0) + 1 / (c + rank)
+        return sorted(score, key=lambda i: -score[i])
+
+    variants: dict[str, Callable[[Any, Any], list[str]]] = {}
+    for w in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+        variants[f"linear w={w}"] = (
+            lambda v, k, w=w: [s.record.id for s in fuse(v, k, vector_weight=w)])
+    for c in (10, 30, 60):
+        variants[f"rrf k={c}"] = lambda v, k, c=c: rrf(v, k, c)
+    def minmax(v: Any, k: Any, w: float) -> dict[str, float]:
+        cos = {r.id: s for r, s in v}
+        lo, hi = min(cos.values(), default=0), max(cos.values(), default=1)
+        best = max((s for _, s in k), default=1) or 1
+        kw = {r.id: s / best for r, s in k}
+        ids = set(cos) | set(kw)
+        return {i: w * ((cos.get(i, lo) - lo) / ((hi - lo) or 1)) + (1 - w) * kw.get(i, 0)
+                for i in ids}
+
+    for w in (0.4, 0.5):
+        variants[f"minmax w={w}"] = (
+            lambda v, k, w=w: sorted(m := minmax(v, k, w), key=lambda i: -m[i]))
+    for w in (0.4, 0.5, 0.6):
+        for lam in (0.1, 0.2, 0.3, 0.5):
+            variants[f"neighbours w={w} l={lam}"] = lambda v, k, w=w, lam=lam: [
+                s.record.id for s in smooth(fuse(v, k, vector_weight=w), near, lam)]
+    for n in (20, 50):
+        variants[f"candidates={n}"] = lambda v, k, n=n: [
+            s.record.id for s in smooth(fuse(v[:n], k[:n]), near)]
+    return {name: recall([f(v, k) for v, k in lists], qs, turns)
+            for name, f in variants.items()}
+
+
+def bench(backend: str, url: str, root: Path, convs: list[dict[str, Any]], do_tune: bool,
+          embedder: LocalEmbedder, text: str = "speaker") -> dict[str, Any]:
+    settings = load_settings({"data_dir": root, "database_url": url})
+    with Memory(settings, embedder=embedder) as memory:
+        start = time.perf_counter()
+        turns = ingest(memory, convs, text)
+        added = time.perf_counter() - start
+        qs = questions(convs)
+        result: dict[str, Any] = {"backend": backend, "text": text, "memories": len(turns),
+                                  "questions": len(qs), "ingest_s": round(added, 1),
+                                  "modes": run_modes(memory, qs, turns)}
+        if do_tune:
+            result["tune"] = tune(memory, qs, turns)
+    return result
+
+
+def scale_latency(url: str, root: Path, n: int, embedder: LocalEmbedder) -> dict[str, Any]:
+    """Search p50/p99 per mode over `n` memories in ONE namespace (real LoCoMo turns, made
+    distinct; random unit vectors: only the cost matters here), 200 real questions."""
+    settings = load_settings({"data_dir": root, "database_url": url})
+    with Memory(settings, embedder=embedder) as memory:
+        key = memory.embedder_identity().key
+        now = utc_now()
+        texts = corpus(n)
+        records = [MemoryRecord(id=str(uuid.uuid4()), memory=t, hash=text_hash(t),
+                                created_at=now, updated_at=now, user_id="one", role="user")
+                   for t in texts]
+        start = time.perf_counter()
+        memory.store.bulk_load(records, {key: unit_vectors(n, 384)})
+        loaded = time.perf_counter() - start
+        asked = real_questions()[:200]
+        out: dict[str, Any] = {"memories": n, "bulk_load_s": round(loaded, 1)}
+        for mode in SearchMode:
+            figures = latencies(lambda i, mode=mode: memory.search(
+                asked[i % len(asked)], user_id="one", top_k=10, search_mode=mode.value),
+                len(asked))
+            out[mode.value] = {k: round(v, 2) for k, v in figures.items()}
+    return out
+
+
+def show(result: dict[str, Any]) -> None:
+    print(f"\n{result['backend']}: {result['memories']} memories, {result['questions']} "
+          f"questions, ingest {result['ingest_s']} s")
+    for section in ("modes", "tune"):
+        for name, figures in result.get(section, {}).items():
+            cats = " ".join(f"c{c}={figures[f'cat{c} R@5']:.3f}" for c in CATEGORIES)
+            lat = f" p50 {figures['p50_ms']} ms p99 {figures['p99_ms']} ms" \
+                if "p50_ms" in figures else ""
+            print(f"  {name:14} R@1 {figures['R@1']:.3f} R@5 {figures['R@5']:.3f} "
+                  f"R@10 {figures['R@10']:.3f} | @5 {cats}{lat}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument("--data", type=Path, default=LOCOMO)
+    parser.add_argument("--tune", action="store_true")
+    parser.add_argument("--scale", type=int, default=0,
+                        help="also time search over this many memories in one namespace")
+    parser.add_argument("--text", choices=sorted(TEXTS), default="speaker",
+                        help="what a turn's memory text is (speaker: 'Name: what they said')")
+    args = parser.parse_args()
+    convs = load(args.data)
+    embedder = LocalEmbedder()
+    results = []
+    root = Path(tempfile.mkdtemp(prefix="memvault-bench-locomo-"))
+    try:
+        if args.backend in ("sqlite", "both"):
+            results.append(bench("sqlite", f"sqlite:///{root / 'm.db'}", root / "s", convs,
+                                 args.tune, embedder, args.text))
+            show(results[-1])
+            if args.scale:
+                results[-1]["scale"] = scale_latency(f"sqlite:///{root / 'big.db'}",
+                                                     root / "b", args.scale, embedder)
+                print(json.dumps(results[-1]["scale"], indent=1))
+        if args.backend in ("postgres", "both"):
+            from bench.bench_postgres import start_cluster
+
+            server, pg_root = start_cluster()
+            try:
+                results.append(bench("postgres", server.get_uri(), root / "p", convs,
+                                     args.tune, embedder, args.text))
+                show(results[-1])
+                if args.scale:
+                    server.psql("CREATE DATABASE big;")
+                    results[-1]["scale"] = scale_latency(server.get_uri("big"), root / "pb",
+                                                         args.scale, embedder)
+                    print(json.dumps(results[-1]["scale"], indent=1))
+            finally:
+                server.cleanup()
+                shutil.rmtree(pg_root, ignore_errors=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(report("locomo", {"results": results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Keyword tokenization shared by every backend's full-text index.
+
+Both backends index the same normalized token string (lowercased, unicode-folded, stop words
+dropped, English Snowball stems), produced here in Python: SQLite's FTS5 and PostgreSQL's
+`to_tsvector('simple', ...)` only split it on spaces, so a query finds the same memories on
+either backend. Queries go through the same function, so user text never reaches an FTS
+query parser: only quoted stems do.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import unicodedata
+
+import snowballstemmer
+
+# Letters and digits only: underscores, punctuation and FTS operators all split words, so no
+# token can carry query syntax and both backends' parsers see plain words.
+_WORD = re.compile(r"[^\W_]+")
+_CACHE_LIMIT = 200_000
+# Memories a keyword query may rank before its most frequent stems are dropped (~3 ms).
+MATCH_BUDGET = 5_000
+
+# A small English stop list (the classic SMART/Snowball core): words that carry no topic.
+_STOP_TEXT = """
+a about above after again against all am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further
+had has have having he her here hers herself him himself his how i if in into is it its
+itself just me more most my myself no nor not now of off on once only or other our ours
+ourselves out over own same she should so some such than that the their theirs them
+themselves then there these they this those through to too under until up very was we were
+what when where which while who whom why will with would you your yours yourself yourselves
+s t d ll m re ve y don didn doesn isn wasn weren won wouldn shouldn couldn hasn haven hadn
+aren ain ma o
+"""
+STOP_WORDS = frozenset(_STOP_TEXT.split())
+
+
+def fold(text: str) -> str:
+    """Lowercase and strip accents (NFKD, combining marks dropped): 'Café' -> 'cafe'."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+class KeywordTokenizer:
+    """Text to index tokens. Thread-safe: the Snowball stemmer keeps state while stemming."""
+
+    def __init__(self) -> None:
+        self._stemmer = snowballstemmer.stemmer("english")
+        self._stems: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def tokens(self, text: str) -> list[str]:
+        words = [w for w in _WORD.findall(fold(text)) if w not in STOP_WORDS]
+        with self._lock:
+            if len(self._stems) > _CACHE_LIMIT:
+                self._stems.clear()
+            out = []
+            for word in words:
+                stem = self._stems.get(word)
+                if stem is None:
+                    stem = self._stemmer.stemWord(word)
+                    self._stems[word] = stem
+                out.append(stem)
+        return out
+
+    def document(self, text: str) -> str:
+        """The token string a backend indexes for a memory's text."""
+        return " ".join(self.tokens(text))
+
+    def query_terms(self, text: str) -> list[str]:
+        """Distinct query stems in first-seen order (at most 64: a 10k-character query must
+        not become a 2000-term OR)."""
+        return list(dict.fromkeys(self.tokens(text)))[:64]
+
+
+def bounded_terms(terms: list[str], documents: dict[str, int],
+                  budget: int = MATCH_BUDGET) -> list[str]:
+    """The query stems worth ranking: indexed ones, the most frequent dropped while together
+    they would match more than `budget` memories (at least the rarest one stays). BM25 weighs
+    a frequent stem least, and ranking cost grows with every memory matched: this bounds a
+    search in a large namespace while leaving small ones exactly ranked."""
+    kept = sorted((t for t in terms if documents.get(t)), key=lambda t: documents[t])
+    while len(kept) > 1 and sum(documents[t] for t in kept) > budget:
+        kept.pop()
+    return kept
+
+
+def tsquery(terms: list[str]) -> str:
+    """A PostgreSQL tsquery text matching any of the stems (each quoted: letters and digits
+    only, so quoting is belt and braces)."""
+    return " | ".join("'" + term.replace("'", "''").replace("\\", "\\\\") + "'"
+                      for term in terms)
+
+
+def bm25(terms: list[str], documents: list[str], total: int, mean_length: float,
+         frequency: dict[str, int], k1: float = 1.2, b: float = 0.75) -> list[float]:
+    """Okapi BM25 of each token string for the query stems exactly as SQLite's FTS5 computes
+    it (its IDF floor included): `total` memories of mean length `mean_length` in the whole
+    store, `frequency` the memories holding each stem."""
+    split = [doc.split() for doc in documents]
+    # Statistics a little stale (writes since the count) never undercount the matches.
+    total = max(total, len(split), *(frequency.get(term, 0) for term in terms))
+    idf = {term: max(1e-6, math.log((total - n + 0.5) / (n + 0.5)))
+           for term, n in frequency.items() if term in terms}
+    scores = []
+    for words in split:
+        norm = k1 * (1 - b + b * len(words) / max(mean_length, 1e-9))
+        score = 0.0
+        for term in terms:
+            tf = words.count(term)
+            if tf:
+                score += idf[term] * tf * (k1 + 1) / (tf + norm)
+        scores.append(score)
+    return scores

@@ -1,0 +1,241 @@
+"""The keyword index stays in step with the memories on both backends, and search fuses it."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+from memvault.backup import VALID, JournalShipper, create_backup, run_restore
+from memvault.config import Settings, load_settings
+from memvault.embed.local import LocalEmbedder
+from memvault.errors import InvalidInput
+from memvault.memory import Memory, text_hash
+from memvault.store import MemoryRecord, Store, open_store, parse_filters, utc_now
+
+ALICE = parse_filters({"user_id": "alice"})
+
+
+def found(store: Store, query: str, node: Any = ALICE) -> list[str]:
+    return [r.memory for r, _ in store.keyword_search(query, node, 10)]
+
+
+def record(text: str, user: str = "alice") -> MemoryRecord:
+    now = utc_now()
+    return MemoryRecord(id=str(uuid.uuid4()), memory=text, hash=text_hash(text),
+                        created_at=now, updated_at=now, user_id=user, role="user")
+
+
+def test_index_follows_add_update_delete_and_reembed(memory: Memory) -> None:
+    store = memory.store
+    added = memory.add([{"role": "user", "content": t} for t in [
+        "Alice adopted a greyhound named Comet", "Alice runs marathons in Lisbon",
+    ]], user_id="alice", infer=False)["results"]
+    memory.add("Bob adopted a greyhound too", user_id="bob", infer=False)
+    # stems match across forms ("adopting" ~ "adopted"); the scope holds: no Bob
+    assert found(store, "adopting greyhounds") == ["Alice adopted a greyhound named Comet"]
+    assert found(store, "RUNNING in lisbon")[0] == "Alice runs marathons in Lisbon"
+    dog = next(a["id"] for a in added if "Comet" in a["memory"])
+    memory.update(dog, "Alice adopted a tabby cat named Comet")
+    assert found(store, "greyhound") == []
+    assert found(store, "tabby") == ["Alice adopted a tabby cat named Comet"]
+    memory.delete(dog)
+    assert found(store, "tabby") == []
+    # re-embedding replaces vectors only: the text and its index are untouched
+    key = memory.embedder_identity().key
+    runner = next(a["id"] for a in added if "Lisbon" in a["memory"])
+    store.put_vectors([runner], np.ones((1, 384), dtype=np.float32) / np.sqrt(384), key)
+    assert found(store, "marathon") == ["Alice runs marathons in Lisbon"]
+    assert found(store, "greyhound", parse_filters({"user_id": "bob"})) == [
+        "Bob adopted a greyhound too"]
+
+
+def test_bulk_load_fills_the_index_as_restore_does(memory: Memory, store: Store) -> None:
+    memory.add("Alice keeps bees on the roof", user_id="alice", infer=False)
+    key = memory.embedder_identity().key
+    with memory.store.snapshot() as snap:
+        records = [r for batch in snap.iter_records() for r in batch]
+        vectors = np.concatenate([m for _, m in snap.iter_vectors(key)])
+    memory.reset()
+    assert found(store, "bees") == []
+    store.bulk_load(records, {key: vectors})
+    assert found(store, "beekeeping bees") == ["Alice keeps bees on the roof"]
+    assert found(memory.store, "bees") == ["Alice keeps bees on the roof"]
+
+
+def test_restore_rebuilds_the_index(memory: Memory, settings: Settings, backend: str,
+                                    tmp_path: Any, local_embedder: LocalEmbedder,
+                                    request: pytest.FixtureRequest) -> None:
+    """A backup carries no index: the restored store finds by keyword what the source did,
+    including what the shipped journal changed after the snapshot."""
+    memory.add("Alice collects vintage typewriters", user_id="alice", infer=False)
+    kept = memory.add("Alice learns Portuguese", user_id="alice", infer=False)["results"][0]
+    (snapshot,) = create_backup(memory.store, settings)
+    assert snapshot.status == VALID, snapshot.reasons
+    shipper = JournalShipper(memory.store, settings)
+    memory.update(kept["id"], "Alice learns Icelandic")
+    memory.add("Alice repairs typewriter ribbons", user_id="alice", infer=False)
+    assert shipper.ship() == 1
+    server, name = None, "k_" + uuid.uuid4().hex[:12]
+    if backend == "postgres":
+        server = request.getfixturevalue("pg_server")
+        server.psql(f"CREATE DATABASE {name};")
+        url = server.get_uri(name)
+    else:
+        url = f"sqlite:///{tmp_path / 'restored' / 'memvault.db'}"
+    target_settings = settings.model_copy(update={"database_url": url})
+    target = open_store(target_settings)
+    try:
+        run_restore(target, target_settings, local_embedder)
+        assert sorted(found(target, "typewriters")) == sorted(found(memory.store, "typewriter"))
+        assert len(found(target, "typewriter")) == 2
+        assert found(target, "Icelandic") == ["Alice learns Icelandic"]
+        assert found(target, "Portuguese") == []
+    finally:
+        target.close()
+        if server is not None:
+            server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);")
+
+
+def _downgrade_to_schema_2(settings: Settings, backend: str) -> None:
+    """Make the store what memvault 2 left: no keyword column, no index, version 2."""
+    if backend == "sqlite":
+        assert settings.sqlite_path is not None
+        conn = sqlite3.connect(settings.sqlite_path, isolation_level=None)
+        for name in ("insert", "delete", "update"):
+            conn.execute(f"DROP TRIGGER memories_fts_{name}")
+        conn.execute("DROP TABLE memories_fts_terms")
+        conn.execute("DROP TABLE memories_fts")
+        conn.execute("DROP INDEX memories_namespace_created")
+        conn.execute("ALTER TABLE memories DROP COLUMN keywords")
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        conn.execute("PRAGMA user_version = 2")
+        conn.close()
+        return
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("DROP INDEX memvault.memories_keywords")
+        conn.execute("DROP INDEX memvault.memories_namespace_created")
+        conn.execute("ALTER TABLE memvault.memories DROP COLUMN keywords")
+        conn.execute("UPDATE memvault.meta SET value = '2' WHERE key = 'schema_version'")
+
+
+def test_migration_backfills_the_index(settings: Settings, backend: str,
+                                       local_embedder: LocalEmbedder) -> None:
+    with Memory(settings, embedder=local_embedder) as memory:
+        memory.add("Alice plays the cello on Sundays", user_id="alice", infer=False)
+    _downgrade_to_schema_2(settings, backend)
+    store = open_store(settings)
+    try:
+        assert store.meta().schema_version == 3
+        assert found(store, "cellist playing cello") == ["Alice plays the cello on Sundays"]
+        store.add([record("Alice bought a new cello bow")],
+                  np.ones((1, 384), dtype=np.float32), memory.embedder_identity().key, None)
+        assert len(found(store, "cello")) == 2
+    finally:
+        store.close()
+
+
+def test_search_modes_explain_and_threshold(memory: Memory) -> None:
+    memory.add([{"role": "user", "content": t} for t in [
+        "Alice's passport number ends in 4471",
+        "Alice feels anxious before long flights",
+        "Alice prefers aisle seats",
+    ]], user_id="alice", infer=False)
+    query = "passport 4471"
+    for mode in ("hybrid", "vector", "keyword"):
+        result = memory.search(query, filters={"user_id": "alice"}, search_mode=mode,
+                               explain=True, threshold=None)["results"]
+        assert result, mode
+        assert all(0 <= r["score"] <= 1 for r in result)
+        assert [r["score"] for r in result] == sorted((r["score"] for r in result),
+                                                      reverse=True)
+        details = result[0]["score_details"]
+        assert details["search_mode"] == mode
+        assert details["fused_score"] == result[0]["score"]
+    keyword = memory.search(query, filters={"user_id": "alice"}, search_mode="keyword",
+                            explain=True)["results"]
+    assert [r["memory"] for r in keyword] == ["Alice's passport number ends in 4471"]
+    assert keyword[0]["score_details"]["keyword_rank"] == 1
+    assert keyword[0]["score_details"]["vector_score"] is None
+    hybrid = memory.search(query, filters={"user_id": "alice"}, explain=True,
+                           threshold=None)["results"]
+    top = hybrid[0]["score_details"]
+    assert hybrid[0]["memory"] == "Alice's passport number ends in 4471"
+    assert top["keyword_rank"] == 1 and top["vector_rank"] is not None
+    assert top["keyword_score"] > 0 and top["vector_score"] > 0
+    # threshold applies to the final (fused) score
+    cut = hybrid[0]["score"] - 1e-9
+    kept = memory.search(query, filters={"user_id": "alice"}, threshold=cut)["results"]
+    assert [r["id"] for r in kept] == [r["id"] for r in hybrid if r["score"] >= cut]
+    with pytest.raises(InvalidInput, match="search_mode"):
+        memory.search(query, filters={"user_id": "alice"}, search_mode="bm25")
+
+
+def test_configured_mode_is_the_default(settings: Settings,
+                                        local_embedder: LocalEmbedder) -> None:
+    keyword_only = load_settings({**settings.model_dump(), "search": "keyword"})
+    with Memory(keyword_only, embedder=local_embedder) as memory:
+        memory.add("Alice grows tomatoes", user_id="alice", infer=False)
+        # nothing shares a stem with the query: keyword mode finds nothing, vector would
+        assert memory.search("vegetable garden", user_id="alice")["results"] == []
+        assert memory.search("vegetable garden", user_id="alice", search_mode="vector",
+                             threshold=None)["results"]
+
+
+def test_neighbours_are_the_memories_around_one_in_its_namespace(memory: Memory) -> None:
+    ids = [memory.add(t, user_id="alice", infer=False)["results"][0]["id"]
+           for t in ("first turn", "second turn", "third turn")]
+    other = memory.add("bob's turn", user_id="bob", infer=False)["results"][0]["id"]
+    near = memory.store.neighbours([*ids, other])
+    assert near[ids[0]] == (None, ids[1])
+    assert near[ids[1]] == (ids[0], ids[2])
+    assert near[ids[2]] == (ids[1], None)
+    assert near[other] == (None, None)
+    # hybrid search lifts a turn next to a strong match: details say by how much
+    result = memory.search("second", user_id="alice", explain=True, threshold=None)["results"]
+    by_id = {r["id"]: r["score_details"] for r in result}
+    assert by_id[ids[0]]["neighbour_score"] > 0 and by_id[ids[2]]["neighbour_score"] > 0
+    assert by_id[ids[1]]["keyword_rank"] == 1
+
+
+def test_bounded_terms_drops_the_most_frequent_stems_of_a_large_match() -> None:
+    from memvault.store.keywords import bounded_terms
+
+    counts = {"rare": 3, "common": 4000, "everywhere": 90_000}
+    assert bounded_terms(["everywhere", "rare", "common", "absent"], counts) == ["rare", "common"]
+    assert bounded_terms(["everywhere"], counts) == ["everywhere"]  # the rarest one stays
+    assert bounded_terms(["rare", "common"], counts, budget=100) == ["rare"]
+    assert bounded_terms(["absent"], counts) == []
+
+
+def test_bm25_survives_statistics_older_than_the_matches() -> None:
+    """Counted before concurrent adds: more memories hold a stem than the store had."""
+    from memvault.store.keywords import bm25
+
+    scores = bm25(["note"], ["new note", "old note", "note"], total=1, mean_length=2.0,
+                  frequency={"note": 3})
+    assert len(scores) == 3 and all(s > 0 for s in scores)
+
+
+def test_keyword_and_hybrid_honour_filters_and_expiry(memory: Memory) -> None:
+    memory.add("Alice's red bicycle has a flat tyre", user_id="alice", infer=False,
+               metadata={"topic": "bike"})
+    memory.add("Alice's red scarf is wool", user_id="alice", infer=False,
+               metadata={"topic": "clothes"})
+    memory.add("Alice's red kite tore", user_id="alice", infer=False,
+               expiration_date="2000-01-01")
+    for mode in ("keyword", "hybrid"):
+        scoped = memory.search("red", filters={"user_id": "alice", "topic": "bike"},
+                               search_mode=mode, threshold=None)["results"]
+        assert [r["memory"] for r in scoped] == ["Alice's red bicycle has a flat tyre"], mode
+        live = memory.search("red kite", user_id="alice", search_mode=mode,
+                             threshold=None)["results"]
+        assert "Alice's red kite tore" not in [r["memory"] for r in live], mode
+        every = memory.search("red kite", user_id="alice", search_mode=mode, threshold=None,
+                              show_expired=True)["results"]
+        assert every[0]["memory"] == "Alice's red kite tore", mode
