@@ -9,7 +9,6 @@ import threading
 import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,7 @@ from memvault.store.base import (
     Store,
     check_bulk_vectors,
     check_schema_version,
-    legacy_key_condition,
     merge_update,
-    rekeyed_namespaces,
 )
 from memvault.store.filter_sql import SQLITE, compile_sql
 from memvault.store.filters import Node, entity_constraints, only_entity_constraints
@@ -39,151 +36,29 @@ from memvault.store.records import (
     StoreMeta,
     utc_now,
 )
+from memvault.store.sqlite.index_sync import (
+    CATCH_UP_LIMIT,
+    apply_entries,
+    catch_up,
+    load_index,
+    sync_state,
+)
+from memvault.store.sqlite.rows import (
+    COLUMNS,
+    INSERT,
+    SELECT,
+    dumps,
+    match_expression,
+    record_params,
+    row_to_record,
+    today,
+)
+from memvault.store.sqlite.schema import MIGRATIONS, add_keyword_index, rekey_namespaces
+from memvault.store.sqlite.snapshot import SQLiteSnapshot
 from memvault.store.vector_index import VectorIndex
 from memvault.store.writer_lock import file_identity
 
 log = logging.getLogger("memvault.store.sqlite")
-
-MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE memories (
-        id TEXT PRIMARY KEY,
-        memory TEXT NOT NULL,
-        hash TEXT NOT NULL,
-        metadata TEXT,
-        user_id TEXT, agent_id TEXT, run_id TEXT, actor_id TEXT, role TEXT,
-        namespace TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        expiration_date TEXT,
-        memory_type TEXT
-    );
-    CREATE UNIQUE INDEX memories_namespace_hash ON memories(namespace, hash);
-    CREATE INDEX memories_user ON memories(user_id);
-    CREATE INDEX memories_agent ON memories(agent_id);
-    CREATE INDEX memories_run ON memories(run_id);
-    CREATE INDEX memories_created ON memories(created_at);
-    CREATE INDEX memories_expiration ON memories(expiration_date)
-        WHERE expiration_date IS NOT NULL;
-    CREATE TABLE embedders (
-        key TEXT PRIMARY KEY,
-        identity TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE TABLE vectors (
-        memory_id TEXT NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
-        embedder_key TEXT NOT NULL REFERENCES embedders(key),
-        vector BLOB NOT NULL,
-        PRIMARY KEY (memory_id, embedder_key)
-    );
-    CREATE INDEX vectors_embedder ON vectors(embedder_key);
-    CREATE TABLE journal (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        op TEXT NOT NULL CHECK (op IN ('ADD', 'UPDATE', 'DELETE')),
-        memory_id TEXT NOT NULL,
-        before TEXT,
-        after TEXT,
-        ts TEXT NOT NULL,
-        actor TEXT
-    );
-    CREATE INDEX journal_memory ON journal(memory_id);
-    """,
-    2: "",  # data only: _rekey_namespaces
-    3: "",  # keyword index: _add_keyword_index (its triggers hold ';' inside BEGIN ... END)
-}
-
-# The full-text index reads the token string of each memory (store/keywords.py) through
-# external content: it lives in the memories row, and the triggers keep the index in the
-# transaction that writes the row, whichever statement writes it. Joined on rowid: nothing
-# VACUUMs a store (that could renumber the rowids of a table without an INTEGER key).
-_KEYWORD_INDEX = (
-    # neighbours(): the memories around one in its namespace, in creation order
-    "CREATE INDEX IF NOT EXISTS memories_namespace_created ON memories(namespace, created_at, id)",
-    "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(keywords, content='memories', "
-    "content_rowid='rowid', tokenize='unicode61 remove_diacritics 0')",
-    "INSERT INTO memories_fts(memories_fts) VALUES ('rebuild')",
-    # documents per term: keyword_search bounds its work by it
-    "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts_terms USING fts5vocab(memories_fts, 'row')",
-    "CREATE TRIGGER IF NOT EXISTS memories_fts_insert AFTER INSERT ON memories BEGIN "
-    "INSERT INTO memories_fts(rowid, keywords) VALUES (new.rowid, new.keywords); END",
-    "CREATE TRIGGER IF NOT EXISTS memories_fts_delete AFTER DELETE ON memories BEGIN "
-    "INSERT INTO memories_fts(memories_fts, rowid, keywords) "
-    "VALUES ('delete', old.rowid, old.keywords); END",
-    "CREATE TRIGGER IF NOT EXISTS memories_fts_update AFTER UPDATE OF keywords ON memories BEGIN "
-    "INSERT INTO memories_fts(memories_fts, rowid, keywords) "
-    "VALUES ('delete', old.rowid, old.keywords); "
-    "INSERT INTO memories_fts(rowid, keywords) VALUES (new.rowid, new.keywords); END",
-)
-
-_COLUMNS = (
-    "id", "memory", "hash", "metadata", "user_id", "agent_id", "run_id", "actor_id", "role",
-    "created_at", "updated_at", "expiration_date", "memory_type",
-)
-_SELECT = "SELECT " + ", ".join(f"m.{c}" for c in _COLUMNS) + " FROM memories m"
-
-
-_INSERT = (f"INSERT INTO memories ({', '.join((*_COLUMNS[:9], 'namespace', *_COLUMNS[9:]))},"
-           f" keywords) VALUES ({', '.join('?' * 15)})")
-
-
-def _row_to_record(row: tuple[Any, ...]) -> MemoryRecord:
-    data = dict(zip(_COLUMNS, row, strict=True))
-    data["metadata"] = json.loads(data["metadata"]) if data["metadata"] else None
-    return MemoryRecord(**data)
-
-
-def _record_params(record: MemoryRecord, tokenizer: KeywordTokenizer) -> tuple[Any, ...]:
-    """The row of a record, its index tokens last."""
-    metadata = json.dumps(record.metadata, ensure_ascii=False) if record.metadata else None
-    return (
-        record.id, record.memory, record.hash, metadata, record.user_id, record.agent_id,
-        record.run_id, record.actor_id, record.role, record.namespace, record.created_at,
-        record.updated_at, record.expiration_date, record.memory_type,
-        tokenizer.document(record.memory),
-    )
-
-
-def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False)
-
-
-def _today() -> str:
-    return datetime.now(UTC).date().isoformat()
-
-
-def _rekey_namespaces(cur: sqlite3.Cursor, path: Path) -> None:
-    """Rewrite the namespace of rows whose ids hold '%' or '/' in the escaped encoding. Via a
-    unique stand-in first: a new key may equal another row's not yet rewritten old key."""
-    rows = cur.execute("SELECT id, user_id, agent_id, run_id, namespace FROM memories WHERE "
-                       + legacy_key_condition("instr")).fetchall()
-    changes = rekeyed_namespaces(rows)
-    cur.executemany("UPDATE memories SET namespace = ? WHERE id = ?",
-                    [("\x00" + memory_id, memory_id) for _, memory_id in changes])
-    cur.executemany("UPDATE memories SET namespace = ? WHERE id = ?", changes)
-    if changes:
-        log.info("re-keyed the namespace of %d memories in %s (ids holding '%%' or '/')",
-                 len(changes), path)
-
-
-def _add_keyword_index(cur: sqlite3.Cursor, tokenizer: KeywordTokenizer, path: Path) -> None:
-    """Give every stored memory its index tokens, then build the index over them (again, on a
-    store whose version mark was lowered by hand: every step is idempotent)."""
-    columns = {row[1] for row in cur.execute("PRAGMA table_info(memories)")}
-    if "keywords" not in columns:
-        cur.execute("ALTER TABLE memories ADD COLUMN keywords TEXT NOT NULL DEFAULT ''")
-    rows = cur.execute("SELECT id, memory FROM memories").fetchall()
-    cur.executemany("UPDATE memories SET keywords = ? WHERE id = ?",
-                    [(tokenizer.document(text), memory_id) for memory_id, text in rows])
-    for statement in _KEYWORD_INDEX:
-        cur.execute(statement)
-    if rows:
-        log.info("built the keyword index of %d memories in %s", len(rows), path)
-
-
-def _match_expression(terms: list[str]) -> str:
-    """An FTS5 query matching any of the stems, each a quoted string: no operator syntax."""
-    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
 
 
 class SQLiteStore(Store):
@@ -257,9 +132,9 @@ class SQLiteStore(Store):
                     if statement.strip():
                         cur.execute(statement)
                 if target == 2:
-                    _rekey_namespaces(cur, self.path)
+                    rekey_namespaces(cur, self.path)
                 if target == 3:
-                    _add_keyword_index(cur, self.keywords, self.path)
+                    add_keyword_index(cur, self.keywords, self.path)
                 if target == 1:
                     now = utc_now()
                     for key, value in {
@@ -352,7 +227,7 @@ class SQLiteStore(Store):
         cur.executemany(
             "INSERT INTO journal (seq, op, memory_id, before, after, ts, actor) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(e.seq, e.op, e.memory_id, _dumps(e.before), _dumps(e.after), e.ts, e.actor)
+            [(e.seq, e.op, e.memory_id, dumps(e.before), dumps(e.after), e.ts, e.actor)
              for e in entries],
         )
 
@@ -386,7 +261,7 @@ class SQLiteStore(Store):
                 entries.append(entry)
                 fresh.append((record, vector))
                 outcomes.append(AddOutcome(record.id, True, entry))
-            cur.executemany(_INSERT, [_record_params(r, self.keywords) for r, _ in fresh])
+            cur.executemany(INSERT, [record_params(r, self.keywords) for r, _ in fresh])
             cur.executemany(
                 "INSERT INTO vectors VALUES (?, ?, ?)",
                 [(r.id, embedder_key, v.tobytes()) for r, v in fresh],
@@ -423,12 +298,12 @@ class SQLiteStore(Store):
         fields: Collection[str] | None = None,
     ) -> JournalEntry:
         with self._transaction() as cur:
-            row = cur.execute(f"{_SELECT} WHERE m.id = ?", (record.id,)).fetchone()
+            row = cur.execute(f"{SELECT} WHERE m.id = ?", (record.id,)).fetchone()
             if row is None:
                 raise InvalidInput(f"memory {record.id} does not exist")
-            before = _row_to_record(row)
+            before = row_to_record(row)
             record = merge_update(before, record, fields, vector)
-            params = _record_params(record, self.keywords)
+            params = record_params(record, self.keywords)
             cur.execute(
                 "UPDATE memories SET memory=?, hash=?, metadata=?, user_id=?, agent_id=?, "
                 "run_id=?, actor_id=?, role=?, namespace=?, created_at=?, updated_at=?, "
@@ -458,9 +333,9 @@ class SQLiteStore(Store):
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                rows = cur.execute(f"{_SELECT} WHERE m.id IN ({marks})", chunk).fetchall()
+                rows = cur.execute(f"{SELECT} WHERE m.id IN ({marks})", chunk).fetchall()
                 for row in rows:
-                    record = _row_to_record(row)
+                    record = row_to_record(row)
                     entries.append(JournalEntry(seq, "DELETE", record.id, now, actor,
                                                 record.to_dict(), None))
                     seq += 1
@@ -499,7 +374,7 @@ class SQLiteStore(Store):
         if not records:
             return 0
         with self._transaction() as cur:
-            cur.executemany(_INSERT, [_record_params(r, self.keywords) for r in records])
+            cur.executemany(INSERT, [record_params(r, self.keywords) for r in records])
             for key, matrix in vectors.items():
                 matrix = np.ascontiguousarray(matrix, dtype=np.float32)
                 cur.executemany(
@@ -530,7 +405,7 @@ class SQLiteStore(Store):
             self._indexes.clear()
 
     @contextmanager
-    def snapshot(self) -> Iterator[_SQLiteSnapshot]:
+    def snapshot(self) -> Iterator[SQLiteSnapshot]:
         # A second connection holding one read transaction: WAL gives it a frozen view while
         # the main connection keeps committing.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -538,7 +413,7 @@ class SQLiteStore(Store):
             conn.execute("BEGIN")
             seq = conn.execute(
                 "SELECT seq FROM sqlite_sequence WHERE name = 'journal'").fetchone()
-            yield _SQLiteSnapshot(conn, seq[0] if seq else 0)
+            yield SQLiteSnapshot(conn, seq[0] if seq else 0)
         finally:
             if conn.in_transaction:
                 conn.execute("COMMIT")
@@ -553,111 +428,41 @@ class SQLiteStore(Store):
         embedder_key: str | None,
         replaced: bool = False,
     ) -> None:
-        """Bring loaded indexes up to date after our own commit, without reading back.
-
-        Namespaces never change after add, so only new vectors and deletions move the index.
-        """
-        if not entries:
-            return
         with self._lock:
-            for key, index in self._indexes.items():
-                if index.seq != entries[0].seq - 1:
-                    continue  # another process wrote in between: _index() catches up
-                for entry in entries:
-                    vector = vectors.get(entry.memory_id) if key == embedder_key else None
-                    if entry.op == "DELETE" or (vector is None and replaced):
-                        index.remove(entry.memory_id)
-                    elif vector is not None:
-                        after = entry.after or {}
-                        triple = (after.get("user_id"), after.get("agent_id"), after.get("run_id"))
-                        index.upsert(entry.memory_id, triple, vector)
-                index.seq = entries[-1].seq
-
-    def _sync_state(self, embedder_key: str = "") -> tuple[int, Any]:
-        row = self._conn.execute(
-            "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'journal'), "
-            "(SELECT value FROM meta WHERE key = ?)", (f"vectors_version:{embedder_key}",)
-        ).fetchone()
-        return (row[0] or 0), row[1]
+            apply_entries(self._indexes, entries, vectors, embedder_key, replaced)
 
     def _index(self, embedder_key: str) -> VectorIndex:
         """The index of one embedder, loaded on first use and caught up with the journal."""
-        seq, vectors_version = self._sync_state(embedder_key)
+        seq, vectors_version = sync_state(self._conn, embedder_key)
         if vectors_version != self._vectors_versions.get(embedder_key):
             self._indexes.pop(embedder_key, None)
             self._vectors_versions[embedder_key] = vectors_version
         index = self._indexes.get(embedder_key)
         if index is not None and index.seq == seq:
             return index
-        if index is not None and seq - index.seq <= 10_000:
-            self._catch_up(index, embedder_key)
+        if index is not None and seq - index.seq <= CATCH_UP_LIMIT:
+            catch_up(self._conn, index, embedder_key,
+                     self.journal(after_seq=index.seq, limit=CATCH_UP_LIMIT))
             return index
-        return self._load_index(embedder_key)
-
-    def _load_index(self, embedder_key: str) -> VectorIndex:
         identity = self.embedders().get(embedder_key)
         if identity is None:
             raise StoreError(f"embedder {embedder_key} is not registered in this store")
-        index = VectorIndex(identity.dims)
-        conn = self._conn
-        conn.execute("BEGIN")  # one snapshot for the rows and the seq
-        try:
-            index.seq = self._sync_state()[0]
-            rows = conn.execute(
-                "SELECT m.user_id, m.agent_id, m.run_id, m.id, v.vector FROM vectors v "
-                "JOIN memories m ON m.id = v.memory_id WHERE v.embedder_key = ?",
-                (embedder_key,),
-            ).fetchall()
-        finally:
-            conn.execute("COMMIT")
-        # One matrix per namespace, built from the joined blobs: the CLI's cold start loads
-        # every vector, so no per-row Python work here.
-        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
-        for row in rows:
-            groups.setdefault(row[:3], []).append(row)
-        for triple, members in groups.items():
-            matrix = np.frombuffer(b"".join(row[4] for row in members), dtype=np.float32)
-            index.load_block(triple, [row[3] for row in members],
-                             matrix.reshape(len(members), identity.dims))
-        self._indexes[embedder_key] = index
+        index = self._indexes[embedder_key] = load_index(self._conn, identity, embedder_key)
         return index
-
-    def _catch_up(self, index: VectorIndex, embedder_key: str) -> None:
-        entries = self.journal(after_seq=index.seq, limit=10_000)
-        touched = [e.memory_id for e in entries if e.op != "DELETE"]
-        rows: dict[str, tuple[Any, ...]] = {}
-        for start in range(0, len(touched), 500):
-            chunk = touched[start : start + 500]
-            for row in self._conn.execute(
-                "SELECT m.id, m.user_id, m.agent_id, m.run_id, v.vector FROM memories m "
-                "JOIN vectors v ON v.memory_id = m.id AND v.embedder_key = ? "
-                f"WHERE m.id IN ({','.join('?' * len(chunk))})",
-                (embedder_key, *chunk),
-            ):
-                rows[row[0]] = row
-        for entry in entries:
-            row = rows.get(entry.memory_id)
-            if entry.op == "DELETE" or row is None:
-                index.remove(entry.memory_id)
-            else:
-                index.upsert(entry.memory_id, (row[1], row[2], row[3]),
-                             np.frombuffer(row[4], dtype=np.float32))
-        if entries:
-            index.seq = entries[-1].seq
 
     # ------------------------------------------------------------------ reads
 
     def get(self, memory_id: str) -> MemoryRecord | None:
-        rows = self._read(f"{_SELECT} WHERE m.id = ?", (memory_id,))
-        return _row_to_record(rows[0]) if rows else None
+        rows = self._read(f"{SELECT} WHERE m.id = ?", (memory_id,))
+        return row_to_record(rows[0]) if rows else None
 
     def _get_many(self, ids: list[str]) -> dict[str, MemoryRecord]:
         found: dict[str, MemoryRecord] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self._read(f"{_SELECT} WHERE m.id IN ({marks})", chunk):
-                record = _row_to_record(row)
+            for row in self._read(f"{SELECT} WHERE m.id IN ({marks})", chunk):
+                record = row_to_record(row)
                 found[record.id] = record
         return found
 
@@ -665,18 +470,18 @@ class SQLiteStore(Store):
         where, params = compile_sql(node, SQLITE)
         if not include_expired:
             where += " AND (m.expiration_date IS NULL OR m.expiration_date >= ?)"
-            params.append(_today())
+            params.append(today())
         return where, params
 
     def list(
         self, node: Node | None, limit: int | None = None, include_expired: bool = True
     ) -> list[MemoryRecord]:
         where, params = self._where(node, include_expired)
-        sql = f"{_SELECT} WHERE {where} ORDER BY m.created_at DESC, m.id"
+        sql = f"{SELECT} WHERE {where} ORDER BY m.created_at DESC, m.id"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [_row_to_record(row) for row in self._read(sql, params)]
+        return [row_to_record(row) for row in self._read(sql, params)]
 
     def search(
         self,
@@ -702,7 +507,7 @@ class SQLiteStore(Store):
             if not include_expired:
                 excluded = {r[0] for r in self._read(
                     "SELECT id FROM memories WHERE expiration_date IS NOT NULL "
-                    "AND expiration_date < ?", (_today(),))}
+                    "AND expiration_date < ?", (today(),))}
             hits = index.search(query, entity_constraints(node), top_k, threshold, allowed,
                                 excluded)
             records = self._get_many([memory_id for memory_id, _ in hits])
@@ -721,11 +526,11 @@ class SQLiteStore(Store):
             return []
         where, params = self._where(node, include_expired)
         rows = self._read(
-            f"SELECT {', '.join(f'm.{c}' for c in _COLUMNS)}, -bm25(memories_fts) "
+            f"SELECT {', '.join(f'm.{c}' for c in COLUMNS)}, -bm25(memories_fts) "
             "FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
             f"WHERE memories_fts MATCH ? AND {where} ORDER BY bm25(memories_fts) LIMIT ?",
-            [_match_expression(terms), *params, top_k])
-        return [(_row_to_record(row[:-1]), float(row[-1])) for row in rows]
+            [match_expression(terms), *params, top_k])
+        return [(row_to_record(row[:-1]), float(row[-1])) for row in rows]
 
     def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
         found: dict[str, tuple[str | None, str | None]] = {}
@@ -762,7 +567,7 @@ class SQLiteStore(Store):
 
     def last_seq(self) -> int:
         with self._lock:
-            return self._sync_state()[0]
+            return sync_state(self._conn)[0]
 
     def counts(self) -> dict[str, int]:
         return dict(self._read(
@@ -783,40 +588,3 @@ class SQLiteStore(Store):
                 for value, count, created, updated in rows
             )
         return result
-
-
-class _SQLiteSnapshot:
-    def __init__(self, conn: sqlite3.Connection, seq: int) -> None:
-        self._conn = conn
-        self.seq = seq
-
-    def counts(self) -> dict[str, int]:
-        return dict(self._conn.execute(
-            "SELECT namespace, count(*) FROM memories GROUP BY namespace ORDER BY namespace"))
-
-    def vector_counts(self) -> dict[str, int]:
-        return dict(self._conn.execute(
-            "SELECT embedder_key, count(*) FROM vectors GROUP BY embedder_key"))
-
-    def iter_records(self, batch_size: int = 5000) -> Iterator[list[MemoryRecord]]:
-        cursor = self._conn.execute(f"{_SELECT} ORDER BY m.id")
-        while rows := cursor.fetchmany(batch_size):
-            yield [_row_to_record(row) for row in rows]
-
-    def iter_vectors(
-        self, embedder_key: str, batch_size: int = 5000
-    ) -> Iterator[tuple[list[str], np.ndarray]]:
-        cursor = self._conn.execute(
-            "SELECT memory_id, vector FROM vectors WHERE embedder_key = ? ORDER BY memory_id",
-            (embedder_key,))
-        while rows := cursor.fetchmany(batch_size):
-            ids = [row[0] for row in rows]
-            matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
-            yield ids, matrix.reshape(len(rows), -1)
-
-    def journal(self, after_seq: int = 0) -> Iterator[JournalEntry]:
-        cursor = self._conn.execute(
-            "SELECT seq, op, memory_id, before, after, ts, actor FROM journal "
-            "WHERE seq > ? AND seq <= ? ORDER BY seq", (after_seq, self.seq))
-        for row in cursor:
-            yield JournalEntry.from_row(row)
