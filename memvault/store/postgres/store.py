@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg import sql
-from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Json
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -21,14 +20,10 @@ from memvault.errors import InvalidInput, StoreError
 from memvault.store.base import AddOutcome, Store, check_bulk_vectors, merge_update
 from memvault.store.filter_sql import PostgresDialect, compile_sql
 from memvault.store.keywords import (
-    MATCH_BUDGET,
     KeywordTokenizer,
-    bm25,
-    bounded_terms,
-    tsquery,
 )
 from memvault.store.postgres import hnsw
-from memvault.store.postgres.codec import binary_copy_vectors, register_vector
+from memvault.store.postgres.codec import register_vector
 from memvault.store.postgres.connections import (
     PostgresTarget,
     TimedConnection,
@@ -36,15 +31,13 @@ from memvault.store.postgres.connections import (
     driver_errors,
     no_deadline,
 )
+from memvault.store.postgres.copy import copy_journal, copy_memories, copy_vectors
+from memvault.store.postgres.keyword import KeywordRanking
 from memvault.store.postgres.schema import (
-    INSERT_COLUMNS,
-    INSERT_TYPES,
     JOURNAL_COLUMNS,
-    KEYWORD_VECTOR,
     MIGRATION_LOCK,
     SCHEMA,
     SELECT,
-    SELECT_COLUMNS,
     VECTOR_FKS,
     copy_row,
     enable_pgvector,
@@ -53,6 +46,7 @@ from memvault.store.postgres.schema import (
     row_to_record,
 )
 from memvault.store.postgres.snapshot import PostgresSnapshot
+from memvault.store.postgres.statements import NEIGHBOURS_SQL, vector_search_sql
 from memvault.store.records import (
     ENTITY_KEYS,
     ENTITY_TYPES,
@@ -90,9 +84,9 @@ class PostgresStore(Store):
         self._iterative_scan = True
         self.dialect = PostgresDialect()
         self.keywords = KeywordTokenizer()
+        self._keyword = KeywordRanking(self._read, self.last_seq, self.keywords)
         # BM25 statistics of the store: (journal seq, memories, mean tokens); see
         # _store_statistics.
-        self._keyword_stats: tuple[int, int, float] | None = None
         self.server: dict[str, Any] = {}
         self._embedder_dims: dict[str, int] = {}
         self.last_bulk_load: dict[str, Any] = {}
@@ -205,39 +199,6 @@ class PostgresStore(Store):
         with self._connection() as conn:
             return conn.execute(query, params).fetchall()
 
-    @staticmethod
-    def _journal(cur: psycopg.Cursor[Any], entries: list[JournalEntry]) -> None:
-        if not entries:
-            return
-        with cur.copy(f"COPY journal ({JOURNAL_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "text", "text", "json", "json", "text", "text"])
-            for e in entries:
-                copy.write_row((e.seq, e.op, e.memory_id, e.before, e.after, e.ts, e.actor))
-        cur.execute("UPDATE journal_counter SET seq = %s", (entries[-1].seq,))
-
-    def _copy_memories(self, cur: psycopg.Cursor[Any], records: list[MemoryRecord]) -> None:
-        if not records:
-            return
-        # Large batches: a writer thread sends while this one formats rows.
-        writer = QueuedLibpqWriter(cur) if len(records) > 1000 else None
-        with cur.copy(f"COPY memories ({', '.join(INSERT_COLUMNS)}) FROM STDIN "
-                      "(FORMAT BINARY)", writer=writer) as copy:
-            copy.set_types(INSERT_TYPES)
-            for record in records:
-                copy.write_row(copy_row(record, self.keywords))
-
-    @staticmethod
-    def _copy_vectors(
-        cur: psycopg.Cursor[Any], ids: list[str], key: str, matrix: np.ndarray, table: str
-    ) -> None:
-        if not ids:
-            return
-        columns = "memory_id, embedder_key, vector" if table == "vectors" else "memory_id, vector"
-        payload = binary_copy_vectors(ids, key if table == "vectors" else None, matrix)
-        with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-            for start in range(0, len(payload), 8 << 20):
-                copy.write(payload[start : start + (8 << 20)])
-
     # ------------------------------------------------------------------ identity
 
     def meta(self) -> StoreMeta:
@@ -319,9 +280,9 @@ class PostgresStore(Store):
                 fresh.append(record)
                 rows.append(row)
                 outcomes.append(AddOutcome(record.id, True, entry))
-            self._copy_memories(cur, fresh)
-            self._copy_vectors(cur, [r.id for r in fresh], embedder_key, vectors[rows], "vectors")
-            self._journal(cur, entries)
+            copy_memories(cur, fresh, self.keywords)
+            copy_vectors(cur, [r.id for r in fresh], embedder_key, vectors[rows], "vectors")
+            copy_journal(cur, entries)
         return outcomes
 
     @staticmethod
@@ -364,7 +325,7 @@ class PostgresStore(Store):
                 )
             entry = JournalEntry(last + 1, "UPDATE", record.id, record.updated_at, actor,
                                  before.to_dict(), record.to_dict())
-            self._journal(cur, [entry])
+            copy_journal(cur, [entry])
         return entry
 
     def delete(self, ids: list[str], actor: str | None) -> list[JournalEntry]:
@@ -380,7 +341,7 @@ class PostgresStore(Store):
                 entries.append(JournalEntry(last + offset, "DELETE", record.id, now, actor,
                                             record.to_dict(), None))
             cur.execute("DELETE FROM memories WHERE id = ANY(%s)", (ids,))
-            self._journal(cur, entries)
+            copy_journal(cur, entries)
         return entries
 
     def put_vectors(self, ids: list[str], vectors: np.ndarray, embedder_key: str) -> None:
@@ -391,7 +352,7 @@ class PostgresStore(Store):
         with self._connection(long=True) as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute("CREATE TEMP TABLE mv_put (memory_id TEXT COLLATE \"C\", vector vector) "
                         "ON COMMIT DROP")
-            self._copy_vectors(cur, ids, embedder_key, vectors, "mv_put")
+            copy_vectors(cur, ids, embedder_key, vectors, "mv_put")
             cur.execute(
                 "INSERT INTO vectors (memory_id, embedder_key, vector) "
                 "SELECT memory_id, %s, vector FROM mv_put "
@@ -422,12 +383,12 @@ class PostgresStore(Store):
                         sql.Identifier(hnsw.index_name(key))))
                 for name in VECTOR_FKS:
                     cur.execute(f"ALTER TABLE vectors DROP CONSTRAINT {name}")
-            self._copy_memories(cur, records)
+            copy_memories(cur, records, self.keywords)
             for key, matrix in vectors.items():
-                self._copy_vectors(cur, ids, key, matrix, "vectors")
+                copy_vectors(cur, ids, key, matrix, "vectors")
             if journal:
                 now = utc_now()
-                self._journal(cur, [
+                copy_journal(cur, [
                     JournalEntry(last + 1 + i, "ADD", r.id, now, actor, None, r.to_dict())
                     for i, r in enumerate(records)
                 ])
@@ -559,60 +520,13 @@ class PostgresStore(Store):
     def keyword_search(
         self, query: str, node: Any, top_k: int, include_expired: bool = True,
     ) -> list[tuple[MemoryRecord, float]]:
-        terms = self.keywords.query_terms(query)
-        if not terms or top_k <= 0:
-            return []
-        # Documents per stem, each count stopping past the budget (GIN bitmap, LIMIT)
-        counts = self._read("SELECT " + ", ".join(
-            f"(SELECT count(*) FROM (SELECT 1 FROM memories m WHERE {KEYWORD_VECTOR} "
-            "@@ to_tsquery('simple', %s) LIMIT %s) c)" for _ in terms),
-            [value for term in terms for value in (tsquery([term]), MATCH_BUDGET + 1)])[0]
-        frequency = dict(zip(terms, counts, strict=True))
-        terms = bounded_terms(terms, frequency)
-        if not terms:
-            return []
         where, params = self._where(node, include_expired)
-        # Every memory of the scope holding a query stem (GIN index), ranked here by BM25
-        # with the store's size, mean length and stem counts: FTS5's formula and figures.
-        matches = self._read(
-            f"SELECT m.id, m.keywords FROM memories m WHERE {KEYWORD_VECTOR} "
-            f"@@ to_tsquery('simple', %s) AND {where}", [tsquery(terms), *params])
-        if not matches:
-            return []
-        total, mean_length = self._store_statistics()
-        scores = bm25(terms, [row[1] for row in matches], total, mean_length, frequency)
-        order = sorted(range(len(matches)), key=lambda i: (-scores[i], matches[i][0]))[:top_k]
-        records = {row_to_record(row).id: row_to_record(row) for row in self._read(
-            f"{SELECT} WHERE m.id = ANY(%s)", [[matches[i][0] for i in order]])}
-        return [(records[matches[i][0]], scores[i]) for i in order
-                if matches[i][0] in records]
-
-    def _store_statistics(self) -> tuple[int, float]:
-        """Memories in the store and their mean token count (FTS5 keeps these exactly),
-        recounted once the journal moved by more than 1% of the store since the last count:
-        a small store always, 100k memories every 1,000 writes (a count scans them all)."""
-        seq = self.last_seq()
-        cached = self._keyword_stats
-        if cached is not None and seq - cached[0] <= cached[1] // 100:
-            return cached[1], cached[2]
-        row = self._read(
-            "SELECT count(*), coalesce(sum(length(m.keywords) - length(replace(m.keywords, "
-            "' ', '')) + 1) FILTER (WHERE m.keywords <> ''), 0) FROM memories m")[0]
-        total, tokens = int(row[0]), float(row[1])
-        self._keyword_stats = (seq, total, tokens / total if total else 1.0)
-        return self._keyword_stats[1], self._keyword_stats[2]
+        return self._keyword.search(query, where, params, top_k)
 
     def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
         if not ids:
             return {}
-        rows = self._read(
-            "SELECT m.id, (SELECT p.id FROM memories p WHERE p.namespace = m.namespace AND "
-            "(p.created_at, p.id) < (m.created_at, m.id) "
-            "ORDER BY p.created_at DESC, p.id DESC LIMIT 1), "
-            "(SELECT n.id FROM memories n WHERE n.namespace = m.namespace AND "
-            "(n.created_at, n.id) > (m.created_at, m.id) "
-            "ORDER BY n.created_at, n.id LIMIT 1) "
-            "FROM memories m WHERE m.id = ANY(%s)", [list(ids)])
+        rows = self._read(NEIGHBOURS_SQL, [list(ids)])
         return {row[0]: (row[1], row[2]) for row in rows}
 
     def search_statement(
@@ -636,27 +550,8 @@ class PostgresStore(Store):
             )
         filtered = node is not None or not include_expired
         where, params = self._where(node, include_expired) if filtered else ("1=1", [])
-        # The expression and the literal key match the partial HNSW index of this embedder.
-        distance = f"(v.vector::vector({dims}) <=> %b::vector({dims}))"
-        key = sql.Literal(embedder_key).as_string(None).replace("%", "%%")
-        join = "JOIN memories m ON m.id = v.memory_id " if filtered else ""
-        # relaxed_order may return rows slightly out of order: re-sort the materialized top_k.
-        candidates = (f"SELECT v.memory_id, {distance} AS distance "
-                      f"FROM vectors v {join}WHERE v.embedder_key = {key} AND {where}")
-        if exact:
-            # OFFSET 0 fences the subquery: the sort above it cannot be served by the index.
-            candidates = f"SELECT * FROM ({candidates} OFFSET 0) c"
-        statement = (
-            f"WITH nearest AS MATERIALIZED ({candidates} ORDER BY distance LIMIT %s) "
-            f"SELECT {SELECT_COLUMNS}, n.distance FROM nearest n "
-            "JOIN memories m ON m.id = n.memory_id"
-        )
-        params = [query, *params, top_k]
-        if threshold is not None:
-            statement += " WHERE 1 - n.distance >= %s"
-            params.append(float(threshold))
-        statement += " ORDER BY n.distance, m.id"
-        return statement, params
+        return vector_search_sql(query, dims, embedder_key, where, params, top_k, threshold,
+                                 filtered=filtered, exact=exact)
 
     def _dims(self, embedder_key: str) -> int:
         # A key's dimension never changes once registered, so remembering it cannot go stale.
