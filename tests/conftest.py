@@ -114,3 +114,25 @@ def live_url(app: Any) -> Iterator[str]:
 
     with LiveServer(app) as server:
         yield server.url
+
+
+@pytest.fixture
+def target_settings(backend: str, settings: Settings, tmp_path: Path,
+                    request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """An empty second store of the same backend, sharing the backup destinations."""
+    if backend == "postgres":
+        server = request.getfixturevalue("pg_server")
+        name = "r_" + uuid.uuid4().hex[:12]
+        server.psql(f"CREATE DATABASE {name};")
+        yield settings.model_copy(update={"database_url": server.get_uri(name)})
+        server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);")
+    else:
+        yield settings.model_copy(
+            update={"database_url": f"sqlite:///{tmp_path / 'target' / 'memvault.db'}"})
+
+
+@pytest.fixture
+def target(target_settings: Settings) -> Iterator[Store]:
+    opened = open_store(target_settings)
+    yield opened
+    opened.close()

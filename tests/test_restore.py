@@ -8,8 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,28 +47,6 @@ def backup_ok(memory: Memory, settings: Settings) -> Any:
     (result,) = create_backup(memory.store, settings)
     assert result.status == VALID, result.reasons
     return result
-
-
-@pytest.fixture
-def target_settings(backend: str, settings: Settings, tmp_path: Path,
-                    request: pytest.FixtureRequest) -> Iterator[Settings]:
-    """An empty second store of the same backend, sharing the backup destinations."""
-    if backend == "postgres":
-        server = request.getfixturevalue("pg_server")
-        name = "r_" + uuid.uuid4().hex[:12]
-        server.psql(f"CREATE DATABASE {name};")
-        yield settings.model_copy(update={"database_url": server.get_uri(name)})
-        server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);")
-    else:
-        yield settings.model_copy(
-            update={"database_url": f"sqlite:///{tmp_path / 'target' / 'memvault.db'}"})
-
-
-@pytest.fixture
-def target(target_settings: Settings) -> Iterator[Store]:
-    opened = open_store(target_settings)
-    yield opened
-    opened.close()
 
 
 def test_restore_replays_the_shipped_journal(memory: Memory, settings: Settings,

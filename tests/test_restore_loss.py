@@ -4,8 +4,6 @@ the caller's high-water mark; which lineage it takes; --at across a clock steppe
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from memvault.backup.journal import list_segments
 from memvault.config import Settings
 from memvault.embed.local import LocalEmbedder
 from memvault.memory import Memory
-from memvault.store import Store, open_store
+from memvault.store import Store
 from tests.helpers import backup_folder, record
 
 
@@ -40,27 +38,6 @@ def snapshot(memory: Memory, settings: Settings) -> str:
     (result,) = create_backup(memory.store, settings)
     assert result.status == VALID, result.reasons
     return str(result.id)
-
-
-@pytest.fixture
-def target_settings(backend: str, settings: Settings, tmp_path: Path,
-                    request: pytest.FixtureRequest) -> Iterator[Settings]:
-    if backend == "postgres":
-        server = request.getfixturevalue("pg_server")
-        name = "l_" + uuid.uuid4().hex[:12]
-        server.psql(f"CREATE DATABASE {name};")
-        yield settings.model_copy(update={"database_url": server.get_uri(name)})
-        server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);")
-    else:
-        yield settings.model_copy(
-            update={"database_url": f"sqlite:///{tmp_path / 'target' / 'memvault.db'}"})
-
-
-@pytest.fixture
-def target(target_settings: Settings) -> Iterator[Store]:
-    opened = open_store(target_settings)
-    yield opened
-    opened.close()
 
 
 def segment_paths(settings: Settings, memory: Memory) -> list[Path]:
