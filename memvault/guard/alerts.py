@@ -301,8 +301,8 @@ class AlertManager:
         return self._deliver("test", title, body, "info", exclude=set())
 
     def notify(self, title: str, body: str) -> list[Delivery]:
-        """Send a plain notification (the daily digest) to every URL; a failed delivery counts
-        and raises NotifierFailing like any other."""
+        """Send a plain notification (the daily digest, an automatic restore with loss) to
+        every URL; a failed delivery counts and raises NotifierFailing like any other."""
         return self._deliver("digest", title, body, "info", exclude=set())
 
     def status(self) -> dict[str, Any]:
