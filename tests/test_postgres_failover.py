@@ -150,3 +150,32 @@ def test_a_standby_promoted_behind_is_refused_then_caught_up_from_the_shipped_jo
         assert len(seqs) == len(set(seqs)) and max(seqs) > unshipped_seq  # no forked seq
     again = CliRunner().invoke(app, ["restore", "--catch-up", "--json"])
     assert again.exit_code == 0 and json.loads(again.stdout)["replayed"] == 0
+
+
+def test_catch_up_refuses_a_store_whose_journal_forked_from_the_shipped_one(
+    pair: tuple[Cluster, Standby], tmp_path: Path, local_embedder: LocalEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    primary, standby = pair
+    data_dir = tmp_path / "data"
+    before = load_settings({"data_dir": data_dir, "database_url": primary.server.get_uri(
+        standby.database)})
+    with Memory(before, embedder=local_embedder) as memory:
+        memory.add("replicated before the cut", user_id="alice", infer=False)
+        wait_for(standby.caught_up, timeout=30)
+        standby.cut_off()
+        memory.add("shipped from the old primary", user_id="alice", infer=False)
+        JournalShipper(memory.store, before).ship()
+    primary.stop()
+    standby.promote()
+    after = load_settings({"data_dir": data_dir, "database_url": standby.url})
+    with Memory(after, embedder=local_embedder) as stale:  # unguarded: a second writer
+        stale.add("written on the promoted standby, same seq", user_id="alice", infer=False)
+        forked_total = stale.store.total()
+    monkeypatch.setenv("MEMVAULT_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("MEMVAULT_DATABASE_URL", standby.url)
+    refused = CliRunner().invoke(app, ["restore", "--catch-up"])
+    assert refused.exit_code != 0
+    assert "differ" in refused.stderr and "forked" in refused.stderr, refused.stderr
+    with Memory(after, embedder=local_embedder) as stale:
+        assert stale.store.total() == forked_total  # nothing replayed over the fork

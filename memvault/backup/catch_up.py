@@ -48,19 +48,18 @@ class CatchUpReport:
 
 
 def _chain(dest: Destination, lineage_id: str, own: int, cipher: Cipher | None) -> Chain | None:
-    """The shipped chain from the segment holding the store's seq on (None: nothing shipped
-    past it)."""
+    """The whole shipped chain of the lineage in `dest` (None: nothing shipped): the part up to
+    the store's seq is compared with the store's journal, the part past it replayed."""
     refs = list_segments(dest, lineage_id)
-    if not any(r.upto_seq > own for r in refs):
+    if not refs:
         return None
-    starts = [r.after_seq for r in refs if r.after_seq <= own]
-    if not starts:
-        first = min(r.after_seq for r in refs)
+    first = min(r.after_seq for r in refs)
+    if first > own:
         raise RestoreRefused(
             f"the shipped journal of lineage {lineage_id} in {dest} starts after seq {first}, "
             f"the store ends at seq {own}: the seqs between are in no segment",
             hint="restore the newest backup instead (`memvault restore latest --dry-run`)")
-    return follow_chain(dest, lineage_id, max(starts), cipher, refs, read_head(dest, lineage_id))
+    return follow_chain(dest, lineage_id, first, cipher, refs, read_head(dest, lineage_id))
 
 
 def diverging(store: Store, chain: Chain, own: int) -> str | None:
