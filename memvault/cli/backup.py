@@ -213,6 +213,10 @@ def restore(
     allow_loss: bool = typer.Option(
         False, "--allow-loss", help="Restore what is there even when it ends short of what "
         "the backups promise; the lost seqs and namespaces are printed."),
+    catch_up: bool = typer.Option(
+        False, "--catch-up", help="Keep the store and replay onto it only the shipped journal "
+        "of its own lineage after its own seq (a standby promoted behind); refused where the "
+        "two journals differ."),
     as_json: bool = JsonOption,
 ) -> None:
     """Restore a backup (and the shipped journal up to --at) into the configured store."""
@@ -225,6 +229,9 @@ def restore(
     embedder = make_embedder(settings.embedder, settings)
     configured = embedder.identity()
     store = open_store(settings)
+    if catch_up:
+        _catch_up(store, settings, embedder, as_json)
+        return
     try:
         plan = plan_restore(settings, which, at, configured=configured, lineage=lineage,
                             target_lineage=store.meta().lineage_id)
@@ -267,6 +274,42 @@ def restore(
     console.print(f"restored {report.plan.manifest.id}: {sum(report.counts.values())} "
                   f"memories, {report.replayed} journal entries replayed; counts verified",
                   highlight=False)
+
+
+def _catch_up(store: Any, settings: Any, embedder: Any, as_json: bool) -> None:
+    from memvault.backup.catch_up import run_catch_up
+    from memvault.backup.destinations import open_destinations
+    from memvault.guard.ledger import read_ledger
+    from memvault.store.writer_lock import hold_writer_lock
+
+    try:
+        dests = open_destinations(settings)
+        known, _ = read_ledger(dests, store.meta().lineage_id)
+        lock = hold_writer_lock(store, "memvault restore --catch-up")
+        try:
+            with progress_bars(not as_json) as progress:
+                report = run_catch_up(store, settings, embedder, destinations=dests,
+                                      progress=progress,
+                                      high_water=known.seq if known else 0)
+        finally:
+            if lock is not None:
+                lock.release()
+    finally:
+        store.close()
+    if as_json:
+        print_json(report.to_json())
+        return
+    if report.lost_upto > report.upto_seq:
+        print_error(f"seqs {report.upto_seq + 1}..{report.lost_upto} were acknowledged but "
+                    "never shipped: they are lost (the journal interval is the RPO)",
+                    "check the old primary's disk if it can still be read")
+    if report.replayed:
+        console.print(f"caught up lineage {report.lineage_id}: seqs {report.store_seq + 1}.."
+                      f"{report.upto_seq}, {report.replayed} journal entries replayed",
+                      highlight=False)
+    else:
+        console.print(f"nothing to catch up: the shipped journal ends at or before the "
+                      f"store's seq {report.store_seq}", highlight=False)
 
 
 def _print_plan(plan: dict[str, Any], present: int) -> None:
