@@ -134,7 +134,7 @@ def test_a_standby_promoted_behind_is_refused_then_caught_up_from_the_shipped_jo
     monkeypatch.setenv("MEMVAULT_DATA_DIR", str(data_dir))
     monkeypatch.setenv("MEMVAULT_DATABASE_URL", standby.url)
     caught = CliRunner().invoke(app, ["restore", "--catch-up", "--json"])
-    assert caught.exit_code == 0, caught.stdout + caught.stderr
+    assert caught.exit_code == 1, caught.stdout + caught.stderr  # caught up, with a loss
     report = json.loads(caught.stdout)
     assert report["store_seq"] == stale_seq and report["replayed"] == len(shipped)
     assert report["lost"] == [unshipped_seq, unshipped_seq]  # the RPO: never shipped

@@ -230,7 +230,7 @@ def restore(
     configured = embedder.identity()
     store = open_store(settings)
     if catch_up:
-        _catch_up(store, settings, embedder, as_json)
+        _catch_up(store, settings, embedder, as_json, allow_loss)
         return
     try:
         plan = plan_restore(settings, which, at, configured=configured, lineage=lineage,
@@ -276,7 +276,10 @@ def restore(
                   highlight=False)
 
 
-def _catch_up(store: Any, settings: Any, embedder: Any, as_json: bool) -> None:
+def _catch_up(store: Any, settings: Any, embedder: Any, as_json: bool, allow_loss: bool
+              ) -> None:
+    """Replay what was shipped after the store's seq. Seqs acknowledged but never shipped
+    cannot come back: that exits 1 (after catching up what could be) unless --allow-loss."""
     from memvault.backup.catch_up import run_catch_up
     from memvault.backup.destinations import open_destinations
     from memvault.guard.ledger import read_ledger
@@ -296,20 +299,25 @@ def _catch_up(store: Any, settings: Any, embedder: Any, as_json: bool) -> None:
                 lock.release()
     finally:
         store.close()
+    lost = report.lost_upto > report.upto_seq
     if as_json:
         print_json(report.to_json())
-        return
-    if report.lost_upto > report.upto_seq:
+    elif lost:
         print_error(f"seqs {report.upto_seq + 1}..{report.lost_upto} were acknowledged but "
                     "never shipped: they are lost (the journal interval is the RPO)",
-                    "check the old primary's disk if it can still be read")
-    if report.replayed:
+                    "check the old primary's disk if it can still be read; --allow-loss "
+                    "acknowledges the loss (exit 0)")
+    if as_json:
+        pass
+    elif report.replayed:
         console.print(f"caught up lineage {report.lineage_id}: seqs {report.store_seq + 1}.."
                       f"{report.upto_seq}, {report.replayed} journal entries replayed",
                       highlight=False)
     else:
         console.print(f"nothing to catch up: the shipped journal ends at or before the "
                       f"store's seq {report.store_seq}", highlight=False)
+    if lost and not allow_loss:
+        raise typer.Exit(1)
 
 
 def _print_plan(plan: dict[str, Any], present: int) -> None:
