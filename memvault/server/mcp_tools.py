@@ -142,7 +142,7 @@ def build_server(memory: Memory) -> FastMCP:
         (delete_memory, ("delete_memory", "delete_memories"), DELETES),
         (delete_all_memories, ("delete_all_memories",), DELETES),
     ]
-    for fn, names, annotations in tools:
+    for fn, names, hints in tools:
         for name in names:
-            server.add_tool(fn, name=name, annotations=annotations)
+            server.add_tool(fn, name=name, annotations=hints)
     return server
