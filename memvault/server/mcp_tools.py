@@ -9,20 +9,31 @@ empty result in its place."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-from mcp.server.fastmcp import FastMCP
+import anyio
+from fastapi import HTTPException
+from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
-from memvault.errors import MemvaultError
+from memvault.errors import InvalidInput, MemvaultError, NotFound
 from memvault.memory import Memory
+from memvault.server.auth import Principal
+
+if TYPE_CHECKING:
+    from memvault.guard.checks import Verdict
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False)
 WRITES = ToolAnnotations(readOnlyHint=False, destructiveHint=False)
 DELETES = ToolAnnotations(readOnlyHint=False, destructiveHint=True)
-ACTOR = "mcp"
+
+
+def _actor(principal: Principal) -> str:
+    """The journal's author: the key's, marked as coming through MCP."""
+    return "mcp:" + principal.actor
 
 
 def tool_error(exc: MemvaultError) -> ToolError:
@@ -35,18 +46,41 @@ def _result(summary: str, payload: dict[str, Any]) -> CallToolResult:
                           structuredContent=payload)
 
 
+STDIO = Principal(admin=True)
+
+
+def principal_of(ctx: Context[Any, Any, Any]) -> Principal:
+    """The key the HTTP request carried (set by `mcp_http.authenticated`); over stdio, where
+    there is no request, the local user who can read the settings: the whole store."""
+    request = ctx.request_context.request
+    if request is None:
+        return STDIO
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):
+        raise ToolError("[auth_required] no principal on this request. Hint: send "
+                        "Authorization: Bearer <key>")
+    return principal
+
+
 def _call(action: Callable[[], CallToolResult]) -> CallToolResult:
     try:
         return action()
     except MemvaultError as exc:
         raise tool_error(exc) from exc
+    except HTTPException as exc:  # the REST scope rules' 403
+        raise ToolError(f"[forbidden] {exc.detail}") from exc
+
+
+def _visible(memory: Memory, principal: Principal, memory_id: str) -> None:
+    """A memory outside the caller's scope is reported as not found, as on REST."""
+    record = memory.record(memory_id)
+    if record is not None and not principal.can_see_record(record):
+        raise NotFound(f"Memory with id {memory_id} not found")
 
 
 def _filters(filters: dict[str, Any] | str | None) -> dict[str, Any] | None:
     """mem0's clients send filters as an object; some agents send it as a JSON string."""
     if isinstance(filters, str):
-        from memvault.errors import InvalidInput
-
         try:
             filters = json.loads(filters)
         except ValueError as exc:
@@ -57,83 +91,128 @@ def _filters(filters: dict[str, Any] | str | None) -> dict[str, Any] | None:
     return filters
 
 
-def build_server(memory: Memory) -> FastMCP:
-    """An MCP server whose tools act on `memory` with the whole store in scope (stdio: the
-    local user who can read the settings can read the store)."""
-    server = FastMCP("memvault")
+def build_server(memory: Memory, verdict: Callable[[], Verdict | None] = lambda: None,
+                 allowed_hosts: tuple[str, ...] = ()) -> FastMCP:
+    """An MCP server whose tools act on `memory` within the caller's scope (`principal_of`).
+    `verdict`: the guard's last verdict; while it refuses the store every tool answers
+    `store_refused`, never an empty result. `allowed_hosts`: Host values accepted beyond
+    loopback (DNS-rebinding protection is always on)."""
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *allowed_hosts]
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts,
+        allowed_origins=[f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts])
+    server = FastMCP("memvault", stateless_http=True, json_response=True,
+                     transport_security=security)
 
-    def add_memory(text: str, user_id: str | None = None, agent_id: str | None = None,
+    def scoped(ctx: Context[Any, Any, Any]) -> Principal:
+        current = verdict()
+        refused = current.refusing_data() if current else []
+        if refused:
+            hint = str(refused[0].details.get("hint", "")) or "run memvault status"
+            raise ToolError("[store_refused] " + "; ".join(
+                f"{f.alert}: {f.summary}" for f in refused) + f". Hint: {hint}")
+        return principal_of(ctx)
+
+    async def add_memory(text: str, user_id: str | None = None, agent_id: str | None = None,
                    run_id: str | None = None,
-                   metadata: dict[str, Any] | None = None) -> CallToolResult:
+                   metadata: dict[str, Any] | None = None,
+                   ctx: Context[Any, Any, Any] | None = None) -> CallToolResult:
         """Remember a text for a user, agent or run (at least one of the three ids)."""
-        def act() -> CallToolResult:
-            out = memory.add([{"role": "user", "content": text}], user_id=user_id,
-                             agent_id=agent_id, run_id=run_id, metadata=metadata, actor=ACTOR)
-            return _result(f"added {len(out['results'])} memories", out)
-        return _call(act)
+        who = scoped(ctx)  # type: ignore[arg-type]
 
-    def search_memories(query: str, user_id: str | None = None, agent_id: str | None = None,
+        def act() -> CallToolResult:
+            ids = who.entities(user_id, agent_id, run_id)
+            out = memory.add([{"role": "user", "content": text}], **ids, metadata=metadata,
+                             actor=_actor(who))
+            return _result(f"added {len(out['results'])} memories", out)
+        return await anyio.to_thread.run_sync(_call, act)
+
+    async def search_memories(query: str, user_id: str | None = None, agent_id: str | None = None,
                         run_id: str | None = None,
                         filters: dict[str, Any] | str | None = None,
-                        top_k: int = 10) -> CallToolResult:
+                        top_k: int = 10,
+                        ctx: Context[Any, Any, Any] | None = None) -> CallToolResult:
         """Search memories by meaning inside a user's, agent's or run's namespace."""
+        who = scoped(ctx)  # type: ignore[arg-type]
+
         def act() -> CallToolResult:
-            out = memory.search(query, user_id=user_id, agent_id=agent_id, run_id=run_id,
-                                filters=_filters(filters), top_k=top_k)
+            ids = who.entities(user_id, agent_id, run_id)
+            parsed = _filters(filters)
+            who.check_filters(parsed)
+            out = memory.search(query, **ids, filters=parsed, top_k=top_k)
             return _result(f"found {len(out['results'])} memories", out)
-        return _call(act)
+        return await anyio.to_thread.run_sync(_call, act)
 
-    def get_memories(user_id: str | None = None, agent_id: str | None = None,
+    async def get_memories(user_id: str | None = None, agent_id: str | None = None,
                      run_id: str | None = None, filters: dict[str, Any] | str | None = None,
-                     top_k: int = 20) -> CallToolResult:
+                     top_k: int = 20,
+                     ctx: Context[Any, Any, Any] | None = None) -> CallToolResult:
         """List the memories of a user, agent or run."""
-        def act() -> CallToolResult:
-            out = memory.get_all(user_id=user_id, agent_id=agent_id, run_id=run_id,
-                                 filters=_filters(filters), top_k=top_k)
-            return _result(f"listed {len(out['results'])} memories", out)
-        return _call(act)
+        who = scoped(ctx)  # type: ignore[arg-type]
 
-    def get_memory(memory_id: str) -> CallToolResult:
+        def act() -> CallToolResult:
+            ids = who.entities(user_id, agent_id, run_id)
+            parsed = _filters(filters)
+            who.check_filters(parsed)
+            out = memory.get_all(**ids, filters=parsed, top_k=top_k)
+            return _result(f"listed {len(out['results'])} memories", out)
+        return await anyio.to_thread.run_sync(_call, act)
+
+    async def get_memory(memory_id: str,
+                   ctx: Context[Any, Any, Any] | None = None) -> CallToolResult:
         """One memory by its id."""
+        who = scoped(ctx)  # type: ignore[arg-type]
+
         def act() -> CallToolResult:
             found = memory.get(memory_id)
-            if found is None:
-                from memvault.errors import NotFound
-
+            if found is not None:
+                _visible(memory, who, memory_id)
+            else:
                 raise NotFound(f"Memory with id {memory_id} not found",
                                hint="search_memories or get_memories list the ids")
             return _result(found.get("memory") or "", found)
-        return _call(act)
+        return await anyio.to_thread.run_sync(_call, act)
 
-    def update_memory(memory_id: str, text: str,
-                      metadata: dict[str, Any] | None = None) -> CallToolResult:
+    async def update_memory(memory_id: str, text: str,
+                      metadata: dict[str, Any] | None = None,
+                      ctx: Context[Any, Any, Any] | None = None) -> CallToolResult:
         """Replace a memory's text (and metadata); the old version stays in its history."""
+        who = scoped(ctx)  # type: ignore[arg-type]
+
         def act() -> CallToolResult:
-            out = memory.update(memory_id, text=text, metadata=metadata, actor=ACTOR)
+            _visible(memory, who, memory_id)
+            out = memory.update(memory_id, text=text, metadata=metadata, actor=_actor(who))
             return _result(out.get("message", "updated"), out)
-        return _call(act)
+        return await anyio.to_thread.run_sync(_call, act)
 
-    def delete_memory(memory_id: str) -> CallToolResult:
+    async def delete_memory(memory_id: str,
+                      ctx: Context[Any, Any, Any] | None = None) -> CallToolResult:
         """Delete one memory (journaled: a restore can bring it back)."""
-        def act() -> CallToolResult:
-            out = memory.delete(memory_id, actor=ACTOR)
-            return _result(out["message"], out)
-        return _call(act)
+        who = scoped(ctx)  # type: ignore[arg-type]
 
-    def delete_all_memories(user_id: str | None = None, agent_id: str | None = None,
-                            run_id: str | None = None) -> CallToolResult:
+        def act() -> CallToolResult:
+            _visible(memory, who, memory_id)
+            out = memory.delete(memory_id, actor=_actor(who))
+            return _result(out["message"], out)
+        return await anyio.to_thread.run_sync(_call, act)
+
+    async def delete_all_memories(user_id: str | None = None, agent_id: str | None = None,
+                            run_id: str | None = None,
+                            ctx: Context[Any, Any, Any] | None = None) -> CallToolResult:
         """Delete every memory of a user, agent or run (never the whole store)."""
+        who = scoped(ctx)  # type: ignore[arg-type]
+
         def act() -> CallToolResult:
             if all(v is None for v in (user_id, agent_id, run_id)):
-                from memvault.errors import InvalidInput
-
                 raise InvalidInput("give user_id, agent_id or run_id",
                                    hint="delete_all_memories never deletes everything")
-            memory.delete_all(user_id=user_id, agent_id=agent_id, run_id=run_id, actor=ACTOR)
+            ids = who.entities(user_id, agent_id, run_id)
+            memory.delete_all(**ids, actor=_actor(who))
             return _result("deleted", {"message": "All relevant memories deleted"})
-        return _call(act)
+        return await anyio.to_thread.run_sync(_call, act)
 
-    tools: list[tuple[Callable[..., CallToolResult], tuple[str, ...], ToolAnnotations]] = [
+    Tool = Callable[..., Awaitable[CallToolResult]]
+    tools: list[tuple[Tool, tuple[str, ...], ToolAnnotations]] = [
         (add_memory, ("add_memory", "add_memories"), WRITES),
         (search_memories, ("search_memories", "search_memory"), READ_ONLY),
         (get_memories, ("get_memories", "list_memories"), READ_ONLY),
