@@ -1,6 +1,6 @@
 """memvault as an MCP server: mem0's hosted MCP tool names (and OpenMemory's as aliases) over
-the `Memory` service, with the official `mcp` SDK (v1; pinned <2 because v2 renames the
-FastMCP server module and its tool-result types).
+the `Memory` service, with the official `mcp` SDK (v1; pinned <2 because v2 removes
+`mcp.server.fastmcp`: docs/mcp.md "SDK version").
 
 Every tool answers a structured result plus a one-line text; a memvault error becomes an MCP
 tool error carrying its code and hint, so an agent sees why and what to do next, never an
