@@ -73,11 +73,15 @@ def test_http_round_trip_and_scoped_isolation_on_every_tool(live: str, memory: M
             ("get_memory", {"memory_id": bob_id}),
             ("update_memory", {"memory_id": bob_id, "text": "hijacked"}),
             ("delete_memory", {"memory_id": bob_id}),
-            ("delete_memories", {"memory_id": bob_id}),
+            ("delete_memories", {"memory_ids": [bob_id]}),
+            ("delete_entities", {"user_id": "bob"}),
         ]:
             result = await session.call_tool(name, args)
             assert result.isError, (name, result)
             assert "[forbidden]" in text(result) or "[not_found]" in text(result), text(result)
+        entities = await session.call_tool("list_entities", {})
+        assert entities.structuredContent is not None
+        assert [e["id"] for e in entities.structuredContent["results"]] == ["alice"]
         for filters in ({"OR": [{"user_id": "bob"}, {"user_id": "alice"}]},
                         {"NOT": [{"user_id": "alice"}]}):
             widened = await session.call_tool("search_memories",

@@ -24,7 +24,9 @@ CALLS = [
     ("get_memory", {"memory_id": MEMORY_ID}),
     ("update_memory", {"memory_id": MEMORY_ID, "text": "y"}),
     ("delete_memory", {"memory_id": MEMORY_ID}),
-    ("delete_memories", {"memory_id": MEMORY_ID}),
+    ("delete_memories", {"memory_ids": [MEMORY_ID]}),
+    ("list_entities", {}),
+    ("delete_entities", {"user_id": "a"}),
     ("delete_all_memories", {"user_id": "a"}),
 ]
 

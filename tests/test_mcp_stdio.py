@@ -16,7 +16,7 @@ from mcp.client.stdio import stdio_client
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = {"add_memory", "search_memories", "get_memories", "get_memory", "update_memory",
          "delete_memory", "delete_all_memories", "add_memories", "search_memory",
-         "list_memories", "delete_memories"}
+         "list_memories", "delete_memories", "list_entities", "delete_entities"}
 
 
 def _params(tmp_path: Path, database_url: str) -> StdioServerParameters:
@@ -46,7 +46,8 @@ def test_stdio_tools_round_trip(tmp_path: Path, database_url: str) -> None:
         for name in ("search_memories", "search_memory", "get_memories", "get_memory"):
             annotations = listed[name].annotations
             assert annotations is not None and annotations.readOnlyHint is True
-        for name in ("delete_memory", "delete_memories", "delete_all_memories"):
+        for name in ("delete_memory", "delete_memories", "delete_all_memories",
+                     "delete_entities"):
             annotations = listed[name].annotations
             assert annotations is not None and annotations.destructiveHint is True
 
@@ -81,11 +82,27 @@ def test_stdio_tools_round_trip(tmp_path: Path, database_url: str) -> None:
         assert [r["memory"] for r in listed_alice.structuredContent["results"]] == [
             "Alice is allergic to nuts"]
 
+        entities = await session.call_tool("list_entities", {})
+        assert entities.structuredContent is not None
+        assert {e["id"] for e in entities.structuredContent["results"]} == {"alice", "bob"}
         deleted = await session.call_tool("delete_memory", {"memory_id": memory_id})
         assert not deleted.isError, deleted.content
         gone = await session.call_tool("get_memory", {"memory_id": memory_id})
         assert gone.isError
         assert "[not_found]" in gone.content[0].text  # type: ignore[union-attr]
+        bob = await session.call_tool("get_memories", {"user_id": "bob"})
+        assert bob.structuredContent is not None
+        bob_ids = [r["id"] for r in bob.structuredContent["results"]]
+        partly = await session.call_tool("delete_memories", {"memory_ids": [*bob_ids, memory_id]})
+        assert partly.isError  # one id unknown: none deleted
+        assert (await session.call_tool("get_memory", {"memory_id": bob_ids[0]})).isError is False
+        both = await session.call_tool("delete_memories", {"memory_ids": bob_ids})
+        assert not both.isError, both.content
+        await session.call_tool("add_memory", {"text": "Carol", "user_id": "carol"})
+        dropped = await session.call_tool("delete_entities", {"user_id": "carol"})
+        assert not dropped.isError, dropped.content
+        left = await session.call_tool("list_entities", {})
+        assert left.structuredContent == {"results": []}
 
     _run(tmp_path, database_url, body)
 

@@ -211,6 +211,54 @@ def build_server(memory: Memory, verdict: Callable[[], Verdict | None] = lambda:
             return _result("deleted", {"message": "All relevant memories deleted"})
         return await anyio.to_thread.run_sync(_call, act)
 
+    async def delete_memories(memory_ids: list[str],
+                              ctx: Context[Any, Any, Any] | None = None) -> CallToolResult:
+        """Delete several memories by id (OpenMemory's tool): all of them or, if one is not
+        found, none."""
+        who = scoped(ctx)  # type: ignore[arg-type]
+
+        def act() -> CallToolResult:
+            for memory_id in memory_ids:
+                if memory.record(memory_id) is None:
+                    raise NotFound(f"Memory with id {memory_id} not found",
+                                   hint="nothing was deleted")
+                _visible(memory, who, memory_id)
+            for memory_id in memory_ids:
+                memory.delete(memory_id, actor=_actor(who))
+            return _result(f"deleted {len(memory_ids)} memories",
+                           {"message": "Memories deleted successfully", "ids": memory_ids})
+        return await anyio.to_thread.run_sync(_call, act)
+
+    async def list_entities(ctx: Context[Any, Any, Any] | None = None) -> CallToolResult:
+        """The users, agents and runs that have memories (a scoped key: within its scope)."""
+        who = scoped(ctx)  # type: ignore[arg-type]
+
+        def act() -> CallToolResult:
+            from memvault.server.routes import scoped_entities
+
+            rows = memory.entities() if who.admin else scoped_entities(memory, who.scope)
+            return _result(f"{len(rows)} entities", {"results": rows})
+        return await anyio.to_thread.run_sync(_call, act)
+
+    async def delete_entities(user_id: str | None = None, agent_id: str | None = None,
+                              run_id: str | None = None,
+                              ctx: Context[Any, Any, Any] | None = None) -> CallToolResult:
+        """Delete users, agents or runs with all their memories (admin only, as on REST)."""
+        who = scoped(ctx)  # type: ignore[arg-type]
+
+        def act() -> CallToolResult:
+            if not who.admin:
+                raise HTTPException(403, "Admin role required.")
+            given = {"user_id": user_id, "agent_id": agent_id, "run_id": run_id}
+            if all(v is None for v in given.values()):
+                raise InvalidInput("give user_id, agent_id or run_id",
+                                   hint="delete_entities never deletes everything")
+            for key, value in given.items():
+                if value is not None:
+                    memory.delete_all(**{key: value}, actor=_actor(who))
+            return _result("entities deleted", {"message": "Entity deleted"})
+        return await anyio.to_thread.run_sync(_call, act)
+
     Tool = Callable[..., Awaitable[CallToolResult]]
     tools: list[tuple[Tool, tuple[str, ...], ToolAnnotations]] = [
         (add_memory, ("add_memory", "add_memories"), WRITES),
@@ -218,7 +266,10 @@ def build_server(memory: Memory, verdict: Callable[[], Verdict | None] = lambda:
         (get_memories, ("get_memories", "list_memories"), READ_ONLY),
         (get_memory, ("get_memory",), READ_ONLY),
         (update_memory, ("update_memory",), WRITES),
-        (delete_memory, ("delete_memory", "delete_memories"), DELETES),
+        (delete_memory, ("delete_memory",), DELETES),
+        (delete_memories, ("delete_memories",), DELETES),
+        (list_entities, ("list_entities",), READ_ONLY),
+        (delete_entities, ("delete_entities",), DELETES),
         (delete_all_memories, ("delete_all_memories",), DELETES),
     ]
     for fn, names, hints in tools:
