@@ -58,7 +58,10 @@ def mount_mcp(app: FastAPI, runtime: Runtime) -> FastMCP:
     (the SDK's session manager owns a task group for the requests)."""
     guard = runtime.guard
     host = runtime.settings.host
-    allowed = () if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0") else (f"{host}:*",)
+    # Beyond loopback the bound name is accepted too (with and without a port); a wildcard
+    # bind names no host, so only loopback Host values pass (docs/mcp.md).
+    allowed = () if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::") else (
+        host, f"{host}:*")
     server = build_server(runtime.memory, lambda: guard.verdict if guard else None, allowed)
     sdk_app = server.streamable_http_app()
     endpoint = next(r.endpoint for r in sdk_app.routes
