@@ -119,3 +119,30 @@ def test_http_refuses_without_a_valid_key_and_checks_host(live: str) -> None:
     foreign = httpx.post(f"{live}/mcp", json=init, headers={
         **accept, "Authorization": f"Bearer {ADMIN}", "Origin": "http://evil.example"})
     assert foreign.status_code == 403, foreign.text
+
+
+def test_http_open_on_loopback_without_admin_key_and_bad_arguments(
+        settings: Settings, memory: Memory) -> None:
+    async def body(session: ClientSession) -> None:
+        added = await session.call_tool("add_memory", {"text": "open mode", "user_id": "u"})
+        assert not added.isError, text(added)
+        for name, args, code in [
+            ("search_memories", {"user_id": "u"}, ""),  # query missing: SDK validation
+            ("search_memories", {"query": "x", "user_id": "u", "filters": "{bad"},
+             "[invalid_input]"),
+            ("get_memories", {"user_id": "u", "top_k": -3}, "[invalid_input]"),
+            ("add_memory", {"text": "no namespace"}, "[invalid_input]"),
+            ("get_memory", {"memory_id": "not-a-uuid"}, "[invalid_input]"),
+            ("delete_all_memories", {}, "[invalid_input]"),
+        ]:
+            result = await session.call_tool(name, args)
+            assert result.isError, (name, args)
+            assert code in text(result), text(result)
+
+    with LiveServer(app_over(settings, memory)) as server:  # no MEMVAULT_ADMIN_API_KEY
+        async def main() -> None:
+            async with streamablehttp_client(f"{server.url}/mcp") as (read, write, _), \
+                    ClientSession(read, write) as session:
+                await session.initialize()
+                await body(session)
+        anyio.run(main)
