@@ -33,7 +33,8 @@ def _run(tmp_path: Path, database_url: str, body: Any) -> Any:
     async def main() -> Any:
         async with stdio_client(_params(tmp_path, database_url)) as (read, write), \
                 ClientSession(read, write) as session:
-            await session.initialize()
+            init = await session.initialize()
+            assert init.instructions and "search_memories" in init.instructions
             return await body(session)
     return anyio.run(main)
 

@@ -26,6 +26,8 @@ from memvault.server.auth import Principal
 if TYPE_CHECKING:
     from memvault.guard.checks import Verdict
 
+INSTRUCTIONS = ("Long-term memory. Call search_memories before answering questions about the "
+                "user and add_memory for facts worth keeping; name the user with user_id.")
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False)
 WRITES = ToolAnnotations(readOnlyHint=False, destructiveHint=False)
 DELETES = ToolAnnotations(readOnlyHint=False, destructiveHint=True)
@@ -101,7 +103,7 @@ def build_server(memory: Memory, verdict: Callable[[], Verdict | None] = lambda:
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=hosts,
         allowed_origins=[f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts])
-    server = FastMCP("memvault", stateless_http=True, json_response=True,
+    server = FastMCP("memvault", instructions=INSTRUCTIONS, stateless_http=True, json_response=True,
                      transport_security=security)
 
     def scoped(ctx: Context[Any, Any, Any]) -> Principal:
