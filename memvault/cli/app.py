@@ -14,6 +14,7 @@ from memvault.cli.doctor import doctor
 from memvault.cli.drill import drill
 from memvault.cli.guard import adopt
 from memvault.cli.keys import keys_app
+from memvault.cli.mcp_stdio import mcp
 from memvault.cli.migrate import export, import_app
 from memvault.cli.output import (
     JsonOption,
@@ -185,6 +186,7 @@ app.command("export")(fails_with_exit(1)(export))
 app.command("drill")(fails_with_exit(1)(drill))
 app.command("adopt")(fails_with_exit(1)(adopt))
 app.command("doctor")(doctor)
+app.command("mcp")(fails_with_exit(1)(mcp))
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from memvault.server.auth import require_admin
 from memvault.server.context import MAX_BODY_BYTES, RequestContext
 from memvault.server.deps import Check, ServerContext
 from memvault.server.errors import Redactor, install_error_handlers
+from memvault.server.mcp_http import mcp_lifespan, mount_mcp
 from memvault.server.metrics import StoreCollector
 from memvault.version import __version__
 
@@ -52,7 +53,8 @@ def create_app(runtime: Runtime, *, max_body_bytes: int = MAX_BODY_BYTES) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.start()
         try:
-            yield
+            async with mcp_lifespan(mcp_server):
+                yield
         finally:
             runtime.stop()
 
@@ -77,6 +79,7 @@ def create_app(runtime: Runtime, *, max_body_bytes: int = MAX_BODY_BYTES) -> Fas
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(ops.router)
+    mcp_server = mount_mcp(app, runtime)
     app.include_router(backup_router(runtime.backups), dependencies=[Depends(require_admin)])
 
     @app.get("/", include_in_schema=False)

@@ -224,10 +224,10 @@ def list_entities(
 ) -> JSONResponse:
     if principal.admin:
         return JSONResponse(memory.entities())
-    return JSONResponse(_scoped_entities(memory, principal.scope))
+    return JSONResponse(scoped_entities(memory, principal.scope))
 
 
-def _scoped_entities(memory: Memory, scope: dict[str, str]) -> list[dict[str, Any]]:
+def scoped_entities(memory: Memory, scope: dict[str, str]) -> list[dict[str, Any]]:
     """The entities among the memories a scoped key can see."""
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for record in memory.records(parse_filters(dict(scope))):
