@@ -48,7 +48,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def load_store(root: Path, n: int, embedder: LocalEmbedder) -> dict[str, Any]:
+def load_store(root: Path, n: int, embedder: LocalEmbedder,
+               namespaces: int = NAMESPACES) -> dict[str, Any]:
     settings = load_settings({"data_dir": root, "database_url": f"sqlite:///{root / 'mv.db'}"})
     memory = Memory(settings, embedder=embedder)
     identity = memory.embedder_identity()
@@ -59,7 +60,7 @@ def load_store(root: Path, n: int, embedder: LocalEmbedder) -> dict[str, Any]:
         for start in range(0, n, 20_000):
             records = [
                 MemoryRecord(id=str(uuid.uuid4()), memory=t, hash=text_hash(t), created_at=now,
-                             updated_at=now, user_id=f"user{(start + i) % NAMESPACES}",
+                             updated_at=now, user_id=f"user{(start + i) % namespaces}",
                              role="user")
                 for i, t in enumerate(texts[start : start + 20_000])
             ]
