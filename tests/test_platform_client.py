@@ -70,6 +70,8 @@ def test_memory_client_round_trip(mem0_client: Any, server: str) -> None:
 
 
 def test_pagination_and_batch(mem0_client: Any, server: str) -> None:
+    import mem0.exceptions as errors
+
     client = mem0_client.MemoryClient(api_key=ADMIN, host=server)
     ids = [client.add(f"fact {i}", user_id="carol", infer=False)["results"][0]["id"]
            for i in range(5)]
@@ -77,6 +79,11 @@ def test_pagination_and_batch(mem0_client: Any, server: str) -> None:
     second = client.get_all(filters={"user_id": "carol"}, page=2, page_size=2)
     assert len(first["results"]) == 2 and first["next"] and first["previous"] is None
     assert {m["id"] for m in first["results"]}.isdisjoint(m["id"] for m in second["results"])
+
+    last = client.get_all(filters={"user_id": "carol"}, page=3, page_size=2)
+    assert len(last["results"]) == 1 and last["next"] is None and last["previous"]
+    with pytest.raises(errors.ValidationError, match="page \\* page_size"):
+        client.get_all(filters={"user_id": "carol"}, page=11, page_size=100)
 
     client.batch_update([{"memory_id": ids[0], "text": "fact zero"}])
     assert client.get(ids[0])["memory"] == "fact zero"

@@ -105,7 +105,14 @@ def list_memories(memory: MemoryDep, body: ListBody | None = None,
                   principal: Principal = Depends(authenticate)) -> JSONResponse:
     ids, rest = _split(principal, body.filters if body else None)
     wanted = page * page_size
-    found = memory.get_all(**ids, filters=rest, top_k=wanted + 1)["results"]
+    if wanted > MAX_PAGE_SIZE:
+        # The store lists newest first with a limit and no offset: deeper pages cost a scan.
+        raise InvalidInput(f"pages reach the first {MAX_PAGE_SIZE} memories of a filter "
+                           f"(page * page_size <= {MAX_PAGE_SIZE}), got {wanted}",
+                           hint="narrow the filters (a run_id, a created_at range), or read "
+                           "everything with `memvault export`")
+    found = memory.get_all(**ids, filters=rest,
+                           top_k=min(wanted + 1, MAX_PAGE_SIZE))["results"]
     return JSONResponse({"count": len(found), "next": None if len(found) <= wanted else
                          f"?page={page + 1}&page_size={page_size}",
                          "previous": None if page == 1 else
