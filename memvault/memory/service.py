@@ -13,6 +13,7 @@ import numpy as np
 from memvault.config import Settings, load_settings
 from memvault.embed import Embedder, EmbedderIdentity, make_embedder
 from memvault.errors import EmbedderMismatch, InvalidInput, NotFound, StoreError
+from memvault.memory import mem0_config
 from memvault.memory import validation as check
 from memvault.memory.fusion import CANDIDATES, Scored, SearchMode, fuse, single, smooth
 from memvault.store import MemoryRecord, Store, open_store, parse_filters, text_hash, utc_now
@@ -100,7 +101,7 @@ class Memory:
     @classmethod
     def from_config(cls, config: dict[str, Any] | None = None) -> Memory:
         """Accepts memvault's own keys (as in memvault.toml) and mem0's nested config shape."""
-        return cls(load_settings(_translate_mem0_config(config or {})))
+        return cls(load_settings(mem0_config.translate(config or {})))
 
     def close(self) -> None:
         with self._pool_lock:
@@ -524,36 +525,3 @@ def _check_add(
 def _entity_node(entities: dict[str, str]) -> Node:
     conds = tuple(Cond(key, "eq", value) for key, value in entities.items())
     return conds[0] if len(conds) == 1 else Bool("AND", conds)
-
-
-def _translate_mem0_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Map mem0's {"embedder": {"provider", "config": {...}}, ...} onto memvault settings."""
-    settings: dict[str, Any] = {}
-    for key, value in config.items():
-        if key in ("embedder", "llm") and isinstance(value, dict):
-            provider = value.get("provider")
-            inner = value.get("config") or {}
-            model = inner.get("model")
-            if provider in ("openai", "ollama") and model:
-                settings[key] = f"{provider}:{model}"
-            elif provider in ("local", None) and key == "embedder":
-                settings[key] = "local"
-            else:
-                raise InvalidInput(f"unsupported {key} provider {provider!r}",
-                                   hint="use openai (any compatible endpoint) or ollama")
-            base = inner.get("openai_base_url") or inner.get("ollama_base_url")
-            if base:
-                settings[f"{key}_url"] = base
-            if inner.get("api_key"):
-                settings[f"{key}_api_key"] = inner["api_key"]
-        elif key == "vector_store" and isinstance(value, dict):
-            inner = value.get("config") or {}
-            if inner.get("connection_string"):
-                settings["database_url"] = inner["connection_string"]
-            elif inner.get("path"):
-                settings["database_url"] = f"sqlite:///{inner['path']}"
-        elif key in ("history_db_path", "version", "custom_fact_extraction_prompt"):
-            continue  # mem0 knobs with no memvault equivalent: history lives in the journal
-        else:
-            settings[key] = value
-    return settings

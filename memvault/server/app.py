@@ -21,7 +21,7 @@ from memvault.guard.refuse import RefuseUnguardedStore
 from memvault.guard.watchdog import Guard
 from memvault.memory import Memory
 from memvault.runtime import Runtime
-from memvault.server import ops, routes
+from memvault.server import ops, platform, routes
 from memvault.server.auth import require_admin
 from memvault.server.context import MAX_BODY_BYTES, RequestContext
 from memvault.server.deps import Check, ServerContext
@@ -79,6 +79,7 @@ def create_app(runtime: Runtime, *, max_body_bytes: int = MAX_BODY_BYTES) -> Fas
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(ops.router)
+    app.include_router(platform.router)
     mcp_server = mount_mcp(app, runtime)
     app.include_router(backup_router(runtime.backups), dependencies=[Depends(require_admin)])
 

@@ -75,11 +75,16 @@ class Principal:
         return self.can_see({k: getattr(record, k) for k in ENTITY_KEYS})
 
 
-def _token(api_key: str | None, bearer: HTTPAuthorizationCredentials | None) -> str | None:
+def _token(request: Request, api_key: str | None,
+           bearer: HTTPAuthorizationCredentials | None) -> str | None:
     if api_key:
         return api_key
     if bearer is not None and bearer.credentials:
         return bearer.credentials
+    # mem0's platform client (mem0ai.MemoryClient) sends "Authorization: Token <key>".
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "token" and credentials.strip():
+        return credentials.strip()
     return None
 
 
@@ -90,7 +95,7 @@ async def authenticate(
 ) -> Principal:
     context = context_of(request)
     admin_key = context.admin_key
-    token = _token(api_key, bearer)
+    token = _token(request, api_key, bearer)
     if token is None:
         if admin_key is None:
             return Principal(admin=True)  # open mode: loopback only, warned at startup
