@@ -22,6 +22,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from memvault.errors import InvalidInput, MemvaultError, NotFound
 from memvault.memory import Memory
 from memvault.server.auth import Principal
+from memvault.server.routes import visible
 
 if TYPE_CHECKING:
     from memvault.guard.checks import Verdict
@@ -71,13 +72,6 @@ def _call(action: Callable[[], CallToolResult]) -> CallToolResult:
         raise tool_error(exc) from exc
     except HTTPException as exc:  # the REST scope rules' 403
         raise ToolError(f"[forbidden] {exc.detail}") from exc
-
-
-def _visible(memory: Memory, principal: Principal, memory_id: str) -> None:
-    """A memory outside the caller's scope is reported as not found, as on REST."""
-    record = memory.record(memory_id)
-    if record is not None and not principal.can_see_record(record):
-        raise NotFound(f"Memory with id {memory_id} not found")
 
 
 def _filters(filters: dict[str, Any] | str | None) -> dict[str, Any] | None:
@@ -168,7 +162,7 @@ def build_server(memory: Memory, verdict: Callable[[], Verdict | None] = lambda:
         def act() -> CallToolResult:
             found = memory.get(memory_id)
             if found is not None:
-                _visible(memory, who, memory_id)
+                visible(memory, who, memory_id)
             else:
                 raise NotFound(f"Memory with id {memory_id} not found",
                                hint="search_memories or get_memories list the ids")
@@ -182,7 +176,7 @@ def build_server(memory: Memory, verdict: Callable[[], Verdict | None] = lambda:
         who = scoped(ctx)  # type: ignore[arg-type]
 
         def act() -> CallToolResult:
-            _visible(memory, who, memory_id)
+            visible(memory, who, memory_id)
             out = memory.update(memory_id, text=text, metadata=metadata, actor=_actor(who))
             return _result(out.get("message", "updated"), out)
         return await anyio.to_thread.run_sync(_call, act)
@@ -193,7 +187,7 @@ def build_server(memory: Memory, verdict: Callable[[], Verdict | None] = lambda:
         who = scoped(ctx)  # type: ignore[arg-type]
 
         def act() -> CallToolResult:
-            _visible(memory, who, memory_id)
+            visible(memory, who, memory_id)
             out = memory.delete(memory_id, actor=_actor(who))
             return _result(out["message"], out)
         return await anyio.to_thread.run_sync(_call, act)
@@ -224,7 +218,7 @@ def build_server(memory: Memory, verdict: Callable[[], Verdict | None] = lambda:
                 if memory.record(memory_id) is None:
                     raise NotFound(f"Memory with id {memory_id} not found",
                                    hint="nothing was deleted")
-                _visible(memory, who, memory_id)
+                visible(memory, who, memory_id)
             for memory_id in memory_ids:
                 memory.delete(memory_id, actor=_actor(who))
             return _result(f"deleted {len(memory_ids)} memories",

@@ -14,7 +14,7 @@ from memvault.errors import InvalidInput, NotFound
 from memvault.memory import Memory, format_record
 from memvault.server.auth import Principal, authenticate
 from memvault.server.deps import MemoryDep
-from memvault.server.routes import MemoryId, _scoped_entities, _visible
+from memvault.server.routes import MemoryId, scoped_entities, visible
 from memvault.store import ENTITY_KEYS
 
 router = APIRouter(tags=["mem0 platform"])
@@ -121,7 +121,7 @@ def list_memories(memory: MemoryDep, body: ListBody | None = None,
 
 
 def _record(memory: Memory, principal: Principal, memory_id: str) -> Any:
-    record = _visible(memory, principal, memory_id)
+    record = visible(memory, principal, memory_id)
     if record is None:
         raise NotFound(f"Memory with id {memory_id} not found")
     return record
@@ -152,7 +152,7 @@ def delete(memory_id: MemoryId, memory: MemoryDep,
 @router.get("/v1/memories/{memory_id}/history/", summary="A memory's history (mem0 platform)")
 def history(memory_id: MemoryId, memory: MemoryDep,
             principal: Principal = Depends(authenticate)) -> JSONResponse:
-    _visible(memory, principal, str(memory_id))
+    visible(memory, principal, str(memory_id))
     found = memory.history(str(memory_id))
     if not found:
         raise NotFound(f"Memory with id {memory_id} not found")
@@ -175,7 +175,7 @@ def delete_all(memory: MemoryDep, user_id: str | None = None, agent_id: str | No
 
 @router.get("/v1/entities/", summary="Users, agents and runs (mem0 platform)")
 def entities(memory: MemoryDep, principal: Principal = Depends(authenticate)) -> JSONResponse:
-    found = memory.entities() if principal.admin else _scoped_entities(memory, principal.scope)
+    found = memory.entities() if principal.admin else scoped_entities(memory, principal.scope)
     # The platform client reads "name" where memvault's REST says "id".
     return JSONResponse({"count": len(found),
                          "results": [{**e, "name": e["id"]} for e in found]})

@@ -32,7 +32,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 MemoryId = uuid.UUID  # a malformed id is a 422 before any handler runs
 
 
-def _visible(memory: Memory, principal: Principal, memory_id: str) -> MemoryRecord | None:
+def visible(memory: Memory, principal: Principal, memory_id: str) -> MemoryRecord | None:
     """404 unless the memory exists (or existed, for history) inside the caller's scope.
     Returns the record when it exists."""
     record = memory.record(memory_id)
@@ -115,7 +115,7 @@ def _json_filters(filters: str | None) -> dict[str, Any] | None:
 def get_memory(
     memory_id: MemoryId, memory: MemoryDep, principal: Principal = Depends(authenticate)
 ) -> JSONResponse:
-    record = _visible(memory, principal, str(memory_id))
+    record = visible(memory, principal, str(memory_id))
     if record is None:
         raise NotFound(f"Memory with id {memory_id} not found")
     return JSONResponse(format_record(record, None, with_score=True))
@@ -143,7 +143,7 @@ def update_memory(
     memory: MemoryDep,
     principal: Principal = Depends(authenticate),
 ) -> JSONResponse:
-    _visible(memory, principal, str(memory_id))
+    visible(memory, principal, str(memory_id))
     changes: dict[str, Any] = {"text": body.text, "data": body.data, "metadata": body.metadata}
     if "expiration_date" in body.model_fields_set:
         changes["expiration_date"] = body.expiration_date  # null clears it
@@ -155,7 +155,7 @@ def update_memory(
 def memory_history(
     memory_id: MemoryId, memory: MemoryDep, principal: Principal = Depends(authenticate)
 ) -> JSONResponse:
-    _visible(memory, principal, str(memory_id))
+    visible(memory, principal, str(memory_id))
     history = memory.history(str(memory_id))
     if not history:
         raise NotFound(f"Memory with id {memory_id} not found")
@@ -167,7 +167,7 @@ def memory_history(
 def delete_memory(
     memory_id: MemoryId, memory: MemoryDep, principal: Principal = Depends(authenticate)
 ) -> JSONResponse:
-    if _visible(memory, principal, str(memory_id)) is None:
+    if visible(memory, principal, str(memory_id)) is None:
         raise NotFound(f"Memory with id {memory_id} not found")
     memory.delete(str(memory_id), actor=principal.actor)
     return JSONResponse({"message": "Memory deleted successfully"})
