@@ -14,8 +14,6 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
 from prometheus_client import CollectorRegistry
 
-from memvault.backup.api import METRICS as BACKUP_METRICS
-from memvault.backup.api import backup_router, restore_check
 from memvault.guard.api import GuardMetrics, guard_check
 from memvault.guard.refuse import RefuseUnguardedStore
 from memvault.guard.watchdog import Guard
@@ -23,6 +21,8 @@ from memvault.memory import Memory
 from memvault.runtime import Runtime
 from memvault.server import ops, platform, routes
 from memvault.server.auth import require_admin
+from memvault.server.backups_api import METRICS as BACKUP_METRICS
+from memvault.server.backups_api import backup_router, restore_check
 from memvault.server.context import MAX_BODY_BYTES, RequestContext
 from memvault.server.deps import Check, ServerContext
 from memvault.server.errors import Redactor, install_error_handlers
