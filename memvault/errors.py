@@ -82,3 +82,10 @@ class Forbidden(MemvaultError):
     """The API key is valid but may not do this (HTTP 403): admin-only, or another namespace."""
 
     code = "forbidden"
+
+
+class SafetySnapshotFailed(MemvaultError):
+    """A destructive operation was refused because the snapshot that would make it reversible
+    could not be taken (HTTP 503): nothing was changed."""
+
+    code = "safety_snapshot_failed"

@@ -28,6 +28,7 @@ from memvault.memory import Memory
 from memvault.memory.batching import AddBatcher
 
 if TYPE_CHECKING:
+    from memvault.backup.safety import SafetySnapshots
     from memvault.backup.scheduler import BackupScheduler
     from memvault.config import Settings
     from memvault.guard.drill_job import DrillJob
@@ -73,6 +74,7 @@ class Runtime:
             self.memory.use_embedder(embedder)
         self.embedder = embedder
         self.add_batcher = AddBatcher(self.memory)
+        self.memory.use_safety_snapshots(self._safety_snapshots())
         self.guard = guard
         self._owns_guard = False
         self._closed = False
@@ -117,6 +119,14 @@ class Runtime:
                 self.writer_lock.release()
                 self.writer_lock = None
             raise
+
+    def _safety_snapshots(self) -> SafetySnapshots:
+        """Safety snapshots (POST /reset, a wide delete) go through this process's scheduler:
+        one journal shipper, one snapshot at a time."""
+        from memvault.backup.safety import SafetySnapshots
+
+        return SafetySnapshots(self.memory.store, self.settings,
+                               take=lambda tag: self.backups().snapshot_now(True, tag))
 
     def _backup_hold(self) -> str | None:
         guard = self.guard

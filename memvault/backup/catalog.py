@@ -81,6 +81,7 @@ class BackupEntry:
             "active_embedder": m.active_embedder if m else None,
             "encrypted": m.encrypted if m else None,
             "size": sum(f.size for f in m.files.values()) if m else None,
+            "tag": m.tag if m else None,
         }
 
 

@@ -155,6 +155,9 @@ class Manifest:
     encryption: dict[str, Any] | None
     validation: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # Why it was taken when not on schedule: `pre-<operation>` for a safety snapshot
+    # (backup/safety.py). Absent from the JSON when None, so older manifests keep their bytes.
+    tag: str | None = None
 
     @property
     def total(self) -> int:
@@ -195,7 +198,7 @@ class Manifest:
             "files": {name: info.to_json() for name, info in self.files.items()},
             "encryption": self.encryption,
             "validation": self.validation,
-        }
+        } | ({"tag": self.tag} if self.tag else {})
 
     def to_bytes(self) -> bytes:
         """The stored manifest.json (from_bytes checks a stored one is exactly this form)."""
@@ -238,7 +241,7 @@ class Manifest:
             embedders=[EmbedderEntry(**e) for e in data.get("embedders", [])],
             files={n: FileInfo(int(f["size"]), f["sha256"]) for n, f in data["files"].items()},
             encryption=data.get("encryption"), validation=data.get("validation") or {},
-            format_version=version,
+            format_version=version, tag=data.get("tag"),
         )
 
 

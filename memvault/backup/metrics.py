@@ -24,3 +24,7 @@ clock_skew = Gauge(
     "memvault_backup_clock_skew_seconds", "How far the newest wall-clock stamp of a backup "
     "artifact (manifest, journal segment, lineage head) lies in the future of this process's "
     "clock; 0 when none does.", ["destination"])
+safety_snapshots = Counter(
+    "memvault_safety_snapshots_total", "Safety snapshots taken before a destructive operation, "
+    "by operation and result (taken, failed, skipped: --no-safety-snapshot).",
+    ["operation", "result"])

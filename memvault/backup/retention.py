@@ -30,6 +30,7 @@ log = logging.getLogger("memvault.backup")
 # An unfinished snapshot younger than this may still be being written.
 INCOMPLETE_GRACE = timedelta(hours=1)
 RULES = ("last", "daily", "weekly", "monthly")
+SAFETY_PREFIX = "pre-"  # the tag of a safety snapshot: pre-<operation>
 
 
 @dataclass
@@ -88,6 +89,19 @@ def _bucketed(valid: list[BackupEntry], count: int, bucket: Callable[[datetime],
         keep.setdefault(entry.id, []).append(f"{label} {key}")
 
 
+def _safety(valid: list[BackupEntry], keep_policy: dict[str, int], now: datetime,
+            keep: dict[str, list[str]]) -> None:
+    """A safety snapshot (`pre-<operation>`, backup/safety.py) is the way back from a
+    destructive step: it is kept for the daily window (at least a day) whatever `last` says,
+    so a burst of them cannot push out, nor be pushed out by, the regular backups."""
+    days = max(keep_policy.get("daily", 0), 1)
+    for entry in valid:
+        tag = entry.manifest.tag if entry.manifest else None
+        if tag and tag.startswith(SAFETY_PREFIX) and entry.created is not None \
+                and now - entry.created.astimezone(UTC) < timedelta(days=days):
+            keep.setdefault(entry.id, []).append(f"safety snapshot {tag}, kept {days} day(s)")
+
+
 def _lineage(entry: BackupEntry) -> str:
     return entry.manifest.lineage_id if entry.manifest else ""
 
@@ -109,6 +123,7 @@ def plan_prune(dest: Destination, keep_policy: dict[str, int],
             keep.setdefault(entry.id, []).append(f"last {index + 1}")
         _bucketed(valid, keep_policy.get("daily", 0), lambda d: d.date().isoformat(), "daily",
                   keep)
+        _safety(valid, keep_policy, now, keep)
         # Point-in-time recovery needs the journal from the lowest seq of the last/daily
         # window (whatever the clocks said when those snapshots were taken).
         pitr_floor[lineage_id] = min(e.seq for e in valid if e.id in keep)

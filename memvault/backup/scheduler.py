@@ -84,12 +84,13 @@ class BackupScheduler:
 
     # ---------------------------------------------------------------- jobs
 
-    def snapshot_now(self, accept_drop: bool = False) -> list[BackupResult]:
+    def snapshot_now(self, accept_drop: bool = False, tag: str | None = None
+                     ) -> list[BackupResult]:
         with self._snapshot_lock:
             try:
                 results = create_backup(self.store, self.settings,
                                         destinations=self.destinations,
-                                        accept_drop=accept_drop, shipper=self.shipper)
+                                        accept_drop=accept_drop, shipper=self.shipper, tag=tag)
             except Exception as exc:
                 self.failing = f"{type(exc).__name__}: {exc}"
                 raise

@@ -65,7 +65,7 @@ class BackupResult:
         return {"id": self.id, "destination": self.destination, "status": self.status,
                 "reasons": self.reasons, "seq": m.seq if m else None,
                 "total": m.total if m else None, "counts": m.counts if m else None,
-                "created_at": m.created_at if m else None}
+                "created_at": m.created_at if m else None, "tag": m.tag if m else None}
 
 
 def new_backup_id(now: datetime) -> str:
@@ -87,6 +87,7 @@ def create_backup(
     progress: Progress | None = None,
     shipper: JournalShipper | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    tag: str | None = None,
 ) -> list[BackupResult]:
     """Snapshot the store to every destination. Never raises for one bad destination: each
     gets a result (failed with the cause, suspicious with the reasons, or valid).
@@ -95,7 +96,7 @@ def create_backup(
     written, so a snapshot never leaves seqs uncovered between it and the older ones; a
     destination the journal cannot reach gets no valid snapshot either. Pass the process's
     running `shipper` (one writer of the lineage heads per process); without one, one is
-    made for this run."""
+    made for this run. `tag` is written into the manifest (`pre-reset` for a safety snapshot)."""
     progress = progress or NoProgress()
     dests = destinations if destinations is not None else open_destinations(settings)
     unfinished = store.get_meta(MetaKey.RESTORE_INCOMPLETE)
@@ -120,6 +121,7 @@ def create_backup(
     try:
         try:
             draft, snap_vector_counts = _stage(store, staging, cipher, progress, clock)
+            draft.tag = tag
         except (MemvaultError, OSError) as exc:
             why = (f"cannot stage the snapshot in {staging}: {exc.strerror or exc}"
                    if isinstance(exc, OSError) else f"cannot read the store: {exc}")

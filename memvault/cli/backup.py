@@ -20,6 +20,7 @@ from memvault.cli.output import (
     print_json,
     print_table,
 )
+from memvault.cli.safety import NoSafetySnapshotOption, safety_snapshot
 
 backup_app = typer.Typer(help="Create, list, verify and prune backups.", no_args_is_help=True)
 
@@ -217,10 +218,13 @@ def restore(
         False, "--catch-up", help="Keep the store and replay onto it only the shipped journal "
         "of its own lineage after its own seq (a standby promoted behind); refused where the "
         "two journals differ."),
+    no_safety_snapshot: bool = NoSafetySnapshotOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Restore a backup (and the shipped journal up to --at) into the configured store."""
-    from memvault.backup import RestoreLoss, plan_restore, run_restore
+    """Restore a backup (and the shipped journal up to --at) into the configured store.
+
+    Over a non-empty store (--yes) a safety snapshot of it is taken first."""
+    from memvault.backup import RestoreLoss, plan_restore, restore_incomplete, run_restore
     from memvault.embed import make_embedder
     from memvault.store import open_store
     from memvault.store.writer_lock import hold_writer_lock
@@ -250,9 +254,16 @@ def restore(
         # Never under a running server (a SQLite store has one writer process).
         lock = hold_writer_lock(store, "memvault restore")
         try:
+            safety = None
+            if yes and present and not restore_incomplete(store):
+                safety = safety_snapshot(store, settings, "restore", skip=no_safety_snapshot,
+                                         as_json=as_json)
             with progress_bars(not as_json) as progress:
+                # The planned lineage: the safety snapshot may have made the store's own
+                # lineage one the destinations hold.
                 report = run_restore(store, settings, embedder, which, at, yes=yes,
-                                     progress=progress, lineage=lineage,
+                                     progress=progress,
+                                     lineage=lineage or plan.manifest.lineage_id,
                                      allow_loss=allow_loss)
         except RestoreLoss as exc:
             if as_json:  # scripts get the loss itself, not only the message
@@ -264,7 +275,7 @@ def restore(
     finally:
         store.close()
     if as_json:
-        print_json(report.to_json())
+        print_json(report.to_json() | {"safety_snapshot": safety})
         return
     loss = report.plan.loss
     if loss.lost:

@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from memvault.cli.output import JsonOption, console, print_json
+from memvault.cli.safety import NoSafetySnapshotOption, safety_snapshot
 from memvault.errors import MemvaultError
 
 log = logging.getLogger("memvault.guard")
@@ -27,9 +28,11 @@ def adopt(
     ctx: typer.Context,
     yes: bool = typer.Option(False, "--yes", help="Adopt without asking."),
     reason: str = typer.Option("", "--reason", help="Why; kept in the ledger."),
+    no_safety_snapshot: bool = NoSafetySnapshotOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Accept the configured store as the start of a new guarded lineage."""
+    """Accept the configured store as the start of a new guarded lineage (after a safety
+    snapshot of it)."""
     from memvault.backup.destinations import open_destinations
     from memvault.cli.context import overrides
     from memvault.config import load_settings
@@ -68,6 +71,12 @@ def adopt(
             # A rolled-back store: its seqs would collide with the shipped journal's.
             lineage = str(uuid.uuid4())
             memory.store.set_meta(MetaKey.LINEAGE_ID, lineage)
+        try:  # under the lineage it is adopted as: never shipped into the one it replaces
+            plan["safety_snapshot"] = safety_snapshot(memory.store, settings, "adopt",
+                                                      skip=no_safety_snapshot, as_json=as_json)
+        except MemvaultError:
+            memory.store.set_meta(MetaKey.LINEAGE_ID, obs.lineage_id)
+            raise
         note = (f"adopted{': ' + reason if reason else ''}; replaces lineage "
                 f"{ledger.lineage_id if ledger else '-'} (store "
                 f"{ledger.store_id if ledger else '-'}, {ledger.memories if ledger else 0} "

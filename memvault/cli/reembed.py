@@ -8,6 +8,7 @@ import typer
 
 from memvault.cli.context import overrides
 from memvault.cli.output import JsonOption, console, print_error, print_json
+from memvault.cli.safety import NoSafetySnapshotOption, safety_snapshot
 
 
 def reembed(
@@ -25,6 +26,7 @@ def reembed(
     drop_old: bool = typer.Option(False, "--drop-old",
                                   help="Not available yet: old vectors are always kept."),
     batch: int = typer.Option(256, "--batch", min=1, max=1000, help="Texts per embed call."),
+    no_safety_snapshot: bool = NoSafetySnapshotOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Switch to another embedder online: backfill its vectors, then switch.
@@ -67,11 +69,15 @@ def reembed(
             raise typer.Exit(1)
         from memvault.cli.backup import progress_bars
 
+        safety = None
+        if switch and plan.to_json()["switch_needed"]:  # the switch changes what search uses
+            safety = safety_snapshot(store, settings, "reembed", skip=no_safety_snapshot,
+                                     as_json=as_json)
         with progress_bars(not as_json) as progress:
             report = run_reembed(store, target, batch=batch, switch=switch, progress=progress)
     finally:
         store.close()
-    result = report.to_json()
+    result = report.to_json() | {"safety_snapshot": safety}
     if as_json:
         print_json(result)
     else:

@@ -6,7 +6,7 @@ import logging
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from memvault.memory.fusion import CANDIDATES, Scored, SearchMode, fuse, single,
 from memvault.store import MemoryRecord, Store, open_store, parse_filters, text_hash, utc_now
 from memvault.store.filters import Bool, Cond, Node, entity_constraints
 from memvault.store.records import ENTITY_KEYS, JournalEntry, MetaKey
+
+if TYPE_CHECKING:
+    from memvault.backup.safety import SafetySnapshots
 
 log = logging.getLogger("memvault.memory")
 
@@ -83,6 +86,7 @@ class Memory:
         embedder: Embedder | None = None,
         actor: str = "python",
         llm: Any | None = None,
+        safety: SafetySnapshots | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         self.store = store or open_store(self.settings)
@@ -93,6 +97,10 @@ class Memory:
         self._embedder_lock = threading.Lock()
         self.actor = actor
         self._llm = llm  # memvault.llm.ChatClient, built on first infer when MEMVAULT_LLM is set
+        # Asked before reset and a delete_all wider than one namespace (backup/safety.py);
+        # built on first use unless handed one (the server's goes through its scheduler).
+        self._safety = safety
+        self._safety_lock = threading.Lock()
         # Runs a hybrid search's keyword query while the query is embedded (both release
         # the GIL); started on first use.
         self._keyword_pool: ThreadPoolExecutor | None = None
@@ -121,6 +129,21 @@ class Memory:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def safety(self) -> SafetySnapshots:
+        with self._safety_lock:
+            if self._safety is None:
+                from memvault.backup.safety import SafetySnapshots
+
+                self._safety = SafetySnapshots(self.store, self.settings)
+            return self._safety
+
+    def use_safety_snapshots(self, safety: SafetySnapshots) -> None:
+        """Take safety snapshots through `safety` from now on (the server's runtime hands one
+        that snapshots through its running scheduler)."""
+        with self._safety_lock:
+            self._safety = safety
 
     # ------------------------------------------------------------------ embedder
 
@@ -373,16 +396,26 @@ class Memory:
         run_id: str | None = None,
         *,
         actor: str | None = None,
+        safety_snapshot: bool = True,
     ) -> dict[str, str]:
-        """Delete every memory matching all the given ids; never wider (mem0 fix)."""
+        """Delete every memory matching all the given ids; never wider (mem0 fix). Spanning
+        more than one namespace, a safety snapshot is taken first (refused if it fails)."""
+        from memvault.backup.safety import Operation
+
         entities = check.check_entities(user_id, agent_id, run_id)
         node = _entity_node(entities)
-        ids = [r.id for r in self.store.list(node)]
-        self.store.delete(ids, actor or self.actor)
+        records = self.store.list(node)
+        if len({r.namespace for r in records}) > 1:
+            self.safety.before(Operation.DELETE_ALL, enabled=safety_snapshot)
+        self.store.delete([r.id for r in records], actor or self.actor)
         return {"message": "Memories deleted successfully!"}
 
-    def reset(self, *, actor: str | None = None) -> None:
-        """Delete every memory (journaled, so a backup can still bring them back)."""
+    def reset(self, *, actor: str | None = None, safety_snapshot: bool = True) -> None:
+        """Delete every memory (journaled, so a backup can still bring them back), after a
+        safety snapshot (refused if it fails, unless `safety_snapshot=False`)."""
+        from memvault.backup.safety import Operation
+
+        self.safety.before(Operation.RESET, enabled=safety_snapshot)
         ids = [r.id for r in self.store.list(None)]
         self.store.delete(ids, actor or self.actor)
 

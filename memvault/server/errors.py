@@ -26,6 +26,7 @@ from memvault.errors import (
     LLMNotConfigured,
     MemvaultError,
     NotFound,
+    SafetySnapshotFailed,
     SchemaError,
     StoreError,
     StoreUnavailable,
@@ -50,6 +51,7 @@ ERROR_STATUS: list[tuple[type[MemvaultError], int, str | None]] = [
     (LLMNotConfigured, 503, "provider_unavailable"),
     (LLMError, 502, "provider_unavailable"),
     (ConfigError, 503, "config_invalid"),
+    (SafetySnapshotFailed, 503, "safety_snapshot_failed"),
     (MemvaultError, 500, "internal_error"),
 ]
 

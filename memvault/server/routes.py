@@ -194,8 +194,9 @@ def delete_all_memories(
 
 @router.post("/reset", tags=["admin"], summary="Delete every memory (journaled)",
              responses={200: {"model": schemas.MessageResponse}, **ERRORS})
-def reset(memory: MemoryDep, principal: Principal = Depends(require_admin)) -> JSONResponse:
-    memory.reset(actor=principal.actor)
+def reset(memory: MemoryDep, principal: Principal = Depends(require_admin),
+          safety_snapshot: bool = True) -> JSONResponse:
+    memory.reset(actor=principal.actor, safety_snapshot=safety_snapshot)
     return JSONResponse({"message": "All memories reset"})
 
 
