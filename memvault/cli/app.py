@@ -24,6 +24,7 @@ from memvault.cli.output import (
     print_json,
     print_table,
 )
+from memvault.cli.preflight import preflight
 from memvault.cli.reembed import reembed
 from memvault.cli.remote import ApiKeyOption, UrlOption, open_backend, remote_status
 from memvault.errors import MemvaultError
@@ -186,6 +187,7 @@ app.command("export")(fails_with_exit(1)(export))
 app.command("drill")(fails_with_exit(1)(drill))
 app.command("adopt")(fails_with_exit(1)(adopt))
 app.command("doctor")(doctor)
+app.command("preflight")(preflight)
 app.command("mcp")(fails_with_exit(1)(mcp))
 
 

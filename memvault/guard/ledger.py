@@ -64,6 +64,9 @@ class LedgerRecord:
     host: str = field(default_factory=socket.gethostname)
     restores: list[str] = field(default_factory=list)  # restore ids this lineage accepted
     format: int = 2
+    # The writer's configuration fingerprint (config/fingerprint.py: secrets as hashes only),
+    # so the next start can say what changed (guard/drift.py).
+    config: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -224,7 +227,8 @@ def record_key_for(destinations: list[Destination], record: LedgerRecord) -> str
 def observe(previous: LedgerRecord | None, *, lineage_id: str, store_id: str, backend: str,
             location: str, active_embedder: str | None, seq: int, namespaces: dict[str, int],
             event: str = "observed", note: str | None = None, restored: str | None = None,
-            now: datetime | None = None) -> LedgerRecord:
+            now: datetime | None = None, config: dict[str, Any] | None = None
+            ) -> LedgerRecord:
     """A new record for the store as it is now, carrying the recent totals and the accepted
     restores forward."""
     now = now or datetime.now(UTC)
@@ -245,5 +249,5 @@ def observe(previous: LedgerRecord | None, *, lineage_id: str, store_id: str, ba
                         location=location, active_embedder=active_embedder, seq=seq,
                         memories=total, namespaces=dict(namespaces),
                         observed_at=now.isoformat(), event=event, note=note, recent=recent,
-                        restores=restores)
+                        restores=restores, config=config)
 
