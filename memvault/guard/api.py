@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import Metric
 
 from memvault.backup.destinations import open_destinations
+from memvault.config.fingerprint import fingerprint
 from memvault.guard.checks import (
     REFUSING,
     Observation,
@@ -22,6 +23,7 @@ from memvault.guard.checks import (
     ledger_unknown,
     several_candidates,
 )
+from memvault.guard.drift import drift_report
 from memvault.guard.lineages import Known, LivenessWatch, choose, survey
 from memvault.guard.watchdog import (
     LEDGER_REREAD_SECONDS,
@@ -75,6 +77,7 @@ def current_verdict(memory: Memory, guard: Guard | None = None
     sent."""
     if guard is not None and guard.verdict is not None:
         return guard.verdict, {"checked_at": guard.checked_at, "source": "watchdog",
+                               "config_drift": guard.config_drift.report,
                                "ledger_problems": guard.ledger_problems,
                                "ledger_unknown": guard.known.unknown if guard.known else None,
                                "lineages": guard.lineages_status()}
@@ -95,6 +98,7 @@ def current_verdict(memory: Memory, guard: Guard | None = None
         if unknown is not None:
             verdict.findings.append(unknown)
     return verdict, {"source": "now", "ledger_problems": problems,
+                     "config_drift": drift_report(fingerprint(memory.settings), known.ledger),
                      "ledger_lineage": known.ledger.lineage_id if known.ledger else None,
                      "ledger_unknown": known.unknown, "deciding": known.pending}
 

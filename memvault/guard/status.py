@@ -123,6 +123,13 @@ def _guard_check(memory: Any, checks: list[dict[str, Any]], guard: Any = None
         # One destination listing what another does not, a listing that hides what a GET
         # proves, an unreadable record: the ledger may be incomplete.
         checks.append({"name": "ledger", "state": WARNING, "message": problem})
+    drift = info.get("config_drift") or {}
+    if drift.get("changes") or drift.get("changed_secrets"):
+        from memvault.guard.drift import describe_changes
+
+        # A deliberate change is no fault: named here, counted in memvault_config_drift_total.
+        checks.append({"name": "config", "state": OK, "message": "the configuration changed "
+                       f"since the ledger's last record: {describe_changes(drift)}"})
     if not firing and not info.get("ledger_unknown") and not info.get("deciding"):
         checks.append({"name": "guard", "state": OK, "message": "the store is the one the "
                        "ledger knows" if info.get("ledger_lineage") or info["source"] ==

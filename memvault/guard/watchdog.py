@@ -35,6 +35,7 @@ from memvault.guard.checks import (
 )
 from memvault.guard.clock import SYSTEM, Clock
 from memvault.guard.digest import DIGEST_MIN_UPTIME_SECONDS, digest_text, send_digest
+from memvault.guard.drift import ConfigDrift
 from memvault.guard.forks import foreign_writers, journal_forks
 from memvault.guard.ledger import (
     LedgerRecord,
@@ -134,6 +135,7 @@ class Guard:
         self._created_at = clock.mono()
         self.backups = BackupHealth(settings, self.destinations, clock)
         self.probe = EmbedderProbe(settings, memory, probe_seconds, clock.mono())
+        self.config_drift = ConfigDrift(settings, self.registry)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -244,6 +246,7 @@ class Guard:
         self.survey = found
         self.known = choose(obs, found, self.watch)
         self.ledger = self.known.ledger
+        self.config_drift.compare(self.ledger)
         self.ledger_problems = found.problems
         self._ledger_read_at = now
         self.backups.refresh(obs.lineage_id)
@@ -253,6 +256,7 @@ class Guard:
         known = self.known
         verdict = assess(obs, self.ledger, self._configured_embedder(),
                          self.settings.alert_drop_ratio, self.clock.wall())
+        self.config_drift.annotate(verdict)
         if known is None:
             return verdict
         if known.pending or known.unknown or (known.unreadable and self.ledger is None):
@@ -354,10 +358,11 @@ class Guard:
                 force: bool = False) -> None:
         event = verdict.accept or "observed"
         previous = self.ledger
+        config = self.config_drift.current.to_json()
         changed = previous is None or event != "observed" or previous.event == "from-backup" \
             or verdict.restored is not None or (
-            obs.lineage_id, obs.store_id, obs.active_embedder) != (
-            previous.lineage_id, previous.store_id, previous.active_embedder)
+            obs.lineage_id, obs.store_id, obs.active_embedder, config) != (
+            previous.lineage_id, previous.store_id, previous.active_embedder, previous.config)
         moved = previous is None or obs.seq != previous.seq or obs.total != previous.memories
         if not force and not changed and (
                 not moved or now - self._ledger_written_at < LEDGER_EVERY_SECONDS):
@@ -366,7 +371,7 @@ class Guard:
                          backend=obs.backend, location=obs.location,
                          active_embedder=obs.active_embedder, seq=obs.seq,
                          namespaces=obs.namespaces, event=event, note=verdict.note,
-                         restored=verdict.restored, now=self.clock.wall())
+                         restored=verdict.restored, now=self.clock.wall(), config=config)
         problems = write_ledger(self.destinations, record)
         if len(problems) < len(self.destinations):
             self.ledger = record
@@ -473,6 +478,7 @@ class Guard:
             "deciding": self.known.pending if self.known else None,
             "ledger_unknown": self.known.unknown if self.known else None,
             "writer_conflicts": self.conflicts,
+            "config_drift": self.config_drift.report,
         }
 
     def lineages_status(self) -> list[dict[str, Any]]:
