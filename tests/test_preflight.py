@@ -152,3 +152,52 @@ def test_config_file_candidate_and_a_bad_value(memory: Memory, settings: Setting
     toml.write_text('port = "not a port"\n')
     bad = runner.invoke(app, ["preflight", "--config", str(toml)])
     assert bad.exit_code == 3 and "port" in bad.stderr
+
+
+# ------------------------------------------------------------------ drill --config
+
+
+def test_drill_config_restores_with_the_candidate_embedder_and_reports_the_mismatch(
+        memory: Memory, settings: Settings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from memvault.backup import open_destinations
+    from memvault.guard.drill import read_drills
+
+    guarded(memory, settings)
+    runner = runner_for(monkeypatch, settings)
+    candidate = tmp_path / "candidate.toml"
+    with EmbeddingServer(dims=48) as server:
+        candidate.write_text(f'embedder = "openai:nomic"\nembedder_url = "{server.url}/v1"\n')
+        out = runner.invoke(app, ["drill", "--config", str(candidate), "--json"])
+        human = runner.invoke(app, ["drill", "--config", str(candidate)],
+                              env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    assert report["candidate"] == {"backup_embedder": "local:all-MiniLM-L6-v2-q8:384",
+                                   "embedder": "openai:nomic:48", "reembedded": True}
+    assert report["vectors"] == {"embedder": "openai:nomic:48", "count": 12}
+    assert report["sample"]["texts"]["checked"] > 0  # texts embed close to their new vectors
+    assert report["database"]["reachable"] and report["record"] is None
+    assert "every memory re-embedded" in flat(human.stdout)
+    # A candidate's drill says nothing about the running configuration's backups.
+    assert read_drills(open_destinations(settings))[0] == []
+    with EmbeddingServer(dims=48) as gone:
+        dead = f"{gone.url}/v1"
+    candidate.write_text(f'embedder = "openai:nomic"\nembedder_url = "{dead}"\n')
+    failed = runner.invoke(app, ["drill", "--config", str(candidate), "--json"])
+    assert failed.exit_code == 1
+    assert dead.removesuffix("/v1") in json.loads(failed.stdout)["error"]
+
+
+def test_drill_env_with_an_unreachable_database_fails_naming_it(
+        memory: Memory, settings: Settings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    guarded(memory, settings)
+    runner = runner_for(monkeypatch, settings)
+    env = tmp_path / "candidate.env"
+    env.write_text(f"MEMVAULT_DATABASE_URL=postgresql://mem0_user_prd:{PASSWORD}@127.0.0.1:1/"
+                   "mem0_prd\n")
+    out = runner.invoke(app, ["drill", "--env", str(env)])
+    assert out.exit_code == 1
+    assert "host=127.0.0.1 port=1 database=mem0_prd user=mem0_user_prd" in flat(out.stderr)
+    assert PASSWORD not in out.stdout + out.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -14,6 +15,11 @@ def drill(
     lineage: str | None = typer.Option(
         None, "--lineage", help="Which lineage to drill when the destinations hold several "
         "(default: the only one; `memvault backup list` shows them)."),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="Drill a candidate configuration (memvault.toml): restore with "
+        "its embedder (re-embedding if the model differs) and check its database is reachable. "
+        "Not recorded."),
+    env_file: Path | None = typer.Option(None, "--env", help="The candidate as a dotenv file."),
     as_json: bool = JsonOption,
 ) -> None:
     """Restore the newest backup into a scratch store, verify it, record the result.
@@ -25,15 +31,38 @@ def drill(
     from memvault.guard.drill import run_drill
 
     settings = load_settings(overrides(ctx))
+    candidate = None
+    database: dict[str, Any] | None = None
+    if config_file is not None or env_file is not None:
+        settings, candidate, database = _candidate(ctx, config_file, env_file)
     with progress_bars(not as_json) as progress:
-        report = run_drill(settings, progress=progress, lineage_id=lineage)
+        report = run_drill(settings, progress=progress, lineage_id=lineage, candidate=candidate)
+    result = report.to_json() | ({"database": database} if database else {})
     if as_json:
-        print_json(report.to_json())
+        print_json(result)
     else:
-        _print(report.to_json())
+        _print(result)
+    if database is not None and not database["reachable"]:
+        print_error(f"the candidate's database {database['url']} ({database['target']}) is not "
+                    f"reachable: {database['error']}", "fix the candidate's "
+                    "MEMVAULT_DATABASE_URL (host, port, user, password), then drill again")
+        raise typer.Exit(1)
     if not report.ok:
         print_error(f"restore drill failed: {report.error}", report.hint)
         raise typer.Exit(1)
+
+
+def _candidate(ctx: typer.Context, config_file: Path | None, env_file: Path | None
+               ) -> tuple[Any, Any, dict[str, Any]]:
+    """The candidate's settings, its embedder and its database looked at read-only."""
+    from memvault.cli.context import overrides
+    from memvault.embed import make_embedder
+    from memvault.preflight import load_candidate, probe_database
+
+    candidate = load_candidate(overrides(ctx), env_file=env_file, config_file=config_file)
+    settings = candidate.settings
+    database = probe_database(settings.database_url or "", settings.db_timeout).to_json()
+    return settings, make_embedder(settings.embedder, settings), database
 
 
 def _print(report: dict[str, Any]) -> None:
@@ -57,6 +86,13 @@ def _print(report: dict[str, Any]) -> None:
         ["time", ", ".join(f"{k.removesuffix('_s')} {v:.2f}s" for k, v in durations.items())],
         ["record", report["record"] or "not written"],
     ]
+    if report.get("candidate"):
+        cand, db = report["candidate"], report.get("database") or {}
+        rows[1:1] = [
+            ["candidate embedder", f"{cand['embedder']} (backup: {cand['backup_embedder']}; "
+             + ("every memory re-embedded)" if cand["reembedded"] else "same model)")],
+            ["candidate database", f"{db.get('url')}: " + (
+                "reachable" if db.get("reachable") else f"NOT reachable: {db.get('error')}")]]
     print_table("restore drill", ["check", "result"], rows)
     for note in report["fallbacks"]:
         console.print(f"[yellow]skipped:[/] {note}", highlight=False)

@@ -179,6 +179,9 @@ class DrillReport:
     record_problems: list[str] = field(default_factory=list)
     host: str = field(default_factory=socket.gethostname)
     format: int = 1
+    # A candidate's drill (`drill --config`): the backup's embedder, the candidate's, and
+    # whether the restore re-embedded every memory with the candidate's.
+    candidate: dict[str, Any] | None = None
 
     @property
     def total(self) -> int:
@@ -207,12 +210,16 @@ def run_drill(
     progress: Progress | None = None,
     embedder: Embedder | None = None,
     lineage_id: str | None = None,
+    candidate: Embedder | None = None,
 ) -> DrillReport:
     """Restore the newest valid backup into a scratch store, verify it, delete the scratch
     store and record the result in every destination. Returns the report (ok or not); raises
     only DrillCancelled (when `progress` says to stop). `embedder` is the configured one, used
     only for shipped journal texts (made from the settings when needed and not given);
-    `lineage_id` names where a drill that found no backup at all is recorded."""
+    `lineage_id` names where a drill that found no backup at all is recorded. `candidate`:
+    restore with this embedder instead (re-embedding when it is not the backup's model) to
+    prove a candidate configuration; such a drill is reported, never recorded (it says nothing
+    about the running configuration's backups)."""
     progress = progress or NoProgress()
     dests = destinations if destinations is not None else open_destinations(settings)
     report = DrillReport(ok=False, started_at=_now())
@@ -232,7 +239,7 @@ def run_drill(
     scratch = scratch_root / f"drill-{uuid.uuid4().hex[:12]}"
     try:
         _sweep_stale(scratch_root)
-        _drill(settings, dests, scratch, configured, progress, report, lineage_id)
+        _drill(settings, dests, scratch, configured, progress, report, lineage_id, candidate)
     except DrillCancelled:
         log.warning("restore drill cancelled (shutting down)")
         raise
@@ -247,7 +254,8 @@ def run_drill(
             log.error("could not delete the drill's scratch store %s", scratch)
         report.finished_at = _now()
         report.durations["total_s"] = round(time.perf_counter() - started, 3)
-    _record(dests, report, lineage_id)
+    if candidate is None:
+        _record(dests, report, lineage_id)
     if report.ok:
         log.info("restore drill passed: backup %s, %d memories in %.1fs",
                  (report.restored or {}).get("id"), report.total, report.durations["total_s"])
@@ -258,7 +266,7 @@ def run_drill(
 
 def _drill(settings: Settings, dests: list[Destination], scratch: Path,
            configured: Callable[[], Embedder], progress: Progress, report: DrillReport,
-           lineage_id: str | None) -> None:
+           lineage_id: str | None, candidate: Embedder | None) -> None:
     from memvault.backup.restore import candidates, run_restore
     from memvault.store.sqlite import SQLiteStore
 
@@ -272,6 +280,13 @@ def _drill(settings: Settings, dests: list[Destination], scratch: Path,
         return
     report.newest = _backup_json(newest)
     stand_in = BackupVectors(_backup_identity(newest), configured)
+    if candidate is not None:  # the restore re-embeds when the models differ
+        backup = _backup_identity(newest)
+        wanted = candidate.identity()
+        report.candidate = {"backup_embedder": backup.key if backup else None,
+                            "embedder": wanted.key, "reembedded": backup is not None
+                            and not backup.same_model(wanted)}
+        stand_in = BackupVectors(wanted, lambda: candidate)
     store = SQLiteStore(scratch / "drill.db", timeout=settings.db_timeout)
     try:
         restore_started = time.perf_counter()
