@@ -98,8 +98,9 @@ class SafetySnapshots:
         tag = TAG_PREFIX + operation
         try:
             results = self._take(tag)
-        except MemvaultError as exc:
-            reasons = [str(exc)]
+        except Exception as exc:  # any failure refuses: the operation has not started
+            reasons = [str(exc) if isinstance(exc, MemvaultError)
+                       else f"{type(exc).__name__}: {exc}"]
         else:
             reasons = [f"{r.destination}: {r.status} ({'; '.join(r.reasons) or 'no reason'})"
                        for r in not_valid(results)] if results else ["no backup destination"]

@@ -56,6 +56,10 @@ def run_preflight(current: Settings, current_flags: dict[str, Any], candidate: C
         differences=[d.to_json() for d in diffs], ignored_env_keys=candidate.ignored)
     if not diffs:
         run.check("config", OK, "the candidate configuration is the current one")
+    unknown = [key for key in candidate.ignored if key.upper().startswith("MEMVAULT_")]
+    if unknown:  # a misspelt key would leave the setting at its current value
+        run.check("config", WARNING, f"{', '.join(unknown)}: not memvault settings (misspelt?); "
+                  "the next start ignores them")
     probe = probe_database(cand.database_url or "", cand.db_timeout)
     run.report["database"] = probe.to_json()
     identity = _embedder(run)
