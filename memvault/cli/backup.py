@@ -225,6 +225,7 @@ def restore(
 
     Over a non-empty store (--yes) a safety snapshot of it is taken first."""
     from memvault.backup import RestoreLoss, plan_restore, restore_incomplete, run_restore
+    from memvault.backup.safety import Operation
     from memvault.embed import make_embedder
     from memvault.store import open_store
     from memvault.store.writer_lock import hold_writer_lock
@@ -256,8 +257,8 @@ def restore(
         try:
             safety = None
             if yes and present and not restore_incomplete(store):
-                safety = safety_snapshot(store, settings, "restore", skip=no_safety_snapshot,
-                                         as_json=as_json)
+                safety = safety_snapshot(store, settings, Operation.RESTORE,
+                                         skip=no_safety_snapshot, as_json=as_json)
             with progress_bars(not as_json) as progress:
                 # The planned lineage: the safety snapshot may have made the store's own
                 # lineage one the destinations hold.

@@ -34,6 +34,7 @@ def adopt(
     """Accept the configured store as the start of a new guarded lineage (after a safety
     snapshot of it)."""
     from memvault.backup.destinations import open_destinations
+    from memvault.backup.safety import Operation
     from memvault.cli.context import overrides
     from memvault.config import load_settings
     from memvault.guard.api import current_verdict, known_now, read_observation
@@ -72,7 +73,7 @@ def adopt(
             lineage = str(uuid.uuid4())
             memory.store.set_meta(MetaKey.LINEAGE_ID, lineage)
         try:  # under the lineage it is adopted as: never shipped into the one it replaces
-            plan["safety_snapshot"] = safety_snapshot(memory.store, settings, "adopt",
+            plan["safety_snapshot"] = safety_snapshot(memory.store, settings, Operation.ADOPT,
                                                       skip=no_safety_snapshot, as_json=as_json)
         except MemvaultError:
             memory.store.set_meta(MetaKey.LINEAGE_ID, obs.lineage_id)

@@ -67,11 +67,12 @@ def reembed(
         if not yes and not as_json and plan.to_embed and not typer.confirm(
                 "start re-embedding?", default=True, err=True):
             raise typer.Exit(1)
+        from memvault.backup.safety import Operation
         from memvault.cli.backup import progress_bars
 
         safety = None
         if switch and plan.to_json()["switch_needed"]:  # the switch changes what search uses
-            safety = safety_snapshot(store, settings, "reembed", skip=no_safety_snapshot,
+            safety = safety_snapshot(store, settings, Operation.REEMBED, skip=no_safety_snapshot,
                                      as_json=as_json)
         with progress_bars(not as_json) as progress:
             report = run_reembed(store, target, batch=batch, switch=switch, progress=progress)
