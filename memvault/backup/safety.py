@@ -122,5 +122,5 @@ class SafetySnapshots:
         snapshot = SafetySnapshot(operation, manifest.id, manifest.seq, manifest.total,
                                   manifest.created_at, [r.destination for r in results])
         metrics.safety_snapshots.labels(operation, "taken").inc()
-        log.warning("before %s: %s", operation, snapshot.describe())
+        log.info("before %s: %s", operation, snapshot.describe())
         return snapshot

@@ -259,6 +259,10 @@ def restore(
             if yes and present and not restore_incomplete(store):
                 safety = safety_snapshot(store, settings, Operation.RESTORE,
                                          skip=no_safety_snapshot, as_json=as_json)
+            if safety is not None and which == "latest":
+                # What the plan showed is what is restored, not the safety snapshot just
+                # taken (the newest of the store's own lineage now).
+                which = plan.manifest.id
             with progress_bars(not as_json) as progress:
                 # The planned lineage: the safety snapshot may have made the store's own
                 # lineage one the destinations hold.

@@ -145,10 +145,10 @@ def _auto_restore(run: Preflight, total: int, known: Known, dests: list[Destinat
                   "the store would stay empty and refused")
     else:
         size = newest.summary()["size"] or 0
+        shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
         run.report["auto_restore"] = newest.summary()
         run.check("restore", CRITICAL, f"the guard will auto-restore backup {newest.id} (taken "
-                  f"{newest.created_at}, valid, {newest.manifest.total} memories, "
-                  f"{size / 1e6:.1f} MB) and the journal shipped after it into the new store; "
+                  f"{newest.created_at}, valid, {newest.manifest.total} memories, {shown}) and the journal shipped after it into the new store; "
                   "until then the store is refused")
     return newest
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 METRICS: tuple[Collector, ...] = (
     metrics.backup_last_success, metrics.backup_last_memories, metrics.backup_runs,
     metrics.journal_lag, metrics.journal_segments, metrics.objects_not_deleted,
-    metrics.clock_skew)
+    metrics.clock_skew, metrics.safety_snapshots)
 
 
 def backup_router(scheduler: Callable[[], BackupScheduler]) -> APIRouter:
