@@ -148,8 +148,9 @@ def _auto_restore(run: Preflight, total: int, known: Known, dests: list[Destinat
         shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
         run.report["auto_restore"] = newest.summary()
         run.check("restore", CRITICAL, f"the guard will auto-restore backup {newest.id} (taken "
-                  f"{newest.created_at}, valid, {newest.manifest.total} memories, {shown}) and the journal shipped after it into the new store; "
-                  "until then the store is refused")
+                  f"{newest.created_at}, valid, {newest.manifest.total} memories, {shown}) and "
+                  "the journal shipped after it into the new store; until then the store is "
+                  "refused")
     return newest
 
 
