@@ -250,3 +250,19 @@ def test_reembed_switch_snapshots_first_and_the_snapshot_restores_the_old_model(
     monkeypatch.delenv("MEMVAULT_EMBEDDER_URL")
     undo(runner, snap)  # the configured (old) model: the snapshot's vectors come back as-is
     assert exported(settings, tmp_path, "after") == before
+
+
+def test_a_restore_over_its_own_lineage_leaves_a_journal_that_replays_to_what_it_restored(
+        memory: Memory, settings: Settings, target: Any, local_embedder: LocalEmbedder) -> None:
+    """Restoring over a store with data deletes its memories through the journal; the loaded
+    memories must be in the journal too, or a later restore from an older backup replays the
+    deletes and ends with nothing, its counts "verified" against that same journal."""
+    from memvault.backup import JournalShipper, create_backup, run_restore
+
+    fill(memory)
+    assert create_backup(memory.store, settings)[0].status == VALID
+    run_restore(memory.store, settings, local_embedder, yes=True)  # over its own data
+    assert memory.store.total() == len(TEXTS)
+    JournalShipper(memory.store, settings, open_destinations(settings)).ship()
+    report = run_restore(target, settings, local_embedder)  # the older backup + the journal
+    assert target.total() == len(TEXTS), report.to_json()["plan"]["journal"]

@@ -329,6 +329,10 @@ def _apply(store: Store, embedder: Embedder, plan: RestorePlan, data: SnapshotDa
     store.set_meta(INCOMPLETE_KEY, {"backup": manifest.id,
                                     "destination": plan.entry.destination.url,
                                     "started_at": utc_now(), "pid": os.getpid()})
+    # Over the lineage's own memories the clear is journaled, so the load must be too: the
+    # shipped journal then says "deleted, then loaded again", and a later restore from an
+    # older backup replays to what this one restored, not to an empty store.
+    journal_load = bool(present) and store.meta().lineage_id == manifest.lineage_id
     if present:
         _clear(store, progress)
     configured = embedder.identity()
@@ -337,7 +341,8 @@ def _apply(store: Store, embedder: Embedder, plan: RestorePlan, data: SnapshotDa
             store.register_embedder(EmbedderIdentity.from_json(item.identity))
     store.register_embedder(configured)
     with store.deferring_search_index():  # exact search first, ANN index after (PostgreSQL)
-        loaded = _load(store, embedder, data, plan.reembed, configured.key, progress)
+        loaded = _load(store, embedder, data, plan.reembed, configured.key, progress,
+                       journal=journal_load)
     if plan.reembed or not manifest.active_embedder:
         store.set_active_embedder(configured.key)
     else:
@@ -394,7 +399,7 @@ def _clear(store: Store, progress: Progress) -> None:
 
 
 def _load(store: Store, embedder: Embedder, data: SnapshotData, reembed: bool, target_key: str,
-          progress: Progress) -> int:
+          progress: Progress, *, journal: bool = False) -> int:
     rows = {key: {mid: i for i, mid in enumerate(ids)} for key, (ids, _) in data.vectors.items()}
     advance = progress.task("loading memories", len(data.records))
     embed_advance = progress.task(f"re-embedding with {target_key}", len(data.records)) \
@@ -417,7 +422,7 @@ def _load(store: Store, embedder: Embedder, data: SnapshotData, reembed: bool, t
         if reembed:
             assert embed_advance is not None
             complete[target_key] = _embed(embedder, [r.memory for r in batch], embed_advance)
-        loaded += store.bulk_load(batch, complete, journal=False)
+        loaded += store.bulk_load(batch, complete, journal=journal, actor="restore")
         for key, ids, matrix in partial:
             store.put_vectors(ids, matrix, key)
         advance(len(batch))
