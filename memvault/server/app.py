@@ -53,6 +53,7 @@ def create_app(runtime: Runtime, *, max_body_bytes: int = MAX_BODY_BYTES) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.start()
+        console.start()  # reads the journal for the console's chart in the background
         try:
             async with mcp_lifespan(mcp_server):
                 yield
@@ -84,7 +85,7 @@ def create_app(runtime: Runtime, *, max_body_bytes: int = MAX_BODY_BYTES) -> Fas
     app.include_router(platform.router)
     mcp_server = mount_mcp(app, runtime)
     app.include_router(backup_router(runtime.backups), dependencies=[Depends(require_admin)])
-    mount_console(app)
+    console = mount_console(app)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -99,7 +99,7 @@ def test_overview_shows_verdict_counts_drop_and_backups(browser: Any, served: Se
     paint = browser.execute_script(
         "return performance.getEntriesByName('first-contentful-paint')[0].startTime")
     assert paint < 2000, paint  # generous here; bench/bench_console.py measures at 100k
-    shot = os.environ.get("MEMVAULT_CONSOLE_SCREENSHOT")
+    shot = os.environ.get("CONSOLE_SCREENSHOT")
     if shot:  # docs/console.png is made this way (docs/console.md)
         browser.set_window_size(1280, 1100)
         browser.save_screenshot(shot)

@@ -73,13 +73,13 @@ def render(series: Series, now_at: str) -> str:
     ]
     drop = series.drop
     if drop is not None:
-        x1, y1 = xy(drop.peak_at, drop.peak)
+        _, y1 = xy(drop.peak_at, drop.peak)
         x2, y2 = xy(drop.low_at, drop.low)
-        parts += [
-            f'<line class="drop" x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}"/>',
+        label = f"drop: {drop.peak} → {drop.low} (-{drop.size}, {drop.ratio:.0%})"
+        parts += [  # the fall itself, at the time it was reached, in red
+            f'<line class="drop" x1="{x2}" y1="{y1}" x2="{x2}" y2="{y2}"/>',
             f'<circle class="drop" cx="{x2}" cy="{y2}" r="4"/>',
-            f'<text class="drop-label" x="{LEFT + 8}" y="{TOP - 10}">'
-            f'{escape(drop_text(series) or "")}</text>',
+            f'<text class="drop-label" x="{LEFT + 8}" y="{TOP - 10}">{escape(label)}</text>',
         ]
     parts.append("</svg>")
     return "".join(parts)

@@ -8,6 +8,7 @@ changes the journal recorded, is where it began."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from typing import Any
 
 from memvault.memory import Memory
 from memvault.store import ENTITY_KEYS, JournalEntry, namespace_key
+
+log = logging.getLogger("memvault.server")
 
 BATCH = 10_000
 MAX_POINTS = 240  # a chart is at most this many points wide
@@ -140,15 +143,36 @@ class CountHistory:
             if len(merged) < MAX_BUCKETS // 2:
                 return
 
+    def start(self) -> None:
+        """Read the journal in the background (at 100k entries it takes seconds), so that no
+        page view waits for the first read."""
+        threading.Thread(target=self._first_read, name="memvault-console-history",
+                         daemon=True).start()
+
+    def _first_read(self) -> None:
+        try:
+            store_id = self.memory.store.meta().store_id
+            with self._lock:
+                self._read(store_id)
+        except Exception:
+            log.exception("the console could not read the journal for its count history "
+                          "(the page retries at its next view)")
+
+    def _read(self, store_id: str) -> None:
+        if store_id != self._store_id:  # another store now: its own journal from the start
+            self._store_id, self._after_seq = store_id, 0
+            self._buckets = {}
+        self._catch_up()
+
     def series(self, store_id: str, counts: dict[str, int],
-               namespaces: set[str] | None = None) -> Series:
+               namespaces: set[str] | None = None) -> Series | None:
         """The total over time of `namespaces` (None: all), ending at `counts` (the counts now
-        of the store `store_id`), at most MAX_POINTS points."""
-        with self._lock:
-            if store_id != self._store_id:  # another store now: its own journal from the start
-                self._store_id, self._after_seq = store_id, 0
-                self._buckets = {}
-            self._catch_up()
+        of the store `store_id`), at most MAX_POINTS points; None while another thread is
+        reading the journal (a view never waits for the first read)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            self._read(store_id)
             buckets = sorted(self._buckets.items())
             wanted = (lambda ns: True) if namespaces is None else namespaces.__contains__
             now = sum(n for ns, n in counts.items() if wanted(ns))
@@ -161,6 +185,8 @@ class CountHistory:
                     path = [net] if net else []
                 if path:
                     steps.append((key, path))
+        finally:
+            self._lock.release()
         running = now - sum(path[-1] for _, path in steps)
         points = []
         for key, path in steps:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from memvault.errors import MemvaultError
 from memvault.server.auth import authenticate
 from memvault.server.console import chart
 from memvault.server.console.namespaces import NamespaceCount, visible_counts
@@ -23,6 +25,8 @@ from memvault.server.console.overview import (
 from memvault.server.console.session import clear_cookie, set_cookie
 from memvault.server.console.web import Console, Viewer, read_form, redirect, safe_next
 
+log = logging.getLogger("memvault.server")
+
 
 def overview_router(console: Console) -> APIRouter:
     router = APIRouter(include_in_schema=False)
@@ -35,14 +39,20 @@ def overview_router(console: Console) -> APIRouter:
         namespaces = visible_counts(counts, principal)
         store_id = (report.get("store") or {}).get("store_id") or ""
         seen = None if principal.admin else {n.key for n in namespaces}
-        series = console.history.series(store_id, counts, seen)
+        history_error = None
+        try:
+            series = console.history.series(store_id, counts, seen)
+        except MemvaultError as exc:
+            log.error("the console could not read the journal: %s", exc)
+            series, history_error = None, console.redact(str(exc))
         now_at = datetime.now(UTC).isoformat()[:19]
         context: dict[str, Any] = {
             "namespaces": namespaces[:NAMESPACES_SHOWN],
             "more_namespaces": _more(namespaces),
             "total": sum(n.count for n in namespaces),
-            "chart": chart.render(series, now_at),
-            "drop": chart.drop_text(series),
+            "chart": chart.render(series, now_at) if series is not None else None,
+            "drop": chart.drop_text(series) if series is not None else None,
+            "history_error": history_error,
         }
         if not principal.admin:
             return context  # the operator's view (GET /status, /backups) is the admin's

@@ -71,6 +71,10 @@ class Console:
         return cls(runtime, admin_key_set, redact, Sessions(), CountHistory(runtime.memory),
                    BackupListing(), templates)
 
+    def start(self) -> None:
+        """At app start: the count history's first read of the journal, in the background."""
+        self.history.start()
+
     async def viewer(self, request: Request) -> Viewer:
         """The caller, from the session's key (none: the admin in open mode on loopback)."""
         session = self.sessions.of(request)
