@@ -57,6 +57,7 @@ def chromium() -> Iterator[object]:
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
     driver.set_page_load_timeout(30)
+    driver.implicitly_wait(5)  # an element of the next page, once a click has navigated
     try:
         yield driver
     finally:

@@ -61,12 +61,25 @@ def browser(browser_session: Any) -> Any:
 
 def sign_in(browser: Any, url: str, key: str) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(f"{url}/ui")
     assert "/ui/signin" in browser.current_url  # an admin key is set: sign-in first
     field = browser.find_element(By.ID, "api_key")
     field.send_keys(key)
     field.submit()
+    WebDriverWait(browser, 10).until(lambda d: "/ui/signin" not in d.current_url)
+
+
+def absent(browser: Any, selector: str) -> bool:
+    """No such element on the page, asked without the implicit wait for one to appear."""
+    from selenium.webdriver.common.by import By
+
+    browser.implicitly_wait(0)
+    try:
+        return not browser.find_elements(By.CSS_SELECTOR, selector)
+    finally:
+        browser.implicitly_wait(5)
 
 
 def text_of(browser: Any, element_id: str) -> str:
@@ -80,6 +93,11 @@ def test_overview_shows_verdict_counts_drop_and_backups(browser: Any, served: Se
 
     sign_in(browser, served.url, ADMIN_KEY)
     assert browser.current_url.endswith("/ui")
+    for _ in range(50):  # the history is read in the background at start (milliseconds here)
+        if not text_of(browser, "drop").startswith("The history is being read"):
+            break
+        time.sleep(0.1)
+        browser.refresh()
     assert text_of(browser, "verdict") == "OK"
     assert text_of(browser, "alerts") == "No alert is firing."
     assert text_of(browser, "total") == str(len(ALICE) + len(BOB))
@@ -130,7 +148,7 @@ def test_no_request_leaves_loopback_and_the_api_docs_render(browser: Any,
 
 def test_search_open_edit_history_and_delete(browser: Any, served: Served) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     sign_in(browser, served.url, ADMIN_KEY)
     browser.find_element(By.LINK_TEXT, "Memories").click()
@@ -138,6 +156,8 @@ def test_search_open_edit_history_and_delete(browser: Any, served: Served) -> No
     query = browser.find_element(By.ID, "q")
     query.send_keys("mountain walking holidays")
     query.submit()
+    WebDriverWait(browser, 10).until(lambda d: "q=" in d.current_url)
+    assert text_of(browser, "results-h") == "Results for “mountain walking holidays”"
     first = browser.find_elements(By.CSS_SELECTOR, "#results li a")[0]
     assert first.text == ALICE[0]
     first.click()
@@ -175,8 +195,8 @@ def test_a_scoped_key_sees_only_its_namespace(browser: Any, served: Served) -> N
     rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#namespaces tbody tr")]
     assert rows == [f"user:bob/agent:van%2Fassistant {len(BOB)}"]
     assert text_of(browser, "total") == str(len(BOB))
-    assert not browser.find_elements(By.ID, "verdict")  # the operator's view is the admin's
-    assert not browser.find_elements(By.CSS_SELECTOR, "table.backups")
+    assert absent(browser, "#verdict")  # the operator's view is the admin's
+    assert absent(browser, "table.backups")
     browser.get(f"{served.url}/ui/memories")
     assert {r.text.split("\n")[0] for r in browser.find_elements(
         By.CSS_SELECTOR, "#results li")} == set(BOB)
