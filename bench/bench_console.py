@@ -6,7 +6,8 @@ Run: .venv/bin/python -m bench.bench_console [--memories 100000] [--namespaces 1
 The store holds the memories with their journal (one ADD entry each, as the API writes them:
 the chart reads it) and one valid backup. Figures:
 - first view after start: first-contentful-paint of /ui (the count history reads the whole
-  journal once) and the server's time for that page;
+  journal once, in the background: the page does not wait for it), and how long after the
+  server is ready the chart is there;
 - later views: median and worst first-contentful-paint of /ui, and the server's time for
   GET /ui (httpx, median), against GET /status (the same report as JSON) as the baseline.
 """
@@ -90,9 +91,12 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         try:
             with chromium() as driver, httpx.Client(timeout=60) as client:
-                started = time.perf_counter()
+                ready = time.perf_counter()  # /readyz answered 200
                 cold_paint = paint_ms(driver, f"{url}/ui")
-                cold_page = (time.perf_counter() - started) * 1000
+                cold_page = (time.perf_counter() - ready) * 1000
+                while "is being read from the journal" in client.get(f"{url}/ui").text:
+                    time.sleep(0.1)
+                chart_after = time.perf_counter() - ready
                 paints = sorted(paint_ms(driver, f"{url}/ui") for _ in range(args.views))
                 leaks = off_loopback(requested_urls(driver))
                 ui = server_ms(client, f"{url}/ui", args.views)
@@ -103,6 +107,7 @@ def main() -> None:
     results = {
         "memories": args.memories, "namespaces": args.namespaces, "load_s": load_s,
         "first_view_paint_ms": cold_paint, "first_view_page_ms": cold_page,
+        "chart_ready_after_start_s": chart_after,
         "paint_p50_ms": statistics.median(paints), "paint_max_ms": paints[-1],
         "ui_server_p50_ms": ui, "status_server_p50_ms": status,
         "requests_off_loopback": leaks, "target_ms": TARGET_MS,
@@ -110,6 +115,7 @@ def main() -> None:
     show([("figure", "value", "baseline", "ratio"),
           ("first view: first paint", f"{cold_paint:.0f} ms", f"target {TARGET_MS:.0f} ms",
            f"{cold_paint / TARGET_MS:.2f}x"),
+          ("chart shown (journal read) after ready", f"{chart_after:.1f} s", "", ""),
           ("later views: first paint p50 / max",
            f"{results['paint_p50_ms']:.0f} / {paints[-1]:.0f} ms",
            f"target {TARGET_MS:.0f} ms", f"{results['paint_p50_ms'] / TARGET_MS:.2f}x"),

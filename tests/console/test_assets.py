@@ -49,3 +49,9 @@ def test_docs_pages_point_at_the_local_assets(live_url: str) -> None:
         assert asset in html and "cdn." not in html and "fonts.googleapis" not in html
         served = httpx.get(f"{live_url}{asset}")
         assert served.status_code == 200 and len(served.content) > 100_000
+
+
+def test_ci_installs_the_browser_when_missing() -> None:
+    script = (ROOT / ".ci" / "run").read_text()
+    for command, package in (("chromium", "chromium"), ("chromedriver", "chromium-driver")):
+        assert f"command -v {command} >/dev/null || missing+=({package})" in script
