@@ -91,6 +91,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         try:
             with chromium() as driver, httpx.Client(timeout=60) as client:
+                driver.get(f"{url}/livez")  # the browser's own start is not the page's cost
                 ready = time.perf_counter()  # /readyz answered 200
                 cold_paint = paint_ms(driver, f"{url}/ui")
                 cold_page = (time.perf_counter() - ready) * 1000

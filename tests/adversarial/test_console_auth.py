@@ -93,7 +93,9 @@ def test_forms_without_the_token_or_from_another_origin_change_nothing(
         attempts = [
             ({"text": "changed"}, {}),  # no token
             ({"text": "changed", "csrf_token": "x" * 43}, {}),  # a guessed token
-            ({"text": "changed", "csrf_token": token}, {"origin": "http://evil.example"}),
+            # The token leaked, but the browser says the form came from another site or port.
+            ({"text": "changed", "csrf_token": token}, {"sec-fetch-site": "cross-site"}),
+            ({"text": "changed", "csrf_token": token}, {"sec-fetch-site": "same-site"}),
         ]
         for data, headers in attempts:
             response = client.post(f"/ui/memories/{memory_id}/edit", data=data,
@@ -109,8 +111,19 @@ def test_forms_without_the_token_or_from_another_origin_change_nothing(
         assert memory.get(memory_id)["memory"] == "keep me"
         done = client.post(f"/ui/memories/{memory_id}/edit",
                            data={"text": "changed", "csrf_token": token},
-                           headers={"origin": url})
+                           headers={"sec-fetch-site": "same-origin",
+                                    "origin": "https://memvault.example"})  # behind a proxy
         assert done.status_code == 303 and memory.get(memory_id)["memory"] == "changed"
+
+
+def test_memory_text_is_shown_as_text_never_as_markup(console: tuple[str, Memory]) -> None:
+    url, memory = console
+    memory.add('<script>alert(1)</script><img src=x onerror="alert(2)">', user_id="eve",
+               infer=False)
+    with signed_in(url, ADMIN) as client:
+        page = client.get("/ui/memories?namespace=user%3Aeve").text
+    assert "<script>alert(1)" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
 def test_a_revoked_key_signs_its_session_out(console: tuple[str, Memory]) -> None:

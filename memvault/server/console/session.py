@@ -85,17 +85,18 @@ CSRF_REFUSED = ("The form is stale or came from another site: nothing was change
                 "page and submit it again.")
 
 
+# What a browser says (Sec-Fetch-Site) about a request started from the console's own pages
+# ("none": typed or bookmarked). Judged by the browser from the URLs it sees, so a reverse proxy
+# that rewrites Host (docs/mcp.md) changes nothing.
+OWN_PAGES = frozenset({"same-origin", "none"})
+
+
 def check_csrf(request: Request, session: Session | None, token: str | None) -> None:
-    """403 unless the form carries this session's token and, when the browser names the page's
-    origin, that origin is this server's own."""
-    origin = request.headers.get("origin")
-    if origin and origin != "null" and origin.rstrip("/") != _own_origin(request):
+    """403 unless the form carries this session's token and the browser, when it says where the
+    request came from, says from this site's own pages (not another port of the same host)."""
+    fetched_from = request.headers.get("sec-fetch-site")
+    if fetched_from is not None and fetched_from not in OWN_PAGES:
         raise HTTPException(403, CSRF_REFUSED)
     if session is None or not token or not hmac.compare_digest(token.encode(),
                                                                session.csrf.encode()):
         raise HTTPException(403, CSRF_REFUSED)
-
-
-def _own_origin(request: Request) -> str:
-    host = request.headers.get("host") or request.url.netloc
-    return f"{request.url.scheme}://{host}"
