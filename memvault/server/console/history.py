@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ from memvault.store import ENTITY_KEYS, JournalEntry, namespace_key
 
 log = logging.getLogger("memvault.server")
 
-BATCH = 10_000
+BATCH = 2_000
 MAX_POINTS = 240  # a chart is at most this many points wide
 MAX_BUCKETS = 20_000  # stretches of time kept; older ones are merged beyond this
 KEEP_FINE = 1_000  # the newest stretches keep their one-second step
@@ -109,9 +110,13 @@ class CountHistory:
         self._after_seq = 0
         self._buckets: dict[str, Bucket] = {}
 
-    def _catch_up(self) -> None:
+    def _catch_up(self, yielding: bool = False) -> None:
+        """Read the journal's new entries. `yielding` (the background read): after each batch,
+        pause as long as it took, so requests served meanwhile get the interpreter half the
+        time instead of a sliver of it."""
         store = self.memory.store
         while True:
+            started = time.perf_counter()
             entries = store.journal(self._after_seq, BATCH)
             for entry in entries:
                 change = _change(entry)
@@ -120,6 +125,8 @@ class CountHistory:
                 self._after_seq = max(self._after_seq, entry.seq)
             if len(entries) < BATCH:
                 return
+            if yielding:
+                time.sleep(time.perf_counter() - started)
 
     def _bucket(self, key: str) -> Bucket:
         bucket = self._buckets.get(key)
@@ -153,16 +160,16 @@ class CountHistory:
         try:
             store_id = self.memory.store.meta().store_id
             with self._lock:
-                self._read(store_id)
+                self._read(store_id, yielding=True)
         except Exception:
             log.exception("the console could not read the journal for its count history "
                           "(the page retries at its next view)")
 
-    def _read(self, store_id: str) -> None:
+    def _read(self, store_id: str, yielding: bool = False) -> None:
         if store_id != self._store_id:  # another store now: its own journal from the start
             self._store_id, self._after_seq = store_id, 0
             self._buckets = {}
-        self._catch_up()
+        self._catch_up(yielding)
 
     def series(self, store_id: str, counts: dict[str, int],
                namespaces: set[str] | None = None) -> Series | None:

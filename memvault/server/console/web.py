@@ -68,6 +68,8 @@ class Console:
     @classmethod
     def over(cls, runtime: Runtime, admin_key_set: bool, redact: Any) -> Console:
         templates = Jinja2Templates(directory=str(TEMPLATES))
+        for page in TEMPLATES.glob("*.html"):  # compiled now, not in the first views
+            templates.get_template(page.name)
         return cls(runtime, admin_key_set, redact, Sessions(), CountHistory(runtime.memory),
                    BackupListing(), templates)
 
