@@ -153,3 +153,21 @@ def test_a_scoped_key_cannot_reach_another_namespace(console: tuple[str, Memory]
             assert "alice&#39;s secret" not in response.text and "alice's secret" not in \
                 response.text
     assert memory.get(alice) is not None
+
+
+def test_open_mode_answers_only_under_a_loopback_name(tmp_path: Path,
+                                                      local_embedder: LocalEmbedder) -> None:
+    """DNS rebinding: a web site's name pointed at 127.0.0.1 would make the open console
+    same-origin with that site."""
+    settings = load_settings({"data_dir": tmp_path,
+                              "database_url": f"sqlite:///{tmp_path / 'm.db'}"})
+    with Memory(settings, embedder=local_embedder) as memory, \
+            LiveServer(app_over(settings, memory)) as server:
+        memory.add("private", user_id="alice", infer=False)
+        port = server.url.rsplit(":", 1)[1]
+        for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.nip.io:{port}"):
+            page = httpx.get(f"{server.url}/ui/memories", headers={"host": host})
+            assert page.status_code == 403 and "private" not in page.text, host
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+            assert httpx.get(f"{server.url}/ui/memories", headers={"host": host}
+                             ).status_code == 200, host

@@ -25,6 +25,7 @@ from memvault.server.console.session import (
     check_csrf,
     set_cookie,
 )
+from memvault.server.loopback import is_loopback
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_FIELDS = 20
@@ -81,6 +82,11 @@ class Console:
         """The caller, from the session's key (none: the admin in open mode on loopback)."""
         session = self.sessions.of(request)
         token = session.api_key if session is not None else None
+        if token is None and not self.admin_key_set and not _loopback_host(request):
+            # Open mode answers loopback only; a page reached under another name is a DNS
+            # rebinding (a web site's name pointed at 127.0.0.1 to read the console).
+            raise HTTPException(403, "Without MEMVAULT_ADMIN_API_KEY the console answers only "
+                                "at a loopback address (http://127.0.0.1:<port>/ui).")
         try:
             principal = await authenticate(request, api_key=token, bearer=None)
         except HTTPException as exc:
@@ -120,6 +126,12 @@ class Console:
                    message: str, hint: str | None = None) -> HTMLResponse:
         return self.page(request, viewer, "error.html",
                          {"status": status, "message": message, "hint": hint}, status=status)
+
+
+def _loopback_host(request: Request) -> bool:
+    host = request.headers.get("host", "")
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return is_loopback(name)
 
 
 def protect(response: HTMLResponse | RedirectResponse) -> None:
