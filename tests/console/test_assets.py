@@ -10,7 +10,12 @@ from pathlib import Path
 
 import httpx
 
+from memvault.config import load_settings
+from memvault.embed.local import LocalEmbedder
+from memvault.memory import Memory
 from memvault.server import console
+from memvault.server.app import app_over
+from tests.peers.live_server import LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = Path(console.__file__).parent
@@ -42,7 +47,16 @@ def test_templates_and_stylesheet_name_no_other_host() -> None:
         assert hosts == set(), (path.name, hosts)
 
 
-def test_docs_pages_point_at_the_local_assets(live_url: str) -> None:
+def test_docs_pages_point_at_the_local_assets(tmp_path: Path,
+                                              local_embedder: LocalEmbedder) -> None:
+    settings = load_settings({"data_dir": tmp_path,
+                              "database_url": f"sqlite:///{tmp_path / 'm.db'}"})
+    with Memory(settings, embedder=local_embedder) as memory, \
+            LiveServer(app_over(settings, memory)) as server:
+        _check_docs(server.url)
+
+
+def _check_docs(live_url: str) -> None:
     for page, asset in (("/docs", "/ui/static/vendor/swagger-ui/swagger-ui-bundle.js"),
                         ("/redoc", "/ui/static/vendor/redoc/redoc.standalone.js")):
         html = httpx.get(f"{live_url}{page}").text
