@@ -51,3 +51,5 @@ crashes
 app_over
 runtime_of
 HYBRID
+# Read by the console's Jinja2 templates (memvault/server/console/templates/).
+signed_in

@@ -23,6 +23,7 @@ from memvault.server import ops, platform, routes
 from memvault.server.auth import require_admin
 from memvault.server.backups_api import METRICS as BACKUP_METRICS
 from memvault.server.backups_api import backup_router, restore_check
+from memvault.server.console import mount_console
 from memvault.server.context import MAX_BODY_BYTES, RequestContext
 from memvault.server.deps import Check, ServerContext
 from memvault.server.errors import Redactor, install_error_handlers
@@ -52,14 +53,16 @@ def create_app(runtime: Runtime, *, max_body_bytes: int = MAX_BODY_BYTES) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.start()
+        console.start()  # reads the journal for the console's chart in the background
         try:
             async with mcp_lifespan(mcp_server):
                 yield
         finally:
             runtime.stop()
 
+    # /docs and /redoc come from the console's vendored assets (mount_console), not a CDN.
     app = FastAPI(title="memvault", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     registry = CollectorRegistry()
     registry.register(StoreCollector(runtime.memory))
     for metric in BACKUP_METRICS:
@@ -82,6 +85,7 @@ def create_app(runtime: Runtime, *, max_body_bytes: int = MAX_BODY_BYTES) -> Fas
     app.include_router(platform.router)
     mcp_server = mount_mcp(app, runtime)
     app.include_router(backup_router(runtime.backups), dependencies=[Depends(require_admin)])
+    console = mount_console(app)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

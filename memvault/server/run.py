@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import signal
 import threading
@@ -10,17 +9,9 @@ from typing import Any
 
 from memvault.config import load_settings
 from memvault.errors import ConfigError, MemvaultError
+from memvault.server.loopback import is_loopback
 
 log = logging.getLogger("memvault.server")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, admin_key_set: bool) -> None:
