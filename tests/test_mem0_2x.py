@@ -133,9 +133,8 @@ def test_malformed_ids_are_client_errors(memory: Memory, live_url: str) -> None:
             memory.get(bad)
         with pytest.raises(InvalidInput):
             memory.history(bad)
-    with MemoryClient(live_url) as client:
-        with pytest.raises(InvalidInput, match="memory_id"):
-            client.get("not-a-uuid")
+    with MemoryClient(live_url) as client, pytest.raises(InvalidInput, match="memory_id"):
+        client.get("not-a-uuid")
     for path in ("/memories/not-a-uuid", "/memories/not-a-uuid/history",
                  "/v1/memories/not-a-uuid/", "/v1/memories/not-a-uuid/history/"):
         answer = httpx.get(live_url + path)

@@ -89,7 +89,7 @@ def test_embedding_model_dims_is_checked_against_the_embedder(tmp_path: Path) ->
     with Memory.from_config(config) as memory:
         assert memory.get_all(user_id="u")["results"][0]["memory"] == "kept"
     # ... mem0's default (1536, OpenAI's) is refused naming both numbers, never adapted to
-    with pytest.raises(ConfigError, match="1536.*384") as caught:
+    with pytest.raises(ConfigError, match=r"1536.*384") as caught:
         Memory.from_config(_sqlite(tmp_path, embedding_model_dims=1536))
     assert "embedding_model_dims to 384" in (caught.value.hint or "")
 
@@ -109,7 +109,7 @@ def test_collection_name_claims_the_database(backend: str, database_url: str,
     with Memory.from_config(config("memories")) as memory:  # the same name: same store
         assert [r["memory"] for r in memory.get_all(user_id="u")["results"]] == ["in memories"]
     # mem0's library default names another collection: refused, never merged into this one
-    with pytest.raises(ConfigError, match="'mem0'.*'memories'") as caught:
+    with pytest.raises(ConfigError, match=r"'mem0'.*'memories'") as caught:
         Memory.from_config(config("mem0"))
     assert "another database" in (caught.value.hint or "")
 
