@@ -59,7 +59,11 @@ def _instant(value: Any, field: str) -> datetime:
     if moment.tzinfo is None:
         raise InvalidInput(f"{field} {str(value)[:40]!r} has no UTC offset",
                            hint="add one, e.g. 2026-01-02T10:00:00+00:00, or pass Unix seconds")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise InvalidInput(f"{field} {str(value)[:40]!r} is out of range",
+                           hint=f"give {_FORMS}") from None
 
 
 def _is_day(value: Any) -> bool:

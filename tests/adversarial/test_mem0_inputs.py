@@ -83,6 +83,18 @@ def test_hostile_timestamps_and_reference_dates(memory: Memory, live_url: str) -
         check()
 
 
+@pytest.mark.parametrize("moment", [
+    "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "9999-12-31", "0001-01-01",
+    253402300799, 253402300800, 2**63, -1, float("nan"), "", "2024-02-30"])
+def test_edges_of_time_are_refused_or_served(memory: Memory, moment: Any) -> None:
+    """Each edge is either served or refused with InvalidInput: never another error."""
+    memory.add("an old memory", user_id="e", infer=False, timestamp=0)
+    with contextlib.suppress(InvalidInput):
+        memory.search("memory", filters={"user_id": "e"}, reference_date=moment)
+    with contextlib.suppress(InvalidInput):
+        memory.add("dated at an edge", user_id="e", infer=False, timestamp=moment)
+
+
 @pytest.mark.parametrize("name", ["user_id", "agent_id", "run_id"])
 def test_wildcards_never_widen_a_scoped_key(memory: Memory, live_url: str, name: str) -> None:
     from memvault.server.keys import create_key
