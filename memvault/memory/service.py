@@ -543,7 +543,8 @@ class Memory:
         if not entity_constraints(node) and not _names_entity(node):
             raise InvalidInput(
                 "filters must name user_id, agent_id or run_id",
-                hint="e.g. filters={'user_id': 'alice'}; memories are always scoped",
+                hint="e.g. filters={'user_id': 'alice'}, or {'user_id': '*'} for every user's; "
+                "memories are always scoped",
             )
         assert node is not None
         return node
