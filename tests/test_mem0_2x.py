@@ -191,3 +191,10 @@ def test_mem0_client_sends_timestamp_reference_date_and_wildcards(
     client.add("another user's hike", user_id="n")
     everyone = client.search("hike", filters={"user_id": "*"}, threshold=0.0)["results"]
     assert {r["user_id"] for r in everyone} == {"m", "n"}
+    # mem0's client maps a malformed id to its ValidationError, an unknown one to not-found
+    from mem0.exceptions import MemoryNotFoundError, ValidationError
+
+    with pytest.raises(ValidationError, match="UUID"):
+        client.get("not-a-uuid")
+    with pytest.raises(MemoryNotFoundError):
+        client.get("00000000-0000-4000-8000-000000000000")
