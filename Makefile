@@ -2,6 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# An editable install that puts the clone on sys.path (a .pth line) instead of setuptools'
+# import hook: a script run from the folder above a clone named `memvault` then imports the
+# package, not the clone's folder as an empty namespace package (a regular package found
+# anywhere on sys.path beats a namespace folder; the hook is only asked after that folder).
+EDITABLE := --config-settings editable_mode=compat -e
 
 .PHONY: run test lint bench install-dev
 
@@ -10,11 +15,11 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 run: $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet $(EDITABLE) .
 	$(BIN)/memvault serve
 
 install-dev: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet $(EDITABLE) '.[dev]'
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -93,11 +93,14 @@ def in_process_baseline(settings: Any, embedder: LocalEmbedder, searches: int,
             "add_per_s": adds / adding["seconds"]}
 
 
-def start_server(root: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(root: Path, port: int, admin_key: str | None = None
+                 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "MEMVAULT_DATABASE_URL": f"sqlite:///{root / 'mv.db'}",
            "MEMVAULT_DATA_DIR": str(root), "MEMVAULT_BACKUP_INTERVAL": "30d",
            "MEMVAULT_JOURNAL_INTERVAL": "1h"}
     env.pop("MEMVAULT_ADMIN_API_KEY", None)
+    if admin_key is not None:
+        env["MEMVAULT_ADMIN_API_KEY"] = admin_key
     log = (root / "server.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "memvault", "serve", "--host", "127.0.0.1", "--port", str(port)],

@@ -6,7 +6,7 @@ from typing import Any
 
 from memvault.version import __version__
 
-__all__ = ["Memory", "MemoryClient", "__version__"]
+__all__ = ["AsyncMemory", "Memory", "MemoryClient", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,6 +15,10 @@ def __getattr__(name: str) -> Any:
         from memvault.memory import Memory
 
         return Memory
+    if name == "AsyncMemory":
+        from memvault.memory.async_memory import AsyncMemory
+
+        return AsyncMemory
     if name == "MemoryClient":
         from memvault.client import MemoryClient
 

@@ -8,6 +8,7 @@ ServerUnreachable naming the address tried, so a script pointed at a stale port 
 from __future__ import annotations
 
 import json
+from datetime import date
 from typing import Any
 
 import httpx
@@ -83,6 +84,7 @@ class MemoryClient:
         expiration_date: str | None = None,
         memory_type: str | None = None,
         prompt: str | None = None,
+        timestamp: Any = None,
     ) -> dict[str, Any]:
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
@@ -91,7 +93,7 @@ class MemoryClient:
         body = {"messages": messages, "user_id": user_id, "agent_id": agent_id,
                 "run_id": run_id, "metadata": metadata, "infer": infer,
                 "expiration_date": expiration_date, "memory_type": memory_type,
-                "prompt": prompt}
+                "prompt": prompt, "timestamp": _jsonable(timestamp)}
         return self._call("POST", "/memories",  # type: ignore[no-any-return]
                           body={k: v for k, v in body.items() if v is not None})
 
@@ -166,11 +168,12 @@ class MemoryClient:
         explain: bool = False,
         show_expired: bool = False,
         search_mode: str | None = None,
+        reference_date: Any = None,
     ) -> dict[str, Any]:
         body = {"query": query, "user_id": user_id, "agent_id": agent_id, "run_id": run_id,
                 "filters": filters, "top_k": top_k, "limit": limit, "threshold": threshold,
                 "rerank": rerank, "explain": explain, "show_expired": show_expired,
-                "search_mode": search_mode}
+                "search_mode": search_mode, "reference_date": _jsonable(reference_date)}
         body = {k: v for k, v in body.items() if v is not None or k == "threshold"}
         return self._call("POST", "/search", body=body)  # type: ignore[no-any-return]
 
@@ -187,6 +190,11 @@ class MemoryClient:
     def status(self) -> dict[str, Any]:
         """The server's `GET /status` report (the JSON of `memvault status --json`)."""
         return self._call("GET", "/status")  # type: ignore[no-any-return]
+
+
+def _jsonable(moment: Any) -> Any:
+    """A date or datetime as ISO-8601 (the server reads it as Memory does); else as given."""
+    return moment.isoformat() if isinstance(moment, date) else moment
 
 
 def _id(memory_id: Any) -> str:

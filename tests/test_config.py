@@ -11,8 +11,22 @@ from memvault.config import describe_settings, load_settings, public_settings
 from memvault.errors import ConfigError
 
 
-def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
+@pytest.fixture(autouse=True)
+def _home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No test here reads the real HOME (or its XDG folders): defaults derive from this one."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A home that is not under /tmp (the real one may be, e.g. in a container); load_settings
+    # creates nothing, so it need not exist.
+    monkeypatch.setenv("HOME", "/home/memvault-test-user")
     settings = load_settings()
+    assert settings.data_dir == Path("/home/memvault-test-user/.local/share/memvault")
     assert settings.embedder == "local"
     assert settings.host == "127.0.0.1"
     assert settings.port == 8888

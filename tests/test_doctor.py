@@ -60,3 +60,22 @@ def test_doctor_names_an_unreachable_backup_destination(
     failing = [c for c in report["checks"] if c["name"].startswith("backups")]
     assert failing and failing[0]["status"] == "CRITICAL"
     assert str(blocker) in failing[0]["name"] + failing[0]["message"]
+
+
+def test_one_disk_row_per_filesystem_with_whole_paths(
+    memory: Memory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    data = tmp_path / "a-rather-long-folder-name-for-the-data" / "memvault-data-directory"
+    monkeypatch.setenv("MEMVAULT_DATA_DIR", str(data))
+    monkeypatch.setenv("MEMVAULT_DATABASE_URL", str(memory.settings.database_url))
+    result = CliRunner().invoke(app, ["doctor", "--json"])
+    disks = [c for c in json.loads(result.stdout)["checks"] if c["name"] == "disk"]
+    # the default backup folder sits inside the data dir, on the same disk: one row, both named
+    assert len(disks) == 1, disks
+    assert str(data) in disks[0]["message"] and str(data / "backups") in disks[0]["message"]
+    monkeypatch.setenv("COLUMNS", "80")  # a narrow terminal folds a path, never cuts it
+    table = CliRunner().invoke(app, ["doctor"]).stdout
+    assert "…" not in table
+    folded = "".join(line.split("│")[3].strip() for line in table.splitlines()
+                     if line.startswith("│ disk") or line.startswith("│    "))
+    assert "memvault-data-directory/backups" in folded.replace(" ", "")

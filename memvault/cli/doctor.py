@@ -201,16 +201,25 @@ def alerting_checks(settings: Any) -> list[dict[str, Any]]:
 
 
 def disk_checks(settings: Any) -> list[dict[str, Any]]:
+    """One row per filesystem holding the data dir or a local backup folder (a backup folder
+    inside the data dir shares its disk: one row, naming both)."""
     paths = {Path(settings.data_dir)}
     paths |= {Path(url) for url in settings.backup_urls if "://" not in url}
-    checks = []
+    by_disk: dict[int, list[Path]] = {}
+    probes: dict[int, Path] = {}
     for path in sorted(paths):
         probe = path
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
-        usage = shutil.disk_usage(probe)
+        device = probe.stat().st_dev
+        by_disk.setdefault(device, []).append(path)
+        probes.setdefault(device, probe)
+    checks = []
+    for device, held in by_disk.items():
+        usage = shutil.disk_usage(probes[device])
         free = usage.free
-        message = f"{path}: {free / (1 << 30):.1f} GiB free of {usage.total / (1 << 30):.1f}"
+        message = (f"{free / (1 << 30):.1f} GiB free of {usage.total / (1 << 30):.1f} GiB for "
+                   + ", ".join(str(p) for p in held))
         low = free < LOW_DISK_BYTES or free < LOW_DISK_SHARE * usage.total
         checks.append({"name": "disk", "state": WARNING if low else OK, "message": message,
                        **({"hint": "free space: a full disk fails writes and backups"}

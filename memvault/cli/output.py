@@ -24,7 +24,8 @@ def print_json(data: Any) -> None:
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     table = Table(title=title, show_lines=False)
     for column in columns:
-        table.add_column(column)
+        # fold, never cut: a path or URL shown with an ellipsis is a wrong path
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
     console.print(table)

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     llm_url: str | None = None
     llm_api_key: SecretStr | None = None
     llm_timeout: Duration = 60.0
+    # infer=True's prompts (mem0's custom_instructions, custom_fact_extraction_prompt and
+    # custom_update_memory_prompt): added to, resp. replacing, memvault's own instructions
+    llm_instructions: str | None = None
+    llm_extraction_prompt: str | None = None
+    llm_update_prompt: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8888, ge=1, le=65535)
     admin_api_key: SecretStr | None = None

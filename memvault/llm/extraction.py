@@ -97,17 +97,22 @@ def _describe(exc: Exception) -> str:
     return str(exc)
 
 
-def extract_facts(client: ChatClient, conversation: str, prompt: str | None = None) -> list[str]:
+def extract_facts(client: ChatClient, conversation: str, prompt: str | None = None, *,
+                  instructions: str | None = None, observed: str | None = None) -> list[str]:
+    """`prompt` replaces memvault's extraction instructions, `instructions` are added to them,
+    `observed` is the date the conversation took place (default: today)."""
     today = datetime.now(UTC).date().isoformat()
-    system = (prompt + prompts.CUSTOM_EXTRACTION_SUFFIX if prompt
-              else prompts.FACT_EXTRACTION.format(today=today))
+    system = prompts.extraction_prompt(today, prompt, instructions=instructions,
+                                       observed=observed)
     facts = ask(client, [{"role": "system", "content": system},
                          {"role": "user", "content": conversation}], Facts).facts
     unique = list(dict.fromkeys(facts))  # a repeated fact is one fact
     return unique[:MAX_FACTS]
 
 
-def decide(client: ChatClient, existing: dict[str, str], facts: list[str]) -> list[Decision]:
+def decide(client: ChatClient, existing: dict[str, str], facts: list[str],
+           rules: str | None = None) -> list[Decision]:
+    """`rules` replaces memvault's description of the four events (not the answer format)."""
     def check(parsed: Decisions) -> None:
         seen: set[str] = set()
         for item in parsed.memory:
@@ -124,5 +129,5 @@ def decide(client: ChatClient, existing: dict[str, str], facts: list[str]) -> li
             if item.event == "UPDATE" and not item.text.strip():
                 raise ValueError(f"UPDATE of id {item.id!r} has empty text")
 
-    content = prompts.reconcile_prompt(existing, facts)
+    content = prompts.reconcile_prompt(existing, facts, rules)
     return ask(client, [{"role": "user", "content": content}], Decisions, check).memory

@@ -1,5 +1,6 @@
 """The memory service (mem0's Python API) and its input checks."""
 
+from memvault.memory.async_memory import AsyncMemory
 from memvault.memory.service import Memory, format_history, format_record, text_hash
 
-__all__ = ["Memory", "format_history", "format_record", "text_hash"]
+__all__ = ["AsyncMemory", "Memory", "format_history", "format_record", "text_hash"]

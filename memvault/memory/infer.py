@@ -16,6 +16,7 @@ from memvault.store import MemoryRecord, text_hash, utc_now
 if TYPE_CHECKING:
     import numpy as np
 
+    from memvault.config import Settings
     from memvault.llm import ChatClient
 
 log = logging.getLogger("memvault.llm")
@@ -30,6 +31,8 @@ class InferTarget(Protocol):
 
     @property
     def llm(self) -> ChatClient: ...
+
+    settings: Settings
 
     def search(self, query: str, **kwargs: Any) -> dict[str, Any]: ...
 
@@ -51,14 +54,22 @@ def infer_memories(
     memory_type: str | None,
     prompt: str | None,
     actor: str | None,
+    created_at: str | None = None,
 ) -> dict[str, Any]:
-    """Extract, reconcile and apply; returns mem0's {"results": [{id, memory, event, ...}]}."""
+    """Extract, reconcile and apply; returns mem0's {"results": [{id, memory, event, ...}]}.
+    `prompt` (the call's) or MEMVAULT_LLM_EXTRACTION_PROMPT replaces the extraction
+    instructions, MEMVAULT_LLM_INSTRUCTIONS are added to them, MEMVAULT_LLM_UPDATE_PROMPT
+    replaces the reconcile rules; `created_at` (add's `timestamp`) dates the conversation and
+    the memories it adds."""
     conversation = "\n".join(f"{m['role']}: {m['content']}" for m in items
                              if m["role"] != "system")
     if not conversation:
         raise InvalidInput("messages hold only system messages; nothing to remember")
     client = memory.llm
-    facts = extract_facts(client, conversation, prompt)
+    settings = memory.settings
+    facts = extract_facts(client, conversation, prompt or settings.llm_extraction_prompt,
+                          instructions=settings.llm_instructions,
+                          observed=created_at[:10] if created_at else None)
     if not facts:
         return {"results": []}
 
@@ -72,12 +83,12 @@ def infer_memories(
     real_ids = dict(enumerate(similar))
     existing = {str(n): similar[memory_id] for n, memory_id in real_ids.items()}
     if existing:
-        decisions = decide(client, existing, facts)
+        decisions = decide(client, existing, facts, settings.llm_update_prompt)
     else:
         decisions = [Decision(event="ADD", text=fact) for fact in facts]
 
     results: list[dict[str, Any]] = []
-    now = utc_now()
+    now = created_at or utc_now()
     additions = [
         MemoryRecord(
             id=str(uuid.uuid4()), memory=d.text.strip(), hash=text_hash(d.text.strip()),

@@ -4,10 +4,14 @@ that silently lands in another store than the one it names is how memories get l
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from memvault.errors import ConfigError
+from memvault.store.records import MetaKey
+
+if TYPE_CHECKING:
+    from memvault.store import Store
 
 # mem0 keys memvault has no use for and that change nothing about where memories live.
 IGNORED = frozenset({"history_db_path", "version"})
@@ -15,14 +19,18 @@ REFUSED = {
     "graph_store": "memvault has no graph store; drop graph_store (memories and their "
                    "history stay in the vector store's database)",
     "reranker": "memvault reranks with search(rerank=True) on its own scores; drop reranker",
-    "custom_fact_extraction_prompt": "memvault's extraction prompt is fixed; drop the key, or "
-                                     "add with infer=False and extract facts yourself",
-    "custom_instructions": "memvault's extraction prompt is fixed; drop the key, or add with "
-                           "infer=False and extract facts yourself",
-    "custom_update_memory_prompt": "memvault's update prompt is fixed; drop the key",
 }
+# mem0's prompt keys and the memvault settings they become (docs/api.md, "Fact extraction").
+PROMPTS = {
+    "custom_instructions": "llm_instructions",  # mem0 2.x: added to the extraction prompt
+    "custom_fact_extraction_prompt": "llm_extraction_prompt",  # mem0 1.x: replaces it
+    "custom_update_memory_prompt": "llm_update_prompt",  # replaces the reconcile instructions
+}
+# Where mem0 configs name the vector dimension; memvault checks it against its embedder.
+DIMS_KEY = "embedding_model_dims"
+COLLECTION_KEY = "collection_name"
 PGVECTOR_FIELDS = frozenset({"user", "password", "host", "port", "dbname", "sslmode",
-                             "connection_string"})
+                             "connection_string", DIMS_KEY, COLLECTION_KEY})
 
 
 def translate(config: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +39,9 @@ def translate(config: dict[str, Any]) -> dict[str, Any]:
         if key in REFUSED:
             raise ConfigError(f"mem0 config key {key!r} is not supported", hint=REFUSED[key])
         if key in IGNORED:
+            continue
+        if key in PROMPTS:
+            settings[PROMPTS[key]] = _prompt(key, value)
             continue
         if key in ("embedder", "llm") and isinstance(value, dict):
             settings.update(_model(key, value))
@@ -43,7 +54,7 @@ def translate(config: dict[str, Any]) -> dict[str, Any]:
 
 def _model(key: str, value: dict[str, Any]) -> dict[str, Any]:
     provider = value.get("provider")
-    inner = value.get("config") or {}
+    inner = {k: v for k, v in (value.get("config") or {}).items() if k != DIMS_KEY}
     model = inner.get("model")
     out: dict[str, Any] = {}
     if provider in ("openai", "ollama"):
@@ -69,6 +80,8 @@ def _model(key: str, value: dict[str, Any]) -> dict[str, Any]:
 def _database_url(value: dict[str, Any]) -> str:
     provider = value.get("provider")
     inner = dict(value.get("config") or {})
+    inner.pop(DIMS_KEY, None)  # checked against the embedder by `expected_dims`
+    inner.pop(COLLECTION_KEY, None)  # checked against the store by `check_collection`
     if provider == "sqlite":
         path = inner.pop("path", None)
         _no_more(provider, inner)
@@ -104,10 +117,78 @@ def _database_url(value: dict[str, Any]) -> str:
 
 
 def _no_more(provider: str, rest: dict[str, Any]) -> None:
-    if "collection_name" in rest:
-        raise ConfigError("vector_store.config.collection_name is not supported",
-                          hint="memvault keeps one collection per database: drop "
-                          "collection_name, and use another database to keep stores apart")
     if rest:
         raise ConfigError(f"vector_store.config key {sorted(rest)[0]!r} is not supported for "
                           f"provider {provider!r}", hint="remove it")
+
+
+def _prompt(key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"mem0 config key {key!r} must be a non-empty string",
+                          hint=f"give the prompt text, or drop {key}")
+    return value
+
+
+def _dims_in(section: Any) -> Any:
+    inner = section.get("config") if isinstance(section, dict) else None
+    return inner.get(DIMS_KEY) if isinstance(inner, dict) else None
+
+
+def expected_dims(config: dict[str, Any]) -> int | None:
+    """The vector dimension a mem0 config names (vector_store.config or embedder.config
+    `embedding_model_dims`), or None. mem0 creates its table with it; memvault takes the
+    dimension from its embedder and checks that the two agree (`check_dims`)."""
+    found = {where: _dims_in(config.get(where)) for where in ("vector_store", "embedder")}
+    given = {where: v for where, v in found.items() if v is not None}
+    for where, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}.config.{DIMS_KEY} must be a positive integer, got "
+                              f"{value!r}", hint=f"drop {DIMS_KEY}: memvault reads the "
+                              "dimension from the embedder")
+    if len(set(given.values())) > 1:
+        raise ConfigError(f"vector_store and embedder name different {DIMS_KEY}: "
+                          f"{given['vector_store']} and {given['embedder']}",
+                          hint="give one dimension, the embedder's")
+    return next(iter(given.values()), None)
+
+
+def check_dims(expected: int, embedder: str, dims: int) -> None:
+    if expected != dims:
+        raise ConfigError(
+            f"{DIMS_KEY} is {expected}, but the configured embedder {embedder} makes "
+            f"{dims}-dimensional vectors",
+            hint=f"set {DIMS_KEY} to {dims} or drop it (memvault reads the dimension from the "
+            f"embedder), or configure the embedder that makes {expected}-dimensional vectors")
+
+
+def collection_name(config: dict[str, Any]) -> str | None:
+    """vector_store.config.collection_name, checked to be a printable name, or None."""
+    section = config.get("vector_store")
+    inner = section.get("config") if isinstance(section, dict) else None
+    name = inner.get(COLLECTION_KEY) if isinstance(inner, dict) else None
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name.strip() or len(name) > 256 \
+            or not name.isprintable():
+        raise ConfigError(f"vector_store.config.{COLLECTION_KEY} must be 1-256 printable "
+                          f"characters, got {str(name)[:40]!r}", hint="name the collection, "
+                          "e.g. 'memories'")
+    return name
+
+
+def check_collection(store: Store, name: str) -> None:
+    """A memvault database holds one store. The first mem0 config naming a collection on it
+    claims it; a config naming another collection is refused, so two stores a mem0 user kept
+    apart by collection never silently share one database."""
+    claimed = store.get_meta(MetaKey.COLLECTION_NAME)
+    if claimed is None:
+        store.set_meta(MetaKey.COLLECTION_NAME, name)
+        return
+    if claimed != name:
+        raise ConfigError(
+            f"vector_store.config.{COLLECTION_KEY} is {name!r}, but this database holds the "
+            f"memvault store of collection {claimed!r}",
+            hint=f"memvault keeps one collection per database: point this config at another "
+            f"database (or SQLite path) for {name!r}, or use collection_name={claimed!r}")

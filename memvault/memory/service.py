@@ -13,7 +13,7 @@ import numpy as np
 from memvault.config import Settings, load_settings
 from memvault.embed import Embedder, EmbedderIdentity, make_embedder
 from memvault.errors import EmbedderMismatch, InvalidInput, NotFound, StoreError
-from memvault.memory import mem0_config
+from memvault.memory import mem0_config, temporal
 from memvault.memory import validation as check
 from memvault.memory.fusion import CANDIDATES, Scored, SearchMode, fuse, single, smooth
 from memvault.store import MemoryRecord, Store, open_store, parse_filters, text_hash, utc_now
@@ -68,7 +68,8 @@ def format_history(entry: JournalEntry) -> dict[str, Any]:
         "new_memory": after.get("memory"),
         "event": entry.op,
         "created_at": current.get("created_at"),
-        "updated_at": entry.ts if entry.op != "ADD" else None,
+        # ADD: the memory's own updated_at (= its created_at), as mem0 2.x fills it.
+        "updated_at": entry.ts if entry.op != "ADD" else after.get("updated_at", entry.ts),
         "is_deleted": entry.op == "DELETE",
         "actor_id": current.get("actor_id"),
         "role": current.get("role"),
@@ -105,11 +106,26 @@ class Memory:
         # the GIL); started on first use.
         self._keyword_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        # infer=True without an LLM is warned about once per instance (`extraction_skipped`).
+        self._warned_no_llm = False
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None = None) -> Memory:
         """Accepts memvault's own keys (as in memvault.toml) and mem0's nested config shape."""
-        return cls(load_settings(mem0_config.translate(config or {})))
+        config = config or {}
+        dims = mem0_config.expected_dims(config)
+        collection = mem0_config.collection_name(config)
+        memory = cls(load_settings(mem0_config.translate(config)))
+        try:
+            if dims is not None:
+                identity = memory.embedder.identity()
+                mem0_config.check_dims(dims, identity.key, identity.dims)
+            if collection is not None:
+                mem0_config.check_collection(memory.store, collection)
+        except BaseException:
+            memory.close()
+            raise
+        return memory
 
     def close(self) -> None:
         with self._pool_lock:
@@ -269,7 +285,12 @@ class Memory:
         memory_type: str | None = None,
         prompt: str | None = None,
         actor: str | None = None,
+        timestamp: Any = None,
     ) -> dict[str, Any]:
+        """`timestamp` (Unix seconds, or ISO-8601): the memories' created_at, see
+        memory/temporal.py."""
+        if infer is None:  # mem0's server declares Optional[bool] = None: the default
+            infer = True
         if not isinstance(infer, bool):
             raise InvalidInput("infer must be true or false")
         if infer and self.settings.llm:
@@ -278,12 +299,24 @@ class Memory:
             entities, items, meta, expires = _check_add(
                 messages, user_id, agent_id, run_id, metadata, expiration_date, memory_type)
             return infer_memories(self, items, entities, metadata=meta, expiration_date=expires,
-                                  memory_type=memory_type, prompt=prompt, actor=actor)
+                                  memory_type=memory_type, prompt=prompt, actor=actor,
+                                  created_at=temporal.check_timestamp(timestamp))
         # No LLM configured: infer stores the messages verbatim (PRODUCT.md, MEMVAULT_LLM).
         records = self.verbatim_records(
             messages, user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=metadata,
-            expiration_date=expiration_date, memory_type=memory_type)
-        return {"results": self.add_records(records, actor=actor)}
+            expiration_date=expiration_date, memory_type=memory_type, timestamp=timestamp)
+        results = {"results": self.add_records(records, actor=actor)}
+        return {**results, **self.extraction_skipped()} if infer else results
+
+    def extraction_skipped(self) -> dict[str, str]:
+        """infer=True with no LLM configured: the messages were stored verbatim. Logged once
+        per instance, and said in every such response (`"extraction": "skipped"`)."""
+        if not self._warned_no_llm:
+            self._warned_no_llm = True
+            log.warning("add(infer=True) stores messages verbatim: no LLM is configured, so no "
+                        "facts are extracted (set MEMVAULT_LLM=openai:<model> or "
+                        "ollama:<model>, or pass infer=False to say verbatim is meant)")
+        return {"extraction": "skipped"}
 
     def verbatim_records(
         self,
@@ -295,12 +328,13 @@ class Memory:
         metadata: dict[str, Any] | None = None,
         expiration_date: str | None = None,
         memory_type: str | None = None,
+        timestamp: Any = None,
     ) -> list[MemoryRecord]:
         """Checked records for each non-system message, not yet stored (the server batches
         these from concurrent requests into one add_records call)."""
         entities, items, meta, expires = _check_add(
             messages, user_id, agent_id, run_id, metadata, expiration_date, memory_type)
-        now = utc_now()
+        now = temporal.check_timestamp(timestamp) or utc_now()
         records = [
             MemoryRecord(
                 id=str(uuid.uuid4()),
@@ -462,9 +496,14 @@ class Memory:
         explain: bool = False,
         show_expired: bool = False,
         search_mode: str | None = None,
+        reference_date: Any = None,
     ) -> dict[str, Any]:
+        """`reference_date`: search the store as it was on that date (memory/temporal.py)."""
         query = check.check_text(query, "query")
         node = self._scoped_filter(user_id, agent_id, run_id, filters)
+        as_of = temporal.as_of(reference_date, bool(show_expired))
+        if as_of is not None:
+            node, show_expired = Bool("AND", (node, as_of)), True  # expiry judged in as_of
         top_k = check.check_top_k(limit if limit is not None else top_k)
         threshold = check.check_threshold(threshold)
         mode = check.check_search_mode(search_mode, self.settings.search)
@@ -534,10 +573,11 @@ class Memory:
             parts.append(parsed)
         node: Node | None = parts[0] if len(parts) == 1 else (Bool("AND", tuple(parts))
                                                               if parts else None)
-        if not entity_constraints(node):
+        if not entity_constraints(node) and not _names_entity(node):
             raise InvalidInput(
                 "filters must name user_id, agent_id or run_id",
-                hint="e.g. filters={'user_id': 'alice'}; memories are always scoped",
+                hint="e.g. filters={'user_id': 'alice'}, or {'user_id': '*'} for every user's; "
+                "memories are always scoped",
             )
         assert node is not None
         return node
@@ -553,6 +593,12 @@ def _check_add(
     expires = check.check_expiration(expiration_date)
     check.check_label(memory_type, "memory_type")
     return entities, items, meta, expires
+
+
+def _names_entity(node: Node | None) -> bool:
+    """A top-level `{"user_id": "*"}` (any user, as mem0 accepts) also names the scope."""
+    items = node.items if isinstance(node, Bool) and node.op == "AND" else (node,)
+    return any(isinstance(i, Cond) and i.key in ENTITY_KEYS and i.op == "exists" for i in items)
 
 
 def _entity_node(entities: dict[str, str]) -> Node:

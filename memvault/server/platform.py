@@ -28,6 +28,8 @@ class AddBody(BaseModel):
     run_id: str | None = None
     metadata: dict[str, Any] | None = None
     infer: bool | None = None
+    expiration_date: str | None = None
+    timestamp: int | float | str | None = None  # the memories' created_at (memory/temporal.py)
 
 
 class SearchBody(BaseModel):
@@ -35,6 +37,8 @@ class SearchBody(BaseModel):
     filters: dict[str, Any] | None = None
     top_k: int | None = Field(None, ge=1, le=MAX_PAGE_SIZE)
     threshold: float | None = None
+    show_expired: bool | None = None
+    reference_date: int | float | str | None = None  # search as of then (memory/temporal.py)
 
 
 class ListBody(BaseModel):
@@ -62,9 +66,9 @@ def _split(principal: Principal, filters: dict[str, Any] | None
     rest; the caller's scope fills or refuses the ids."""
     rest = dict(filters or {})
     principal.check_filters(rest)
-    given = {k: rest.pop(k) for k in ENTITY_KEYS if isinstance(rest.get(k), str)}
-    if any(v == "*" for v in given.values()):
-        raise InvalidInput("a wildcard entity id is not supported here: name the id")
+    # A wildcard ("*": any user, as mem0 accepts) stays a filter; the scope still applies.
+    given = {k: rest.pop(k) for k in ENTITY_KEYS
+             if isinstance(rest.get(k), str) and rest[k] != "*"}
     ids = principal.entities(*(given.get(k) for k in ENTITY_KEYS))
     if all(v is None for v in ids.values()) and not rest:
         raise InvalidInput("give filters with user_id, agent_id or run_id")
@@ -85,9 +89,10 @@ def add(body: AddBody, memory: MemoryDep,
     ids = principal.entities(body.user_id, body.agent_id, body.run_id)
     if all(v is None for v in ids.values()):
         raise InvalidInput("give user_id, agent_id or run_id")
-    infer = body.infer is not False and bool(memory.settings.llm)
-    return JSONResponse(memory.add(body.messages, **ids, metadata=body.metadata, infer=infer,
-                                   actor=principal.actor))
+    return JSONResponse(memory.add(body.messages, **ids, metadata=body.metadata,
+                                   infer=body.infer is not False,
+                                   expiration_date=body.expiration_date,
+                                   timestamp=body.timestamp, actor=principal.actor))
 
 
 @router.post("/v3/memories/search/", summary="Search memories (mem0 platform)")
@@ -95,7 +100,9 @@ def search(body: SearchBody, memory: MemoryDep,
            principal: Principal = Depends(authenticate)) -> JSONResponse:
     ids, rest = _split(principal, body.filters)
     return JSONResponse(memory.search(body.query, **ids, filters=rest, top_k=body.top_k or 10,
-                                      threshold=body.threshold))
+                                      threshold=body.threshold,
+                                      show_expired=bool(body.show_expired),
+                                      reference_date=body.reference_date))
 
 
 @router.post("/v3/memories/", summary="List memories (mem0 platform, paginated)")

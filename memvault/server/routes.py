@@ -30,6 +30,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": schemas.ErrorResponse, "description": "no such memory (or not yours)"}}
 MemoryId = uuid.UUID  # a malformed id is a 422 before any handler runs
+# mem0's admin listing (GET /memories without ids) answers up to 1,000 memories by default.
+ADMIN_PAGE = 1000
 
 
 def visible(memory: Memory, principal: Principal, memory_id: str) -> MemoryRecord | None:
@@ -58,17 +60,18 @@ def add_memories(
     memory = context.runtime.memory
     ids = principal.entities(body.user_id, body.agent_id, body.run_id)
     messages = [m.model_dump() for m in body.messages]
-    if body.infer and memory.settings.llm:
+    infer = body.infer is not False
+    if infer and memory.settings.llm:
         result = memory.add(messages, **ids, metadata=body.metadata, infer=True,
                             expiration_date=body.expiration_date, memory_type=body.memory_type,
-                            prompt=body.prompt, actor=principal.actor)
+                            prompt=body.prompt, actor=principal.actor, timestamp=body.timestamp)
         return JSONResponse(result)
     records = memory.verbatim_records(messages, **ids, metadata=body.metadata,
                                       expiration_date=body.expiration_date,
-                                      memory_type=body.memory_type)
+                                      memory_type=body.memory_type, timestamp=body.timestamp)
     # Stored in one transaction with whatever other adds are waiting (memory/batching.py).
-    return JSONResponse({"results": context.runtime.add_batcher.submit(records,
-                                                                       principal.actor)})
+    added = {"results": context.runtime.add_batcher.submit(records, principal.actor)}
+    return JSONResponse({**added, **memory.extraction_skipped()} if infer else added)
 
 
 @router.get("/memories", tags=["memories"], summary="List memories of a namespace",
@@ -78,7 +81,8 @@ def list_memories(
     user_id: str | None = None,
     agent_id: str | None = None,
     run_id: str | None = None,
-    top_k: int = Query(20, ge=0, le=1000),
+    top_k: int | None = Query(None, ge=0, le=ADMIN_PAGE, description="default 20; the "
+                              f"admin's listing without ids: {ADMIN_PAGE}, as mem0's"),
     show_expired: bool = False,
     filters: str | None = Query(None, description="memvault extension: mem0 filters as JSON"),
     principal: Principal = Depends(authenticate),
@@ -92,9 +96,11 @@ def list_memories(
         # mem0: a listing without ids is the admin's view of the whole store.
         if not principal.admin:
             raise HTTPException(403, "Admin role required.")
-        records = memory.records(None, limit=top_k, include_expired=show_expired)
+        records = memory.records(None, limit=ADMIN_PAGE if top_k is None else top_k,
+                                 include_expired=show_expired)
         return JSONResponse({"results": [format_record(r) for r in records]})
-    return JSONResponse(memory.get_all(**ids, filters=parsed, top_k=top_k,
+    return JSONResponse(memory.get_all(**ids, filters=parsed,
+                                       top_k=20 if top_k is None else top_k,
                                        show_expired=show_expired))
 
 
@@ -128,10 +134,12 @@ def search_memories(
 ) -> JSONResponse:
     ids = principal.entities(body.user_id, body.agent_id, body.run_id)
     principal.check_filters(body.filters)
-    result = memory.search(body.query, **ids, filters=body.filters, top_k=body.top_k,
-                           limit=body.limit, threshold=body.threshold, rerank=body.rerank,
-                           explain=body.explain, show_expired=body.show_expired,
-                           search_mode=body.search_mode)
+    result = memory.search(body.query, **ids, filters=body.filters,
+                           top_k=20 if body.top_k is None else body.top_k, limit=body.limit,
+                           threshold=body.threshold,
+                           rerank=bool(body.rerank), explain=bool(body.explain),
+                           show_expired=bool(body.show_expired), search_mode=body.search_mode,
+                           reference_date=body.reference_date)
     return JSONResponse(result)
 
 

@@ -26,22 +26,32 @@ class MemoryCreate(BaseModel):
     metadata: dict[str, Any] | None = Field(
         None, description="a JSON object, at most 64 KiB and 32 levels deep; integers in the "
         "signed 64-bit range, finite numbers, no NUL")
-    infer: bool = Field(True, description="extract facts with MEMVAULT_LLM; verbatim without it")
+    # mem0's server declares its optional fields Optional[...] = None: an explicit null is
+    # the default, never a 422.
+    infer: bool | None = Field(None, description="extract facts with MEMVAULT_LLM (default "
+                               "true); without an LLM the messages are stored verbatim and the "
+                               'answer says "extraction": "skipped"')
     expiration_date: str | None = Field(None, description="YYYY-MM-DD")
     memory_type: str | None = Field(None, description="at most 256 printable characters")
     prompt: str | None = Field(None, description="custom fact-extraction prompt (infer only)")
+    timestamp: int | float | str | None = Field(
+        None, description="when the memories were made: Unix seconds or ISO-8601 with offset "
+        "(their created_at); default now")
 
 
 class SearchRequest(BaseModel):
     query: str
     filters: dict[str, Any] | None = Field(
         None, description="mem0 filters; must name user_id, agent_id or run_id")
-    top_k: int = 20
+    top_k: int | None = Field(None, description="default 20")
     limit: int | None = Field(None, description="old name of top_k")
     threshold: float | None = 0.1
-    rerank: bool = False
-    explain: bool = False
-    show_expired: bool = False
+    rerank: bool | None = Field(None, description="default false")
+    explain: bool | None = Field(None, description="default false")
+    show_expired: bool | None = Field(None, description="default false")
+    reference_date: int | float | str | None = Field(
+        None, description="search as of this date (YYYY-MM-DD, ISO-8601 or Unix seconds): "
+        "memories created later are left out, expiry is judged on that date")
     search_mode: str | None = Field(
         None, description="hybrid, vector or keyword; default: the server's MEMVAULT_SEARCH")
     user_id: str | None = Field(None, description="deprecated: merged into filters")

@@ -137,6 +137,9 @@ class MetaKey(StrEnum):
     RESTORED_FROM = "restored_from"  # the backup the last finished restore came from
     LAST_IMPORT = "last_import"
     API_KEYS = "api_keys"
+    # mem0's vector_store collection_name this store was first opened under (Memory.from_config):
+    # a config naming another collection is refused instead of sharing this store.
+    COLLECTION_NAME = "collection_name"
 
 
 # The keys StoreMeta has fields for; every other key goes to `extra`.
