@@ -138,16 +138,14 @@ class CorpusFigures:
     once the journal moved by more than 1% of the store since the last count: a small store
     always, 100k memories every 1,000 writes (a count reads them all)."""
 
-    def __init__(self, count: Callable[[], tuple[int, float]],
-                 last_seq: Callable[[], int]) -> None:
+    def __init__(self, count: Callable[[], tuple[int, float]]) -> None:
         self._count = count  # -> (memories, tokens in all of them)
-        self._last_seq = last_seq
         self._figures: tuple[int, int, float] | None = None  # (seq, total, mean length)
 
-    def get(self) -> tuple[int, float]:
-        seq = self._last_seq()
+    def get(self, seq: int) -> tuple[int, float]:
+        """The figures as of journal position `seq` (the store's last_seq)."""
         cached = self._figures
-        if cached is not None and seq - cached[0] <= cached[1] // 100:
+        if cached is not None and 0 <= seq - cached[0] <= cached[1] // 100:
             return cached[1], cached[2]
         total, tokens = self._count()
         self._figures = (seq, total, tokens / total if total else 1.0)

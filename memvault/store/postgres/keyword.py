@@ -21,21 +21,23 @@ from memvault.store.keywords import (
 from memvault.store.postgres.schema import KEYWORD_VECTOR
 
 Read = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+COUNTS_KEPT = 50_000  # stems whose match counts are remembered (a few MB at most)
+COUNT_REMEMBERED = 100  # ... from this many matches on
 
 
 def ranking_sql(terms: int, where: str) -> str:
-    """BM25 of each match as the sum over the query stems of idf * tf * (k1 + 1) /
-    (tf + k1 * (1 - b + b * length / mean length)); tf counted in the token array."""
-    counts = ", ".join(f"cardinality(array_positions(x.w, %s::text)) AS f{i}"
+    """BM25 of each match as (k1 + 1) times the sum over the query stems of idf * tf /
+    (tf + k1 * (1 - b + b * length / mean length)); tf counted in the token array. OFFSET 0
+    keeps each LATERAL computed once per row (inlined, the split ran once per use)."""
+    counts = ", ".join(f"cardinality(array_positions(x.w, %s::text))::float8 AS f{i}"
                        for i in range(terms))
-    score = " + ".join(f"%s::float8 * t.f{i} * {K1 + 1} / (t.f{i} + t.norm)"
-                       for i in range(terms))
+    score = " + ".join(f"%s::float8 * t.f{i} / (t.f{i} + t.norm)" for i in range(terms))
     b = LENGTH_NORMALIZATION
     return (
-        f"SELECT m.id, {score} AS score FROM memories m "
-        "CROSS JOIN LATERAL (SELECT string_to_array(m.keywords, ' ') AS w) x "
-        f"CROSS JOIN LATERAL (SELECT {K1} * ({1 - b} + {b} * cardinality(x.w) / %s::float8) "
-        f"AS norm, {counts}) t "
+        f"SELECT m.id, ({score}) * {K1 + 1}::float8 AS score FROM memories m "
+        "CROSS JOIN LATERAL (SELECT string_to_array(m.keywords, ' ') AS w OFFSET 0) x "
+        f"CROSS JOIN LATERAL (SELECT {K1}::float8 * ({1 - b}::float8 + {b}::float8 * "
+        f"cardinality(x.w) / %s::float8) AS norm, {counts} OFFSET 0) t "
         f"WHERE {KEYWORD_VECTOR} @@ to_tsquery('simple', %s) AND {where} "
         "ORDER BY score DESC, m.id LIMIT %s")
 
@@ -44,8 +46,10 @@ class KeywordRanking:
     def __init__(self, read: Read, last_seq: Callable[[], int],
                  keywords: KeywordTokenizer) -> None:
         self._read = read
+        self._last_seq = last_seq
         self.keywords = keywords
-        self._figures = CorpusFigures(self._count, last_seq)
+        self._figures = CorpusFigures(self._count)
+        self._counts: dict[str, tuple[int, int]] = {}  # stem -> (journal seq, memories)
 
     def ids(self, query: str, where: str, params: list[Any], top_k: int
             ) -> list[tuple[str, float]]:
@@ -53,22 +57,40 @@ class KeywordRanking:
         terms = self.keywords.query_terms(query)
         if not terms or top_k <= 0:
             return []
-        # Documents per stem, each count stopping past the budget (GIN bitmap, LIMIT)
-        counts = self._read("SELECT " + ", ".join(
-            f"(SELECT count(*) FROM (SELECT 1 FROM memories m WHERE {KEYWORD_VECTOR} "
-            "@@ to_tsquery('simple', %s) LIMIT %s) c)" for _ in terms),
-            [value for term in terms for value in (tsquery([term]), MATCH_BUDGET + 1)])[0]
-        frequency = {term: int(n) for term, n in zip(terms, counts, strict=True)}
+        seq = self._last_seq()
+        total, mean_length = self._figures.get(seq)
+        frequency = self._frequency(terms, total, seq)
         terms = bounded_terms(terms, frequency)
         if not terms:
             return []
-        total, mean_length = self._figures.get()
         weights = idf(terms, total, frequency)
         ranked = list(weights)
         rows = self._read(ranking_sql(len(ranked), where), [
             *(weights[t] for t in ranked), mean_length, *ranked, tsquery(ranked), *params,
             top_k])
         return [(row[0], float(row[1])) for row in rows]
+
+    def _frequency(self, terms: list[str], total: int, seq: int) -> dict[str, int]:
+        """Memories holding each stem, each count stopping past the budget (GIN bitmap,
+        LIMIT). A frequent stem's count is remembered until the journal moved by 1% of the
+        store: it reads up to 5,000 rows, and its share of a large store barely moves in 1%
+        of writes (its IDF, and whether the budget drops it, with it). A rare stem is counted
+        each time (cheap), so a memory just added is found by a word no other one holds."""
+        known = {t: n for t, (at, n) in ((t, self._counts.get(t, (-1, 0))) for t in terms)
+                 if at >= 0 and 0 <= seq - at <= total // 100}
+        missing = [t for t in terms if t not in known]
+        if missing:
+            counts = self._read("SELECT " + ", ".join(
+                f"(SELECT count(*) FROM (SELECT 1 FROM memories m WHERE {KEYWORD_VECTOR} "
+                "@@ to_tsquery('simple', %s) LIMIT %s) c)" for _ in missing),
+                [v for term in missing for v in (tsquery([term]), MATCH_BUDGET + 1)])[0]
+            if len(self._counts) > COUNTS_KEPT:
+                self._counts.clear()
+            for term, n in zip(missing, counts, strict=True):
+                known[term] = int(n)
+                if n >= COUNT_REMEMBERED:
+                    self._counts[term] = (seq, int(n))
+        return known
 
     def _count(self) -> tuple[int, float]:
         row = self._read(

@@ -70,7 +70,7 @@ class SQLiteStore(Store):
         # Per embedder: the version of its vectors this process's index was built from.
         self._vectors_versions: dict[str, Any] = {}
         self.keywords = KeywordTokenizer()
-        self._figures = CorpusFigures(self._keyword_figures, self.last_seq)
+        self._figures = CorpusFigures(self._keyword_figures)
         self._conn = self._connect(timeout)
         # The file this process opened: the guard notices when the path stops being it.
         self.opened_as = file_identity(self.path)
@@ -535,7 +535,7 @@ class SQLiteStore(Store):
             "JOIN memories m ON m.rowid = memories_fts.rowid "
             f"WHERE memories_fts MATCH ? AND {where} ORDER BY bm25(memories_fts) LIMIT ?",
             [match_expression(terms), *params, 2 * top_k])
-        total, mean_length = self._figures.get()
+        total, mean_length = self._figures.get(self.last_seq())
         scores = bm25(terms, [row[1] for row in rows], total, mean_length, frequency)
         ranked = sorted(zip((row[0] for row in rows), scores, strict=True),
                         key=lambda hit: (-hit[1], hit[0]))
