@@ -4,12 +4,13 @@ Run: .venv/bin/python -m bench.bench_locomo [--backend sqlite|postgres|both] [--
 
 Each dialog turn is stored through the public `Memory` API (the records `add(...,
 infer=False)` makes, stored by `add_records`, made at the session's date as mem0's
-`timestamp` would set it), one namespace (user_id) per conversation, with the turn's speaker,
-session and session date in metadata. A question is a hit at k when one of its evidence turns is among the first k
-results of `Memory.search` scoped to its conversation. Categories 1-4 (5 is adversarial,
-unanswerable). Reported per search mode (vector = the pure-vector baseline, in the same
-process on the same store), with search latency. `--tune` also scores fusion variants
-offline from each list's top 100 (how the default in memory/fusion.py was chosen).
+`timestamp` would set it), one namespace (user_id) per conversation, with the turn's
+speaker, session and session date in metadata. A question is a hit at k when one of its
+evidence turns is among the first k results of `Memory.search` scoped to its conversation.
+Categories 1-4 (5 is adversarial, unanswerable). Reported per search mode (vector = the
+pure-vector baseline, in the same process on the same store), with search latency.
+`--tune` also scores fusion variants offline from each list's top 100 (how the defaults in
+memory/fusion.py were chosen).
 """
 
 from __future__ import annotations
