@@ -254,7 +254,8 @@ class Store(ABC):
     ) -> list[tuple[MemoryRecord, float]]:
         """Records by cosine similarity (1 - cosine distance), best first."""
         hits = self.search_ids(query, embedder_key, node, top_k, threshold, include_expired)
-        return _with_records(self, hits)
+        found = self.records([memory_id for memory_id, _ in hits])
+        return [(found[memory_id], score) for memory_id, score in hits if memory_id in found]
 
     @abstractmethod
     def search_ids(
@@ -269,19 +270,13 @@ class Store(ABC):
         """`search` as memory ids and scores: a search that ranks many candidates reads the
         rows of the few it returns only."""
 
-    def keyword_search(
-        self, query: str, node: Node | None, top_k: int, include_expired: bool = True,
-    ) -> list[tuple[MemoryRecord, float]]:
-        """Records by BM25 over their keyword tokens (store/keywords.py), best first; the
-        query is tokenized like the memories, so no query syntax reaches the index. A query
-        without a single indexable word finds nothing."""
-        return _with_records(self, self.keyword_ids(query, node, top_k, include_expired))
-
     @abstractmethod
     def keyword_ids(
         self, query: str, node: Node | None, top_k: int, include_expired: bool = True,
     ) -> list[tuple[str, float]]:
-        """`keyword_search` as memory ids and scores."""
+        """Memory ids by BM25 over their keyword tokens (store/keywords.py) and their scores,
+        best first; the query is tokenized like the memories, so no query syntax reaches the
+        index. A query without a single indexable word finds nothing."""
 
     @abstractmethod
     def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
@@ -311,8 +306,3 @@ class Store(ABC):
     def total(self) -> int:
         return sum(self.counts().values())
 
-
-def _with_records(store: Store, hits: list[tuple[str, float]]) -> list[tuple[MemoryRecord, float]]:
-    """Ranked ids with their records (one deleted meanwhile is left out)."""
-    found = store.records([memory_id for memory_id, _ in hits])
-    return [(found[memory_id], score) for memory_id, score in hits if memory_id in found]
