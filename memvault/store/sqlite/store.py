@@ -75,6 +75,10 @@ class SQLiteStore(Store):
         # The file this process opened: the guard notices when the path stops being it.
         self.opened_as = file_identity(self.path)
         self._migrate()
+        # Keyword search reads on a connection of its own: a hybrid search runs it in a worker
+        # while the vector search holds the store's lock, and WAL lets both read at once.
+        self._keyword_lock = threading.Lock()
+        self._keyword_conn = self._connect(timeout)
 
     # ------------------------------------------------------------------ opening
 
@@ -151,8 +155,9 @@ class SQLiteStore(Store):
                 cur.execute(f"PRAGMA user_version = {target}")
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._keyword_lock:
             self._conn.close()
+            self._keyword_conn.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
@@ -178,6 +183,13 @@ class SQLiteStore(Store):
         with self._lock:
             try:
                 return self._conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite read from {self.path} failed: {exc}") from exc
+
+    def _keyword_read(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        with self._keyword_lock:
+            try:
+                return self._keyword_conn.execute(sql, params).fetchall()
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"SQLite read from {self.path} failed: {exc}") from exc
 
@@ -521,7 +533,7 @@ class SQLiteStore(Store):
         if not terms or top_k <= 0:
             return []
         marks = ",".join("?" * len(terms))
-        frequency = dict(self._read(
+        frequency = dict(self._keyword_read(
             f"SELECT term, doc FROM memories_fts_terms WHERE term IN ({marks})", terms))
         terms = bounded_terms(terms, frequency)
         if not terms:
@@ -530,7 +542,7 @@ class SQLiteStore(Store):
         # FTS5 ranks the matches (its bm25() with b = 0.75) and the best few are re-scored
         # with the length normalization of store/keywords.py, as PostgreSQL ranks them all:
         # twice top_k read, so what the two rankings disagree on at the edge is rarely lost.
-        rows = self._read(
+        rows = self._keyword_read(
             "SELECT m.id, m.keywords FROM memories_fts "
             "JOIN memories m ON m.rowid = memories_fts.rowid "
             f"WHERE memories_fts MATCH ? AND {where} ORDER BY bm25(memories_fts) LIMIT ?",
