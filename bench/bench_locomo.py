@@ -2,13 +2,15 @@
 
 Run: .venv/bin/python -m bench.bench_locomo [--backend sqlite|postgres|both] [--tune]
 
-Each dialog turn is stored through the public `Memory` API (`add(..., infer=False)`), one
-namespace (user_id) per conversation, with the turn's speaker, session and session date in
-metadata. A question is a hit at k when one of its evidence turns is among the first k
-results of `Memory.search` scoped to its conversation. Categories 1-4 (5 is adversarial,
-unanswerable). Reported per search mode (vector = the pure-vector baseline, in the same
-process on the same store), with search latency. `--tune` also scores fusion variants
-offline from each list's top 100 (how the default in memory/fusion.py was chosen).
+Each dialog turn is stored through the public `Memory` API (the records `add(...,
+infer=False)` makes, stored by `add_records`, made at the session's date as mem0's
+`timestamp` would set it), one namespace (user_id) per conversation, with the turn's
+speaker, session and session date in metadata. A question is a hit at k when one of its
+evidence turns is among the first k results of `Memory.search` scoped to its conversation.
+Categories 1-4 (5 is adversarial, unanswerable). Reported per search mode (vector = the
+pure-vector baseline, in the same process on the same store), with search latency.
+`--tune` also scores fusion variants offline from each list's top 100 (how the defaults in
+memory/fusion.py were chosen).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,18 @@ from bench.common import LOCOMO, corpus, latencies, real_questions, report, unit
 from memvault.config import load_settings
 from memvault.embed.local import LocalEmbedder
 from memvault.memory import Memory, text_hash
-from memvault.memory.fusion import CANDIDATES, SearchMode, fuse, smooth
+from memvault.memory.fusion import (
+    CANDIDATES,
+    LIFT,
+    REACH,
+    VECTOR_WEIGHT,
+    SearchMode,
+    around,
+    dated,
+    fuse,
+    smooth,
+)
+from memvault.memory.query_dates import made_on, mentioned_dates
 from memvault.store.records import MemoryRecord, utc_now
 
 KS = (1, 5, 10)
@@ -45,21 +60,35 @@ TEXTS: dict[str, Callable[[dict[str, Any], str | None], str]] = {
 }
 
 
+def session_time(date: str | None, turn: int) -> str | None:
+    """LoCoMo's "1:56 pm on 8 May, 2023" as an ISO created_at, one second per turn (so the
+    turns of a session keep their order), or None when the split gives no date."""
+    if not date:
+        return None
+    moment = datetime.strptime(date.strip(), "%I:%M %p on %d %B, %Y").replace(tzinfo=UTC)
+    return (moment + timedelta(seconds=turn)).isoformat(timespec="microseconds")
+
+
 def ingest(memory: Memory, conversations: list[dict[str, Any]], text: str = "speaker"
            ) -> dict[str, set[str]]:
-    """Store every turn; memory id -> the dia_ids it holds (a repeated text is stored once)."""
+    """Store every turn; memory id -> the dia_ids it holds (a repeated text is stored once).
+    Each memory is made at its session's date (what mem0's `add(timestamp=...)` sets): the
+    records `add(..., infer=False)` would store, with that created_at."""
     turns: dict[str, set[str]] = {}
     for conv in conversations:
         talk = conv["conversation"]
         number = 1
         while f"session_{number}" in talk:
             date = talk.get(f"session_{number}_date_time")
-            for turn in talk[f"session_{number}"]:
+            for index, turn in enumerate(talk[f"session_{number}"]):
                 meta = {"dia_id": turn["dia_id"], "speaker": turn["speaker"],
                         "session": number, "session_date": date}
-                added = memory.add(TEXTS[text](turn, date), user_id=conv["sample_id"],
-                                   metadata=meta, infer=False)
-                for item in added["results"]:
+                records = memory.verbatim_records(
+                    TEXTS[text](turn, date), user_id=conv["sample_id"], metadata=meta)
+                made = session_time(date, index)
+                if made is not None:
+                    records = [replace(r, created_at=made, updated_at=made) for r in records]
+                for item in memory.add_records(records):
                     turns.setdefault(item["id"], set()).add(turn["dia_id"])
             number += 1
     return turns
@@ -111,49 +140,46 @@ def tune(memory: Memory, qs: list[dict[str, Any]], turns: dict[str, set[str]]
     """Fusion variants scored offline from the two candidate lists of every question."""
     store, key = memory.store, memory.embedder_identity().key
     lists = []
-    near: dict[str, tuple[str | None, str | None]] = {}
     for q in qs:
         node = memory._scoped_filter(q["user_id"], None, None, None)
         vector = memory._embed([q["question"]])[0]
-        pair = (store.search(vector, key, node, CANDIDATES, None, True),
-                store.keyword_search(q["question"], node, CANDIDATES, True))
-        lists.append(pair)
-        near.update(store.neighbours([r.id for hits in pair for r, _ in hits]))
+        lists.append((q["question"], store.search_ids(vector, key, node, 100, None, True),
+                      store.keyword_ids(q["question"], node, 100, True)))
+    made = {i: made_on(r.created_at) for i, r in store.records(list(turns)).items()}
+    near = around(store.neighbours, list(turns), reach=1)
 
-    def rrf(v: list[tuple[MemoryRecord, float]], k: list[tuple[MemoryRecord, float]],
-            c: int) -> list[str]:
+    def rrf(v: list[tuple[str, float]], k: list[tuple[str, float]], c: int) -> list[str]:
         score: dict[str, float] = {}
         for hits in (v, k):
-            for rank, (r, _) in enumerate(hits, 1):
-                score[r.id] = score.get(r.id, 0.0) + 1 / (c + rank)
+            for rank, (i, _) in enumerate(hits, 1):
+                score[i] = score.get(i, 0.0) + 1 / (c + rank)
         return sorted(score, key=lambda i: -score[i])
 
-    variants: dict[str, Callable[[Any, Any], list[str]]] = {}
-    for w in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
-        variants[f"linear w={w}"] = (
-            lambda v, k, w=w: [s.record.id for s in fuse(v, k, vector_weight=w)])
-    for c in (10, 30, 60):
-        variants[f"rrf k={c}"] = lambda v, k, c=c: rrf(v, k, c)
-    def minmax(v: Any, k: Any, w: float) -> dict[str, float]:
-        cos = {r.id: s for r, s in v}
-        lo, hi = min(cos.values(), default=0), max(cos.values(), default=1)
-        best = max((s for _, s in k), default=1) or 1
-        kw = {r.id: s / best for r, s in k}
-        ids = set(cos) | set(kw)
-        return {i: w * ((cos.get(i, lo) - lo) / ((hi - lo) or 1)) + (1 - w) * kw.get(i, 0)
-                for i in ids}
+    def full(query: str, v: Any, k: Any, n: int = CANDIDATES, w: float = VECTOR_WEIGHT,
+             dates: bool = True, lift: float = LIFT, reach: int = REACH) -> list[str]:
+        scored = fuse(v[:n], k[:n], vector_weight=w)
+        if dates:
+            scored = dated(scored, made, mentioned_dates(query))
+        return [s.memory_id for s in smooth(scored, near, lift=lift, reach=reach)]
 
-    for w in (0.4, 0.5):
-        variants[f"minmax w={w}"] = (
-            lambda v, k, w=w: sorted(m := minmax(v, k, w), key=lambda i: -m[i]))
-    for w in (0.4, 0.5, 0.6):
-        for lam in (0.1, 0.2, 0.3, 0.5):
-            variants[f"neighbours w={w} l={lam}"] = lambda v, k, w=w, lam=lam: [
-                s.record.id for s in smooth(fuse(v, k, vector_weight=w), near, lam)]
-    for n in (20, 50):
-        variants[f"candidates={n}"] = lambda v, k, n=n: [
-            s.record.id for s in smooth(fuse(v[:n], k[:n]), near)]
-    return {name: recall([f(v, k) for v, k in lists], qs, turns)
+    variants: dict[str, Callable[[str, Any, Any], list[str]]] = {}
+    for w in (0.3, 0.5, 0.7):
+        variants[f"linear w={w}"] = (
+            lambda q, v, k, w=w: [s.memory_id for s in fuse(v[:CANDIDATES], k[:CANDIDATES],
+                                                            vector_weight=w)])
+    for c in (10, 60):
+        variants[f"rrf k={c}"] = lambda q, v, k, c=c: rrf(v[:CANDIDATES], k[:CANDIDATES], c)
+    variants["+ smoothing only (no lift)"] = lambda q, v, k: full(q, v, k, dates=False, lift=0)
+    variants["+ lift, reach 1"] = lambda q, v, k: full(q, v, k, dates=False, reach=1)
+    variants["+ lift, reach 2"] = lambda q, v, k: full(q, v, k, dates=False)
+    variants["+ dates (default)"] = lambda q, v, k: full(q, v, k)
+    for lift in (0.8, 0.9):
+        variants[f"default, lift {lift}"] = lambda q, v, k, lift=lift: full(q, v, k, lift=lift)
+    for w in (0.4, 0.6):
+        variants[f"default, w={w}"] = lambda q, v, k, w=w: full(q, v, k, w=w)
+    for n in (30, 100):
+        variants[f"default, candidates={n}"] = lambda q, v, k, n=n: full(q, v, k, n=n)
+    return {name: recall([f(q, v, k) for q, v, k in lists], qs, turns)
             for name, f in variants.items()}
 
 

@@ -21,7 +21,9 @@ ALICE = parse_filters({"user_id": "alice"})
 
 
 def found(store: Store, query: str, node: Any = ALICE) -> list[str]:
-    return [r.memory for r, _ in store.keyword_search(query, node, 10)]
+    ids = [memory_id for memory_id, _ in store.keyword_ids(query, node, 10)]
+    records = store.records(ids)
+    return [records[i].memory for i in ids]
 
 
 def record(text: str, user: str = "alice") -> MemoryRecord:

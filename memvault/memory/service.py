@@ -6,6 +6,7 @@ import logging
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,7 +16,8 @@ from memvault.embed import Embedder, EmbedderIdentity, make_embedder
 from memvault.errors import EmbedderMismatch, InvalidInput, NotFound, StoreError
 from memvault.memory import mem0_config, temporal
 from memvault.memory import validation as check
-from memvault.memory.fusion import CANDIDATES, Scored, SearchMode, fuse, single, smooth
+from memvault.memory.fusion import CANDIDATES, Scored, SearchMode, single
+from memvault.memory.hybrid import hybrid_ranking
 from memvault.store import MemoryRecord, Store, open_store, parse_filters, text_hash, utc_now
 from memvault.store.filters import Bool, Cond, Node, entity_constraints
 from memvault.store.records import ENTITY_KEYS, JournalEntry, MetaKey
@@ -508,40 +510,43 @@ class Memory:
         threshold = check.check_threshold(threshold)
         mode = check.check_search_mode(search_mode, self.settings.search)
         key = self.embedder_identity().key
-        scored = self._ranked(query, node, top_k, mode, key, bool(show_expired))
+        scored = self._ranked(query, node, top_k, mode, key, bool(show_expired),
+                              temporal.reference_day(reference_date))
+        # best first: the first top_k above the threshold (a memory deleted since is left out)
+        chosen = [h for h in scored if threshold is None or h.score >= threshold][:top_k]
+        records = self.store.records([hit.memory_id for hit in chosen])
         results = []
-        for hit in scored:
-            if threshold is not None and hit.score < threshold:
+        for hit in chosen:
+            if hit.memory_id not in records:
                 continue
-            item = format_record(hit.record, hit.score, with_score=True)
+            item = format_record(records[hit.memory_id], hit.score, with_score=True)
             if explain:
                 item["score_details"] = hit.details(mode, key)
             results.append(item)
-            if len(results) == top_k:
-                break
         return {"results": results}
 
     def _ranked(
         self, query: str, node: Node, top_k: int, mode: SearchMode, key: str,
-        show_expired: bool,
+        show_expired: bool, reference: date | None = None,
     ) -> list[Scored]:
         """Candidates of one search, best first, before the threshold and the top_k cut."""
         if mode is SearchMode.KEYWORD:
-            return single(self.store.keyword_search(query, node, top_k, show_expired), mode)
+            return single(self.store.keyword_ids(query, node, top_k, show_expired), mode)
         if mode is SearchMode.VECTOR:
             vector = self._embed([query])[0]
-            return single(self.store.search(vector, key, node, top_k, None, show_expired), mode)
+            return single(self.store.search_ids(vector, key, node, top_k, None, show_expired),
+                          mode)
         wanted = max(top_k, CANDIDATES)
         keyword = self._keyword_worker().submit(
-            self.store.keyword_search, query, node, wanted, show_expired)
+            self.store.keyword_ids, query, node, wanted, show_expired)
         try:
             vector = self._embed([query])[0]
-            vector_hits = self.store.search(vector, key, node, wanted, None, show_expired)
+            vector_hits = self.store.search_ids(vector, key, node, wanted, None, show_expired)
         except BaseException:
             wait([keyword])  # never leave it running; the embedder's or store's error wins
             raise
-        fused = fuse(vector_hits, keyword.result())
-        return smooth(fused, self.store.neighbours([s.record.id for s in fused]))
+        return hybrid_ranking(self.store, query, vector_hits, keyword.result(), top_k, node,
+                              show_expired, reference)
 
     def history(self, memory_id: str) -> list[dict[str, Any]]:
         memory_id = check.check_memory_id(memory_id)

@@ -7,8 +7,9 @@ MemoryClient):
 - timestamp: the memory's `created_at` (and `updated_at`), e.g. when importing an old
   conversation; with infer=True also the date the extraction prompt gives the conversation.
 - reference_date: what the store looked like on that date: memories created after it are left
-  out, and expiry is judged on that date. memvault does not rewrite relative times in the query
-  ("last week"), as mem0's platform does with it.
+  out, and expiry is judged on that date; relative words in the query ("last year", "yesterday")
+  count from it when hybrid search ranks memories made on the days they name
+  (memory/query_dates.py).
 """
 
 from __future__ import annotations
@@ -82,6 +83,13 @@ def check_timestamp(value: Any) -> str | None:
         raise InvalidInput(f"timestamp {moment.isoformat()} is in the future",
                            hint="timestamp dates a memory from the past; omit it for now")
     return moment.isoformat(timespec="microseconds")
+
+
+def reference_day(reference_date: Any) -> date | None:
+    """The UTC day of `reference_date` (None: none given), the day relative words count from."""
+    if reference_date is None:
+        return None
+    return _instant(reference_date, "reference_date").date()
 
 
 def as_of(reference_date: Any, show_expired: bool) -> Node | None:

@@ -240,6 +240,9 @@ class Store(ABC):
         """Records matching a filter, newest first."""
 
     @abstractmethod
+    def records(self, ids: list[str]) -> dict[str, MemoryRecord]:
+        """The stored records of these ids (an unknown or deleted id is left out)."""
+
     def search(
         self,
         query: np.ndarray,
@@ -250,14 +253,30 @@ class Store(ABC):
         include_expired: bool = True,
     ) -> list[tuple[MemoryRecord, float]]:
         """Records by cosine similarity (1 - cosine distance), best first."""
+        hits = self.search_ids(query, embedder_key, node, top_k, threshold, include_expired)
+        found = self.records([memory_id for memory_id, _ in hits])
+        return [(found[memory_id], score) for memory_id, score in hits if memory_id in found]
 
     @abstractmethod
-    def keyword_search(
+    def search_ids(
+        self,
+        query: np.ndarray,
+        embedder_key: str,
+        node: Node | None,
+        top_k: int,
+        threshold: float | None = None,
+        include_expired: bool = True,
+    ) -> list[tuple[str, float]]:
+        """`search` as memory ids and scores: a search that ranks many candidates reads the
+        rows of the few it returns only."""
+
+    @abstractmethod
+    def keyword_ids(
         self, query: str, node: Node | None, top_k: int, include_expired: bool = True,
-    ) -> list[tuple[MemoryRecord, float]]:
-        """Records by BM25 over their keyword tokens (store/keywords.py), best first; the
-        query is tokenized like the memories, so no query syntax reaches the index. A query
-        without a single indexable word finds nothing."""
+    ) -> list[tuple[str, float]]:
+        """Memory ids by BM25 over their keyword tokens (store/keywords.py) and their scores,
+        best first; the query is tokenized like the memories, so no query syntax reaches the
+        index. A query without a single indexable word finds nothing."""
 
     @abstractmethod
     def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
@@ -286,3 +305,4 @@ class Store(ABC):
 
     def total(self) -> int:
         return sum(self.counts().values())
+

@@ -1,16 +1,45 @@
-"""Keyword search on PostgreSQL: the GIN index finds the memories holding a query stem, and
-BM25 ranks them here with the store's figures, FTS5's formula, so both backends score alike."""
+"""Keyword search on PostgreSQL: the GIN index finds the memories holding a query stem and
+the same statement ranks them by BM25 with the store's figures (FTS5's IDF, the length
+normalization of store/keywords.py), so both backends score alike and only the top_k ids and
+scores leave the server."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from memvault.store.keywords import MATCH_BUDGET, KeywordTokenizer, bm25, bounded_terms, tsquery
-from memvault.store.postgres.schema import KEYWORD_VECTOR, SELECT, row_to_record
-from memvault.store.records import MemoryRecord
+from memvault.store.keywords import (
+    K1,
+    LENGTH_NORMALIZATION,
+    MATCH_BUDGET,
+    CorpusFigures,
+    KeywordTokenizer,
+    bounded_terms,
+    idf,
+    tsquery,
+)
+from memvault.store.postgres.schema import KEYWORD_VECTOR
 
 Read = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+COUNTS_KEPT = 50_000  # stems whose match counts are remembered (a few MB at most)
+COUNT_REMEMBERED = 100  # ... from this many matches on
+
+
+def ranking_sql(terms: int, where: str) -> str:
+    """BM25 of each match as (k1 + 1) times the sum over the query stems of idf * tf /
+    (tf + k1 * (1 - b + b * length / mean length)); tf counted in the token array. OFFSET 0
+    keeps each LATERAL computed once per row (inlined, the split ran once per use)."""
+    counts = ", ".join(f"cardinality(array_positions(x.w, %s::text))::float8 AS f{i}"
+                       for i in range(terms))
+    score = " + ".join(f"%s::float8 * t.f{i} / (t.f{i} + t.norm)" for i in range(terms))
+    b = LENGTH_NORMALIZATION
+    return (
+        f"SELECT m.id, ({score}) * {K1 + 1}::float8 AS score FROM memories m "
+        "CROSS JOIN LATERAL (SELECT string_to_array(m.keywords, ' ') AS w OFFSET 0) x "
+        f"CROSS JOIN LATERAL (SELECT {K1}::float8 * ({1 - b}::float8 + {b}::float8 * "
+        f"cardinality(x.w) / %s::float8) AS norm, {counts} OFFSET 0) t "
+        f"WHERE {KEYWORD_VECTOR} @@ to_tsquery('simple', %s) AND {where} "
+        "ORDER BY score DESC, m.id LIMIT %s")
 
 
 class KeywordRanking:
@@ -19,49 +48,52 @@ class KeywordRanking:
         self._read = read
         self._last_seq = last_seq
         self.keywords = keywords
-        self._stats: tuple[int, int, float] | None = None
+        self._figures = CorpusFigures(self._count)
+        self._counts: dict[str, tuple[int, int]] = {}  # stem -> (journal seq, memories)
 
-    def search(self, query: str, where: str, params: list[Any], top_k: int
-               ) -> list[tuple[MemoryRecord, float]]:
+    def ids(self, query: str, where: str, params: list[Any], top_k: int
+            ) -> list[tuple[str, float]]:
         """The top_k memories in scope (`where`, `params`) holding a query stem, by BM25."""
         terms = self.keywords.query_terms(query)
         if not terms or top_k <= 0:
             return []
-        # Documents per stem, each count stopping past the budget (GIN bitmap, LIMIT)
-        counts = self._read("SELECT " + ", ".join(
-            f"(SELECT count(*) FROM (SELECT 1 FROM memories m WHERE {KEYWORD_VECTOR} "
-            "@@ to_tsquery('simple', %s) LIMIT %s) c)" for _ in terms),
-            [value for term in terms for value in (tsquery([term]), MATCH_BUDGET + 1)])[0]
-        frequency = dict(zip(terms, counts, strict=True))
+        seq = self._last_seq()
+        total, mean_length = self._figures.get(seq)
+        frequency = self._frequency(terms, total, seq)
         terms = bounded_terms(terms, frequency)
         if not terms:
             return []
-        # Every memory of the scope holding a query stem (GIN index), ranked here by BM25
-        # with the store's size, mean length and stem counts: FTS5's formula and figures.
-        matches = self._read(
-            f"SELECT m.id, m.keywords FROM memories m WHERE {KEYWORD_VECTOR} "
-            f"@@ to_tsquery('simple', %s) AND {where}", [tsquery(terms), *params])
-        if not matches:
-            return []
-        total, mean_length = self._statistics()
-        scores = bm25(terms, [row[1] for row in matches], total, mean_length, frequency)
-        order = sorted(range(len(matches)), key=lambda i: (-scores[i], matches[i][0]))[:top_k]
-        records = {row_to_record(row).id: row_to_record(row) for row in self._read(
-            f"{SELECT} WHERE m.id = ANY(%s)", [[matches[i][0] for i in order]])}
-        return [(records[matches[i][0]], scores[i]) for i in order
-                if matches[i][0] in records]
+        weights = idf(terms, total, frequency)
+        ranked = list(weights)
+        rows = self._read(ranking_sql(len(ranked), where), [
+            *(weights[t] for t in ranked), mean_length, *ranked, tsquery(ranked), *params,
+            top_k])
+        return [(row[0], float(row[1])) for row in rows]
 
-    def _statistics(self) -> tuple[int, float]:
-        """Memories in the store and their mean token count (FTS5 keeps these exactly),
-        recounted once the journal moved by more than 1% of the store since the last count:
-        a small store always, 100k memories every 1,000 writes (a count scans them all)."""
-        seq = self._last_seq()
-        cached = self._stats
-        if cached is not None and seq - cached[0] <= cached[1] // 100:
-            return cached[1], cached[2]
+    def _frequency(self, terms: list[str], total: int, seq: int) -> dict[str, int]:
+        """Memories holding each stem, each count stopping past the budget (GIN bitmap,
+        LIMIT). A frequent stem's count is remembered until the journal moved by 1% of the
+        store: it reads up to 5,000 rows, and its share of a large store barely moves in 1%
+        of writes (its IDF, and whether the budget drops it, with it). A rare stem is counted
+        each time (cheap), so a memory just added is found by a word no other one holds."""
+        known = {t: n for t, (at, n) in ((t, self._counts.get(t, (-1, 0))) for t in terms)
+                 if at >= 0 and 0 <= seq - at <= total // 100}
+        missing = [t for t in terms if t not in known]
+        if missing:
+            counts = self._read("SELECT " + ", ".join(
+                f"(SELECT count(*) FROM (SELECT 1 FROM memories m WHERE {KEYWORD_VECTOR} "
+                "@@ to_tsquery('simple', %s) LIMIT %s) c)" for _ in missing),
+                [v for term in missing for v in (tsquery([term]), MATCH_BUDGET + 1)])[0]
+            if len(self._counts) > COUNTS_KEPT:
+                self._counts.clear()
+            for term, n in zip(missing, counts, strict=True):
+                known[term] = int(n)
+                if n >= COUNT_REMEMBERED:
+                    self._counts[term] = (seq, int(n))
+        return known
+
+    def _count(self) -> tuple[int, float]:
         row = self._read(
             "SELECT count(*), coalesce(sum(length(m.keywords) - length(replace(m.keywords, "
-            "' ', '')) + 1) FILTER (WHERE m.keywords <> ''), 0) FROM memories m")[0]
-        total, tokens = int(row[0]), float(row[1])
-        self._stats = (seq, total, tokens / total if total else 1.0)
-        return self._stats[1], self._stats[2]
+            "' ', '')) + 1) FILTER (WHERE m.keywords <> ''), 0) FROM memories m", [])[0]
+        return int(row[0]), float(row[1])

@@ -8,8 +8,6 @@ from typing import Any
 import numpy as np
 from psycopg import sql
 
-from memvault.store.postgres.schema import SELECT_COLUMNS
-
 # The memory created just before and just after each given one in its namespace.
 NEIGHBOURS_SQL = (
     "SELECT m.id, (SELECT p.id FROM memories p WHERE p.namespace = m.namespace AND "
@@ -38,12 +36,11 @@ def vector_search_sql(query: np.ndarray, dims: int, embedder_key: str, where: st
         candidates = f"SELECT * FROM ({candidates} OFFSET 0) c"
     statement = (
         f"WITH nearest AS MATERIALIZED ({candidates} ORDER BY distance LIMIT %s) "
-        f"SELECT {SELECT_COLUMNS}, n.distance FROM nearest n "
-        "JOIN memories m ON m.id = n.memory_id"
+        "SELECT n.memory_id, n.distance FROM nearest n"
     )
     params = [query, *params, top_k]
     if threshold is not None:
         statement += " WHERE 1 - n.distance >= %s"
         params.append(float(threshold))
-    statement += " ORDER BY n.distance, m.id"
+    statement += " ORDER BY n.distance, n.memory_id"
     return statement, params

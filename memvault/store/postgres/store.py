@@ -482,7 +482,14 @@ class PostgresStore(Store):
             params.append(limit)
         return [row_to_record(row) for row in self._read(query, params)]
 
-    def search(
+    def records(self, ids: list[str]) -> dict[str, MemoryRecord]:
+        if not ids:
+            return {}
+        found = (row_to_record(row) for row in self._read(f"{SELECT} WHERE m.id = ANY(%s)",
+                                                          [list(ids)]))
+        return {record.id: record for record in found}
+
+    def search_ids(
         self,
         query: np.ndarray,
         embedder_key: str,
@@ -490,7 +497,7 @@ class PostgresStore(Store):
         top_k: int,
         threshold: float | None = None,
         include_expired: bool = True,
-    ) -> list[tuple[MemoryRecord, float]]:
+    ) -> list[tuple[str, float]]:
         if top_k <= 0:
             self.search_statement(query, embedder_key, node, 1)  # still check the query
             return []
@@ -512,16 +519,16 @@ class PostgresStore(Store):
                 statement, params = self.search_statement(
                     query, embedder_key, node, top_k, None, include_expired, exact=True)
                 rows = conn.execute(statement, params).fetchall()
-        hits = [(row_to_record(row[:-1]), 1.0 - float(row[-1])) for row in rows]
+        hits = [(row[0], 1.0 - float(row[-1])) for row in rows]
         if threshold is not None:
-            hits = [(record, score) for record, score in hits if score >= threshold]
+            hits = [(memory_id, score) for memory_id, score in hits if score >= threshold]
         return hits
 
-    def keyword_search(
+    def keyword_ids(
         self, query: str, node: Any, top_k: int, include_expired: bool = True,
-    ) -> list[tuple[MemoryRecord, float]]:
+    ) -> list[tuple[str, float]]:
         where, params = self._where(node, include_expired)
-        return self._keyword.search(query, where, params, top_k)
+        return self._keyword.ids(query, where, params, top_k)
 
     def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
         if not ids:

@@ -74,7 +74,7 @@ KEYWORD_INDEX = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(keywords, content='memories', "
     "content_rowid='rowid', tokenize='unicode61 remove_diacritics 0')",
     "INSERT INTO memories_fts(memories_fts) VALUES ('rebuild')",
-    # documents per term: keyword_search bounds its work by it
+    # documents per term: keyword_ids bounds its work by it
     "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts_terms USING fts5vocab(memories_fts, 'row')",
     "CREATE TRIGGER IF NOT EXISTS memories_fts_insert AFTER INSERT ON memories BEGIN "
     "INSERT INTO memories_fts(rowid, keywords) VALUES (new.rowid, new.keywords); END",

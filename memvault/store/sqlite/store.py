@@ -26,7 +26,7 @@ from memvault.store.base import (
 )
 from memvault.store.filter_sql import SQLITE, compile_sql
 from memvault.store.filters import Node, entity_constraints, only_entity_constraints
-from memvault.store.keywords import KeywordTokenizer, bounded_terms
+from memvault.store.keywords import CorpusFigures, KeywordTokenizer, bm25, bounded_terms
 from memvault.store.records import (
     ENTITY_KEYS,
     ENTITY_TYPES,
@@ -44,7 +44,6 @@ from memvault.store.sqlite.index_sync import (
     sync_state,
 )
 from memvault.store.sqlite.rows import (
-    COLUMNS,
     INSERT,
     SELECT,
     dumps,
@@ -71,10 +70,15 @@ class SQLiteStore(Store):
         # Per embedder: the version of its vectors this process's index was built from.
         self._vectors_versions: dict[str, Any] = {}
         self.keywords = KeywordTokenizer()
+        self._figures = CorpusFigures(self._keyword_figures)
         self._conn = self._connect(timeout)
         # The file this process opened: the guard notices when the path stops being it.
         self.opened_as = file_identity(self.path)
         self._migrate()
+        # Keyword search reads on a connection of its own: a hybrid search runs it in a worker
+        # while the vector search holds the store's lock, and WAL lets both read at once.
+        self._keyword_lock = threading.Lock()
+        self._keyword_conn = self._connect(timeout)
 
     # ------------------------------------------------------------------ opening
 
@@ -151,8 +155,9 @@ class SQLiteStore(Store):
                 cur.execute(f"PRAGMA user_version = {target}")
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._keyword_lock:
             self._conn.close()
+            self._keyword_conn.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
@@ -178,6 +183,13 @@ class SQLiteStore(Store):
         with self._lock:
             try:
                 return self._conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite read from {self.path} failed: {exc}") from exc
+
+    def _keyword_read(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        with self._keyword_lock:
+            try:
+                return self._keyword_conn.execute(sql, params).fetchall()
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"SQLite read from {self.path} failed: {exc}") from exc
 
@@ -483,7 +495,10 @@ class SQLiteStore(Store):
             params.append(limit)
         return [row_to_record(row) for row in self._read(sql, params)]
 
-    def search(
+    def records(self, ids: list[str]) -> dict[str, MemoryRecord]:
+        return self._get_many(ids)
+
+    def search_ids(
         self,
         query: np.ndarray,
         embedder_key: str,
@@ -491,7 +506,7 @@ class SQLiteStore(Store):
         top_k: int,
         threshold: float | None = None,
         include_expired: bool = True,
-    ) -> list[tuple[MemoryRecord, float]]:
+    ) -> list[tuple[str, float]]:
         with self._lock:
             index = self._index(embedder_key)
             if query.shape != (index.dims,):
@@ -508,29 +523,41 @@ class SQLiteStore(Store):
                 excluded = {r[0] for r in self._read(
                     "SELECT id FROM memories WHERE expiration_date IS NOT NULL "
                     "AND expiration_date < ?", (today(),))}
-            hits = index.search(query, entity_constraints(node), top_k, threshold, allowed,
+            return index.search(query, entity_constraints(node), top_k, threshold, allowed,
                                 excluded)
-            records = self._get_many([memory_id for memory_id, _ in hits])
-        return [(records[i], score) for i, score in hits if i in records]
 
-    def keyword_search(
+    def keyword_ids(
         self, query: str, node: Node | None, top_k: int, include_expired: bool = True,
-    ) -> list[tuple[MemoryRecord, float]]:
+    ) -> list[tuple[str, float]]:
         terms = self.keywords.query_terms(query)
-        if not terms:
+        if not terms or top_k <= 0:
             return []
         marks = ",".join("?" * len(terms))
-        terms = bounded_terms(terms, dict(self._read(
-            f"SELECT term, doc FROM memories_fts_terms WHERE term IN ({marks})", terms)))
+        frequency = dict(self._keyword_read(
+            f"SELECT term, doc FROM memories_fts_terms WHERE term IN ({marks})", terms))
+        terms = bounded_terms(terms, frequency)
         if not terms:
             return []
         where, params = self._where(node, include_expired)
-        rows = self._read(
-            f"SELECT {', '.join(f'm.{c}' for c in COLUMNS)}, -bm25(memories_fts) "
-            "FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
+        # FTS5 ranks the matches (its bm25() with b = 0.75) and the best few are re-scored
+        # with the length normalization of store/keywords.py, as PostgreSQL ranks them all:
+        # twice top_k read, so what the two rankings disagree on at the edge is rarely lost.
+        rows = self._keyword_read(
+            "SELECT m.id, m.keywords FROM memories_fts "
+            "JOIN memories m ON m.rowid = memories_fts.rowid "
             f"WHERE memories_fts MATCH ? AND {where} ORDER BY bm25(memories_fts) LIMIT ?",
-            [match_expression(terms), *params, top_k])
-        return [(row_to_record(row[:-1]), float(row[-1])) for row in rows]
+            [match_expression(terms), *params, 2 * top_k])
+        total, mean_length = self._figures.get(self.last_seq())
+        scores = bm25(terms, [row[1] for row in rows], total, mean_length, frequency)
+        ranked = sorted(zip((row[0] for row in rows), scores, strict=True),
+                        key=lambda hit: (-hit[1], hit[0]))
+        return ranked[:top_k]
+
+    def _keyword_figures(self) -> tuple[int, float]:
+        row = self._read(
+            "SELECT count(*), coalesce(sum(length(keywords) - length(replace(keywords, ' ', '')) "
+            "+ 1) FILTER (WHERE keywords <> ''), 0) FROM memories")[0]
+        return int(row[0]), float(row[1])
 
     def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
         found: dict[str, tuple[str | None, str | None]] = {}
