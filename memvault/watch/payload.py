@@ -1,0 +1,76 @@
+"""mem0's row (`id`, `payload` jsonb, `vector`) as a memvault MemoryRecord and back, exactly.
+
+A watched mem0 store is kept as memvault records so that snapshots, journal shipping, verify
+and restore work on it unchanged. The mapping must give back the payload mem0 wrote, key for
+key and value for value (`payload_of(record_of(id, p)) == p` for every JSON object p):
+
+- the text (`data`), the timestamps and the entity fields are lifted into the record's own
+  fields when they are strings (so a backup reads like any memvault backup: `memory`,
+  `user_id`, namespace, ...); every other key, and a lifted key whose value is not a string,
+  stays in `metadata` as mem0 wrote it (mem0's `hash`, `text_lemmatized`, the caller's
+  metadata flattened at the top level);
+- a required field that the payload lacks (`data`, `created_at`, `updated_at`) is named in
+  `metadata[ABSENT]`, a key holding U+0000, which PostgreSQL's jsonb cannot store: it can
+  never collide with a key mem0 wrote;
+- the record's `hash` (memvault's dedup key within a namespace) is the md5 of the mem0 id, not
+  of the text: mem0 may hold one text twice in a namespace (infer=False), and the mirror must
+  keep both. mem0's own `hash` stays in `metadata["hash"]`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from memvault.embed import EmbedderIdentity
+from memvault.store import MemoryRecord
+
+ABSENT = "\u0000absent"
+# payload key -> MemoryRecord field, for the keys lifted when their value is a string.
+LIFTED = {"data": "memory", "created_at": "created_at", "updated_at": "updated_at",
+          "user_id": "user_id", "agent_id": "agent_id", "run_id": "run_id",
+          "actor_id": "actor_id", "role": "role"}
+REQUIRED = ("data", "created_at", "updated_at")  # record fields that cannot be None
+
+
+def dedup_key(memory_id: str) -> str:
+    return hashlib.md5(memory_id.encode("utf-8")).hexdigest()
+
+
+def record_of(memory_id: str, payload: dict[str, Any]) -> MemoryRecord:
+    fields: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    for key, value in payload.items():
+        if key in LIFTED and type(value) is str:
+            fields[LIFTED[key]] = value
+        else:
+            metadata[key] = value
+    absent = [key for key in REQUIRED if key not in payload]
+    if absent:
+        metadata[ABSENT] = absent
+    for key in REQUIRED:
+        fields.setdefault(LIFTED[key], "")
+    return MemoryRecord(id=memory_id, hash=dedup_key(memory_id), metadata=metadata or None,
+                        **fields)
+
+
+def payload_of(record: MemoryRecord) -> dict[str, Any]:
+    metadata = dict(record.metadata or {})
+    absent = set(metadata.pop(ABSENT, ()) or ())
+    payload = metadata
+    for key, name in LIFTED.items():
+        value = getattr(record, name)
+        if key in payload or key in absent or value is None:
+            continue
+        payload[key] = value
+    return payload
+
+
+def mem0_identity(collection: str, dims: int) -> EmbedderIdentity:
+    """The identity memvault files mem0's vectors under: mem0's model is not known to the
+    watcher, only the table and the column's dimension (`mem0:<table>:<dims>`). Its probe
+    vectors are zeros: nothing is ever embedded under it."""
+    return EmbedderIdentity(provider="mem0", model=collection.replace(":", "_"), dims=dims,
+                            probes=np.zeros((1, dims), dtype=np.float32))
