@@ -124,7 +124,8 @@ class WatchedTable:
         try:
             # Read-only on the server's side: nothing this session runs can write mem0's data.
             conn.execute("SET default_transaction_read_only = on")
-            conn.execute("SET statement_timeout = %s", (f"{int(self.timeout * 6)}s",))
+            conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                         (f"{int(self.timeout * 6)}s",))
         except psycopg.Error as exc:
             conn.close()
             raise Unreachable(f"mem0's database ({tried(self.dsn)}) refused the session "

@@ -100,7 +100,7 @@ class Watcher:
         self._ledger_read_at: float | None = None
         self._ledger_written_at = 0.0
         self._lock = threading.Lock()
-        self._loop = Periodic("memvault-watch", self.check, lambda: self.tick_seconds)
+        self._loop = Periodic("memvault-watch", self._tick, lambda: self.tick_seconds)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -119,6 +119,9 @@ class Watcher:
     def close(self) -> None:
         self.table.close()
         self.store.close()
+
+    def _tick(self) -> None:
+        self.check()
 
     # ------------------------------------------------------------------ one check
 

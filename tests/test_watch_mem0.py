@@ -1,0 +1,188 @@
+"""`memvault watch mem0` and `restore --to-mem0` against the real mem0 (mem0ai) on the test
+PostgreSQL + pgvector: the incident of PRODUCT.md, replayed on a mem0 that memvault guards in
+place."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from memvault.backup.catalog import list_backups
+from memvault.backup.destinations import open_destinations
+from memvault.backup.journal import list_segments
+from memvault.config import Settings, load_settings
+from memvault.guard.alerts import Alert
+from memvault.store import namespace_key
+from memvault.watch import Watcher, restore_to_mem0
+from memvault.watch.checks import HOLDING
+from tests.mem0_real import close, mem0_memory, rows, versions
+from tests.peers.embedding_server import EmbeddingServer
+from tests.peers.http_peer import HTTPPeer
+
+MODEL = "text-embedding-3-small"
+
+
+@pytest.fixture
+def webhook() -> Iterator[HTTPPeer]:
+    peer = HTTPPeer({("POST", "/hook"): lambda body, headers: (200, {})})
+    with peer:
+        yield peer
+
+
+def titles(peer: HTTPPeer) -> list[str]:
+    return [r["body"].get("title", "") for r in peer.requests]
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout: float = 30.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def watch_settings(tmp_path: Path, webhook: HTTPPeer, **more: Any) -> Settings:
+    return load_settings({"data_dir": tmp_path / "data", "backup_urls": [str(tmp_path / "nas")],
+                          "alert_urls": [f"json://127.0.0.1:{webhook.port}/hook"],
+                          "journal_interval": "1s", "backup_interval": "24h", **more})
+
+
+def namespaces(payloads: dict[str, dict[str, Any]]) -> dict[str, int]:
+    return dict(Counter(namespace_key(p.get("user_id"), p.get("agent_id"), p.get("run_id"))
+                        for p in payloads.values()))
+
+
+def new_database(pg_server: Any, owner: str | None = None) -> str:
+    name = "mem0_" + uuid.uuid4().hex[:10]
+    if owner:
+        pg_server.psql(f"CREATE ROLE {owner} LOGIN; CREATE DATABASE {name} OWNER {owner};")
+    else:
+        pg_server.psql(f"CREATE DATABASE {name};")
+    pg_server.psql(f"\\c {name}\nCREATE EXTENSION IF NOT EXISTS vector;")
+    return pg_server.get_postmaster_info().get_uri(user=owner, database=name) if owner \
+        else pg_server.get_uri(name)
+
+
+def write_three_namespaces(memory: Any) -> None:
+    for i in range(6):
+        memory.add(f"alice likes hiking trip number {i}", user_id="alice", infer=False)
+    for i in range(4):
+        memory.add(f"bob prefers green tea with meal {i}", user_id="bob", infer=False)
+    for i in range(3):
+        memory.add(f"the support agent escalates ticket {i}", agent_id="support",
+                   run_id="run-1", infer=False, metadata={"priority": i, "tags": ["a", "b"]})
+    memory.add("alice likes hiking trip number 0", user_id="alice", infer=False)  # a twin
+
+
+def test_the_incident_on_a_guarded_mem0(pg_server: Any, tmp_path: Path,
+                                        webhook: HTTPPeer) -> None:
+    old_dsn = new_database(pg_server)
+    settings = watch_settings(tmp_path, webhook)
+    with EmbeddingServer(dims=1536) as hosted, EmbeddingServer(dims=768) as local:
+        mem0 = mem0_memory(old_dsn, hosted.url, 1536, tmp_path / "history.db")
+        try:
+            write_three_namespaces(mem0)
+            before_watch = versions(old_dsn)
+            watcher = Watcher(settings, old_dsn, tick_seconds=0.3)
+            watcher.start()
+            try:
+                dest = open_destinations(settings)[0]
+                wait_for("a valid snapshot", lambda: any(e.valid for e in list_backups(dest)))
+                # Read-only towards mem0: not one row version moved under the watcher.
+                assert versions(old_dsn) == before_watch
+                assert watcher.store.total() == 14
+                # mem0 goes on: an add, an update, a delete; the watcher ships them.
+                late = mem0.add("bob switched to oolong tea", user_id="bob", infer=False)
+                late_id = late["results"][0]["id"]
+                some_alice = next(i for i, p in rows(old_dsn).items()
+                                  if p["data"] == "alice likes hiking trip number 3")
+                mem0.update(some_alice, "alice likes hiking in the Alps")
+                gone = next(i for i, p in rows(old_dsn).items()
+                            if p["data"] == "bob prefers green tea with meal 2")
+                mem0.delete(gone)
+                lineage = watcher.store.meta().lineage_id
+                wait_for("the changes shipped", lambda: watcher.store.get(late_id) is not None
+                         and max((r.upto_seq for r in list_segments(dest, lineage)),
+                                 default=0) >= watcher.store.last_seq() >= 3)
+                guarded = rows(old_dsn)
+                assert watcher.store.get(gone) is None
+                # Truncated under the watcher: StoreEmpty within 30 s, the mirror kept.
+                with psycopg.connect(old_dsn, autocommit=True) as conn:
+                    conn.execute("TRUNCATE memories")
+                took = wait_for("StoreEmpty at the webhook", lambda: any(
+                    t.startswith("[FIRING] StoreEmpty") for t in titles(webhook)))
+                assert took < 30
+                assert watcher.store.total() == len(guarded)
+            finally:
+                watcher.stop()
+                watcher.close()
+        finally:
+            close(mem0)
+
+        # mem0 recreated: a new database under new credentials, a 768-dim local model.
+        user = "app_" + uuid.uuid4().hex[:8]
+        new_dsn = new_database(pg_server, owner=user)
+        moved = mem0_memory(new_dsn, local.url, 768, tmp_path / "history2.db")
+        try:
+            # ... and answers "no memories" (its first read creates its empty table).
+            assert moved.get_all(filters={"user_id": "alice"})["results"] == []
+            webhook.requests.clear()
+            restarted = Watcher(settings, new_dsn, tick_seconds=0.3)
+            try:
+                verdict = restarted.check()  # the watcher's start: before anything else
+                firing = {f.alert for f in verdict.firing()}
+                assert {Alert.StoreReplaced, Alert.StoreEmpty, Alert.EmbedderMismatch} <= firing
+                sent = titles(webhook)
+                for name in ("StoreReplaced", "StoreEmpty", "EmbedderMismatch"):
+                    assert any(t.startswith(f"[FIRING] {name}") for t in sent), sent
+                assert restarted.hold() is not None  # no backup of the empty table
+
+                # One command puts every memory back, re-embedded by mem0's new model.
+                fixed = load_settings({**settings.model_dump(), "embedder": f"openai:{MODEL}",
+                                       "embedder_url": f"{local.url}/v1"})
+                report = restore_to_mem0(fixed, new_dsn, "memories")
+                assert report.reembedded == len(guarded) and report.dims == 768
+                assert rows(new_dsn) == guarded  # ids and payloads as mem0 wrote them
+                assert report.counts == dict(sorted(namespaces(guarded).items()))
+                # mem0's own reads agree: get_all per namespace and search.
+                for entity, count in (({"user_id": "alice"}, 7), ({"user_id": "bob"}, 4),
+                                      ({"agent_id": "support", "run_id": "run-1"}, 3)):
+                    assert len(moved.get_all(filters=entity, top_k=100)["results"]) == count
+                found = moved.search("bob switched to oolong tea", filters={"user_id": "bob"},
+                                     top_k=3)["results"]
+                assert found and found[0]["id"] == late_id
+                # The watcher accepts the restored table (the ledger says so): all clear.
+                verdict = restarted.check()
+                assert not [f for f in verdict.firing() if f.alert in HOLDING], verdict
+                assert restarted.store.meta().active_embedder == "mem0:memories:768"
+            finally:
+                restarted.close()
+        finally:
+            close(moved)
+
+
+def test_wrong_credentials_are_unreachable_and_say_what_was_tried(
+        pg_server: Any, tmp_path: Path, webhook: HTTPPeer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    info = pg_server.get_postmaster_info()
+    wrong = f"postgresql://nobody:Pa55-{uuid.uuid4().hex[:6]}@127.0.0.1:{info.port}/nowhere"
+    secret = wrong.split(":")[2].split("@")[0]
+    watcher = Watcher(watch_settings(tmp_path, webhook), wrong)
+    try:
+        verdict = watcher.check()
+    finally:
+        watcher.close()
+    [finding] = verdict.firing()
+    assert finding.alert == Alert.StoreUnreachable
+    assert "user=nobody" in finding.summary and "database=nowhere" in finding.summary
+    assert any(t.startswith("[FIRING] StoreUnreachable") for t in titles(webhook))
+    logged = caplog.text + str(webhook.requests)
+    assert "user=nobody" in caplog.text and secret not in logged
