@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from memvault.backup.catalog import list_backups
 from memvault.backup.destinations import open_destinations
@@ -186,3 +187,94 @@ def test_wrong_credentials_are_unreachable_and_say_what_was_tried(
     assert any(t.startswith("[FIRING] StoreUnreachable") for t in titles(webhook))
     logged = caplog.text + str(webhook.requests)
     assert "user=nobody" in caplog.text and secret not in logged
+
+
+def test_restore_to_mem0_creates_its_table_keeps_vectors_and_refuses_a_full_one(
+        pg_server: Any, tmp_path: Path, webhook: HTTPPeer) -> None:
+    """Same dimension: the backup's vectors go back byte for byte (no embedder needed for
+    them); the journal's later memories are embedded by the configured model, which is
+    mem0's; a missing table is made as mem0 makes it; a table with rows needs --yes."""
+    from typer.testing import CliRunner
+
+    from memvault.cli import app
+
+    source = new_database(pg_server)
+    settings = watch_settings(tmp_path, webhook)
+    with EmbeddingServer(dims=1536) as hosted:
+        mem0 = mem0_memory(source, hosted.url, 1536, tmp_path / "h1.db")
+        try:
+            write_three_namespaces(mem0)
+            watcher = Watcher(settings, source, tick_seconds=0.3)
+            watcher.start()
+            try:
+                dest = open_destinations(settings)[0]
+                wait_for("a valid snapshot", lambda: any(e.valid for e in list_backups(dest)))
+                added = mem0.add("carol keeps bees on the roof", user_id="carol", infer=False)
+                wait_for("shipped", lambda: max((r.upto_seq for r in list_segments(
+                    dest, watcher.store.meta().lineage_id)), default=0) >= 1)
+            finally:
+                watcher.stop()
+                watcher.close()
+        finally:
+            close(mem0)
+        wanted = rows(source)
+        with psycopg.connect(source) as conn:
+            vectors = {str(i): v for i, v in conn.execute(
+                "SELECT id, vector::text FROM memories").fetchall()}
+
+        target = new_database(pg_server)
+        env = {"MEMVAULT_DATA_DIR": str(tmp_path / "data"),
+               "MEMVAULT_BACKUP_URLS": str(tmp_path / "nas"),
+               "MEMVAULT_EMBEDDER": f"openai:{MODEL}", "MEMVAULT_EMBEDDER_URL": f"{hosted.url}/v1"}
+        runner = CliRunner()
+        done = runner.invoke(app, ["restore", "latest", "--to-mem0", target, "--json"], env=env)
+        assert done.exit_code == 0, done.output
+        assert rows(target) == wanted
+        with psycopg.connect(target) as conn:
+            restored = {str(i): v for i, v in conn.execute(
+                "SELECT id, vector::text FROM memories").fetchall()}
+            indexes = {r[0] for r in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'memories'").fetchall()}
+        assert restored == vectors  # the snapshot's byte for byte, the journal's re-made alike
+        assert {"memories_hnsw_idx", "memories_text_lemmatized_idx"} <= indexes
+        again = mem0_memory(target, hosted.url, 1536, tmp_path / "h2.db")
+        try:
+            found = again.search("carol keeps bees on the roof", filters={"user_id": "carol"},
+                                 top_k=1)["results"]
+            assert found[0]["id"] == added["results"][0]["id"]
+            assert len(again.get_all(filters={"user_id": "alice"}, top_k=100)["results"]) == 7
+        finally:
+            close(again)
+
+        refused = runner.invoke(app, ["restore", "latest", "--to-mem0", target], env=env)
+        assert refused.exit_code == 1 and "--yes" in refused.output
+        replaced = runner.invoke(app, ["restore", "latest", "--to-mem0", target, "--yes",
+                                       "--json"], env=env)
+        assert replaced.exit_code == 0, replaced.output
+        assert rows(target) == wanted
+
+
+def test_the_watcher_reads_with_select_alone_and_cannot_write(
+        pg_server: Any, tmp_path: Path, webhook: HTTPPeer) -> None:
+    dsn = new_database(pg_server)
+    with EmbeddingServer(dims=64) as peer:
+        mem0 = mem0_memory(dsn, peer.url, 64, tmp_path / "h.db")
+        try:
+            write_three_namespaces(mem0)
+        finally:
+            close(mem0)
+    role = "watcher_" + uuid.uuid4().hex[:6]
+    database = conninfo_to_dict(dsn)["dbname"]
+    pg_server.psql(f"CREATE ROLE {role} LOGIN; \\c {database}\n"
+                   f"GRANT SELECT ON memories TO {role};")
+    reader = pg_server.get_postmaster_info().get_uri(user=role, database=database)
+    watcher = Watcher(watch_settings(tmp_path, webhook), reader)
+    try:
+        verdict = watcher.check()
+        assert not verdict.firing(), verdict
+        assert watcher.store.total() == 14
+        with pytest.raises(psycopg.Error, match="read-only"):
+            watcher.table._connection().execute("DELETE FROM memories")
+    finally:
+        watcher.close()
+    assert len(rows(dsn)) == 14
