@@ -1,0 +1,126 @@
+"""The watcher's sidecar endpoints (/livez /readyz /status /metrics) and its verdicts on a
+mem0-layout table written directly (no mem0 needed for these rules)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from memvault.config import load_settings
+from memvault.guard.alerts import Alert
+from memvault.guard.ledger import LedgerRecord
+from memvault.server.watch_app import create_watch_app
+from memvault.watch import Watcher
+from memvault.watch.checks import TableObservation, assess_table
+from memvault.watch.table import TableIdentity
+
+
+def mem0_table(dsn: str, rows: int, dims: int = 3, user: str = "alice") -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(rows)]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS memories (id uuid PRIMARY KEY, vector "
+                     f"vector({dims}), payload jsonb)")
+        for n, memory_id in enumerate(ids):
+            conn.execute("INSERT INTO memories VALUES (%s, %s, %s)", (
+                memory_id, "[" + ",".join(["0.5"] * dims) + "]",
+                json.dumps({"data": f"fact {n}", "hash": "h", "user_id": user,
+                            "created_at": "2026-01-01T00:00:00+00:00",
+                            "updated_at": "2026-01-01T00:00:00+00:00"})))
+    return ids
+
+
+def test_sidecar_endpoints_follow_the_verdict(pg_url: str, tmp_path: Path) -> None:
+    mem0_table(pg_url, 5)
+    settings = load_settings({"data_dir": tmp_path / "data",
+                              "backup_urls": [str(tmp_path / "nas")],
+                              "admin_api_key": "k" * 32, "journal_interval": "1s"})
+    watcher = Watcher(settings, pg_url, tick_seconds=0.2)
+    try:
+        with TestClient(create_watch_app(watcher, settings)) as http:
+            assert http.get("/livez").json() == {"status": "ok"}
+            assert http.get("/readyz").status_code == 200
+            assert http.get("/status").status_code == 401
+            admin = {"Authorization": f"Bearer {'k' * 32}"}
+            status = http.get("/status", headers=admin).json()
+            assert status["mirror"]["counts"] == {"user:alice": 5}
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute("DELETE FROM memories")
+            watcher.check()
+            ready = http.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["failing"][0]["name"] == "StoreEmpty"
+            metrics = http.get("/metrics", headers={"X-API-Key": "k" * 32}).text
+            assert 'memvault_alerts_firing{alert="StoreEmpty"} 1.0' in metrics
+            assert 'memvault_memories{namespace="user:alice"} 5.0' in metrics
+            assert "memvault_backup_runs_total" in metrics
+    finally:
+        watcher.close()
+
+
+def test_a_deliberate_reset_is_adopted(pg_url: str, tmp_path: Path) -> None:
+    mem0_table(pg_url, 4)
+    settings = load_settings({"data_dir": tmp_path / "data",
+                              "backup_urls": [str(tmp_path / "nas")]})
+    first = Watcher(settings, pg_url)
+    try:
+        assert not first.check().firing()
+    finally:
+        first.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # mem0's reset: drop, create
+        conn.execute("DROP TABLE memories")
+    mem0_table(pg_url, 2, user="bob")
+    again = Watcher(settings, pg_url)
+    try:
+        assert {f.alert for f in again.check().firing()} == {Alert.StoreReplaced}
+    finally:
+        again.close()
+    adopted = Watcher(settings, pg_url, adopt=True)
+    try:
+        assert not adopted.check().firing()
+        assert adopted.store.counts() == {"user:bob": 2}
+        assert adopted.ledger is not None and adopted.ledger.event == "adopted"
+        # the first add and delete of the old rows are in the mirror's journal
+        assert {e.op for e in adopted.store.journal(0)} == {"ADD", "DELETE"}
+    finally:
+        adopted.close()
+    later = Watcher(settings, pg_url)
+    try:
+        assert not later.check().firing()
+    finally:
+        later.close()
+
+
+def _ledger(memories: int, store_id: str, dims: int = 3, **more: Any) -> LedgerRecord:
+    return LedgerRecord(lineage_id="L", store_id=store_id, backend="mem0-pgvector",
+                        location="x", active_embedder=f"mem0:memories:{dims}", seq=9,
+                        memories=memories, namespaces={"user:a": memories},
+                        observed_at=datetime.now(UTC).isoformat(), **more)
+
+
+@pytest.mark.parametrize(("total", "dims", "same_place", "same_content", "expected"), [
+    (10, 3, True, False, set()),
+    (0, 3, True, False, {Alert.StoreEmpty}),
+    (4, 3, True, False, {Alert.MemoryCountDrop}),
+    (10, 5, True, False, {Alert.EmbedderMismatch}),
+    (0, 5, False, False, {Alert.StoreEmpty, Alert.StoreReplaced, Alert.EmbedderMismatch}),
+    (10, 3, False, False, {Alert.StoreReplaced}),
+    (10, 3, False, True, set()),
+])
+def test_assess_table(total: int, dims: int, same_place: bool, same_content: bool,
+                      expected: set[Alert]) -> None:
+    here = TableIdentity("1", "db", 5, 7, dims)
+    ledger = _ledger(10, here.store_id if same_place else "mem0:pg-1:db-4:table-6",
+                     recent=[((datetime.now(UTC) - timedelta(hours=1)).isoformat(), 10)])
+    verdict = assess_table(TableObservation(here, total, "memories"), ledger, 0.5,
+                           same_content=same_content)
+    assert {f.alert for f in verdict.firing()} == expected
+    assert (verdict.accept is not None) == (not expected or expected == {
+        Alert.MemoryCountDrop})
