@@ -9,6 +9,9 @@ key and value for value (`payload_of(record_of(id, p)) == p` for every JSON obje
   `user_id`, namespace, ...); every other key, and a lifted key whose value is not a string,
   stays in `metadata` as mem0 wrote it (mem0's `hash`, `text_lemmatized`, the caller's
   metadata flattened at the top level);
+- `created_at` / `updated_at` are lifted only when they are ISO-8601 times with an offset
+  (they stamp the mirror's journal entries); otherwise they stay in `metadata` and the record
+  holds NO_TIME;
 - a required field that the payload lacks (`data`, `created_at`, `updated_at`) is named in
   `metadata[ABSENT]`, a key holding U+0000, which PostgreSQL's jsonb cannot store: it can
   never collide with a key mem0 wrote;
@@ -20,6 +23,7 @@ key and value for value (`payload_of(record_of(id, p)) == p` for every JSON obje
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -33,6 +37,21 @@ LIFTED = {"data": "memory", "created_at": "created_at", "updated_at": "updated_a
           "user_id": "user_id", "agent_id": "agent_id", "run_id": "run_id",
           "actor_id": "actor_id", "role": "role"}
 REQUIRED = ("data", "created_at", "updated_at")  # record fields that cannot be None
+TIMES = ("created_at", "updated_at")
+# A record's times stamp its journal entries, which restore orders and compares: a payload
+# time that is not an ISO-8601 time with an offset stays in metadata, the record gets this.
+NO_TIME = "1970-01-01T00:00:00+00:00"
+
+
+def _liftable(key: str, value: Any) -> bool:
+    if type(value) is not str:
+        return False
+    if key not in TIMES:
+        return True
+    try:
+        return datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
 
 
 def dedup_key(memory_id: str) -> str:
@@ -43,7 +62,7 @@ def record_of(memory_id: str, payload: dict[str, Any]) -> MemoryRecord:
     fields: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
     for key, value in payload.items():
-        if key in LIFTED and type(value) is str:
+        if key in LIFTED and _liftable(key, value):
             fields[LIFTED[key]] = value
         else:
             metadata[key] = value
@@ -51,7 +70,7 @@ def record_of(memory_id: str, payload: dict[str, Any]) -> MemoryRecord:
     if absent:
         metadata[ABSENT] = absent
     for key in REQUIRED:
-        fields.setdefault(LIFTED[key], "")
+        fields.setdefault(LIFTED[key], NO_TIME if key in TIMES else "")
     return MemoryRecord(id=memory_id, hash=dedup_key(memory_id), metadata=metadata or None,
                         **fields)
 

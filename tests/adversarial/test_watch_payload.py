@@ -25,6 +25,7 @@ from memvault.store import MemoryRecord
 from memvault.store.sqlite import SQLiteStore
 from memvault.watch import Watcher, restore_to_mem0
 from memvault.watch.payload import ABSENT, LIFTED, mem0_identity, payload_of, record_of
+from tests.peers.embedding_server import EmbeddingServer
 
 SEED = int(os.environ.get("MEMVAULT_FUZZ_SEED") or random.randrange(2**32))
 print(f"watch payload seed: MEMVAULT_FUZZ_SEED={SEED}")
@@ -104,10 +105,26 @@ def test_hostile_payloads_survive_watch_backup_and_restore(pg_server: Any,
         assert not watcher.check().firing()
         results = watcher.scheduler.snapshot_now()
         assert [r.status for r in results] == ["valid"], results
+        # Later rows with times that are no times: journaled (they stamp no entry), shipped.
+        with psycopg.connect(src, autocommit=True) as conn:
+            for stamp in ("x", "2026-01-01T00:00:00", 17):
+                conn.execute("INSERT INTO memories VALUES (%s, '[0.6,0.8]', %s)", (
+                    uuid.uuid4(), json.dumps({"data": "late", "created_at": stamp,
+                                              "updated_at": stamp, "user_id": "late"})))
+            conn.execute("UPDATE memories SET payload = payload || '{\"updated_at\": \"y\"}'"
+                         " WHERE payload->>'user_id' = 'u'")
+            written = {str(i): p for i, p in conn.execute(
+                "SELECT id, payload FROM memories").fetchall()}
+        watcher.check()
+        assert watcher.store.last_seq() == 4
+        watcher.scheduler.ship_journal()
     finally:
         watcher.close()
     assert any(e.valid for e in list_backups(open_destinations(conf)[0]))
-    restore_to_mem0(conf, dst)
+    # The journal's adds carry no vector: mem0's model (a peer here) makes theirs.
+    with EmbeddingServer(dims=2) as peer:
+        restore_to_mem0(load_settings({**conf.model_dump(), "embedder": "openai:m",
+                                       "embedder_url": f"{peer.url}/v1"}), dst)
     with psycopg.connect(dst) as conn:
         back = {str(i): p for i, p in conn.execute("SELECT id, payload FROM memories")}
     assert back == written
