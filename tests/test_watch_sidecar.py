@@ -124,3 +124,38 @@ def test_assess_table(total: int, dims: int, same_place: bool, same_content: boo
     assert {f.alert for f in verdict.firing()} == expected
     assert (verdict.accept is not None) == (not expected or expected == {
         Alert.MemoryCountDrop})
+
+
+def test_the_same_memories_in_a_new_database_are_a_move_not_a_replacement(
+        pg_server: Any, pg_url: str, tmp_path: Path) -> None:
+    """mem0's upgrade guide: pg_dumpall, recreate, restore. Another database, the same rows."""
+    mem0_table(pg_url, 6)
+    settings = load_settings({"data_dir": tmp_path / "data",
+                              "backup_urls": [str(tmp_path / "nas")]})
+    first = Watcher(settings, pg_url)
+    try:
+        assert not first.check().firing()
+    finally:
+        first.close()
+    name = "moved_" + uuid.uuid4().hex[:8]
+    pg_server.psql(f"CREATE DATABASE {name};")
+    pg_server.psql(f"\\c {name}\nCREATE EXTENSION IF NOT EXISTS vector;")
+    moved = pg_server.get_uri(name)
+    with psycopg.connect(pg_url) as old, psycopg.connect(moved, autocommit=True) as new:
+        new.execute("CREATE TABLE memories (id uuid PRIMARY KEY, vector vector(3), "
+                    "payload jsonb)")
+        for row in old.execute("SELECT id, vector::text, payload::text FROM memories"):
+            new.execute("INSERT INTO memories VALUES (%s, %s, %s)", row)
+    again = Watcher(settings, moved)
+    try:
+        assert not again.check().firing()
+        assert again.ledger is not None and "moved" in (again.ledger.note or "")
+        assert again.store.journal(0) == []  # nothing changed: nothing journaled
+        with psycopg.connect(moved, autocommit=True) as conn:  # a real change is still one
+            conn.execute("UPDATE memories SET payload = payload || '{\"user_id\": \"zed\"}' "
+                         "WHERE id = (SELECT id FROM memories LIMIT 1)")
+        assert not again.check().firing()
+        assert again.store.counts() == {"user:alice": 5, "user:zed": 1}
+    finally:
+        again.close()
+    pg_server.psql(f"DROP DATABASE {name} WITH (FORCE);")

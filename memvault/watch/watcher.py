@@ -96,7 +96,9 @@ class Watcher:
         self.identity: TableIdentity | None = None
         self.last_capture: Capture | None = None
         self.checked_at: str | None = None
-        self._fingerprint: Fingerprint | None = None
+        self._fingerprint: Fingerprint | None = None  # as of the last capture
+        self._fingerprint_seen: Fingerprint | None = None  # as of the last check
+        self._compared: tuple[tuple[str, Fingerprint | None], bool] | None = None
         self._ledger_read_at: float | None = None
         self._ledger_written_at = 0.0
         self._lock = threading.Lock()
@@ -151,6 +153,7 @@ class Watcher:
         if self._ledger_read_at is None or holding or \
                 now - self._ledger_read_at > LEDGER_EVERY_SECONDS:
             self._read_ledger(now)
+        self._fingerprint_seen = fingerprint
         obs = TableObservation(identity, fingerprint.count, self.collection)
         same = self._same_content(obs)
         verdict = assess_table(obs, self.ledger, self.settings.alert_drop_ratio,
@@ -194,12 +197,18 @@ class Watcher:
         if ledger is None or obs.identity.same_place(ledger.store_id) or not obs.total \
                 or obs.total != self.store.total():
             return False
-        ids = list(self.table.versions())
-        for row in self.table.rows(ids, vectors=False):
+        # Compared once per table state, not every tick (every payload is read).
+        key = (obs.identity.store_id, self._fingerprint_seen)
+        if self._compared is not None and self._compared[0] == key:
+            return self._compared[1]
+        same = True
+        for row in self.table.rows(list(self.table.versions()), vectors=False):
             current = self.store.get(row.id)
             if not isinstance(row.payload, dict) or current != record_of(row.id, row.payload):
-                return False
-        return True
+                same = False
+                break
+        self._compared = (key, same)
+        return same
 
     # ------------------------------------------------------------------ the ledger
 
