@@ -23,6 +23,7 @@ key and value for value (`payload_of(record_of(id, p)) == p` for every JSON obje
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -75,12 +76,15 @@ def record_of(memory_id: str, payload: dict[str, Any]) -> MemoryRecord:
                         **fields)
 
 
-def payload_of(record: MemoryRecord) -> dict[str, Any]:
-    metadata = dict(record.metadata or {})
+def payload_of(record: MemoryRecord | Mapping[str, Any]) -> dict[str, Any]:
+    """The payload mem0 wrote, from a record or a record's fields as a backup line holds
+    them (restore reads lines without building records)."""
+    fields = record if isinstance(record, Mapping) else record.to_dict()
+    metadata = dict(fields.get("metadata") or {})
     absent = set(metadata.pop(ABSENT, ()) or ())
     payload = metadata
     for key, name in LIFTED.items():
-        value = getattr(record, name)
+        value = fields.get(name)
         if key in payload or key in absent or value is None:
             continue
         payload[key] = value

@@ -24,7 +24,7 @@ import struct
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -38,7 +38,7 @@ from memvault.backup.format import read_snapshot
 from memvault.config import redact_url
 from memvault.guard.ledger import observe, read_ledger, write_ledger
 from memvault.progress import NoProgress, Progress
-from memvault.store import MemoryRecord, namespace_key
+from memvault.store import namespace_key
 from memvault.watch.payload import mem0_identity, payload_of
 from memvault.watch.table import Unreachable, WatchedTable, tried
 
@@ -75,27 +75,37 @@ class Mem0Restore:
                 "mem0_history": "mem0's history SQLite is left as it is"}
 
 
-def final_state(plan: RestorePlan, records: list[MemoryRecord],
+Row = dict[str, Any]  # a memory's fields, as a backup line or a journal entry holds them
+
+
+def final_state(plan: RestorePlan, rows: list[Row],
                 vectors: tuple[list[str], np.ndarray] | None
-                ) -> tuple[dict[str, MemoryRecord], dict[str, np.ndarray]]:
+                ) -> tuple[dict[str, Row], dict[str, np.ndarray]]:
     """The memories after the snapshot and the replayed journal, and the vectors the backup
     holds for those whose text the journal did not change."""
-    state = {r.id: r for r in records}
+    state = {r["id"]: r for r in rows}
     kept: dict[str, np.ndarray] = {}
     if vectors is not None:
         ids, matrix = vectors
         kept = {memory_id: matrix[i] for i, memory_id in enumerate(ids) if memory_id in state}
     for entry in plan.replay:
         if entry.op in ("ADD", "UPDATE") and entry.after:
-            record = MemoryRecord.from_dict(entry.after)
-            old = state.get(record.id)
-            if old is None or old.memory != record.memory:
-                kept.pop(record.id, None)
-            state[record.id] = record
+            old = state.get(entry.memory_id)
+            if old is None or old.get("memory") != entry.after.get("memory"):
+                kept.pop(entry.memory_id, None)
+            state[entry.memory_id] = entry.after
         elif entry.op == "DELETE":
             state.pop(entry.memory_id, None)
             kept.pop(entry.memory_id, None)
     return state, kept
+
+
+def counts_of(rows: Iterable[Row]) -> dict[str, int]:
+    triples = Counter((r.get("user_id"), r.get("agent_id"), r.get("run_id")) for r in rows)
+    counts: Counter[str] = Counter()
+    for triple, count in triples.items():
+        counts[namespace_key(*triple)] += count
+    return dict(sorted(counts.items()))
 
 
 def restore_to_mem0(settings: Settings, dsn: str, collection: str = "memories",
@@ -122,8 +132,8 @@ def restore_to_mem0(settings: Settings, dsn: str, collection: str = "memories",
     active = manifest.active_embedder
     backup_vectors = data.vectors.get(active) if active else None
     backup_dims = next((e.dims for e in manifest.embedders if e.key == active), None)
-    state, kept = final_state(plan, data.records, backup_vectors)
-    expected = dict(sorted(Counter(r.namespace for r in state.values()).items()))
+    state, kept = final_state(plan, data.rows, backup_vectors)
+    expected = counts_of(state.values())
     if expected != plan.expected_counts:
         raise RestoreRefused(f"the backup and its journal give counts {expected}, the plan "
                              f"{plan.expected_counts}", hint="run `memvault backup verify "
@@ -140,7 +150,7 @@ def restore_to_mem0(settings: Settings, dsn: str, collection: str = "memories",
             dims = _new_table_dims(settings, backup_dims, embedder)
         if backup_dims != dims:
             kept = {}
-        missing = [r for r in state.values() if r.id not in kept]
+        missing = [r for r in state.values() if r["id"] not in kept]
         made = _embed(settings, embedder, missing, dims, progress) if missing else {}
         records = list(state.values())
         advance = progress.task(f"writing {len(records)} memories into mem0", len(records))
@@ -190,7 +200,7 @@ def _configured(settings: Settings, embedder: Embedder | None) -> Embedder:
     return make_embedder(settings.embedder, settings)
 
 
-def _embed(settings: Settings, embedder: Embedder | None, records: list[MemoryRecord],
+def _embed(settings: Settings, embedder: Embedder | None, records: list[Row],
            dims: int, progress: Progress) -> dict[str, np.ndarray]:
     model = _configured(settings, embedder)
     made = model.identity()
@@ -205,8 +215,8 @@ def _embed(settings: Settings, embedder: Embedder | None, records: list[MemoryRe
     out: dict[str, np.ndarray] = {}
     for start in range(0, len(records), EMBED_BATCH):
         batch = records[start:start + EMBED_BATCH]
-        matrix = model.embed([r.memory for r in batch])
-        out.update({r.id: matrix[i] for i, r in enumerate(batch)})
+        matrix = model.embed([r["memory"] for r in batch])
+        out.update({r["id"]: matrix[i] for i, r in enumerate(batch)})
         advance(len(batch))
     return out
 
@@ -215,7 +225,7 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
 
 
-def copy_stream(records: list[MemoryRecord], vectors: dict[str, np.ndarray], dims: int,
+def copy_stream(records: list[Row], vectors: dict[str, np.ndarray], dims: int,
                 chunk: int = 8 << 20) -> Iterator[bytes]:
     """A binary COPY stream of (id uuid, vector, payload jsonb) rows, in chunks of about
     `chunk` bytes: one struct and one json.dumps per row instead of psycopg's per-field
@@ -227,8 +237,8 @@ def copy_stream(records: list[MemoryRecord], vectors: dict[str, np.ndarray], dim
     for record in records:
         payload = json.dumps(payload_of(record), ensure_ascii=False,
                              separators=(",", ":")).encode("utf-8")
-        row = b"".join((head, uuid.UUID(record.id).bytes, vector_head,
-                        np.asarray(vectors[record.id], dtype=">f4").tobytes(),
+        row = b"".join((head, uuid.UUID(record["id"]).bytes, vector_head,
+                        np.asarray(vectors[record["id"]], dtype=">f4").tobytes(),
                         struct.pack(">iB", len(payload) + 1, 1), payload))
         parts.append(row)
         size += len(row)
@@ -285,16 +295,14 @@ class Target:
         rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.table)).fetchone()[0]
         return int(kind[0][7:-1]), int(rows)
 
-    def write(self, records: list[MemoryRecord], vectors: dict[str, np.ndarray], dims: int,
+    def write(self, records: list[Row], vectors: dict[str, np.ndarray], dims: int,
               replace: bool) -> None:
         from psycopg import sql
-
-        from memvault.store.postgres.codec import register_vector
+        from psycopg.copy import QueuedLibpqWriter
 
         conn = self._connection()
         with conn.transaction():
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            register_vector(conn)
             # mem0's own DDL (mem0/vector_stores/pgvector.py create_col).
             conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (id UUID PRIMARY KEY, vector "
                                  "vector({}), payload JSONB)").format(self.table,
@@ -303,9 +311,10 @@ class Target:
                 conn.execute(sql.SQL("DELETE FROM {}").format(self.table))
             # Rebuilt once after the load instead of row by row (build_indexes).
             conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(self._index("hnsw")))
+            # A writer thread sends to the server while this one formats rows.
             with conn.cursor() as cur, cur.copy(sql.SQL(
                     "COPY {} (id, vector, payload) FROM STDIN (FORMAT BINARY)").format(
-                    self.table)) as copy:
+                    self.table), writer=QueuedLibpqWriter(cur)) as copy:
                 for chunk in copy_stream(records, vectors, dims):
                     copy.write(chunk)
 
