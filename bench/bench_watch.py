@@ -25,9 +25,9 @@ never uses it, and the restores below leave its rebuild to mem0). Measured:
 from __future__ import annotations
 
 import argparse
-import os
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -169,9 +169,11 @@ def main() -> None:
                                     "indexed_s": report_plain.indexed_s,
                                     "per_s": report_plain.written / report_plain.searchable_s}
         sample_settings = settings
-        if not args.reembed_all or args.dims == 384:  # the rate on a sample: its own table, watcher and backup
+        if not args.reembed_all or args.dims == 384:
+            # Its own table, watcher and backup: a sample, or a source of another dimension.
             small = database()
-            fill(small, args.reembed, 768 if args.dims == 384 else args.dims)
+            fill(small, args.memories if args.reembed_all else args.reembed,
+                 768 if args.dims == 384 else args.dims)
             sample_settings = load_settings({"data_dir": root / "watch-sample",
                                              "backup_urls": [str(root / "nas-sample")]})
             sampler = Watcher(sample_settings, small)
