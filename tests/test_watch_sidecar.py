@@ -159,3 +159,27 @@ def test_the_same_memories_in_a_new_database_are_a_move_not_a_replacement(
     finally:
         again.close()
     pg_server.psql(f"DROP DATABASE {name} WITH (FORCE);")
+
+
+def test_without_a_readable_ledger_the_mirror_still_knows(pg_url: str, tmp_path: Path) -> None:
+    """The backup destination gone (unmounted NAS) and the table truncated: the watcher
+    compares with its mirror, alerts, and keeps the memories."""
+    mem0_table(pg_url, 3)
+    nas = tmp_path / "nas"
+    settings = load_settings({"data_dir": tmp_path / "data", "backup_urls": [str(nas)]})
+    first = Watcher(settings, pg_url)
+    try:
+        assert not first.check().firing()
+    finally:
+        first.close()
+    import shutil
+
+    shutil.rmtree(nas)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE memories")
+    again = Watcher(settings, pg_url)
+    try:
+        assert Alert.StoreEmpty in {f.alert for f in again.check().firing()}
+        assert again.store.total() == 3
+    finally:
+        again.close()

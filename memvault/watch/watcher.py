@@ -156,8 +156,9 @@ class Watcher:
         self._fingerprint_seen = fingerprint
         obs = TableObservation(identity, fingerprint.count, self.collection)
         same = self._same_content(obs)
-        verdict = assess_table(obs, self.ledger, self.settings.alert_drop_ratio,
-                               self.clock.wall(), same_content=same)
+        verdict = assess_table(obs, self.ledger or self._mirror_record(),
+                               self.settings.alert_drop_ratio, self.clock.wall(),
+                               same_content=same)
         if self.adopt:
             verdict = Verdict([Finding(name, False, "adopted") for name in WATCHED],
                               accept="adopted", note=f"adopted {identity.describe()} by "
@@ -211,6 +212,21 @@ class Watcher:
         return same
 
     # ------------------------------------------------------------------ the ledger
+
+    def _mirror_record(self) -> LedgerRecord | None:
+        """What the mirror itself knows, when the destinations hold no ledger (or cannot be
+        read): an emptied table must never be captured into the mirror as a first look."""
+        meta = self.store.meta()
+        seq, counts = self.store.last_seq(), self.store.counts()
+        if not seq and not counts:
+            return None
+        return LedgerRecord(lineage_id=meta.lineage_id, store_id=meta.store_id,
+                            backend=BACKEND, location=str(mirror_path(self.settings,
+                                                                      self.collection)),
+                            active_embedder=meta.active_embedder, seq=seq,
+                            memories=sum(counts.values()), namespaces=counts,
+                            observed_at=self.clock.wall().isoformat(), event="from-backup",
+                            note="the watcher's mirror (no ledger record was read)")
 
     def _ledger_known(self) -> bool:
         return self._ledger_read_at is not None
