@@ -13,9 +13,11 @@ watched mem0 is one capture interval plus one journal interval.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -64,10 +66,34 @@ class Mirror:
     """The mirror store and the versions it was last brought up to (in memory: the first pass
     after a start compares every payload once and writes only what differs)."""
 
-    def __init__(self, store: Store, collection: str) -> None:
+    def __init__(self, store: Store, collection: str, versions_file: Path | None = None
+                 ) -> None:
         self.store = store
         self.collection = collection
         self.versions: dict[str, str] | None = None
+        # The versions as of the last clean stop: a restart compares only what moved since.
+        # Removed once read, so that after a crash (the mirror may be ahead of the file) every
+        # row is compared again.
+        self.versions_file = versions_file
+        if versions_file is not None and versions_file.is_file():
+            try:
+                self.versions = json.loads(versions_file.read_text())
+                versions_file.unlink()
+            except (OSError, ValueError) as exc:
+                self.versions = None
+                log.warning("cannot read %s (every row is compared once): %s", versions_file,
+                            exc)
+
+    def save_versions(self) -> None:
+        if self.versions_file is None or self.versions is None:
+            return
+        partial = self.versions_file.with_suffix(".partial")
+        try:
+            partial.write_text(json.dumps(self.versions))
+            partial.replace(self.versions_file)
+        except OSError as exc:
+            log.warning("cannot write %s (the next start compares every row): %s",
+                        self.versions_file, exc)
 
     def embedder_key(self, dims: int) -> str:
         identity = mem0_identity(self.collection, dims)

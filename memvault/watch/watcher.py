@@ -73,7 +73,8 @@ class Watcher:
         self.table = WatchedTable(dsn, collection)
         self.store: Store = SQLiteStore(mirror_path(settings, collection),
                                         timeout=settings.db_timeout)
-        self.mirror = Mirror(self.store, collection)
+        path = mirror_path(settings, collection)
+        self.mirror = Mirror(self.store, collection, path.with_suffix(".versions.json"))
         self.registry = CollectorRegistry()
         self.alerts = AlertManager([u.get_secret_value() for u in settings.alert_urls],
                                    registry=self.registry,
@@ -117,6 +118,7 @@ class Watcher:
         self.scheduler.stop()  # ships the final journal segment
         self.scheduler.shipper.stop()
         self._final_record()
+        self.mirror.save_versions()
 
     def close(self) -> None:
         self.table.close()
