@@ -18,7 +18,6 @@ accepts the new table instead of alerting on it.
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 import time
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from memvault.backup import RestoreLoss, RestoreRefused, plan_restore
+from memvault.backup import RestoreLoss, RestoreRefused, jsonlines, plan_restore
 from memvault.backup.crypto import cipher_for
 from memvault.backup.destinations import open_destinations
 from memvault.backup.format import read_snapshot
@@ -228,15 +227,14 @@ _COPY_TRAILER = struct.pack(">h", -1)
 def copy_stream(records: list[Row], vectors: dict[str, np.ndarray], dims: int,
                 chunk: int = 8 << 20) -> Iterator[bytes]:
     """A binary COPY stream of (id uuid, vector, payload jsonb) rows, in chunks of about
-    `chunk` bytes: one struct and one json.dumps per row instead of psycopg's per-field
+    `chunk` bytes: one struct and one orjson dump per row instead of psycopg's per-field
     dumpers (mem0's rows are wide: 6 KB of vector at 1536 dims)."""
     head = struct.pack(">hi", 3, 16)
     vector_head = struct.pack(">iHH", 4 + 4 * dims, dims, 0)
     parts: list[bytes] = [_COPY_HEADER]
     size = 0
     for record in records:
-        payload = json.dumps(payload_of(record), ensure_ascii=False,
-                             separators=(",", ":")).encode("utf-8")
+        payload = jsonlines.dumps(payload_of(record))
         row = b"".join((head, uuid.UUID(record["id"]).bytes, vector_head,
                         np.asarray(vectors[record["id"]], dtype=">f4").tobytes(),
                         struct.pack(">iB", len(payload) + 1, 1), payload))
