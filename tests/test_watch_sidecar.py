@@ -57,6 +57,8 @@ def test_sidecar_endpoints_follow_the_verdict(pg_url: str, tmp_path: Path) -> No
             ready = http.get("/readyz")
             assert ready.status_code == 503
             assert ready.json()["failing"][0]["name"] == "StoreEmpty"
+            assert "host=" not in ready.text and "/tmp/" not in ready.text  # not for anyone
+            assert "empty" in http.get("/readyz", headers=admin).json()["failing"][0]["message"]
             metrics = http.get("/metrics", headers={"X-API-Key": "k" * 32}).text
             assert 'memvault_alerts_firing{alert="StoreEmpty"} 1.0' in metrics
             assert 'memvault_memories{namespace="user:alice"} 5.0' in metrics

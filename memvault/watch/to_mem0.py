@@ -179,7 +179,7 @@ def restore_to_mem0(settings: Settings, dsn: str, collection: str = "memories",
                      f"{f', {len(made)} re-embedded' if made else ''}")
     problems = write_ledger(destinations, record)
     report.warnings += problems
-    log.warning("restored %d memories from %s into mem0's %s (%s)", len(records), manifest.id,
+    log.info("restored %d memories from %s into mem0's %s (%s)", len(records), manifest.id,
                 report.target, identity.describe())
     return report
 
