@@ -185,3 +185,19 @@ def test_without_a_readable_ledger_the_mirror_still_knows(pg_url: str, tmp_path:
         assert again.store.total() == 3
     finally:
         again.close()
+
+
+def test_a_backup_that_cannot_be_written_is_backup_failing(pg_url: str, tmp_path: Path) -> None:
+    mem0_table(pg_url, 2)
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the backup folder should be")
+    settings = load_settings({"data_dir": tmp_path / "data", "backup_urls": [str(blocked)]})
+    watcher = Watcher(settings, pg_url)
+    try:
+        watcher.check()
+        results = watcher.scheduler.snapshot_now()
+        assert [r.status for r in results] == ["failed"]
+        assert Alert.BackupFailing in {f.alert for f in watcher.check().firing()}
+        assert Alert.BackupFailing in watcher.alerts.firing()
+    finally:
+        watcher.close()
