@@ -201,3 +201,17 @@ def test_a_backup_that_cannot_be_written_is_backup_failing(pg_url: str, tmp_path
         assert Alert.BackupFailing in watcher.alerts.firing()
     finally:
         watcher.close()
+
+
+def test_one_watcher_per_mirror(pg_url: str, tmp_path: Path) -> None:
+    from memvault.errors import MemvaultError
+
+    settings = load_settings({"data_dir": tmp_path / "data",
+                              "backup_urls": [str(tmp_path / "nas")]})
+    first = Watcher(settings, pg_url)
+    try:
+        with pytest.raises(MemvaultError, match="memvault watch mem0"):
+            Watcher(settings, pg_url)
+    finally:
+        first.close()
+    Watcher(settings, pg_url).close()  # free again

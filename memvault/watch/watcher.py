@@ -37,6 +37,7 @@ from memvault.guard.ledger import (
 )
 from memvault.periodic import Periodic
 from memvault.store import MetaKey
+from memvault.store.writer_lock import hold_writer_lock
 from memvault.watch.capture import Capture, Mirror
 from memvault.watch.checks import HOLDING, WATCHED, TableObservation, assess_table
 from memvault.watch.payload import mem0_identity, record_of
@@ -73,6 +74,11 @@ class Watcher:
         self.table = WatchedTable(dsn, collection)
         self.store: Store = SQLiteStore(mirror_path(settings, collection),
                                         timeout=settings.db_timeout)
+        try:  # one writer of the mirror: a second watcher of it exits naming the first
+            self.writer_lock = hold_writer_lock(self.store, "memvault watch mem0")
+        except BaseException:
+            self.store.close()
+            raise
         path = mirror_path(settings, collection)
         self.mirror = Mirror(self.store, collection, path.with_suffix(".versions.json"))
         self.registry = CollectorRegistry()
@@ -122,6 +128,9 @@ class Watcher:
 
     def close(self) -> None:
         self.table.close()
+        if self.writer_lock is not None:
+            self.writer_lock.release()
+            self.writer_lock = None
         self.store.close()
 
     def _tick(self) -> None:
@@ -149,6 +158,12 @@ class Watcher:
             return Verdict([Finding(Alert.StoreUnreachable, True, exc.message, {
                 "tried": tried(self.table.dsn), "hint": exc.hint or "check --dsn"})])
         self.identity = identity
+        if identity.table_oid and identity.dims is None:
+            why = (f"{self.collection}'s vector column has no dimension (not vector(N)): the "
+                   "watcher cannot tell mem0's model from it and does not guard the table")
+            log.error("%s", why)
+            return Verdict([Finding(Alert.StoreUnreachable, True, why, {
+                "hint": "mem0 creates vector(N); is --collection mem0's table?"})])
         now = self.clock.mono()
         holding = self.verdict is not None and any(f.alert in HOLDING
                                                    for f in self.verdict.firing())
