@@ -4,6 +4,7 @@ place."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import Counter
@@ -227,6 +228,12 @@ def test_restore_to_mem0_creates_its_table_keeps_vectors_and_refuses_a_full_one(
                "MEMVAULT_BACKUP_URLS": str(tmp_path / "nas"),
                "MEMVAULT_EMBEDDER": f"openai:{MODEL}", "MEMVAULT_EMBEDDER_URL": f"{hosted.url}/v1"}
         runner = CliRunner()
+        plan = runner.invoke(app, ["restore", "latest", "--to-mem0", target, "--dry-run",
+                                   "--json"], env=env)
+        assert plan.exit_code == 0, plan.output
+        assert json.loads(plan.output)["plan"]["total_after_restore"] == len(wanted)
+        with psycopg.connect(target) as conn:  # a dry run writes nothing, not even a table
+            assert conn.execute("SELECT to_regclass('memories')").fetchone()[0] is None
         done = runner.invoke(app, ["restore", "latest", "--to-mem0", target, "--json"], env=env)
         assert done.exit_code == 0, done.output
         assert rows(target) == wanted

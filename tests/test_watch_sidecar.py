@@ -215,3 +215,14 @@ def test_one_watcher_per_mirror(pg_url: str, tmp_path: Path) -> None:
     finally:
         first.close()
     Watcher(settings, pg_url).close()  # free again
+
+
+def test_watch_refuses_to_listen_beyond_loopback_without_a_key(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from memvault.cli import app
+
+    done = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "watch", "mem0", "--dsn",
+                                    "postgresql://x@127.0.0.1:1/none", "--host", "0.0.0.0"])
+    assert done.exit_code == 1
+    assert "MEMVAULT_ADMIN_API_KEY" in done.output
