@@ -226,3 +226,33 @@ def test_watch_refuses_to_listen_beyond_loopback_without_a_key(tmp_path: Path) -
                                     "postgresql://x@127.0.0.1:1/none", "--host", "0.0.0.0"])
     assert done.exit_code == 1
     assert "MEMVAULT_ADMIN_API_KEY" in done.output
+
+
+def test_restore_to_mem0_picks_the_watched_lineage_beside_memvaults_own(
+        pg_server: Any, pg_url: str, tmp_path: Path, local_embedder: Any) -> None:
+    from memvault.backup.snapshot import create_backup
+    from memvault.memory import Memory
+    from memvault.watch import restore_to_mem0
+
+    nas = str(tmp_path / "nas")
+    own = load_settings({"data_dir": tmp_path / "own", "backup_urls": [nas],
+                         "database_url": f"sqlite:///{tmp_path / 'own.db'}"})
+    with Memory(own, embedder=local_embedder) as memory:
+        memory.add("memvault's own memory", user_id="x", infer=False)
+        assert [r.status for r in create_backup(memory.store, own)] == ["valid"]
+    ids = mem0_table(pg_url, 3)
+    settings = load_settings({"data_dir": tmp_path / "data", "backup_urls": [nas]})
+    watcher = Watcher(settings, pg_url)
+    try:
+        watcher.check()
+        assert [r.status for r in watcher.scheduler.snapshot_now()] == ["valid"]
+    finally:
+        watcher.close()
+    name = "to_" + uuid.uuid4().hex[:8]
+    pg_server.psql(f"CREATE DATABASE {name};")
+    pg_server.psql(f"\\c {name}\nCREATE EXTENSION IF NOT EXISTS vector;")
+    report = restore_to_mem0(settings, pg_server.get_uri(name))
+    assert report.counts == {"user:alice": 3}
+    with psycopg.connect(pg_server.get_uri(name)) as conn:
+        assert {str(r[0]) for r in conn.execute("SELECT id FROM memories")} == set(ids)
+    pg_server.psql(f"DROP DATABASE {name} WITH (FORCE);")
