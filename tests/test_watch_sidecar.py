@@ -256,3 +256,35 @@ def test_restore_to_mem0_picks_the_watched_lineage_beside_memvaults_own(
     with psycopg.connect(pg_server.get_uri(name)) as conn:
         assert {str(r[0]) for r in conn.execute("SELECT id FROM memories")} == set(ids)
     pg_server.psql(f"DROP DATABASE {name} WITH (FORCE);")
+
+
+def test_a_new_mirror_continues_the_lineage_a_lost_one_left(pg_url: str, tmp_path: Path) -> None:
+    """`docker compose down -v` takes the watcher's volume with mem0's: the new watcher
+    still knows, from the backups, what mem0's table held."""
+    import shutil
+
+    mem0_table(pg_url, 4)
+    settings = load_settings({"data_dir": tmp_path / "data",
+                              "backup_urls": [str(tmp_path / "nas")]})
+    first = Watcher(settings, pg_url)
+    try:
+        first.check()
+        assert [r.status for r in first.scheduler.snapshot_now()] == ["valid"]
+    finally:
+        first.close()
+    shutil.rmtree(tmp_path / "data")  # the mirror is gone
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE memories")
+    fresh = Watcher(settings, pg_url)
+    try:
+        assert Alert.StoreEmpty in {f.alert for f in fresh.check().firing()}
+    finally:
+        fresh.close()
+    shutil.rmtree(tmp_path / "data")
+    mem0_table(pg_url, 4)
+    fine = Watcher(settings, pg_url)
+    try:
+        assert not fine.check().firing()
+        assert fine.ledger is not None and "continues lineage" in (fine.ledger.note or "")
+    finally:
+        fine.close()

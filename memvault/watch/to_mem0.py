@@ -31,15 +31,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from memvault.backup import RestoreLoss, RestoreRefused, jsonlines, plan_restore
-from memvault.backup.candidates import lineages, list_all
 from memvault.backup.crypto import cipher_for
-from memvault.backup.destinations import Destination, open_destinations
+from memvault.backup.destinations import open_destinations
 from memvault.backup.format import read_snapshot
 from memvault.config import redact_url
-from memvault.errors import MemvaultError
 from memvault.guard.ledger import observe, read_ledger, write_ledger
 from memvault.progress import NoProgress, Progress
 from memvault.store import namespace_key
+from memvault.watch.lineage import BACKEND, watched_lineages
 from memvault.watch.payload import mem0_identity, payload_of
 from memvault.watch.table import Unreachable, WatchedTable, tried
 
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("memvault.watch")
 EMBED_BATCH = 256
-BACKEND = "mem0-pgvector"
 
 
 @dataclass
@@ -120,7 +118,9 @@ def restore_to_mem0(settings: Settings, dsn: str, collection: str = "memories",
     started = time.perf_counter()
     destinations = open_destinations(settings)
     if lineage is None and which == "latest":
-        lineage = watched_lineage(destinations, collection)
+        watched = watched_lineages(destinations, collection)
+        # Backups of several stores here (memvault's own beside this mem0's): this mem0's.
+        lineage = watched[0] if len(watched) == 1 else None
     plan = plan_restore(settings, which, at, destinations=destinations, lineage=lineage)
     if plan.loss.lost and not allow_loss:
         raise RestoreLoss("restore refused, it would lose data: " + plan.loss.describe(),
@@ -186,26 +186,6 @@ def restore_to_mem0(settings: Settings, dsn: str, collection: str = "memories",
     log.info("restored %d memories from %s into mem0's %s (%s)", len(records), manifest.id,
                 report.target, identity.describe())
     return report
-
-
-def watched_lineage(destinations: list[Destination], collection: str) -> str | None:
-    """With backups of several stores in the destinations (memvault's own beside a watched
-    mem0), the one lineage that a watcher of a mem0 table `collection` wrote; None leaves
-    the choice to the usual rule (the only lineage, else refused with the list)."""
-    entries, _ = list_all(destinations)
-    held = lineages(entries)
-    if len(held) <= 1:
-        return None
-    watched = []
-    for lineage_id in held:
-        try:
-            record, _ = read_ledger(destinations, lineage_id)
-        except MemvaultError:
-            continue
-        if record is not None and record.backend == BACKEND and \
-                record.location.split(" (", 1)[0].endswith(f" table {collection}"):
-            watched.append(lineage_id)
-    return watched[0] if len(watched) == 1 else None
 
 
 def _new_table_dims(settings: Settings, backup_dims: int | None,

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from memvault.backup.destinations import open_destinations
 from memvault.backup.scheduler import BackupScheduler
+from memvault.errors import MemvaultError
 from memvault.guard.alerts import Alert, AlertManager
 from memvault.guard.backup_health import BackupHealth
 from memvault.guard.checks import Finding, Verdict
@@ -40,6 +41,7 @@ from memvault.store import MetaKey
 from memvault.store.writer_lock import hold_writer_lock
 from memvault.watch.capture import Capture, Mirror
 from memvault.watch.checks import HOLDING, WATCHED, TableObservation, assess_table
+from memvault.watch.lineage import BACKEND, watched_lineages
 from memvault.watch.payload import mem0_identity, record_of
 from memvault.watch.table import Fingerprint, NotMem0Table, Unreachable, WatchedTable, tried
 
@@ -52,7 +54,6 @@ log = logging.getLogger("memvault.watch")
 
 TICK_SECONDS = 5.0
 LEDGER_EVERY_SECONDS = 60.0
-BACKEND = "mem0-pgvector"
 
 
 def mirror_path(settings: Settings, collection: str) -> Path:
@@ -173,9 +174,12 @@ class Watcher:
         self._fingerprint_seen = fingerprint
         obs = TableObservation(identity, fingerprint.count, self.collection)
         same = self._same_content(obs)
-        verdict = assess_table(obs, self.ledger or self._mirror_record(),
-                               self.settings.alert_drop_ratio, self.clock.wall(),
+        known = self.ledger or self._mirror_record() or self._predecessor()
+        verdict = assess_table(obs, known, self.settings.alert_drop_ratio, self.clock.wall(),
                                same_content=same)
+        if known is not None and self.ledger is None and verdict.accept:
+            verdict.note = verdict.note or (f"continues lineage {known.lineage_id} (this "
+                                            "watcher's mirror was new)")
         if self.adopt:
             verdict = Verdict([Finding(name, False, "adopted") for name in WATCHED],
                               accept="adopted", note=f"adopted {identity.describe()} by "
@@ -229,6 +233,23 @@ class Watcher:
         return same
 
     # ------------------------------------------------------------------ the ledger
+
+    def _predecessor(self) -> LedgerRecord | None:
+        """A new mirror (its volume lost, e.g. with mem0's in `docker compose down -v`)
+        compares mem0's table with the one lineage a previous watcher of this table left."""
+        if not self._ledger_known():
+            return None
+        own = self.store.meta().lineage_id
+        try:
+            others = [lin for lin in watched_lineages(self.destinations, self.collection)
+                      if lin != own]
+            if len(others) != 1:
+                return None
+            record, _ = read_ledger(self.destinations, others[0])
+        except MemvaultError as exc:
+            log.error("cannot read the lineages in the backup destinations: %s", exc)
+            return None
+        return record
 
     def _mirror_record(self) -> LedgerRecord | None:
         """What the mirror itself knows, when the destinations hold no ledger (or cannot be
