@@ -288,3 +288,21 @@ def test_a_new_mirror_continues_the_lineage_a_lost_one_left(pg_url: str, tmp_pat
         assert fine.ledger is not None and "continues lineage" in (fine.ledger.note or "")
     finally:
         fine.close()
+
+
+def test_a_mirror_that_cannot_be_written_is_backup_failing(pg_url: str, tmp_path: Path) -> None:
+    mem0_table(pg_url, 2)
+    settings = load_settings({"data_dir": tmp_path / "data",
+                              "backup_urls": [str(tmp_path / "nas")]})
+    watcher = Watcher(settings, pg_url)
+    try:
+        watcher.check()
+        mem0_table(pg_url, 1, user="bob")
+        watcher.store.close()  # the mirror's database is gone from under the watcher
+        verdict = watcher.check()
+        [failing] = [f for f in verdict.firing() if f.alert == Alert.BackupFailing]
+        assert "mirror" in failing.summary
+    finally:
+        watcher.table.close()
+        if watcher.writer_lock is not None:
+            watcher.writer_lock.release()

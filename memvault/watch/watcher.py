@@ -184,12 +184,27 @@ class Watcher:
             verdict = Verdict([Finding(name, False, "adopted") for name in WATCHED],
                               accept="adopted", note=f"adopted {identity.describe()} by "
                               "`memvault watch mem0 --adopt`")
+        failed: Finding | None = None
         if not any(f.alert in HOLDING for f in verdict.firing()) and identity.dims:
-            self._capture(identity, fingerprint)
-            if verdict.accept and self._ledger_known():
-                self._record(identity, verdict)
-                self.adopt = False
+            try:
+                self._capture(identity, fingerprint)
+            except Unreachable as exc:  # lost mem0 between the check and the capture
+                failed = Finding(Alert.StoreUnreachable, True, exc.message,
+                                 {"tried": tried(self.table.dsn), "hint": exc.hint or ""})
+            except Exception as exc:  # the mirror: the backups cannot be kept current
+                log.exception("change capture into the mirror failed")
+                failed = Finding(Alert.BackupFailing, True, f"change capture into the "
+                                 f"watcher's mirror failed: {type(exc).__name__}: {exc}", {
+                                     "hint": "check the data dir (disk full? permissions?); "
+                                     "the log has the traceback"})
+            else:
+                if verdict.accept and self._ledger_known():
+                    self._record(identity, verdict)
+                    self.adopt = False
         verdict.findings += self.backups.findings(self.scheduler)
+        if failed is not None:
+            verdict.findings = [f for f in verdict.findings if f.alert != failed.alert]
+            verdict.findings.append(failed)
         return verdict
 
     def _capture(self, identity: TableIdentity, fingerprint: Fingerprint) -> None:
