@@ -306,3 +306,39 @@ def test_a_mirror_that_cannot_be_written_is_backup_failing(pg_url: str, tmp_path
         watcher.table.close()
         if watcher.writer_lock is not None:
             watcher.writer_lock.release()
+
+
+def test_a_memvault_backup_goes_into_mem0_without_touching_its_ledger(
+        pg_server: Any, tmp_path: Path, local_embedder: Any) -> None:
+    from memvault.backup.destinations import open_destinations
+    from memvault.backup.snapshot import create_backup
+    from memvault.guard.ledger import read_ledger
+    from memvault.memory import Memory
+    from memvault.store import text_hash
+    from memvault.watch import restore_to_mem0
+
+    own = load_settings({"data_dir": tmp_path / "own", "backup_urls": [str(tmp_path / "nas")],
+                         "database_url": f"sqlite:///{tmp_path / 'own.db'}"})
+    with Memory(own, embedder=local_embedder) as memory:
+        added = memory.add("memvault remembers tea", user_id="x", infer=False,
+                           metadata={"k": 1})
+        lineage = memory.store.meta().lineage_id
+        assert [r.status for r in create_backup(memory.store, own)] == ["valid"]
+    dests = open_destinations(own)
+    from memvault.guard.ledger import LedgerRecord, write_ledger
+
+    write_ledger(dests, LedgerRecord(lineage_id=lineage, store_id="own", backend="sqlite",
+                                     location="own.db", active_embedder=None, seq=1,
+                                     memories=1, namespaces={"user:x": 1},
+                                     observed_at=datetime.now(UTC).isoformat()))
+    name = "mv_" + uuid.uuid4().hex[:8]
+    pg_server.psql(f"CREATE DATABASE {name};")
+    pg_server.psql(f"\\c {name}\nCREATE EXTENSION IF NOT EXISTS vector;")
+    restore_to_mem0(own, pg_server.get_uri(name), embedder=local_embedder)
+    with psycopg.connect(pg_server.get_uri(name)) as conn:
+        [(memory_id, payload)] = conn.execute("SELECT id::text, payload FROM memories").fetchall()
+    assert memory_id == added["results"][0]["id"]
+    assert payload["data"] == "memvault remembers tea" and payload["user_id"] == "x"
+    assert payload["hash"] == text_hash("memvault remembers tea") and payload["k"] == 1
+    assert read_ledger(dests, lineage)[0].backend == "sqlite"  # memvault's own, untouched
+    pg_server.psql(f"DROP DATABASE {name} WITH (FORCE);")

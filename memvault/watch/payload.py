@@ -91,6 +91,17 @@ def payload_of(record: MemoryRecord | Mapping[str, Any]) -> dict[str, Any]:
     return payload
 
 
+def mem0_payload(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The payload to write into mem0's table for a backed-up memory: exactly mem0's for a
+    watched one; for a memory of memvault's own store, mem0's shape with its `hash` (the md5
+    of the text, as mem0 computes it) added."""
+    payload = payload_of(row)
+    digest = row.get("hash")
+    if "hash" not in payload and digest and digest != dedup_key(str(row.get("id"))):
+        payload["hash"] = digest
+    return payload
+
+
 def mem0_identity(collection: str, dims: int) -> EmbedderIdentity:
     """The identity memvault files mem0's vectors under: mem0's model is not known to the
     watcher, only the table and the column's dimension (`mem0:<table>:<dims>`). Its probe

@@ -39,7 +39,7 @@ from memvault.guard.ledger import observe, read_ledger, write_ledger
 from memvault.progress import NoProgress, Progress
 from memvault.store import namespace_key
 from memvault.watch.lineage import BACKEND, watched_lineages
-from memvault.watch.payload import mem0_identity, payload_of
+from memvault.watch.payload import mem0_identity, mem0_payload
 from memvault.watch.table import Unreachable, WatchedTable, tried
 
 if TYPE_CHECKING:
@@ -166,7 +166,11 @@ def restore_to_mem0(settings: Settings, dsn: str, collection: str = "memories",
         searchable = time.perf_counter() - started
         if index:
             target.build_indexes()
-        identity = WatchedTable(dsn, collection).identity()
+        reader = WatchedTable(dsn, collection)
+        try:
+            identity = reader.identity()
+        finally:
+            reader.close()
     finally:
         target.close()
     report = Mem0Restore(plan.to_json(), f"{redact_url(dsn)} table {collection}", created,
@@ -174,6 +178,10 @@ def restore_to_mem0(settings: Settings, dsn: str, collection: str = "memories",
                          time.perf_counter() - started, list(plan.warnings))
     seq = max(manifest.seq, plan.chain.upto_seq, plan.loss.high_water.seq)
     previous, _ = read_ledger(destinations, manifest.lineage_id)
+    if previous is not None and previous.backend != BACKEND:
+        # A memvault store's own lineage: its ledger describes that store, not this table.
+        log.info("restored %d memories into mem0's %s", len(records), report.target)
+        return report
     record = observe(previous, lineage_id=manifest.lineage_id, store_id=identity.store_id,
                      backend=BACKEND, location=f"{redact_url(dsn)} table {collection} "
                      f"({identity.describe()})",
@@ -238,7 +246,7 @@ def copy_stream(records: list[Row], vectors: dict[str, np.ndarray], dims: int,
     parts: list[bytes] = [_COPY_HEADER]
     size = 0
     for record in records:
-        payload = jsonlines.dumps(payload_of(record))
+        payload = jsonlines.dumps(mem0_payload(record))
         row = b"".join((head, uuid.UUID(record["id"]).bytes, vector_head,
                         np.asarray(vectors[record["id"]], dtype=">f4").tobytes(),
                         struct.pack(">iB", len(payload) + 1, 1), payload))
