@@ -4,6 +4,7 @@ mem0-layout table written directly (no mem0 needed for these rules)."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +50,9 @@ def test_sidecar_endpoints_follow_the_verdict(pg_url: str, tmp_path: Path) -> No
             assert http.get("/readyz").status_code == 200
             assert http.get("/status").status_code == 401
             admin = {"Authorization": f"Bearer {'k' * 32}"}
+            deadline = time.monotonic() + 20  # the first look runs in the watch loop
+            while not watcher.captured and time.monotonic() < deadline:
+                time.sleep(0.05)
             status = http.get("/status", headers=admin).json()
             assert status["mirror"]["counts"] == {"user:alice": 5}
             with psycopg.connect(pg_url, autocommit=True) as conn:

@@ -110,14 +110,18 @@ class Watcher:
         self._ledger_read_at: float | None = None
         self._ledger_written_at = 0.0
         self._lock = threading.Lock()
-        self._loop = Periodic("memvault-watch", self._tick, lambda: self.tick_seconds)
+        self._loop = Periodic("memvault-watch", self._tick, lambda: self.tick_seconds,
+                              first_wait=0.0)
+        self.captured = False  # the first look at mem0's table is done
+        self.scheduler_started = False
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """The first check runs before anything else (alerts at start); then the loops."""
-        self.check()
-        self.scheduler.start()
+        """The first check runs before anything else (alerts at start, before the sidecar
+        listens); the first look at every row, which takes a while at 100k, runs as the watch
+        loop's first step, and the backup scheduler starts after it."""
+        self.check(capture=False)
         self._loop.start()
 
     def stop(self) -> None:
@@ -136,12 +140,15 @@ class Watcher:
 
     def _tick(self) -> None:
         self.check()
+        if not self.scheduler_started:  # after the first look: the first snapshot holds it
+            self.scheduler_started = True
+            self.scheduler.start()
 
     # ------------------------------------------------------------------ one check
 
-    def check(self) -> Verdict:
+    def check(self, capture: bool = True) -> Verdict:
         with self._lock:
-            verdict = self._check()
+            verdict = self._check(capture)
             self.verdict = verdict
             self.checked_at = self.clock.wall().isoformat()
             for finding in verdict.findings:
@@ -149,7 +156,7 @@ class Watcher:
             self.identity_ok.set(0 if any(f.alert in HOLDING for f in verdict.firing()) else 1)
             return verdict
 
-    def _check(self) -> Verdict:
+    def _check(self, capture: bool = True) -> Verdict:
         try:
             identity = self.table.identity()
             fingerprint = self.table.fingerprint() if identity.table_oid else Fingerprint(0, 0)
@@ -185,7 +192,7 @@ class Watcher:
                               accept="adopted", note=f"adopted {identity.describe()} by "
                               "`memvault watch mem0 --adopt`")
         failed: Finding | None = None
-        if not any(f.alert in HOLDING for f in verdict.firing()) and identity.dims:
+        if capture and not any(f.alert in HOLDING for f in verdict.firing()) and identity.dims:
             try:
                 self._capture(identity, fingerprint)
             except Unreachable as exc:  # lost mem0 between the check and the capture
@@ -217,6 +224,7 @@ class Watcher:
         if fingerprint == self._fingerprint and not revector:
             return
         result = self.mirror.capture(self.table, identity.dims, revector=revector)
+        self.captured = True
         self.last_capture = result
         self.capture_seconds.set(result.seconds)
         self._fingerprint = fingerprint
@@ -349,6 +357,8 @@ class Watcher:
         verdict = self.verdict
         if verdict is None:
             return "the watcher has not checked mem0's table yet"
+        if not self.captured and self.store.total() == 0:
+            return "the watcher's first look at mem0's table is not done yet"
         refused = [f.alert for f in verdict.firing() if f.alert in HOLDING]
         return f"mem0's table is not the guarded one ({', '.join(refused)})" if refused \
             else None
