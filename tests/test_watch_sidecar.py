@@ -346,3 +346,29 @@ def test_a_memvault_backup_goes_into_mem0_without_touching_its_ledger(
     assert payload["hash"] == text_hash("memvault remembers tea") and payload["k"] == 1
     assert read_ledger(dests, lineage)[0].backend == "sqlite"  # memvault's own, untouched
     pg_server.psql(f"DROP DATABASE {name} WITH (FORCE);")
+
+
+def test_a_new_memvault_store_never_takes_a_watched_mem0_lineage(
+        pg_url: str, tmp_path: Path, local_embedder: Any) -> None:
+    """A memvault server started empty on a destination shared with a stopped watcher: the
+    watched lineage is not the store it replaces (no restore of mem0's memories into it)."""
+    from memvault.guard.watchdog import Guard
+    from memvault.memory import Memory
+
+    nas = str(tmp_path / "nas")
+    mem0_table(pg_url, 3)
+    watched = load_settings({"data_dir": tmp_path / "watch", "backup_urls": [nas]})
+    watcher = Watcher(watched, pg_url)
+    try:
+        watcher.check()
+        assert [r.status for r in watcher.scheduler.snapshot_now()] == ["valid"]
+        watcher.scheduler.shipper.stop()  # its head says the writer is gone
+    finally:
+        watcher.close()
+    own = load_settings({"data_dir": tmp_path / "own", "backup_urls": [nas],
+                         "database_url": f"sqlite:///{tmp_path / 'own.db'}"})
+    with Memory(own, embedder=local_embedder) as memory:
+        guard = Guard(own, memory)
+        verdict = guard.check()
+        assert not [f for f in verdict.firing() if f.alert == Alert.StoreEmpty], verdict
+        assert memory.store.total() == 0 and guard.restore_lineage() is None

@@ -9,8 +9,9 @@ from memvault.backup.candidates import lineages, list_all
 from memvault.backup.destinations import Destination
 from memvault.errors import MemvaultError
 from memvault.guard.ledger import read_ledger
+from memvault.guard.lineages import WATCHED_MEM0
 
-BACKEND = "mem0-pgvector"  # the ledger's `backend` for a watched mem0 table
+BACKEND = WATCHED_MEM0  # the ledger's `backend` for a watched mem0 table
 
 
 def table_of(location: str) -> str:
