@@ -27,6 +27,7 @@ from memvault.cli.output import (
 from memvault.cli.preflight import preflight
 from memvault.cli.reembed import reembed
 from memvault.cli.remote import ApiKeyOption, UrlOption, open_backend, remote_status
+from memvault.cli.watch import watch_app
 from memvault.errors import MemvaultError
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(backup_app, name="backup")
 app.add_typer(import_app, name="import")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(watch_app, name="watch")
 
 
 @app.callback()

@@ -218,12 +218,24 @@ def restore(
         False, "--catch-up", help="Keep the store and replay onto it only the shipped journal "
         "of its own lineage after its own seq (a standby promoted behind); refused where the "
         "two journals differ."),
+    to_mem0: str | None = typer.Option(
+        None, "--to-mem0", help="Write the backup into mem0's own pgvector table at this DSN "
+        "instead (docs/guard-mem0.md)."),
+    collection: str = typer.Option("memories", "--collection",
+                                   help="mem0's table, with --to-mem0."),
     no_safety_snapshot: bool = NoSafetySnapshotOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Restore a backup (and the shipped journal up to --at) into the configured store.
 
     Over a non-empty store (--yes) a safety snapshot of it is taken first."""
+    if to_mem0:
+        from memvault.cli.watch import restore_into_mem0
+
+        restore_into_mem0(_settings(ctx), to_mem0, collection, which, at, yes=yes,
+                          lineage=lineage, allow_loss=allow_loss, dry_run=dry_run,
+                          as_json=as_json, bars=progress_bars)
+        return
     from memvault.backup import RestoreLoss, plan_restore, restore_incomplete, run_restore
     from memvault.backup.safety import Operation
     from memvault.embed import make_embedder

@@ -37,6 +37,10 @@ from memvault.guard.ledger import LedgerRecord, LedgerUnavailable, read_ledger
 log = logging.getLogger("memvault.guard")
 
 
+# The ledger `backend` of a lineage written by `memvault watch mem0` (memvault/watch/).
+WATCHED_MEM0 = "mem0-pgvector"
+
+
 class Liveness(StrEnum):
     LIVE = "live"
     GONE = "gone"
@@ -229,8 +233,10 @@ def choose(obs: Observation, found: Survey, watch: LivenessWatch) -> Known:
         return Known(own.record, shared, unknown=found.unknown if not own.listed_in else None)
     if found.unknown:
         return Known(None, shared, unknown=found.unknown)
+    # A watched mem0 table's lineage (`memvault watch mem0`) is never the store this one
+    # replaces: its memories go back to mem0 (`restore --to-mem0`), not into memvault.
     with_data = [st for st in others if st.has_data and states[st.lineage_id] is not
-                 Liveness.LIVE]
+                 Liveness.LIVE and not (st.record and st.record.backend == WATCHED_MEM0)]
     waiting = [st for st in with_data if states[st.lineage_id] is Liveness.UNDECIDED]
     if waiting:
         names = ", ".join(st.writer() for st in waiting)
