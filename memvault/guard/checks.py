@@ -129,8 +129,8 @@ def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: s
                                   "hint": "restore the newest backup (`memvault restore "
                                   "latest --dry-run`, then --yes), or accept this store "
                                   "with `memvault adopt`"})
-        baseline = ledger.peak_since(now - timedelta(hours=24))
-        if baseline and obs.total < (1 - drop_ratio) * baseline:
+        baseline = count_dropped(ledger, obs.total, now, drop_ratio)
+        if baseline:
             findings[Alert.MemoryCountDrop] = Finding(Alert.MemoryCountDrop, True, (
                 f"the store holds {obs.total} memories, down from {baseline} within 24 h "
                 f"(more than {drop_ratio:.0%})"), {
@@ -171,6 +171,16 @@ def assess(obs: Observation, ledger: LedgerRecord | None, configured_embedder: s
              "online with `memvault reembed --embedder SPEC` (an empty store being refilled "
              "by the guard is re-embedded by the restore)"})
     return Verdict(list(findings.values()), accept=accept, note=note, restored=restored)
+
+
+def count_dropped(ledger: LedgerRecord, total: int, now: datetime,
+                  drop_ratio: float) -> int | None:
+    """The peak of the last 24 h when `total` is more than `drop_ratio` below it (the one
+    MemoryCountDrop rule, for memvault's store and a watched mem0 table alike), else None."""
+    baseline = ledger.peak_since(now - timedelta(hours=24))
+    if baseline and total < (1 - drop_ratio) * baseline:
+        return baseline
+    return None
 
 
 def unreachable(error: str) -> Finding:

@@ -17,10 +17,10 @@ cluster, unchanged) is the same store moved: the caller accepts it after compari
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from memvault.guard.alerts import Alert
-from memvault.guard.checks import Finding, Verdict
+from memvault.guard.checks import Finding, Verdict, count_dropped
 from memvault.guard.ledger import LedgerRecord
 from memvault.watch.payload import mem0_identity
 from memvault.watch.table import TableIdentity
@@ -77,8 +77,8 @@ def assess_table(obs: TableObservation, ledger: LedgerRecord | None, drop_ratio:
                 "hint": "if mem0 now points at a new database or credentials, fix its "
                 "configuration, or restore: `memvault restore latest --to-mem0 DSN`"})
     elif not moved:
-        baseline = ledger.peak_since(now - timedelta(hours=24))
-        if baseline and obs.total < (1 - drop_ratio) * baseline:
+        baseline = count_dropped(ledger, obs.total, now, drop_ratio)
+        if baseline:
             findings[Alert.MemoryCountDrop] = Finding(Alert.MemoryCountDrop, True, (
                 f"mem0's table holds {obs.total} memories, down from {baseline} within 24 h "
                 f"(more than {drop_ratio:.0%})"), {
