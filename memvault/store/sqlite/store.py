@@ -16,6 +16,7 @@ import numpy as np
 
 from memvault.embed.base import EmbedderIdentity
 from memvault.errors import InvalidInput, SchemaError, StoreError, StoreUnavailable
+from memvault.progress import Progress
 from memvault.store.base import (
     SCHEMA_VERSION,
     AddOutcome,
@@ -36,6 +37,7 @@ from memvault.store.records import (
     StoreMeta,
     utc_now,
 )
+from memvault.store.sqlite.ann import AnnIndex
 from memvault.store.sqlite.index_sync import (
     CATCH_UP_LIMIT,
     apply_entries,
@@ -64,10 +66,16 @@ log = logging.getLogger("memvault.store.sqlite")
 class SQLiteStore(Store):
     backend = "sqlite"
 
-    def __init__(self, path: Path | str, *, timeout: float = 5.0) -> None:
+    def __init__(self, path: Path | str, *, timeout: float = 5.0,
+                 ann_threshold: int | None = None, progress: Progress | None = None) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._indexes: dict[str, VectorIndex] = {}
+        # Above this many vectors an embedder is searched through a persisted approximate
+        # index (store/sqlite/ann.py); None keeps exact search at every size.
+        self.ann_threshold = ann_threshold
+        self.progress = progress  # drives the bar of an index build, when one is needed
+        self._anns: dict[str, AnnIndex] = {}
         # Per embedder: the version of its vectors this process's index was built from.
         self._vectors_versions: dict[str, Any] = {}
         self.keywords = KeywordTokenizer()
@@ -387,6 +395,13 @@ class SQLiteStore(Store):
                     JournalEntry(seq + i, "ADD", r.id, utc_now(), actor, None, r.to_dict())
                     for i, r in enumerate(records)
                 ])
+            if not journal:  # no journal entries to catch up from: other processes reload
+                for key in vectors:
+                    cur.execute(
+                        "INSERT INTO meta VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (f"vectors_version:{key}", json.dumps(str(uuid.uuid4()))),
+                    )
         with self._lock:
             self._indexes.clear()  # reloaded on the next search
         return len(records)
@@ -450,6 +465,30 @@ class SQLiteStore(Store):
         index = self._indexes[embedder_key] = load_index(self._conn, identity, embedder_key)
         return index
 
+    def _searcher(self, embedder_key: str) -> VectorIndex | AnnIndex:
+        """The approximate index above the threshold, else the exact in-memory one."""
+        ann = self._anns.get(embedder_key)
+        loaded = self._indexes.get(embedder_key)
+        threshold = self.ann_threshold
+        if ann is None and threshold is not None and (loaded is None or len(loaded) >= threshold):
+            identity = self.embedders().get(embedder_key)
+            if identity is not None:
+                ann = AnnIndex.open(self._conn, self.path, embedder_key, identity.dims,
+                                    threshold, self.progress)
+        if ann is not None and not ann.sync(lambda after, limit: self.journal(after, limit)):
+            assert threshold is not None
+            ann = AnnIndex.open(self._conn, self.path, embedder_key, ann.dims, 0,
+                                self.progress, min_seq=sync_state(self._conn)[0])
+            if ann is not None and not ann.sync(lambda after, limit: self.journal(after, limit)):
+                raise StoreError(f"the vector index of {self.path} cannot keep up with the "
+                                 "journal", hint="search again; it is rebuilt")
+        if ann is None:
+            self._anns.pop(embedder_key, None)
+            return self._index(embedder_key)
+        self._anns[embedder_key] = ann
+        self._indexes.pop(embedder_key, None)
+        return ann
+
     # ------------------------------------------------------------------ reads
 
     def get(self, memory_id: str) -> MemoryRecord | None:
@@ -493,7 +532,7 @@ class SQLiteStore(Store):
         include_expired: bool = True,
     ) -> list[tuple[MemoryRecord, float]]:
         with self._lock:
-            index = self._index(embedder_key)
+            index = self._searcher(embedder_key)
             if query.shape != (index.dims,):
                 raise InvalidInput(
                     f"query vector has shape {query.shape}, the index holds {index.dims} dims"
