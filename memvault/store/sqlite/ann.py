@@ -123,7 +123,9 @@ class AnnIndex:
             return None
         reason = check(stem, header, store_state(conn, embedder_key, header.seq))
         if reason is None and header.seq < min_seq:
-            reason = f"it is older (seq {header.seq}) than the rebuild asked for ({min_seq})"
+            log.info("vector index %s: rebuilt with the changes since seq %d", stem.name,
+                     header.seq)
+            return None
         if reason is None:
             try:
                 return cls(conn, stem, header)
@@ -222,7 +224,8 @@ class AnnIndex:
             keys = [k for k in ENTITY_KEYS if k in pinned]
             where = " AND ".join(f"m.{k} = ?" for k in keys) or "1"
             rows = self._read(
-                "SELECT v.memory_id, v.vector FROM memories m JOIN vectors v "
+                # CROSS JOIN keeps SQLite on the namespace index of memories first
+                "SELECT v.memory_id, v.vector FROM memories m CROSS JOIN vectors v "
                 f"ON v.memory_id = m.id AND v.embedder_key = ? WHERE {where}",
                 (self.header.embedder_key, *(pinned[k] for k in keys)))
             rows = [r for r in rows if not (excluded and r[0] in excluded)]
