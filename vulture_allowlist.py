@@ -51,3 +51,5 @@ crashes
 app_over
 runtime_of
 HYBRID
+# usearch reads it: the search breadth of the approximate index (store/sqlite/ann.py).
+expansion_search

@@ -118,8 +118,8 @@ class AnnIndex:
         header = read_header(stem)
         if header is None:
             if not quiet and part_path(stem, "hnsw").exists():
-                log.warning("vector index %s has no readable header: not served, rebuilt",
-                            stem.name)
+                log.warning("vector index %s is not trusted (no readable header): not served, "
+                            "rebuilt", stem.name)
             return None
         reason = check(stem, header, store_state(conn, embedder_key, header.seq))
         if reason is None and header.seq < min_seq:
