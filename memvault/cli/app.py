@@ -133,6 +133,10 @@ def search(
     except ValueError as exc:
         raise InvalidInput(f"--filters is not valid JSON: {exc}") from None
     with open_backend(ctx, url, api_key) as memory:
+        if hasattr(getattr(memory, "store", None), "progress"):  # a SQLite store's index build
+            from memvault.cli.index_progress import IndexBuildBar
+
+            memory.store.progress = IndexBuildBar()
         result = memory.search(query, user_id=user_id, agent_id=agent_id, run_id=run_id,
                                filters=parsed, top_k=top_k, threshold=threshold,
                                search_mode=mode)
