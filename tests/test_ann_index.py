@@ -27,6 +27,12 @@ from tests.helpers import record, vectors
 QUERIES = vectors(40, DIMS, seed=99)
 
 
+@pytest.fixture(autouse=True)
+def _through_the_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These stores are small: below EXACT_ROWS every search would be exact from SQLite."""
+    monkeypatch.setattr(ann, "EXACT_ROWS", 50)
+
+
 def test_a_large_store_is_served_by_a_persisted_index_with_exact_scores(tmp_path: Path) -> None:
     world = make_world(tmp_path)
     header = world.header()
@@ -77,7 +83,8 @@ def test_filters_and_namespaces_stay_exact(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     world = make_world(tmp_path)
     store = world.open()
-    # u1 (150 rows) is below EXACT_ROWS: searched exactly from the store
+    # u1 (150 rows) below EXACT_ROWS: searched exactly from the store
+    monkeypatch.setattr(ann, "EXACT_ROWS", 1000)
     for query in QUERIES[:5]:
         assert search_ids(store, world, query, "u1") == world.exact(query, "u1")
     # forced through the graph: candidates post-filtered by namespace, still only u1's rows
@@ -151,3 +158,17 @@ def test_re_embedding_rebuilds_the_index(tmp_path: Path) -> None:
     assert hits[0][0].id == world.ids[7]
     after = world.header()
     assert after is not None and after.vectors_version != before.vectors_version
+
+
+@pytest.mark.parametrize("threshold", [500, 10_000], ids=["approximate", "exact"])
+def test_a_bulk_load_without_journal_by_another_process_is_seen(tmp_path: Path,
+                                                               threshold: int) -> None:
+    world = make_world(tmp_path, threshold=threshold)
+    reader = world.open(threshold)
+    search_ids(reader, world, QUERIES[0])  # this process's index is loaded and in step
+    loader = world.open(threshold)  # another connection: what a restore or import process does
+    extra = vectors(5, DIMS, seed=21)
+    recs = [record(f"bulk {i}") for i in range(5)]
+    loader.bulk_load(recs, {world.ident.key: extra}, journal=False)
+    loader.close()
+    assert search_ids(reader, world, extra[2], k=1) == [recs[2].id]

@@ -17,12 +17,19 @@ from pathlib import Path
 
 import pytest
 
+from memvault.store.sqlite import ann
 from memvault.store.sqlite.ann_file import DATA_PARTS, checksum
 from tests.ann_world import DIMS, World, make_world, rewrite_header, search_ids, served_by_index
 from tests.helpers import record, vectors
 
 QUERIES = vectors(10, DIMS, seed=42)
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _through_the_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These stores are small: below EXACT_ROWS every search would be exact from SQLite."""
+    monkeypatch.setattr(ann, "EXACT_ROWS", 50)
 
 
 def assert_rebuilt_and_right(world: World, caplog: pytest.LogCaptureFixture, why: str) -> None:
