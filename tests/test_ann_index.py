@@ -79,6 +79,13 @@ def test_a_restart_maps_the_index_instead_of_rebuilding(tmp_path: Path,
     assert world.header() == before
 
 
+def test_a_threshold_raised_above_the_store_returns_to_exact_search(tmp_path: Path) -> None:
+    world = make_world(tmp_path)
+    store = world.open(threshold=10_000)
+    assert not served_by_index(store, world)
+    assert search_ids(store, world, QUERIES[0]) == world.exact(QUERIES[0])
+
+
 def test_filters_and_namespaces_stay_exact(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     world = make_world(tmp_path)

@@ -93,8 +93,8 @@ class AnnIndex:
         `threshold` vectors, else None (the store is small: exact search serves it)."""
         stem = stem_for(db_path, embedder_key)
         served = cls._trusted(conn, stem, embedder_key, min_seq)
-        if served is not None:
-            return served
+        if served is not None:  # a threshold raised above the store's size turns it off
+            return served if served.header.count >= threshold else None
         count = conn.execute("SELECT COUNT(*) FROM vectors WHERE embedder_key = ?",
                              (embedder_key,)).fetchone()[0]
         if count < threshold:
