@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from memvault.config import load_settings
+from memvault.errors import StoreError
 from memvault.store import open_store, parse_filters
 from memvault.store.sqlite import ann
 from tests.ann_world import (
@@ -179,3 +180,13 @@ def test_a_bulk_load_without_journal_by_another_process_is_seen(tmp_path: Path,
     loader.bulk_load(recs, {world.ident.key: extra}, journal=False)
     loader.close()
     assert search_ids(reader, world, extra[2], k=1) == [recs[2].id]
+
+
+def test_a_missing_usearch_says_what_to_do(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    world = make_world(tmp_path)
+    monkeypatch.setitem(sys.modules, "usearch.index", None)  # import fails as if uninstalled
+    store = world.open()
+    with pytest.raises(StoreError, match="usearch") as caught:
+        store.search(QUERIES[0], world.ident.key, None, 10)
+    assert "MEMVAULT_ANN_THRESHOLD" in (caught.value.hint or "")

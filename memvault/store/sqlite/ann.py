@@ -91,6 +91,13 @@ class AnnIndex:
              ) -> AnnIndex | None:
         """The trusted index on disk, else a fresh build when the store holds at least
         `threshold` vectors, else None (the store is small: exact search serves it)."""
+        try:
+            import usearch.index  # noqa: F401  (a dependency; a broken install says so here)
+        except ImportError as exc:
+            raise StoreError(
+                f"the vector index of {db_path} needs the usearch package: {exc}",
+                hint="pip install usearch, or raise MEMVAULT_ANN_THRESHOLD above the store's "
+                     "size for exact search") from exc
         stem = stem_for(db_path, embedder_key)
         served = cls._trusted(conn, stem, embedder_key, min_seq)
         if served is not None:  # a threshold raised above the store's size turns it off
