@@ -190,3 +190,27 @@ def test_a_missing_usearch_says_what_to_do(tmp_path: Path,
     with pytest.raises(StoreError, match="usearch") as caught:
         store.search(QUERIES[0], world.ident.key, None, 10)
     assert "MEMVAULT_ANN_THRESHOLD" in (caught.value.hint or "")
+
+
+def test_a_cached_namespace_follows_later_writes(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    world = make_world(tmp_path)
+    monkeypatch.setattr(ann, "EXACT_ROWS", 1000)  # u1 (150 rows) is searched exactly, cached
+    reader = world.open()
+    u1 = [i for i, u in zip(world.ids, world.users, strict=True) if u == "u1"]
+    first = search_ids(reader, world, QUERIES[0], "u1", k=3)
+    writer = world.open()
+    fresh, moved = vectors(2, DIMS, seed=31)
+    added = record("new in u1", user_id="u1")
+    writer.add([added], fresh[None, :], world.ident.key, None)
+    writer.delete([first[0]], None)
+    old = writer.get(u1[7])
+    assert old is not None
+    writer.update(old.evolve(memory="moved u1", hash="moved u1"), moved, world.ident.key, None)
+    writer.close()
+    assert search_ids(reader, world, fresh, "u1", k=1) == [added.id]
+    assert search_ids(reader, world, moved, "u1", k=1) == [u1[7]]
+    fourth = world.exact(QUERIES[0], "u1", k=4)[3]
+    # the deleted one is gone and top_k is still full
+    assert search_ids(reader, world, QUERIES[0], "u1", k=3) == [*first[1:], fourth]
+    assert len(search_ids(reader, world, QUERIES[0], "u1", k=200)) == 150  # 150 + 1 - 1

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ EXPANSION_SEARCH = 256
 CANDIDATES = 64
 MAX_CANDIDATES = 4096  # beyond this a filtered search is cheaper done exactly
 EXACT_ROWS = 20_000  # a filter leaving at most this many rows is searched exactly
+CACHED_ROWS = 50_000  # vectors of small namespaces kept in memory (~75 MB at 384 dims)
 # Changes since the build kept in the overlay before the index is rebuilt.
 REBUILD_MIN_CHANGES = 50_000
 REBUILD_FRACTION = 0.05
@@ -82,6 +84,10 @@ class AnnIndex:
         self.overlay = VectorIndex(header.dims)  # rows changed since the build, exact
         self.overlay.seq = header.seq
         self.deleted = 0  # deletions since the build: their graph nodes are dead weight
+        self.gone: set[str] = set()  # ids deleted since the build
+        # namespace pin -> (ids, vectors) read from the store, least recently used first
+        self._blocks: OrderedDict[tuple[tuple[str, str], ...], tuple[list[str], np.ndarray]] = (
+            OrderedDict())
 
     # ------------------------------------------------------------------ opening
 
@@ -156,7 +162,12 @@ class AnnIndex:
                 self.overlay.seq = seq
                 break
             catch_up(self.conn, self.overlay, self.header.embedder_key, entries)
-            self.deleted += sum(1 for e in entries if e.op == "DELETE")
+            for entry in entries:
+                if entry.op == "DELETE":
+                    self.deleted += 1
+                    self.gone.add(entry.memory_id)
+                else:
+                    self.gone.discard(entry.memory_id)
             if self.changes() > max(REBUILD_MIN_CHANGES, REBUILD_FRACTION * self.header.count):
                 return False
         return True
@@ -193,7 +204,7 @@ class AnnIndex:
             if codes is not None:
                 keys = keys[np.isin(self.codes[keys], codes)]
             ids = [i.decode() for i in self.ids[keys]]
-            ids = [i for i in ids if i not in self.overlay
+            ids = [i for i in ids if i not in self.overlay and i not in self.gone
                    and (allowed is None or i in allowed) and not (excluded and i in excluded)]
             found, matrix = self._vectors(ids)
             if len(found) >= top_k or count >= self.header.count:
@@ -224,24 +235,48 @@ class AnnIndex:
     def _exact(self, query: np.ndarray, pinned: dict[str, str], top_k: int,
                threshold: float | None, allowed: set[str] | None, excluded: set[str] | None
                ) -> list[tuple[str, float]]:
-        """Exact search over the rows the filter leaves, read from the store (the truth)."""
+        """Exact search over the rows the filter leaves: read from the store, or a cached read
+        of the namespace plus the overlay (newer) minus the memories deleted since."""
         if allowed is not None:
             found, matrix = self._vectors([i for i in allowed if not (excluded and i in excluded)])
         else:
-            keys = [k for k in ENTITY_KEYS if k in pinned]
-            where = " AND ".join(f"m.{k} = ?" for k in keys) or "1"
-            rows = self._read(
-                # CROSS JOIN keeps SQLite on the namespace index of memories first
-                "SELECT v.memory_id, v.vector FROM memories m CROSS JOIN vectors v "
-                f"ON v.memory_id = m.id AND v.embedder_key = ? WHERE {where}",
-                (self.header.embedder_key, *(pinned[k] for k in keys)))
-            rows = [r for r in rows if not (excluded and r[0] in excluded)]
-            found = [r[0] for r in rows]
-            matrix = self._matrix(rows)
-        scores = matrix @ query
-        order = np.argsort(-scores, kind="stable")
-        hits = [(found[i], float(scores[i])) for i in order[: top_k]]
-        return [h for h in hits if threshold is None or h[1] >= threshold]
+            found, matrix = self._namespace(pinned)
+        if self.overlay or self.gone or excluded:
+            keep = np.fromiter((i not in self.overlay and i not in self.gone
+                                and not (excluded and i in excluded) for i in found),
+                               dtype=bool, count=len(found))
+            scores = np.where(keep, matrix @ query, -np.inf)
+        else:
+            scores = matrix @ query
+        k = min(top_k, len(found))
+        top = np.argpartition(-scores, k - 1)[:k] if 0 < k < len(found) else np.arange(k)
+        hits = [(found[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
+        hits += self.overlay.search(query, pinned, top_k, None, allowed, excluded)
+        hits = [h for h in hits if threshold is None or h[1] >= threshold]
+        hits.sort(key=lambda hit: -hit[1])
+        return hits[:top_k]
+
+    def _namespace(self, pinned: dict[str, str]) -> tuple[list[str], np.ndarray]:
+        """The ids and vectors of the memories matching the pin, as read at some seq after the
+        build; small namespaces stay cached (a per-user search reads SQLite once)."""
+        key = tuple(sorted(pinned.items()))
+        cached = self._blocks.get(key)
+        if cached is not None:
+            self._blocks.move_to_end(key)
+            return cached
+        keys = [k for k in ENTITY_KEYS if k in pinned]
+        where = " AND ".join(f"m.{k} = ?" for k in keys) or "1"
+        rows = self._read(
+            # CROSS JOIN keeps SQLite on the namespace index of memories first
+            "SELECT v.memory_id, v.vector FROM memories m CROSS JOIN vectors v "
+            f"ON v.memory_id = m.id AND v.embedder_key = ? WHERE {where}",
+            (self.header.embedder_key, *(pinned[k] for k in keys)))
+        block = ([r[0] for r in rows], self._matrix(rows))
+        if len(rows) <= CACHED_ROWS:
+            self._blocks[key] = block
+            while sum(len(b[0]) for b in self._blocks.values()) > CACHED_ROWS:
+                self._blocks.popitem(last=False)
+        return block
 
     def _vectors(self, ids: list[str]) -> tuple[list[str], np.ndarray]:
         """The stored float32 vectors of those ids that still exist, in the order found."""
