@@ -214,3 +214,19 @@ def test_a_cached_namespace_follows_later_writes(tmp_path: Path,
     # the deleted one is gone and top_k is still full
     assert search_ids(reader, world, QUERIES[0], "u1", k=3) == [*first[1:], fourth]
     assert len(search_ids(reader, world, QUERIES[0], "u1", k=200)) == 150  # 150 + 1 - 1
+
+
+def test_the_bundled_embedder_loads_after_a_search(tmp_path: Path) -> None:
+    """usearch's native library loaded before onnxruntime's crashed the process (SIGSEGV)."""
+    world = make_world(tmp_path)
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from memvault.store.sqlite import SQLiteStore
+        store = SQLiteStore({str(world.path)!r}, ann_threshold=500)
+        store.search(np.ones({DIMS}, dtype=np.float32) / 4, {world.ident.key!r}, None, 3)
+        from memvault.embed.local import LocalEmbedder
+        print(LocalEmbedder().embed(["after the index"]).shape)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, env={
+        **os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]

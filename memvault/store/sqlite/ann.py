@@ -25,7 +25,7 @@ import numpy as np
 from memvault.errors import StoreError, StoreUnavailable
 from memvault.progress import Progress
 from memvault.store.records import ENTITY_KEYS, JournalEntry
-from memvault.store.sqlite.ann_build import build, build_lock
+from memvault.store.sqlite.ann_build import build, build_lock, usearch_index
 from memvault.store.sqlite.ann_file import (
     AnnHeader,
     StoreState,
@@ -41,9 +41,10 @@ log = logging.getLogger("memvault.store.sqlite")
 
 Journal = Callable[[int, int], list[JournalEntry]]  # (after_seq, limit) -> entries
 
-# Measured on 200k real-text vectors: 64 candidates at ef 256, re-scored, give recall@10 0.99.
-EXPANSION_SEARCH = 256
-CANDIDATES = 64
+# 64 candidates at ef 256, re-scored, gave recall@10 0.99 at 200k real-text vectors but 0.966 at
+# 1M (BENCHMARKS.md "A million memories"): twice the candidates, 1.5x the breadth.
+EXPANSION_SEARCH = 384
+CANDIDATES = 128
 MAX_CANDIDATES = 4096  # beyond this a filtered search is cheaper done exactly
 EXACT_ROWS = 20_000  # a filter leaving at most this many rows is searched exactly
 CACHED_ROWS = 50_000  # vectors of small namespaces kept in memory (~75 MB at 384 dims)
@@ -67,9 +68,7 @@ class AnnIndex:
     lock is held around every call, and `conn` is the store's connection."""
 
     def __init__(self, conn: sqlite3.Connection, stem: Path, header: AnnHeader) -> None:
-        from usearch.index import Index
-
-        graph = Index.restore(str(part_path(stem, "hnsw")), view=True)
+        graph = usearch_index().restore(str(part_path(stem, "hnsw")), view=True)
         if graph is None:
             raise StoreError(f"{part_path(stem, 'hnsw')} is not a usearch index")
         self.graph = graph
@@ -98,7 +97,7 @@ class AnnIndex:
         """The trusted index on disk, else a fresh build when the store holds at least
         `threshold` vectors, else None (the store is small: exact search serves it)."""
         try:
-            import usearch.index  # noqa: F401  (a dependency; a broken install says so here)
+            usearch_index()  # a dependency; a broken install says so here
         except ImportError as exc:
             raise StoreError(
                 f"the vector index of {db_path} needs the usearch package: {exc}",

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,16 @@ QUANTIZATION = "i8"
 _BATCH = 20_000
 
 
+def usearch_index() -> Any:
+    """usearch's Index class. onnxruntime is imported first: loading usearch's native library
+    before onnxruntime's makes onnxruntime's initialisation crash the process (SIGSEGV with
+    usearch 2.26.6 and onnxruntime 1.32), and the bundled embedder may load after a search."""
+    import onnxruntime  # noqa: F401
+    from usearch.index import Index
+
+    return Index
+
+
 @contextmanager
 def build_lock(stem: Path) -> Iterator[None]:
     with stem.with_name(f"{stem.name}.lock").open("a") as handle:
@@ -50,7 +61,7 @@ def build_lock(stem: Path) -> Iterator[None]:
 def build(db_path: Path, stem: Path, embedder_key: str, dims: int,
           progress: Progress | None = None) -> AnnHeader:
     """Write a fresh index for `embedder_key` at `stem`; returns its committed header."""
-    from usearch.index import Index
+    Index = usearch_index()
 
     progress = progress or NoProgress()
     remove_stale_temps(stem)
