@@ -63,6 +63,26 @@ def store_state(conn: sqlite3.Connection, embedder_key: str, header_seq: int) ->
                       seq_ts=ts[0] if ts else None)
 
 
+def keep_up(current: AnnIndex | None, conn: sqlite3.Connection, db_path: Path, embedder_key: str,
+            dims: Callable[[], int | None], threshold: int | None, loaded: int | None,
+            progress: Progress | None, journal: Journal) -> AnnIndex | None:
+    """The approximate index to search now: `current` caught up with the journal (or rebuilt),
+    else a trusted or new one once an exact index of `loaded` vectors (None: not loaded) reaches
+    `threshold`, else None: exact search."""
+    ann = current
+    if ann is None and threshold is not None and (loaded is None or loaded >= threshold):
+        size = dims()
+        if size is not None:
+            ann = AnnIndex.open(conn, db_path, embedder_key, size, threshold, progress)
+    if ann is not None and not ann.sync(journal):
+        ann = AnnIndex.open(conn, db_path, embedder_key, ann.dims, 0, progress,
+                            min_seq=sync_state(conn)[0])
+        if ann is not None and not ann.sync(journal):
+            raise StoreError(f"the vector index of {db_path} cannot keep up with the journal",
+                             hint="search again; it is rebuilt")
+    return ann
+
+
 class AnnIndex:
     """One embedder's approximate index as this process serves it. Not thread-safe: the store's
     lock is held around every call, and `conn` is the store's connection."""

@@ -37,7 +37,7 @@ from memvault.store.records import (
     StoreMeta,
     utc_now,
 )
-from memvault.store.sqlite.ann import AnnIndex
+from memvault.store.sqlite.ann import AnnIndex, keep_up
 from memvault.store.sqlite.index_sync import (
     CATCH_UP_LIMIT,
     apply_entries,
@@ -362,13 +362,14 @@ class SQLiteStore(Store):
             )
             # Other processes reload this embedder's index (only this one's: re-embedding
             # for a new model must not make every search of the live model reload).
-            cur.execute(
-                "INSERT INTO meta VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (f"vectors_version:{embedder_key}", json.dumps(str(uuid.uuid4()))),
-            )
+            self._new_vectors_version(cur, embedder_key)
         with self._lock:
             self._indexes.pop(embedder_key, None)  # rebuilt on next search
+
+    def _new_vectors_version(self, cur: sqlite3.Cursor, embedder_key: str) -> None:
+        cur.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
+                    "excluded.value",
+                    (f"vectors_version:{embedder_key}", json.dumps(str(uuid.uuid4()))))
 
     def bulk_load(
         self,
@@ -395,13 +396,9 @@ class SQLiteStore(Store):
                     JournalEntry(seq + i, "ADD", r.id, utc_now(), actor, None, r.to_dict())
                     for i, r in enumerate(records)
                 ])
-            if not journal:  # no journal entries to catch up from: other processes reload
+            else:  # no journal entries to catch up from: other processes reload
                 for key in vectors:
-                    cur.execute(
-                        "INSERT INTO meta VALUES (?, ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                        (f"vectors_version:{key}", json.dumps(str(uuid.uuid4()))),
-                    )
+                    self._new_vectors_version(cur, key)
         with self._lock:
             self._indexes.clear()  # reloaded on the next search
         return len(records)
@@ -467,23 +464,12 @@ class SQLiteStore(Store):
 
     def _searcher(self, embedder_key: str) -> VectorIndex | AnnIndex:
         """The approximate index above the threshold, else the exact in-memory one."""
-        ann = self._anns.get(embedder_key)
         loaded = self._indexes.get(embedder_key)
-        threshold = self.ann_threshold
-        if ann is None and threshold is not None and (loaded is None or len(loaded) >= threshold):
-            identity = self.embedders().get(embedder_key)
-            if identity is not None:
-                ann = AnnIndex.open(self._conn, self.path, embedder_key, identity.dims,
-                                    threshold, self.progress)
-        if ann is not None and not ann.sync(lambda after, limit: self.journal(after, limit)):
-            assert threshold is not None
-            ann = AnnIndex.open(self._conn, self.path, embedder_key, ann.dims, 0,
-                                self.progress, min_seq=sync_state(self._conn)[0])
-            if ann is not None and not ann.sync(lambda after, limit: self.journal(after, limit)):
-                raise StoreError(f"the vector index of {self.path} cannot keep up with the "
-                                 "journal", hint="search again; it is rebuilt")
+        ann = keep_up(self._anns.pop(embedder_key, None), self._conn, self.path, embedder_key,
+                      lambda: getattr(self.embedders().get(embedder_key), "dims", None),
+                      self.ann_threshold, None if loaded is None else len(loaded),
+                      self.progress, lambda after, limit: self.journal(after, limit))
         if ann is None:
-            self._anns.pop(embedder_key, None)
             return self._index(embedder_key)
         self._anns[embedder_key] = ann
         self._indexes.pop(embedder_key, None)
