@@ -53,3 +53,5 @@ runtime_of
 HYBRID
 # Read by the console's Jinja2 templates (memvault/server/console/templates/).
 signed_in
+# usearch reads it: the search breadth of the approximate index (store/sqlite/ann.py).
+expansion_search

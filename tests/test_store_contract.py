@@ -263,16 +263,16 @@ def test_sqlite_other_process_reloads_only_the_reembedded_models_index(tmp_path:
         recs = [record(f"m{i}") for i in range(20)]
         writer.add(recs, vectors(20), live.key, None)
         reader.search(vectors(1)[0], live.key, None, 3)
-        loaded = reader._indexes[live.key]
+        loaded = reader._searchers.exact[live.key]
         other = identity("other", DIMS)
         writer.register_embedder(other)
         writer.put_vectors([r.id for r in recs], vectors(20, seed=5), other.key)
         reader.search(vectors(1)[0], live.key, None, 3)
-        assert reader._indexes[live.key] is loaded  # kept
+        assert reader._searchers.exact[live.key] is loaded  # kept
         fresh = vectors(20, seed=7)
         writer.put_vectors([r.id for r in recs], fresh, live.key)
         hits = reader.search(fresh[4], live.key, None, 1)
-        assert reader._indexes[live.key] is not loaded  # reloaded, and sees the new vectors
+        assert reader._searchers.exact[live.key] is not loaded  # reloaded, and sees the new vectors
         assert hits[0][0].id == recs[4].id and hits[0][1] == pytest.approx(1.0, abs=1e-5)
     finally:
         writer.close()

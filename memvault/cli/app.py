@@ -130,12 +130,17 @@ def search(
     import json
 
     from memvault.errors import InvalidInput
+    from memvault.memory import Memory
 
     try:
         parsed = json.loads(filters) if filters else None
     except ValueError as exc:
         raise InvalidInput(f"--filters is not valid JSON: {exc}") from None
     with open_backend(ctx, url, api_key) as memory:
+        if isinstance(memory, Memory):  # a local store: an index build it waits for draws a bar
+            from memvault.cli.index_progress import IndexBuildBar
+
+            memory.store.show_index_builds(IndexBuildBar())
         result = memory.search(query, user_id=user_id, agent_id=agent_id, run_id=run_id,
                                filters=parsed, top_k=top_k, threshold=threshold,
                                search_mode=mode)

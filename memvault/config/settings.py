@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     search: Literal["hybrid", "vector", "keyword"] = "hybrid"
     # 200: recall@10 ~0.98 on real text at ~2.7 ms (100 gave 0.95-0.96, too close to the bar)
     pg_ef_search: int = Field(200, ge=1, le=1000)
+    # SQLite: an embedder with at least this many vectors is searched through a persisted
+    # approximate (HNSW) index next to the database; smaller ones keep exact search in memory.
+    ann_threshold: int = Field(200_000, ge=1)
     # -- backups to S3-compatible object storage; used by s3:// MEMVAULT_BACKUP_URLS
     s3_endpoint_url: str | None = None  # e.g. http://127.0.0.1:9000 (MinIO); None = AWS
     s3_region: str = "us-east-1"

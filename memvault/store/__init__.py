@@ -27,7 +27,8 @@ def open_store(settings: Settings) -> Store:
     if url.startswith("sqlite:///"):
         from memvault.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url.removeprefix("sqlite:///"), timeout=settings.db_timeout)
+        return SQLiteStore(url.removeprefix("sqlite:///"), timeout=settings.db_timeout,
+                           ann_threshold=settings.ann_threshold)
     from memvault.store.postgres import PostgresStore
 
     return PostgresStore(url, timeout=settings.db_timeout, ef_search=settings.pg_ef_search)

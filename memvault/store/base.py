@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from memvault.embed.base import EmbedderIdentity
+from memvault.progress import Progress
 from memvault.store.filters import Node
 from memvault.store.records import (
     ENTITY_KEYS,
@@ -224,6 +225,11 @@ class Store(ABC):
         restore is searchable (exactly) sooner; build_search_indexes() builds them afterwards,
         while the store is already served. Backends without ANN indexes ignore it."""
         yield
+
+    def show_index_builds(self, progress: Progress) -> None:
+        """Draw a search index build a search has to wait for on `progress` (only SQLite's
+        approximate index is built on demand; other backends ignore it)."""
+        return None
 
     def build_search_indexes(self) -> None:
         """Build the ANN indexes a deferred bulk_load left out (no-op when there are none)."""

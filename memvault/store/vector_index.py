@@ -59,6 +59,9 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self._where)
 
+    def __contains__(self, memory_id: object) -> bool:
+        return memory_id in self._where
+
     def upsert(self, memory_id: str, triple: Triple, vector: np.ndarray) -> None:
         old = self._where.get(memory_id)
         if old is not None and old != triple:

@@ -16,6 +16,7 @@ import numpy as np
 
 from memvault.embed.base import EmbedderIdentity
 from memvault.errors import InvalidInput, SchemaError, StoreError, StoreUnavailable
+from memvault.progress import Progress
 from memvault.store.base import (
     SCHEMA_VERSION,
     AddOutcome,
@@ -36,13 +37,7 @@ from memvault.store.records import (
     StoreMeta,
     utc_now,
 )
-from memvault.store.sqlite.index_sync import (
-    CATCH_UP_LIMIT,
-    apply_entries,
-    catch_up,
-    load_index,
-    sync_state,
-)
+from memvault.store.sqlite.index_sync import sync_state
 from memvault.store.sqlite.rows import (
     INSERT,
     SELECT,
@@ -53,8 +48,8 @@ from memvault.store.sqlite.rows import (
     today,
 )
 from memvault.store.sqlite.schema import MIGRATIONS, add_keyword_index, rekey_namespaces
+from memvault.store.sqlite.searchers import Searchers
 from memvault.store.sqlite.snapshot import SQLiteSnapshot
-from memvault.store.vector_index import VectorIndex
 from memvault.store.writer_lock import file_identity
 
 log = logging.getLogger("memvault.store.sqlite")
@@ -63,24 +58,23 @@ log = logging.getLogger("memvault.store.sqlite")
 class SQLiteStore(Store):
     backend = "sqlite"
 
-    def __init__(self, path: Path | str, *, timeout: float = 5.0) -> None:
+    def __init__(self, path: Path | str, *, timeout: float = 5.0,
+                 ann_threshold: int | None = None, progress: Progress | None = None) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._indexes: dict[str, VectorIndex] = {}
-        # Per embedder: the version of its vectors this process's index was built from.
-        self._vectors_versions: dict[str, Any] = {}
+        self.ann_threshold = ann_threshold
         self.keywords = KeywordTokenizer()
         self._figures = CorpusFigures(self._keyword_figures)
         self._conn = self._connect(timeout)
         # The file this process opened: the guard notices when the path stops being it.
         self.opened_as = file_identity(self.path)
         self._migrate()
+        self._searchers = Searchers(self._conn, self.path, ann_threshold, self.embedders,
+                                    self.journal, progress)
         # Keyword search reads on a connection of its own: a hybrid search runs it in a worker
         # while the vector search holds the store's lock, and WAL lets both read at once.
         self._keyword_lock = threading.Lock()
         self._keyword_conn = self._connect(timeout)
-
-    # ------------------------------------------------------------------ opening
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
         if self.path.exists() and self.path.is_file():
@@ -193,8 +187,6 @@ class SQLiteStore(Store):
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"SQLite read from {self.path} failed: {exc}") from exc
 
-    # ------------------------------------------------------------------ identity
-
     def meta(self) -> StoreMeta:
         values = {k: json.loads(v) for k, v in self._read("SELECT key, value FROM meta")}
         return StoreMeta.from_values(values, backend=self.backend, location=str(self.path))
@@ -228,8 +220,6 @@ class SQLiteStore(Store):
         if key not in self.embedders():
             raise StoreError(f"embedder {key} is not registered in this store")
         self.set_meta(MetaKey.ACTIVE_EMBEDDER, key)
-
-    # ------------------------------------------------------------------ writes
 
     def _next_seq(self, cur: sqlite3.Cursor) -> int:
         row = cur.execute("SELECT seq FROM sqlite_sequence WHERE name = 'journal'").fetchone()
@@ -366,13 +356,14 @@ class SQLiteStore(Store):
             )
             # Other processes reload this embedder's index (only this one's: re-embedding
             # for a new model must not make every search of the live model reload).
-            cur.execute(
-                "INSERT INTO meta VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (f"vectors_version:{embedder_key}", json.dumps(str(uuid.uuid4()))),
-            )
+            self._new_vectors_version(cur, embedder_key)
         with self._lock:
-            self._indexes.pop(embedder_key, None)  # rebuilt on next search
+            self._searchers.forget(embedder_key)  # rebuilt on next search
+
+    def _new_vectors_version(self, cur: sqlite3.Cursor, embedder_key: str) -> None:
+        cur.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
+                    "excluded.value",
+                    (f"vectors_version:{embedder_key}", json.dumps(str(uuid.uuid4()))))
 
     def bulk_load(
         self,
@@ -399,8 +390,11 @@ class SQLiteStore(Store):
                     JournalEntry(seq + i, "ADD", r.id, utc_now(), actor, None, r.to_dict())
                     for i, r in enumerate(records)
                 ])
+            else:  # no journal entries to catch up from: other processes reload
+                for key in vectors:
+                    self._new_vectors_version(cur, key)
         with self._lock:
-            self._indexes.clear()  # reloaded on the next search
+            self._searchers.forget()  # reloaded on the next search
         return len(records)
 
     def advance_seq(self, seq: int) -> None:
@@ -414,7 +408,7 @@ class SQLiteStore(Store):
                 cur.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('journal', ?)",
                             (seq,))
         with self._lock:
-            self._indexes.clear()
+            self._searchers.forget()
 
     @contextmanager
     def snapshot(self) -> Iterator[SQLiteSnapshot]:
@@ -431,8 +425,6 @@ class SQLiteStore(Store):
                 conn.execute("COMMIT")
             conn.close()
 
-    # ------------------------------------------------------------------ index upkeep
-
     def _apply(
         self,
         entries: list[JournalEntry],
@@ -441,28 +433,10 @@ class SQLiteStore(Store):
         replaced: bool = False,
     ) -> None:
         with self._lock:
-            apply_entries(self._indexes, entries, vectors, embedder_key, replaced)
+            self._searchers.apply(entries, vectors, embedder_key, replaced)
 
-    def _index(self, embedder_key: str) -> VectorIndex:
-        """The index of one embedder, loaded on first use and caught up with the journal."""
-        seq, vectors_version = sync_state(self._conn, embedder_key)
-        if vectors_version != self._vectors_versions.get(embedder_key):
-            self._indexes.pop(embedder_key, None)
-            self._vectors_versions[embedder_key] = vectors_version
-        index = self._indexes.get(embedder_key)
-        if index is not None and index.seq == seq:
-            return index
-        if index is not None and seq - index.seq <= CATCH_UP_LIMIT:
-            catch_up(self._conn, index, embedder_key,
-                     self.journal(after_seq=index.seq, limit=CATCH_UP_LIMIT))
-            return index
-        identity = self.embedders().get(embedder_key)
-        if identity is None:
-            raise StoreError(f"embedder {embedder_key} is not registered in this store")
-        index = self._indexes[embedder_key] = load_index(self._conn, identity, embedder_key)
-        return index
-
-    # ------------------------------------------------------------------ reads
+    def show_index_builds(self, progress: Progress) -> None:
+        self._searchers.show_builds(progress)
 
     def get(self, memory_id: str) -> MemoryRecord | None:
         rows = self._read(f"{SELECT} WHERE m.id = ?", (memory_id,))
@@ -508,7 +482,7 @@ class SQLiteStore(Store):
         include_expired: bool = True,
     ) -> list[tuple[str, float]]:
         with self._lock:
-            index = self._index(embedder_key)
+            index = self._searchers.searcher(embedder_key)
             if query.shape != (index.dims,):
                 raise InvalidInput(
                     f"query vector has shape {query.shape}, the index holds {index.dims} dims"
