@@ -18,6 +18,7 @@ from memvault.memory import mem0_config, temporal
 from memvault.memory import validation as check
 from memvault.memory.fusion import CANDIDATES, Scored, SearchMode, single
 from memvault.memory.hybrid import hybrid_ranking
+from memvault.memory.shapes import format_history, format_record
 from memvault.store import MemoryRecord, Store, open_store, parse_filters, text_hash, utc_now
 from memvault.store.filters import Bool, Cond, Node, entity_constraints
 from memvault.store.records import ENTITY_KEYS, JournalEntry, MetaKey
@@ -38,44 +39,6 @@ REEMBED_HINT = (
     "`memvault backup create`, then `memvault restore latest --yes` with the new "
     "MEMVAULT_EMBEDDER (restore re-embeds every memory from its text)"
 )
-
-
-def format_record(record: MemoryRecord, score: float | None = None, *, with_score: bool = False
-                  ) -> dict[str, Any]:
-    """A record in mem0's response shape (optional keys only when set)."""
-    item: dict[str, Any] = {
-        "id": record.id,
-        "memory": record.memory,
-        "hash": record.hash,
-        "metadata": record.metadata,
-    }
-    if with_score:
-        item["score"] = score
-    item["created_at"] = record.created_at
-    item["updated_at"] = record.updated_at
-    for key in (*ENTITY_KEYS, "actor_id", "role", "expiration_date", "memory_type"):
-        value = getattr(record, key)
-        if value is not None:
-            item[key] = value
-    return item
-
-
-def format_history(entry: JournalEntry) -> dict[str, Any]:
-    before, after = entry.before or {}, entry.after or {}
-    current = after or before
-    return {
-        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"memvault:{entry.memory_id}:{entry.seq}")),
-        "memory_id": entry.memory_id,
-        "old_memory": before.get("memory"),
-        "new_memory": after.get("memory"),
-        "event": entry.op,
-        "created_at": current.get("created_at"),
-        # ADD: the memory's own updated_at (= its created_at), as mem0 2.x fills it.
-        "updated_at": entry.ts if entry.op != "ADD" else after.get("updated_at", entry.ts),
-        "is_deleted": entry.op == "DELETE",
-        "actor_id": current.get("actor_id"),
-        "role": current.get("role"),
-    }
 
 
 class Memory:

@@ -8,7 +8,7 @@ index of other processes and is what backups ship for point-in-time recovery.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +21,29 @@ from memvault.progress import Progress
 from memvault.store.filters import Node
 from memvault.store.records import (
     ENTITY_KEYS,
+    ENTITY_TYPES,
     JournalEntry,
     MemoryRecord,
     StoreMeta,
     namespace_key,
 )
+
+
+def entity_summaries(read: Callable[[str], list[tuple[Any, ...]]]) -> list[dict[str, Any]]:
+    """Every user, agent and run with its memory count and first/last times (mem0's entity
+    listing), from a backend's read of plain SQL both dialects accept."""
+    result = []
+    for column in ENTITY_KEYS:
+        rows = read(
+            f"SELECT {column}, count(*), min(created_at), max(updated_at) FROM memories "
+            f"WHERE {column} IS NOT NULL GROUP BY {column} ORDER BY {column}")
+        result.extend(
+            {"id": value, "type": ENTITY_TYPES[column], "total_memories": int(count),
+             "created_at": created, "updated_at": updated}
+            for value, count, created, updated in rows
+        )
+    return result
+
 
 # 3: a keyword (full-text) index over each memory's normalized tokens (store/keywords.py).
 # 2: namespace keys escape '%' and '/' inside ids (rows of version 1 stores are re-keyed).

@@ -17,11 +17,15 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from memvault.embed.base import EmbedderIdentity
 from memvault.errors import InvalidInput, StoreError
-from memvault.store.base import AddOutcome, Store, check_bulk_vectors, merge_update
-from memvault.store.filter_sql import PostgresDialect, compile_sql
-from memvault.store.keywords import (
-    KeywordTokenizer,
+from memvault.store.base import (
+    AddOutcome,
+    Store,
+    check_bulk_vectors,
+    entity_summaries,
+    merge_update,
 )
+from memvault.store.filter_sql import PostgresDialect, compile_sql
+from memvault.store.keywords import KeywordTokenizer
 from memvault.store.postgres import hnsw
 from memvault.store.postgres.codec import register_vector
 from memvault.store.postgres.connections import (
@@ -48,8 +52,6 @@ from memvault.store.postgres.schema import (
 from memvault.store.postgres.snapshot import PostgresSnapshot
 from memvault.store.postgres.statements import NEIGHBOURS_SQL, vector_search_sql
 from memvault.store.records import (
-    ENTITY_KEYS,
-    ENTITY_TYPES,
     JournalEntry,
     MemoryRecord,
     MetaKey,
@@ -113,8 +115,6 @@ class PostgresStore(Store):
             self._pool.close()
             raise self.target.unavailable(exc, "opening the connection pool") from None
 
-    # ------------------------------------------------------------------ connecting
-
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"SET search_path TO {self._search_path}")
         conn.execute(f"SET statement_timeout = {int(self.timeout * 1000)}")
@@ -170,8 +170,6 @@ class PostgresStore(Store):
     def close(self) -> None:
         self._pool.close()
 
-    # ------------------------------------------------------------------ plumbing
-
     @contextmanager
     def _connection(self, *, long: bool = False) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection; driver errors become memvault errors. `long` lifts deadlines."""
@@ -198,8 +196,6 @@ class PostgresStore(Store):
     def _read(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._connection() as conn:
             return conn.execute(query, params).fetchall()
-
-    # ------------------------------------------------------------------ identity
 
     def meta(self) -> StoreMeta:
         meta = StoreMeta.from_values(dict(self._read("SELECT key, value FROM meta")),
@@ -230,7 +226,6 @@ class PostgresStore(Store):
                 conn.execute(hnsw.index_sql(identity.key, identity.dims,
                                                   if_not_exists=True))
 
-
     @staticmethod
     def hnsw_index_name(key: str) -> str:
         return hnsw.index_name(key)
@@ -245,8 +240,6 @@ class PostgresStore(Store):
         if key not in self.embedders():
             raise StoreError(f"embedder {key} is not registered in this store")
         self.set_meta(MetaKey.ACTIVE_EMBEDDER, key)
-
-    # ------------------------------------------------------------------ writes
 
     def add(
         self,
@@ -413,7 +406,6 @@ class PostgresStore(Store):
                  ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
         return len(records)
 
-
     @contextmanager
     def deferring_search_index(self) -> Iterator[None]:
         """Drop the HNSW indexes and keep them out while a restore loads: every batch then
@@ -427,7 +419,6 @@ class PostgresStore(Store):
             yield
         finally:
             self._deferring_index = False
-
 
     def build_search_indexes(self) -> None:
         """Build every missing (or invalid) HNSW index without blocking writes (CONCURRENTLY),
@@ -458,8 +449,6 @@ class PostgresStore(Store):
             raise self.target.unavailable(exc, "reading a snapshot") from None
         finally:
             conn.close()
-
-    # ------------------------------------------------------------------ reads
 
     def get(self, memory_id: str) -> MemoryRecord | None:
         rows = self._read(f"{SELECT} WHERE m.id = %s", (memory_id,))
@@ -595,17 +584,7 @@ class PostgresStore(Store):
             "SELECT embedder_key, count(*) FROM vectors GROUP BY embedder_key")}
 
     def entities(self) -> list[dict[str, Any]]:
-        result = []
-        for column in ENTITY_KEYS:
-            rows = self._read(
-                f"SELECT {column}, count(*), min(created_at), max(updated_at) FROM memories "
-                f"WHERE {column} IS NOT NULL GROUP BY {column} ORDER BY {column}")
-            result.extend(
-                {"id": value, "type": ENTITY_TYPES[column], "total_memories": int(count),
-                 "created_at": created, "updated_at": updated}
-                for value, count, created, updated in rows
-            )
-        return result
+        return entity_summaries(self._read)
 
     def server_identity(self) -> dict[str, Any]:
         """The live identity of the connected server (system identifier, address, database)."""

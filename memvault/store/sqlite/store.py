@@ -23,14 +23,13 @@ from memvault.store.base import (
     Store,
     check_bulk_vectors,
     check_schema_version,
+    entity_summaries,
     merge_update,
 )
 from memvault.store.filter_sql import SQLITE, compile_sql
 from memvault.store.filters import Node, entity_constraints, only_entity_constraints
 from memvault.store.keywords import CorpusFigures, KeywordTokenizer, bm25, bounded_terms
 from memvault.store.records import (
-    ENTITY_KEYS,
-    ENTITY_TYPES,
     JournalEntry,
     MemoryRecord,
     MetaKey,
@@ -578,14 +577,4 @@ class SQLiteStore(Store):
         return dict(self._read("SELECT embedder_key, count(*) FROM vectors GROUP BY embedder_key"))
 
     def entities(self) -> list[dict[str, Any]]:
-        result = []
-        for column in ENTITY_KEYS:
-            rows = self._read(
-                f"SELECT {column}, count(*), min(created_at), max(updated_at) FROM memories "
-                f"WHERE {column} IS NOT NULL GROUP BY {column} ORDER BY {column}")
-            result.extend(
-                {"id": value, "type": ENTITY_TYPES[column], "total_memories": count,
-                 "created_at": created, "updated_at": updated}
-                for value, count, created, updated in rows
-            )
-        return result
+        return entity_summaries(self._read)
