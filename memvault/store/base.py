@@ -116,6 +116,39 @@ class AddOutcome:
     entry: JournalEntry | None
 
 
+@dataclass(frozen=True)
+class AddPlan:
+    """What one add writes: an outcome per record, an ADD entry (seqs from the store's next)
+    per new one, and the new ones' positions in the batch."""
+
+    outcomes: list[AddOutcome]
+    entries: list[JournalEntry]
+    rows: list[int]
+
+
+def plan_adds(records: list[MemoryRecord], existing: dict[tuple[str, str], str],
+              first_seq: int, actor: str | None) -> AddPlan:
+    """The one dedup rule of `add` on every backend: a text already in its namespace (in the
+    store, `existing`: (namespace, hash) -> id, or earlier in this batch) is not stored again;
+    its outcome names the id that holds it."""
+    held = dict(existing)
+    outcomes: list[AddOutcome] = []
+    entries: list[JournalEntry] = []
+    rows: list[int] = []
+    for row, record in enumerate(records):
+        slot = (record.namespace, record.hash)
+        if slot in held:
+            outcomes.append(AddOutcome(held[slot], False, None))
+            continue
+        held[slot] = record.id
+        entry = JournalEntry(first_seq + len(entries), "ADD", record.id, record.created_at,
+                             actor, None, record.to_dict())
+        entries.append(entry)
+        rows.append(row)
+        outcomes.append(AddOutcome(record.id, True, entry))
+    return AddPlan(outcomes, entries, rows)
+
+
 def check_bulk_vectors(
     records: list[MemoryRecord], vectors: dict[str, np.ndarray], registered: set[str]
 ) -> None:

@@ -23,6 +23,7 @@ from memvault.store.base import (
     check_bulk_vectors,
     entity_summaries,
     merge_update,
+    plan_adds,
 )
 from memvault.store.filter_sql import PostgresDialect, compile_sql
 from memvault.store.keywords import KeywordTokenizer
@@ -254,29 +255,13 @@ class PostgresStore(Store):
             return []
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         with self._write(long=len(records) > 1000) as (cur, last):
-            existing = self._existing_hashes(cur, records)
-            outcomes: list[AddOutcome] = []
-            fresh: list[MemoryRecord] = []
-            rows: list[int] = []
-            entries: list[JournalEntry] = []
-            seq = last + 1
-            for row, record in enumerate(records):
-                slot = (record.namespace, record.hash)
-                if slot in existing:
-                    outcomes.append(AddOutcome(existing[slot], False, None))
-                    continue
-                existing[slot] = record.id
-                entry = JournalEntry(seq, "ADD", record.id, record.created_at, actor, None,
-                                     record.to_dict())
-                seq += 1
-                entries.append(entry)
-                fresh.append(record)
-                rows.append(row)
-                outcomes.append(AddOutcome(record.id, True, entry))
+            plan = plan_adds(records, self._existing_hashes(cur, records), last + 1, actor)
+            fresh = [records[row] for row in plan.rows]
             copy_memories(cur, fresh, self.keywords)
-            copy_vectors(cur, [r.id for r in fresh], embedder_key, vectors[rows], "vectors")
-            copy_journal(cur, entries)
-        return outcomes
+            copy_vectors(cur, [r.id for r in fresh], embedder_key, vectors[plan.rows],
+                         "vectors")
+            copy_journal(cur, plan.entries)
+        return plan.outcomes
 
     @staticmethod
     def _existing_hashes(

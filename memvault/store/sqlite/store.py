@@ -25,6 +25,7 @@ from memvault.store.base import (
     check_schema_version,
     entity_summaries,
     merge_update,
+    plan_adds,
 )
 from memvault.store.filter_sql import SQLITE, compile_sql
 from memvault.store.filters import Node, entity_constraints, only_entity_constraints
@@ -245,31 +246,17 @@ class SQLiteStore(Store):
             return []
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         with self._transaction() as cur:
-            existing = self._existing_hashes(cur, records)
-            outcomes: list[AddOutcome] = []
-            fresh: list[tuple[MemoryRecord, np.ndarray]] = []
-            seq = self._next_seq(cur)
-            entries: list[JournalEntry] = []
-            for record, vector in zip(records, vectors, strict=True):
-                slot = (record.namespace, record.hash)
-                if slot in existing:
-                    outcomes.append(AddOutcome(existing[slot], False, None))
-                    continue
-                existing[slot] = record.id
-                entry = JournalEntry(seq, "ADD", record.id, record.created_at, actor, None,
-                                     record.to_dict())
-                seq += 1
-                entries.append(entry)
-                fresh.append((record, vector))
-                outcomes.append(AddOutcome(record.id, True, entry))
+            plan = plan_adds(records, self._existing_hashes(cur, records),
+                             self._next_seq(cur), actor)
+            fresh = [(records[row], vectors[row]) for row in plan.rows]
             cur.executemany(INSERT, [record_params(r, self.keywords) for r, _ in fresh])
             cur.executemany(
                 "INSERT INTO vectors VALUES (?, ?, ?)",
                 [(r.id, embedder_key, v.tobytes()) for r, v in fresh],
             )
-            self._journal(cur, entries)
-        self._apply(entries, {r.id: v for r, v in fresh}, embedder_key)
-        return outcomes
+            self._journal(cur, plan.entries)
+        self._apply(plan.entries, {r.id: v for r, v in fresh}, embedder_key)
+        return plan.outcomes
 
     def _existing_hashes(
         self, cur: sqlite3.Cursor, records: list[MemoryRecord]
