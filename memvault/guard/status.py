@@ -38,7 +38,20 @@ def collect_status(flags: dict[str, Any]) -> dict[str, Any]:
         checks.append({"name": "store", "state": CRITICAL, "message": str(exc)})
         return finish(report, checks)
     with memory:
-        report.update(memory_status(memory, checks))
+        return status_report(memory)
+
+
+def status_report(memory: Any, guard: Any = None) -> dict[str, Any]:
+    """The report of an open store (`memvault status`, GET /status and the console); `guard`:
+    the server's running guard. A store fault becomes a CRITICAL check, never an exception."""
+    from memvault.config import redact_url  # lazily: the CLI imports this module at start
+
+    report: dict[str, Any] = {"database_url": redact_url(memory.settings.database_url or "")}
+    checks: list[dict[str, Any]] = []
+    try:
+        report.update(memory_status(memory, checks, guard))
+    except MemvaultError as exc:
+        checks.append({"name": "store", "state": CRITICAL, "message": str(exc)})
     return finish(report, checks)
 
 

@@ -7,13 +7,10 @@ adds the backup and guard checks (memvault/server/app.py).
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from memvault.config import redact_url
 from memvault.errors import MemvaultError
 from memvault.memory import Memory
 from memvault.server.auth import Principal, require_admin
@@ -75,16 +72,9 @@ def readyz(request: Request, context: Context) -> JSONResponse:
 
 @router.get("/status", summary="The same JSON as `memvault status --json`")
 def status(context: Context, _: Principal = Depends(require_admin)) -> JSONResponse:
-    from memvault.guard.status import CRITICAL, finish, memory_status
+    from memvault.guard.status import status_report
 
-    memory = context.runtime.memory
-    report: dict[str, Any] = {"database_url": redact_url(memory.settings.database_url or "")}
-    checks: list[dict[str, Any]] = []
-    try:
-        report.update(memory_status(memory, checks, context.runtime.guard))
-    except MemvaultError as exc:
-        checks.append({"name": "store", "state": CRITICAL, "message": str(exc)})
-    return JSONResponse(finish(report, checks))
+    return JSONResponse(status_report(context.runtime.memory, context.runtime.guard))
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -16,10 +16,8 @@ from memvault.backup.catalog import list_backups
 from memvault.backup.errors import BackupError
 from memvault.backup.scheduler import BackupScheduler
 from memvault.config import redact_url
-from memvault.errors import MemvaultError
 from memvault.guard.alerts import ALERTS
 from memvault.guard.checks import REFUSING, Finding, Verdict
-from memvault.guard.status import CRITICAL, finish, memory_status
 from memvault.runtime import Runtime
 
 BACKUP_LISTING_SECONDS = 30.0
@@ -89,18 +87,6 @@ def headline(report: dict[str, Any], alerts: list[AlertView], verdict: Verdict |
         return "not ready"
     return {"OK": "ok", "WARNING": "warning", "CRITICAL": "critical"}.get(
         report.get("status", ""), "unknown")
-
-
-def status_report(runtime: Runtime) -> dict[str, Any]:
-    """The report of `GET /status` (memvault/server/ops.py builds the same)."""
-    memory = runtime.memory
-    report: dict[str, Any] = {"database_url": redact_url(memory.settings.database_url or "")}
-    checks: list[dict[str, Any]] = []
-    try:
-        report.update(memory_status(memory, checks, runtime.guard))
-    except MemvaultError as exc:
-        checks.append({"name": "store", "state": CRITICAL, "message": str(exc)})
-    return finish(report, checks)
 
 
 @dataclass(frozen=True)

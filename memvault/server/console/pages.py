@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from memvault.errors import MemvaultError
+from memvault.guard.status import status_report
 from memvault.server.auth import authenticate
 from memvault.server.console import chart
 from memvault.server.console.namespaces import NamespaceCount, visible_counts
@@ -20,7 +21,6 @@ from memvault.server.console.overview import (
     firing_alerts,
     headline,
     journal_view,
-    status_report,
 )
 from memvault.server.console.session import clear_cookie, set_cookie
 from memvault.server.console.web import Console, Viewer, read_form, redirect, safe_next
@@ -34,7 +34,7 @@ def overview_router(console: Console) -> APIRouter:
 
     def gather(viewer: Viewer) -> dict[str, Any]:
         principal = viewer.principal
-        report = status_report(runtime)
+        report = status_report(runtime.memory, runtime.guard)
         counts: dict[str, int] = (report.get("memories") or {}).get("namespaces") or {}
         namespaces = visible_counts(counts, principal)
         store_id = (report.get("store") or {}).get("store_id") or ""
