@@ -241,3 +241,21 @@ def test_keyword_and_hybrid_honour_filters_and_expiry(memory: Memory) -> None:
         every = memory.search("red kite", user_id="alice", search_mode=mode, threshold=None,
                               show_expired=True)["results"]
         assert every[0]["memory"] == "Alice's red kite tore", mode
+
+
+def test_a_namespace_with_a_small_share_of_the_matches_gets_its_own(memory: Memory,
+                                                                     store: Store) -> None:
+    """Keyword search ranks the store's matches before checking their scope (fast when the
+    namespace holds most of them): when every match ranked first is another namespace's,
+    the namespace's own matches must still come back, best first."""
+    store.bulk_load([record(f"apple {n}", user="bob") for n in range(120)], {})
+    mine = ["Alice bakes an apple pie on Sundays",
+            "apple apple crumble is what Alice brings to every picnic in the park",
+            "Alice once planted an apple tree behind the old red barn near the river"]
+    store.bulk_load([record(text) for text in mine], {})
+    got = found(store, "apple")
+    assert sorted(got) == sorted(mine)
+    assert got[0] == "apple apple crumble is what Alice brings to every picnic in the park"
+    # the namespace holding most matches is served from the first ranking, same rules
+    bobs = [m for m, _ in store.keyword_ids("apple", parse_filters({"user_id": "bob"}), 5)]
+    assert len(bobs) == 5 and all(r.user_id == "bob" for r in store.records(bobs).values())

@@ -87,7 +87,11 @@ class LocalEmbedder(IdentityMixin):
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
         with self._lock:
-            encodings = self._tokenizer.encode_batch(list(texts))
+            # One text is encoded on this thread: encode_batch wakes the tokenizer's thread
+            # pool, which then competes for the cores with the search the query is for
+            # (measured: 2.8 ms instead of 0.14 ms beside a hybrid search's keyword query).
+            encodings = (self._tokenizer.encode_batch(list(texts)) if len(texts) > 1
+                         else [self._tokenizer.encode(texts[0])])
         if self._pool is None or len(texts) == 1:
             rows = [self._embed_one(e.ids) for e in encodings]
         else:

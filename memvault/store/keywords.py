@@ -150,3 +150,32 @@ class CorpusFigures:
         total, tokens = self._count()
         self._figures = (seq, total, tokens / total if total else 1.0)
         return self._figures[1], self._figures[2]
+
+
+class TermCounts:
+    """Memories holding each query stem, from `count` (stems -> counts). A frequent stem's
+    count is remembered until the journal moved by 1% of the store: counting it reads many
+    index entries, and its share of a large store barely moves in 1% of writes (its IDF, and
+    whether the match budget drops it, with it). A rare stem is counted each time (cheap), so
+    a memory just added is found by a word no other one holds."""
+
+    KEPT = 50_000  # stems remembered (a few MB at most)
+    REMEMBERED_FROM = 100  # matches
+
+    def __init__(self, count: Callable[[list[str]], dict[str, int]]) -> None:
+        self._count = count
+        self._counts: dict[str, tuple[int, int]] = {}  # stem -> (journal seq, memories)
+
+    def get(self, terms: list[str], total: int, seq: int) -> dict[str, int]:
+        known = {t: n for t, (at, n) in ((t, self._counts.get(t, (-1, 0))) for t in terms)
+                 if at >= 0 and 0 <= seq - at <= total // 100}
+        missing = [t for t in terms if t not in known]
+        if missing:
+            counted = self._count(missing)
+            if len(self._counts) > self.KEPT:
+                self._counts.clear()
+            for term in missing:
+                known[term] = n = int(counted.get(term, 0))
+                if n >= self.REMEMBERED_FROM:
+                    self._counts[term] = (seq, n)
+        return known

@@ -14,6 +14,7 @@ from memvault.store.keywords import (
     MATCH_BUDGET,
     CorpusFigures,
     KeywordTokenizer,
+    TermCounts,
     bounded_terms,
     idf,
     tsquery,
@@ -21,8 +22,6 @@ from memvault.store.keywords import (
 from memvault.store.postgres.schema import KEYWORD_VECTOR
 
 Read = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
-COUNTS_KEPT = 50_000  # stems whose match counts are remembered (a few MB at most)
-COUNT_REMEMBERED = 100  # ... from this many matches on
 
 
 def ranking_sql(terms: int, where: str) -> str:
@@ -49,7 +48,7 @@ class KeywordRanking:
         self._last_seq = last_seq
         self.keywords = keywords
         self._figures = CorpusFigures(self._count)
-        self._counts: dict[str, tuple[int, int]] = {}  # stem -> (journal seq, memories)
+        self._term_counts = TermCounts(self._frequency)
 
     def ids(self, query: str, where: str, params: list[Any], top_k: int
             ) -> list[tuple[str, float]]:
@@ -59,7 +58,7 @@ class KeywordRanking:
             return []
         seq = self._last_seq()
         total, mean_length = self._figures.get(seq)
-        frequency = self._frequency(terms, total, seq)
+        frequency = self._term_counts.get(terms, total, seq)
         terms = bounded_terms(terms, frequency)
         if not terms:
             return []
@@ -70,27 +69,14 @@ class KeywordRanking:
             top_k])
         return [(row[0], float(row[1])) for row in rows]
 
-    def _frequency(self, terms: list[str], total: int, seq: int) -> dict[str, int]:
+    def _frequency(self, terms: list[str]) -> dict[str, int]:
         """Memories holding each stem, each count stopping past the budget (GIN bitmap,
-        LIMIT). A frequent stem's count is remembered until the journal moved by 1% of the
-        store: it reads up to 5,000 rows, and its share of a large store barely moves in 1%
-        of writes (its IDF, and whether the budget drops it, with it). A rare stem is counted
-        each time (cheap), so a memory just added is found by a word no other one holds."""
-        known = {t: n for t, (at, n) in ((t, self._counts.get(t, (-1, 0))) for t in terms)
-                 if at >= 0 and 0 <= seq - at <= total // 100}
-        missing = [t for t in terms if t not in known]
-        if missing:
-            counts = self._read("SELECT " + ", ".join(
-                f"(SELECT count(*) FROM (SELECT 1 FROM memories m WHERE {KEYWORD_VECTOR} "
-                "@@ to_tsquery('simple', %s) LIMIT %s) c)" for _ in missing),
-                [v for term in missing for v in (tsquery([term]), MATCH_BUDGET + 1)])[0]
-            if len(self._counts) > COUNTS_KEPT:
-                self._counts.clear()
-            for term, n in zip(missing, counts, strict=True):
-                known[term] = int(n)
-                if n >= COUNT_REMEMBERED:
-                    self._counts[term] = (seq, int(n))
-        return known
+        LIMIT)."""
+        counts = self._read("SELECT " + ", ".join(
+            f"(SELECT count(*) FROM (SELECT 1 FROM memories m WHERE {KEYWORD_VECTOR} "
+            "@@ to_tsquery('simple', %s) LIMIT %s) c)" for _ in terms),
+            [v for term in terms for v in (tsquery([term]), MATCH_BUDGET + 1)])[0]
+        return {term: int(n) for term, n in zip(terms, counts, strict=True)}
 
     def _count(self) -> tuple[int, float]:
         row = self._read(

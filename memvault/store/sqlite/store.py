@@ -29,7 +29,7 @@ from memvault.store.base import (
 )
 from memvault.store.filter_sql import SQLITE, compile_sql
 from memvault.store.filters import Node, entity_constraints, only_entity_constraints
-from memvault.store.keywords import CorpusFigures, KeywordTokenizer, bm25, bounded_terms
+from memvault.store.keywords import KeywordTokenizer
 from memvault.store.records import (
     JournalEntry,
     MemoryRecord,
@@ -38,11 +38,11 @@ from memvault.store.records import (
     utc_now,
 )
 from memvault.store.sqlite.index_sync import sync_state
+from memvault.store.sqlite.keyword import KeywordRanking
 from memvault.store.sqlite.rows import (
     INSERT,
     SELECT,
     dumps,
-    match_expression,
     record_params,
     row_to_record,
     today,
@@ -64,7 +64,6 @@ class SQLiteStore(Store):
         self._lock = threading.RLock()
         self.ann_threshold = ann_threshold
         self.keywords = KeywordTokenizer()
-        self._figures = CorpusFigures(self._keyword_figures)
         self._conn = self._connect(timeout)
         # The file this process opened: the guard notices when the path stops being it.
         self.opened_as = file_identity(self.path)
@@ -75,6 +74,8 @@ class SQLiteStore(Store):
         # while the vector search holds the store's lock, and WAL lets both read at once.
         self._keyword_lock = threading.Lock()
         self._keyword_conn = self._connect(timeout)
+        self._keyword = KeywordRanking(self._keyword_read, self._keyword_figures, self.last_seq,
+                                       self.keywords)
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
         if self.path.exists() and self.path.is_file():
@@ -489,29 +490,8 @@ class SQLiteStore(Store):
     def keyword_ids(
         self, query: str, node: Node | None, top_k: int, include_expired: bool = True,
     ) -> list[tuple[str, float]]:
-        terms = self.keywords.query_terms(query)
-        if not terms or top_k <= 0:
-            return []
-        marks = ",".join("?" * len(terms))
-        frequency = dict(self._keyword_read(
-            f"SELECT term, doc FROM memories_fts_terms WHERE term IN ({marks})", terms))
-        terms = bounded_terms(terms, frequency)
-        if not terms:
-            return []
         where, params = self._where(node, include_expired)
-        # FTS5 ranks the matches (its bm25() with b = 0.75) and the best few are re-scored
-        # with the length normalization of store/keywords.py, as PostgreSQL ranks them all:
-        # twice top_k read, so what the two rankings disagree on at the edge is rarely lost.
-        rows = self._keyword_read(
-            "SELECT m.id, m.keywords FROM memories_fts "
-            "JOIN memories m ON m.rowid = memories_fts.rowid "
-            f"WHERE memories_fts MATCH ? AND {where} ORDER BY bm25(memories_fts) LIMIT ?",
-            [match_expression(terms), *params, 2 * top_k])
-        total, mean_length = self._figures.get(self.last_seq())
-        scores = bm25(terms, [row[1] for row in rows], total, mean_length, frequency)
-        ranked = sorted(zip((row[0] for row in rows), scores, strict=True),
-                        key=lambda hit: (-hit[1], hit[0]))
-        return ranked[:top_k]
+        return self._keyword.ids(query, where, params, top_k)
 
     def _keyword_figures(self) -> tuple[int, float]:
         row = self._read(
