@@ -27,7 +27,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import LOCOMO, corpus, latencies, real_questions, report, unit_vectors
+import numpy as np
+
+from bench.bench_postgres import blended, cached_embeddings, corpus_texts
+from bench.common import LOCOMO, latencies, real_questions, report
 from memvault.config import load_settings
 from memvault.embed.local import LocalEmbedder
 from memvault.memory import Memory, text_hash
@@ -199,19 +202,27 @@ def bench(backend: str, url: str, root: Path, convs: list[dict[str, Any]], do_tu
     return result
 
 
+REAL_TEXTS = 12_000
+
+
 def scale_latency(url: str, root: Path, n: int, embedder: LocalEmbedder) -> dict[str, Any]:
-    """Search p50/p99 per mode over `n` memories in ONE namespace (real LoCoMo turns, made
-    distinct; random unit vectors: only the cost matters here), 200 real questions."""
+    """Search p50/p99 per mode over `n` memories in ONE namespace, 200 real questions. The
+    memories are those of bench_scale: 12,000 real LoCoMo texts embedded by the bundled model,
+    the rest blends of two of one conversation (text and vector). Random vectors would make
+    an HNSW graph (PostgreSQL) work far harder than text embeddings ever do."""
     settings = load_settings({"data_dir": root, "database_url": url})
     with Memory(settings, embedder=embedder) as memory:
         key = memory.embedder_identity().key
         now = utc_now()
-        texts = corpus(n)
+        texts, convs = corpus_texts(min(n, REAL_TEXTS))
+        real = cached_embeddings(embedder, texts, "real")
+        extra, joined = blended(real, texts, convs, n - len(texts))
+        texts += joined
         records = [MemoryRecord(id=str(uuid.uuid4()), memory=t, hash=text_hash(t),
                                 created_at=now, updated_at=now, user_id="one", role="user")
                    for t in texts]
         start = time.perf_counter()
-        memory.store.bulk_load(records, {key: unit_vectors(n, 384)})
+        memory.store.bulk_load(records, {key: np.concatenate([real, extra])})
         loaded = time.perf_counter() - start
         asked = real_questions()[:200]
         out: dict[str, Any] = {"memories": n, "bulk_load_s": round(loaded, 1)}

@@ -154,7 +154,7 @@ def _compile_in(node: Cond, d: Dialect, params: list[Any]) -> str:
     if node.key in COLUMN_KEYS:  # text columns, text values (checked when parsed)
         sql, param = d.one_of(d.column(node.key), "text", list(node.value))
         params.append(param)
-        return f"COALESCE({sql}, {false})"
+        return f"({d.column(node.key)} IS NOT NULL AND {sql})"
     groups: dict[str, list[Any]] = {}
     # Duplicates dropped by (type, value): 1, 1.0 and True are equal as dict keys.
     for kind_of, value in dict.fromkeys((type(v), v) for v in node.value):
@@ -198,7 +198,9 @@ def _compile(node: Node, d: Dialect, params: list[Any]) -> str:
             return f"COALESCE({d.contains(hay, needle)}, {false})"
         sql_op = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
         params.append(node.value)
-        return f"COALESCE({col} {sql_op} {d.p}, {false})"
+        # Never NULL, as COALESCE(..., false) would be, yet an index on the column and its
+        # statistics serve it: the planner sees how few rows a user's filter leaves.
+        return f"({col} IS NOT NULL AND {col} {sql_op} {d.p})"
     if op == "exists":
         return f"({d.present(node.key)})"
     if op in ("contains", "icontains"):
