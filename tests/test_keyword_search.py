@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -16,6 +18,7 @@ from memvault.embed.local import LocalEmbedder
 from memvault.errors import InvalidInput
 from memvault.memory import Memory, text_hash
 from memvault.store import MemoryRecord, Store, open_store, parse_filters, utc_now
+from memvault.store.keywords import CorpusFigures
 
 ALICE = parse_filters({"user_id": "alice"})
 
@@ -259,3 +262,46 @@ def test_a_namespace_with_a_small_share_of_the_matches_gets_its_own(memory: Memo
     # the namespace holding most matches is served from the first ranking, same rules
     bobs = [m for m, _ in store.keyword_ids("apple", parse_filters({"user_id": "bob"}), 5)]
     assert len(bobs) == 5 and all(r.user_id == "bob" for r in store.records(bobs).values())
+
+
+def test_a_large_store_recounts_its_keyword_figures_beside_the_searches(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Counting a million memories takes seconds: a search must not wait for the recount
+    that 1% of new writes calls for, nor start a second one while it runs; a failed recount
+    is logged and tried again by a later search."""
+    gate, calls = threading.Event(), []
+
+    def count() -> tuple[int, float]:
+        calls.append(len(calls))
+        if len(calls) == 2:
+            assert gate.wait(10)
+        if len(calls) == 3:
+            raise RuntimeError("connection lost")
+        return 100_000 + 1_000 * len(calls), 2_000_000.0
+
+    figures = CorpusFigures(count)
+    assert figures.get(0) == (101_000, pytest.approx(2_000_000 / 101_000))
+    assert figures.get(3_000) == figures.get(3_001) == (101_000, pytest.approx(19.80198))
+    assert len(calls) == 2  # one recount, still waiting
+    gate.set()
+    deadline = time.monotonic() + 10
+    while figures.get(3_002)[0] == 101_000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert figures.get(3_002)[0] == 102_000
+    with caplog.at_level("WARNING", logger="memvault.store"):
+        assert figures.get(9_000)[0] == 102_000  # the third count fails in the background
+        while len(calls) < 4 and time.monotonic() < deadline:
+            figures.get(9_001)
+            time.sleep(0.01)
+    assert "recounting the keyword statistics failed" in caplog.text
+    while figures.get(9_002)[0] != 104_000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert figures.get(9_002)[0] == 104_000
+
+
+def test_a_small_store_counts_its_keyword_figures_exactly_every_time() -> None:
+    calls = []
+    figures = CorpusFigures(lambda: (calls.append(1), (len(calls) * 10, 50.0))[1])
+    assert figures.get(0) == (10, 5.0)
+    assert figures.get(1) == (20, 2.5)  # a small store: no stale figures at all
+    assert figures.get(0) == (30, pytest.approx(50 / 30))  # the journal went back: recount
