@@ -305,3 +305,24 @@ def test_a_small_store_counts_its_keyword_figures_exactly_every_time() -> None:
     assert figures.get(0) == (10, 5.0)
     assert figures.get(1) == (20, 2.5)  # a small store: no stale figures at all
     assert figures.get(0) == (30, pytest.approx(50 / 30))  # the journal went back: recount
+
+
+def test_postgres_reads_a_very_common_stems_count_from_its_statistics(pg_url: str) -> None:
+    """Counting a stem held by most of a large store builds its whole GIN bitmap; the planner
+    statistics already say how many memories hold it, well enough for BM25's weight and the
+    match budget. Rare stems are still counted exactly, so results are unchanged."""
+    from memvault.store.postgres import PostgresStore
+    from memvault.store.postgres.keyword import COMMON_FROM, CommonStems
+
+    store = PostgresStore(pg_url)
+    try:
+        store.bulk_load([record(f"common note {n}") for n in range(COMMON_FROM + 4_000)]
+                        + [record(f"zebra common {n}") for n in range(30)], {})
+        total = COMMON_FROM + 4_030  # a load this large is analyzed at its end
+        common = CommonStems(store._read).get(store.last_seq(), total)
+        assert set(common) >= {"common", "note"} and "zebra" not in common
+        assert abs(common["common"] - total) < 0.15 * total
+        got = found(store, "zebra commons")
+        assert len(got) == 10 and all(text.startswith("zebra common") for text in got)
+    finally:
+        store.close()

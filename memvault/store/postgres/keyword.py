@@ -19,7 +19,7 @@ from memvault.store.keywords import (
     idf,
     tsquery,
 )
-from memvault.store.postgres.schema import KEYWORD_VECTOR
+from memvault.store.postgres.schema import KEYWORD_INDEX_NAME, KEYWORD_VECTOR, SCHEMA
 
 Read = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
@@ -41,6 +41,41 @@ def ranking_sql(terms: int, where: str) -> str:
         "ORDER BY score DESC, m.id LIMIT %s")
 
 
+# A stem the planner's statistics put in more memories than this is not counted: its count
+# would stop past MATCH_BUDGET anyway, and the GIN bitmap of a stem held by 300k memories is
+# built whole before the first row (30-60 ms at a million).
+COMMON_FROM = 2 * MATCH_BUDGET
+COMMON_STEMS_SQL = (
+    "SELECT s.most_common_elems::text::text[], s.most_common_elem_freqs, c.reltuples "
+    "FROM pg_stats s CROSS JOIN pg_class c WHERE s.schemaname = %s AND s.tablename = %s "
+    "AND c.oid = (%s || '.memories')::regclass")
+
+
+class CommonStems:
+    """The stems in more than COMMON_FROM memories, with ANALYZE's estimate of how many
+    (pg_stats' most common elements of the keyword index), read again once the journal moved
+    by 1% of the store. Empty until the store was analyzed: then every stem is counted."""
+
+    def __init__(self, read: Read) -> None:
+        self._read = read
+        self._stems: dict[str, int] = {}
+        self._at: int | None = None  # journal seq of the last read
+
+    def get(self, seq: int, total: int) -> dict[str, int]:
+        if self._at is not None and 0 <= seq - self._at <= total // 100:
+            return self._stems
+        rows = self._read(COMMON_STEMS_SQL, [SCHEMA, KEYWORD_INDEX_NAME, SCHEMA])
+        stems: dict[str, int] = {}
+        for elements, freqs, tuples in rows:
+            if not elements or not freqs or not tuples or tuples < 0:
+                continue
+            for stem, share in zip(elements, freqs, strict=False):
+                if share * tuples > COMMON_FROM:
+                    stems[stem] = int(share * tuples)
+        self._stems, self._at = stems, seq
+        return stems
+
+
 class KeywordRanking:
     def __init__(self, read: Read, last_seq: Callable[[], int],
                  keywords: KeywordTokenizer) -> None:
@@ -49,6 +84,7 @@ class KeywordRanking:
         self.keywords = keywords
         self._figures = CorpusFigures(self._count)
         self._term_counts = TermCounts(self._frequency)
+        self._common = CommonStems(read)
 
     def ids(self, query: str, where: str, params: list[Any], top_k: int
             ) -> list[tuple[str, float]]:
@@ -58,7 +94,9 @@ class KeywordRanking:
             return []
         seq = self._last_seq()
         total, mean_length = self._figures.get(seq)
-        frequency = self._term_counts.get(terms, total, seq)
+        common = self._common.get(seq, total)
+        frequency = self._term_counts.get([t for t in terms if t not in common], total, seq)
+        frequency.update({t: common[t] for t in terms if t in common})
         terms = bounded_terms(terms, frequency)
         if not terms:
             return []

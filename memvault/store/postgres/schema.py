@@ -109,7 +109,8 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 
 KEYWORD_VECTOR = "to_tsvector('simple', m.keywords)"
-KEYWORD_INDEX = (f"CREATE INDEX IF NOT EXISTS memories_keywords ON {SCHEMA}.memories "
+KEYWORD_INDEX_NAME = "memories_keywords"
+KEYWORD_INDEX = (f"CREATE INDEX IF NOT EXISTS {KEYWORD_INDEX_NAME} ON {SCHEMA}.memories "
                  "USING gin (to_tsvector('simple', keywords))")
 
 COLUMNS = (
