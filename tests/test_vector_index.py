@@ -41,13 +41,18 @@ def check(index: VectorIndex, vectors: dict[str, np.ndarray], queries: np.ndarra
     assert same / found >= 0.995, (same, found)
 
 
-def test_int8_first_pass_returns_the_exact_ranking() -> None:
-    rng = np.random.default_rng(1)
+def loaded(rng: np.random.Generator) -> tuple[VectorIndex, list[str], dict[str, np.ndarray]]:
+    """An index holding one large namespace, its ids and their vectors."""
     matrix = clustered(rng, ROWS)
     ids = [f"m{i}" for i in range(ROWS)]
     index = VectorIndex(DIMS)
     index.load_block(USER, ids, matrix)
-    vectors = dict(zip(ids, matrix, strict=True))
+    return index, ids, dict(zip(ids, matrix, strict=True))
+
+
+def test_int8_first_pass_returns_the_exact_ranking() -> None:
+    rng = np.random.default_rng(1)
+    index, ids, vectors = loaded(rng)
     queries = clustered(rng, 40)
     for k in (1, 10, 50):
         check(index, vectors, queries, k)
@@ -60,11 +65,7 @@ def test_removals_and_updates_keep_the_int8_copy_in_step() -> None:
     """A removal moves the last row into the hole: its int8 copy must move with it, or the
     moved memory is ranked by another one's vector and drops out of the first pass."""
     rng = np.random.default_rng(2)
-    matrix = clustered(rng, ROWS)
-    ids = [f"m{i}" for i in range(ROWS)]
-    index = VectorIndex(DIMS)
-    index.load_block(USER, ids, matrix)
-    vectors = dict(zip(ids, matrix, strict=True))
+    index, ids, vectors = loaded(rng)
     for memory_id in rng.choice(ids[: ROWS // 2], 3_000, replace=False).tolist():
         index.remove(memory_id)
         del vectors[memory_id]
@@ -85,12 +86,9 @@ def test_removals_and_updates_keep_the_int8_copy_in_step() -> None:
 
 
 def test_a_component_beyond_the_int8_range_is_still_ranked_exactly() -> None:
-    rng = np.random.default_rng(3)
-    matrix = clustered(rng, ROWS)
+    index, _, _ = loaded(np.random.default_rng(3))
     spike = np.zeros(DIMS, dtype=np.float32)
     spike[5] = 1.0  # clipped to the int8 range in the first pass
-    index = VectorIndex(DIMS)
-    index.load_block(USER, [f"m{i}" for i in range(ROWS)], matrix)
     index.upsert("spike", USER, spike)
     best = index.search(spike, {"user_id": "alice"}, 3)
     assert best[0][0] == "spike" and abs(best[0][1] - 1.0) < 1e-6

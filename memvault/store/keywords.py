@@ -15,6 +15,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import snowballstemmer
 
@@ -213,3 +214,43 @@ class TermCounts:
                 if n >= self.REMEMBERED_FROM:
                     self._counts[term] = (seq, n)
         return known
+
+
+@dataclass(frozen=True)
+class KeywordQuery:
+    """What a backend ranks one keyword search by: the query stems worth ranking (the most
+    frequent dropped past the match budget) and the store's figures for their BM25."""
+
+    terms: list[str]
+    total: int
+    mean_length: float
+    frequency: dict[str, int]
+
+
+class KeywordStatistics:
+    """The store-wide BM25 figures both backends' keyword rankings read, kept as
+    CorpusFigures and TermCounts say; `estimates` (journal seq, memories) -> {stem: memories}
+    names stems whose counts are known without counting them."""
+
+    def __init__(self, keywords: KeywordTokenizer, last_seq: Callable[[], int],
+                 figures: Callable[[], tuple[int, float]],
+                 frequency: Callable[[list[str]], dict[str, int]],
+                 estimates: Callable[[int, int], dict[str, int]] | None = None) -> None:
+        self.keywords = keywords
+        self._last_seq = last_seq
+        self._figures = CorpusFigures(figures)
+        self._counts = TermCounts(frequency)
+        self._estimates = estimates
+
+    def query(self, text: str) -> KeywordQuery | None:
+        """None when no stem of `text` is in the index (nothing to rank)."""
+        terms = self.keywords.query_terms(text)
+        if not terms:
+            return None
+        seq = self._last_seq()
+        total, mean_length = self._figures.get(seq)
+        known = self._estimates(seq, total) if self._estimates is not None else {}
+        frequency = self._counts.get([t for t in terms if t not in known], total, seq)
+        frequency.update({t: known[t] for t in terms if t in known})
+        kept = bounded_terms(terms, frequency)
+        return KeywordQuery(kept, total, mean_length, frequency) if kept else None

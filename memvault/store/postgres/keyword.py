@@ -12,10 +12,8 @@ from memvault.store.keywords import (
     K1,
     LENGTH_NORMALIZATION,
     MATCH_BUDGET,
-    CorpusFigures,
+    KeywordStatistics,
     KeywordTokenizer,
-    TermCounts,
-    bounded_terms,
     idf,
     tsquery,
 )
@@ -80,31 +78,20 @@ class KeywordRanking:
     def __init__(self, read: Read, last_seq: Callable[[], int],
                  keywords: KeywordTokenizer) -> None:
         self._read = read
-        self._last_seq = last_seq
-        self.keywords = keywords
-        self._figures = CorpusFigures(self._count)
-        self._term_counts = TermCounts(self._frequency)
-        self._common = CommonStems(read)
+        self._statistics = KeywordStatistics(keywords, last_seq, self._count, self._frequency,
+                                             CommonStems(read).get)
 
     def ids(self, query: str, where: str, params: list[Any], top_k: int
             ) -> list[tuple[str, float]]:
         """The top_k memories in scope (`where`, `params`) holding a query stem, by BM25."""
-        terms = self.keywords.query_terms(query)
-        if not terms or top_k <= 0:
+        plan = self._statistics.query(query) if top_k > 0 else None
+        if plan is None:
             return []
-        seq = self._last_seq()
-        total, mean_length = self._figures.get(seq)
-        common = self._common.get(seq, total)
-        frequency = self._term_counts.get([t for t in terms if t not in common], total, seq)
-        frequency.update({t: common[t] for t in terms if t in common})
-        terms = bounded_terms(terms, frequency)
-        if not terms:
-            return []
-        weights = idf(terms, total, frequency)
+        weights = idf(plan.terms, plan.total, plan.frequency)
         ranked = list(weights)
         rows = self._read(ranking_sql(len(ranked), where), [
-            *(weights[t] for t in ranked), mean_length, *ranked, tsquery(ranked), *params,
-            top_k])
+            *(weights[t] for t in ranked), plan.mean_length, *ranked, tsquery(ranked),
+            *params, top_k])
         return [(row[0], float(row[1])) for row in rows]
 
     def _frequency(self, terms: list[str]) -> dict[str, int]:

@@ -7,13 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from memvault.store.keywords import (
-    CorpusFigures,
-    KeywordTokenizer,
-    TermCounts,
-    bm25,
-    bounded_terms,
-)
+from memvault.store.keywords import KeywordStatistics, KeywordTokenizer, bm25
 from memvault.store.sqlite.rows import match_expression
 
 Read = Callable[[str, list[Any]], list[tuple[Any, ...]]]
@@ -25,25 +19,17 @@ class KeywordRanking:
     def __init__(self, read: Read, figures: Callable[[], tuple[int, float]],
                  last_seq: Callable[[], int], keywords: KeywordTokenizer) -> None:
         self._read = read  # on the keyword search's own connection
-        self._last_seq = last_seq
-        self.keywords = keywords
-        self._figures = CorpusFigures(figures)
-        self._term_counts = TermCounts(self._frequency)
+        self._statistics = KeywordStatistics(keywords, last_seq, figures, self._frequency)
 
     def ids(self, query: str, where: str, params: list[Any], top_k: int
             ) -> list[tuple[str, float]]:
         """The top_k memories in scope (`where`, `params`) holding a query stem, by BM25."""
-        terms = self.keywords.query_terms(query)
-        if not terms or top_k <= 0:
+        plan = self._statistics.query(query) if top_k > 0 else None
+        if plan is None:
             return []
-        seq = self._last_seq()
-        total, mean_length = self._figures.get(seq)
-        frequency = self._term_counts.get(terms, total, seq)
-        terms = bounded_terms(terms, frequency)
-        if not terms:
-            return []
-        rows = self._matches(match_expression(terms), where, params, 2 * top_k)
-        scores = bm25(terms, [row[1] for row in rows], total, mean_length, frequency)
+        rows = self._matches(match_expression(plan.terms), where, params, 2 * top_k)
+        scores = bm25(plan.terms, [row[1] for row in rows], plan.total, plan.mean_length,
+                      plan.frequency)
         ranked = sorted(zip((row[0] for row in rows), scores, strict=True),
                         key=lambda hit: (-hit[1], hit[0]))
         return ranked[:top_k]
