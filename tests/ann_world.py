@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from memvault.embed.base import EmbedderIdentity
+from memvault.progress import NoProgress
 from memvault.store import parse_filters
 from memvault.store.sqlite import SQLiteStore
 from memvault.store.sqlite.ann import AnnIndex
@@ -37,8 +38,13 @@ class World:
     def part(self, name: str) -> Path:
         return part_path(self.stem, name)
 
-    def open(self, threshold: int = THRESHOLD) -> SQLiteStore:
-        return SQLiteStore(self.path, ann_threshold=threshold)
+    def open(self, threshold: int = THRESHOLD, waits: bool = True) -> SQLiteStore:
+        """The store; `waits`: its searches wait for index builds, as `memvault search`'s do
+        (False: a server's, served meanwhile or told to retry)."""
+        store = SQLiteStore(self.path, ann_threshold=threshold)
+        if waits:
+            store.show_index_builds(NoProgress())
+        return store
 
     def exact(self, query: np.ndarray, user: str | None = None, k: int = 10) -> list[str]:
         scores = self.matrix @ query
@@ -51,6 +57,7 @@ def make_world(root: Path, n: int = 1500, threshold: int = THRESHOLD, seed: int 
     """n memories, 90% user u0 and 10% u1; searched once, so the index is built."""
     path = root / "m.db"
     store = SQLiteStore(path, ann_threshold=threshold)
+    store.show_index_builds(NoProgress())  # the first search waits for the build
     ident = prepared(store, identity("ann", DIMS))
     users = ["u1" if i % 10 == 0 else "u0" for i in range(n)]
     recs = [record(f"memory {seed}-{i}", user_id=users[i]) for i in range(n)]
@@ -68,7 +75,15 @@ def search_ids(store: SQLiteStore, world: World, query: np.ndarray, user: str | 
 
 
 def served_by_index(store: SQLiteStore, world: World) -> bool:
-    return isinstance(store._searchers.searcher(world.ident.key), AnnIndex)
+    while (searcher := store._searchers.searcher(world.ident.key)) is None:
+        store._searchers.wait_for_build(world.ident.key)
+    return isinstance(searcher, AnnIndex)
+
+
+def finish_builds(store: SQLiteStore, world: World) -> None:
+    """Wait for a background build of the world's index, then let a search swap it in."""
+    store._searchers.wait_for_build(world.ident.key)
+    store.search(world.matrix[0], world.ident.key, None, 1)
 
 
 def rewrite_header(world: World, **fields: object) -> None:

@@ -37,7 +37,7 @@ from memvault.store.records import (
     StoreMeta,
     utc_now,
 )
-from memvault.store.sqlite.index_sync import sync_state
+from memvault.store.sqlite.index_sync import JOURNAL_SQL, sync_state
 from memvault.store.sqlite.rows import (
     INSERT,
     SELECT,
@@ -149,6 +149,7 @@ class SQLiteStore(Store):
                 cur.execute(f"PRAGMA user_version = {target}")
 
     def close(self) -> None:
+        self._searchers.close()  # stops index builds first: they read the file on their own
         with self._lock, self._keyword_lock:
             self._conn.close()
             self._keyword_conn.close()
@@ -467,8 +468,18 @@ class SQLiteStore(Store):
         threshold: float | None = None,
         include_expired: bool = True,
     ) -> list[tuple[str, float]]:
+        while True:
+            with self._lock:
+                index = self._searchers.searcher(embedder_key)
+                if index is not None:
+                    return self._search_in(index, query, node, top_k, threshold,
+                                           include_expired)
+            # an index build this search needs is running: waited for off the lock
+            self._searchers.wait_for_build(embedder_key)
+
+    def _search_in(self, index: Any, query: np.ndarray, node: Node | None, top_k: int,
+                   threshold: float | None, include_expired: bool) -> list[tuple[str, float]]:
         with self._lock:
-            index = self._searchers.searcher(embedder_key)
             if query.shape != (index.dims,):
                 raise InvalidInput(
                     f"query vector has shape {query.shape}, the index holds {index.dims} dims"
@@ -547,10 +558,7 @@ class SQLiteStore(Store):
         return [JournalEntry.from_row(r) for r in rows]
 
     def journal(self, after_seq: int = 0, limit: int = 10_000) -> list[JournalEntry]:
-        rows = self._read(
-            "SELECT seq, op, memory_id, before, after, ts, actor FROM journal "
-            "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
-        return [JournalEntry.from_row(r) for r in rows]
+        return [JournalEntry.from_row(r) for r in self._read(JOURNAL_SQL, (after_seq, limit))]
 
     def last_seq(self) -> int:
         with self._lock:
