@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,3 +100,43 @@ def recall(store: SQLiteStore, world: World, queries: np.ndarray, user: str | No
     hits = sum(len(set(search_ids(store, world, q, user)) & set(world.exact(q, user)))
                for q in queries)
     return hits / (10 * len(queries))
+
+
+class HeldBuild:
+    """A Progress that holds an index build inside its first batch (graph filled, nothing
+    written yet) until `release` is set: while `started` is set, a build is running."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.tasks = 0
+
+    def task(self, description: str, total: int | None) -> Callable[[int], None]:
+        self.tasks += 1
+
+        def advance(n: int) -> None:
+            self.started.set()
+            if not self.release.wait(60):
+                raise AssertionError("the held build was never released")
+
+        return advance
+
+
+def in_thread(work: Callable[[], object], timeout: float = 30) -> object:
+    """Run `work` in a thread and return its result; fail if it does not finish in `timeout`
+    seconds (what waiting for a held build looks like: it never finishes on its own)."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as exc:  # handed to the test thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"{work} still blocked after {timeout} s"
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box.get("result")
