@@ -169,7 +169,7 @@ class IndexBuilder:
             with self._cond:
                 self._update(embedder_key, attempt=attempt, done=0, started_at=time.time())
             try:
-                index = self._build(embedder_key, dims, status)
+                index, built = self._build(embedder_key, dims, status)
             except BuildCancelled:
                 log.info("vector index build of %s stopped: the store closed", self._db_path)
                 with self._cond:
@@ -187,12 +187,13 @@ class IndexBuilder:
                     continue
                 break
             duration = time.perf_counter() - started
-            log.info("vector index of %s built in %.1f s (because %s); served from the next "
-                     "search", self._db_path, duration, status.cause)
+            log.info("vector index of %s %s in %.1f s (because %s); served from the next "
+                     "search", self._db_path, "built" if built else "built by another process",
+                     duration, status.cause)
             with self._cond:
                 self._ready[embedder_key] = index
                 self._update(embedder_key, state=BuildState.READY, last_duration_s=duration,
-                             builds=self._status[embedder_key].builds + 1, last_error=None)
+                             builds=self._status[embedder_key].builds + built, last_error=None)
             return
         with self._cond:
             self._update(embedder_key, state=BuildState.FAILED,
@@ -201,14 +202,17 @@ class IndexBuilder:
             log.error("the vector index of %s could not be built; searches that need it fail "
                       "until a build is tried again in %.0f s", self._db_path, FAILED_COOLDOWN_S)
 
-    def _build(self, embedder_key: str, dims: int, status: BuildStatus) -> AnnIndex:
+    def _build(self, embedder_key: str, dims: int, status: BuildStatus
+               ) -> tuple[AnnIndex, bool]:
+        """The new index, and whether this process built it (else another one did)."""
         stem = stem_for(self._db_path, embedder_key)
         conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
         try:
             with build_lock(stem):
                 index = AnnIndex.trusted(conn, stem, embedder_key, status.min_seq, quiet=True,
                                          serve_on=self._serve_on)
-                if index is None:  # not built by another process while this one waited
+                built = index is None
+                if built:  # not built by another process while this one waited
                     log.warning("building the vector index of %s in the background (%s)",
                                 self._db_path, status.cause)
                     build(self._db_path, stem, embedder_key, dims, self._tracker(embedder_key))
@@ -220,7 +224,7 @@ class IndexBuilder:
             # the writes made during the build, replayed here rather than under the store's lock
             index.sync(lambda after, limit: read_journal(conn, after, limit),
                        index.hard_limit(), conn)
-            return index
+            return index, built
         finally:
             conn.close()
 
