@@ -14,6 +14,7 @@ import pytest
 
 from memvault.errors import IndexBuilding, StoreError
 from memvault.server.errors import error_body
+from memvault.server.metrics import index_build_metrics
 from memvault.store.sqlite import SQLiteStore, ann, ann_build, ann_builder
 from memvault.store.sqlite.ann import AnnIndex
 from memvault.store.sqlite.ann_builder import BuildState
@@ -240,6 +241,13 @@ def test_a_build_that_keeps_failing_leaves_nothing_trusted_and_says_why(
     assert world.header() is None and world.part("hnsw").exists()  # nothing to trust
     assert not list(tmp_path.glob("m.db.vindex-*.tmp*"))
     assert len(search_ids(store, world, QUERIES[0], "u1")) == 10  # narrow: still answered
+    report = store.index_builds()[0]  # what GET /status shows
+    assert report["state"] == "failed" and "Input/output error" in str(report["last_error"])
+    samples = {(s.name, s.labels.get("result")): s.value
+               for family in index_build_metrics(store.index_builds()) for s in family.samples}
+    assert samples[("memvault_vector_index_builds_total", "failed")] == 3
+    assert samples[("memvault_vector_index_builds_total", "built")] == 0
+    assert samples[("memvault_vector_index_building", None)] == 0
     store.close()
     monkeypatch.undo()
     store = world.open()  # the next start builds it

@@ -282,6 +282,11 @@ class Store(ABC):
         approximate index is built on demand; other backends ignore it)."""
         return None
 
+    def index_builds(self) -> list[dict[str, Any]]:
+        """The vector index builds of this process, one report per embedder (SQLite builds its
+        approximate index in the background; other backends report none)."""
+        return []
+
     def build_search_indexes(self) -> None:
         """Build the ANN indexes a deferred bulk_load left out (no-op when there are none)."""
         return None

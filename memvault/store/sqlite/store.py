@@ -425,6 +425,9 @@ class SQLiteStore(Store):
     def show_index_builds(self, progress: Progress) -> None:
         self._searchers.show_builds(progress)
 
+    def index_builds(self) -> list[dict[str, Any]]:
+        return [status.report() for status in self._searchers.builds()]
+
     def get(self, memory_id: str) -> MemoryRecord | None:
         rows = self._read(f"{SELECT} WHERE m.id = ?", (memory_id,))
         return row_to_record(rows[0]) if rows else None
