@@ -38,6 +38,7 @@ from memvault.store.records import (
     utc_now,
 )
 from memvault.store.sqlite.index_sync import JOURNAL_SQL, sync_state
+from memvault.store.sqlite.probe import refuse_non_sqlite
 from memvault.store.sqlite.rows import (
     INSERT,
     SELECT,
@@ -77,14 +78,7 @@ class SQLiteStore(Store):
         self._keyword_conn = self._connect(timeout)
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
-        if self.path.exists() and self.path.is_file():
-            with self.path.open("rb") as handle:
-                header = handle.read(16)
-            if header and header != b"SQLite format 3\x00":
-                raise SchemaError(
-                    f"{self.path} is not a SQLite database",
-                    hint="point MEMVAULT_DATABASE_URL at a memvault store or at a new file path",
-                )
+        refuse_non_sqlite(self.path)  # never opened from Python: see probe.py
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
