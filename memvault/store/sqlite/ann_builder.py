@@ -179,7 +179,7 @@ class IndexBuilder:
                 error = f"{type(exc).__name__}: {exc}"
                 log.error("building the vector index of %s failed (attempt %d of %d; built "
                           "because %s): %s", self._db_path, attempt, attempts, status.cause,
-                          error)
+                          error, exc_info=True)
                 with self._cond:
                     failures = self._status[embedder_key].failures + 1
                     self._update(embedder_key, failures=failures, last_error=error)
