@@ -17,7 +17,7 @@ import numpy as np
 
 from memvault.errors import IndexBuilding, StoreError
 from memvault.store.sqlite import ann
-from memvault.store.sqlite.ann_builder import BuildState, BuildStatus
+from memvault.store.sqlite.ann_builder import FAILED_COOLDOWN_S, BuildState, BuildStatus
 from memvault.store.sqlite.stored_vectors import StoredVectors, top_hits
 
 
@@ -68,7 +68,8 @@ class PendingIndex:
             return StoreError(
                 f"the vector index of {self._db_path} could not be built ({status.last_error})",
                 hint="see the server log for the cause (disk space, file permissions); the "
-                     "build is tried again within 10 minutes, or at the next start")
+                     f"build is tried again {FAILED_COOLDOWN_S / 60:.0f} minutes after the "
+                     "last attempt, or at the next start")
         left = status.seconds_left()
         eta = f", about {left:.0f} s left" if left is not None else ""
         return IndexBuilding(
