@@ -54,7 +54,7 @@ REBUILD_FRACTION = 0.05
 # While the rebuild runs (minutes at 1M) the overlay keeps following writes, up to this many
 # times the changes that started it: at 1M x 384 dims 100,000 rows, 150 MB of RAM (serve stays
 # under 1.2x the raw vectors) and ~8 ms of exact scan per search (numpy scans 1M in 76 ms).
-# Beyond that searches stop being served from the index until the build is in (ann_serving).
+# Beyond that searches stop being served from the index until the build is in (searchers).
 OVERLAY_BOUND = 2
 
 

@@ -136,7 +136,7 @@ class Searchers:
             self.exact.pop(embedder_key, None)
             return ann
         if synced is Synced.STALE:
-            return self._pending(embedder_key, ann.dims, "the vectors were rewritten", 0)
+            return self._pending(embedder_key, ann.dims, Synced.STALE.value, 0)
         return self._pending(embedder_key, ann.dims, cause, ann.header.seq + 1)
 
     def _pending(self, embedder_key: str, dims: int, cause: str, min_seq: int
