@@ -36,7 +36,8 @@ Searcher = VectorIndex | AnnIndex | PendingIndex
 
 
 class Searchers:
-    """The store's search indexes; every method runs under the store's lock."""
+    """The store's search indexes; every method runs under the store's lock except
+    `wait_for_build` and `close` (which must not: an index build never takes that lock)."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, ann_threshold: int | None,
                  embedders: Callable[[], dict[str, EmbedderIdentity]],
