@@ -268,3 +268,24 @@ def test_search_results_keep_their_shape(tmp_path: Path) -> None:
     assert hits[0][1] == pytest.approx(float(np.dot(world.matrix[1], world.matrix[1])))
     held.release.set()
     store.close()
+
+
+def test_closing_the_store_stops_its_build_and_commits_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="memvault.store.sqlite")
+    world = make_world(tmp_path)
+    drop_index(world)
+    held = HeldBuild()
+    store = serving(world, held)
+    in_thread(lambda: store.search(QUERIES[0], world.ident.key, None, 10))  # exact meanwhile
+    assert held.started.wait(30)
+    closer = threading.Thread(target=store.close, daemon=True)
+    closer.start()
+    # returns once the store is closing (the held build itself is still running)
+    in_thread(lambda: store._searchers.wait_for_build(world.ident.key))
+    held.release.set()
+    closer.join(30)
+    assert not closer.is_alive()
+    assert world.header() is None and not world.part("hnsw").exists()
+    assert not list(tmp_path.glob("m.db.vindex-*.tmp*"))
+    assert any("stopped: the store closed" in r.getMessage() for r in caplog.records)
