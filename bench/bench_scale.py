@@ -1,7 +1,7 @@
 """Scale bench: N memories x 384 dims in one namespace, on SQLite and on PostgreSQL.
 
 Run: .venv/bin/python -m bench.bench_scale --size 1000000 --json scale.json
-         [--pg-size 300000] [--skip-postgres] [--questions 300]
+         [--pg-size 300000] [--skip-postgres] [--questions 300] [--rebuild | --rebuild-only]
 
 Data as in bench_postgres: 12,000 real LoCoMo texts embedded with the bundled model (cached in
 bench/results/), the rest blends of two real embeddings of one conversation. 99% of the
@@ -14,12 +14,17 @@ Per backend, written to --json as {"sqlite": {...}, "postgres": {...}}:
 - recall_at_10: `Store.search` top-10 against exact numpy top-10 of the same namespace;
 - cold_start_s: a fresh `memvault search` process (median of 3; the first alongside);
 - rss_mb: RSS of a `memvault serve` process after 100 searches through the API;
-- load_s: bulk load (`Store.bulk_load` as a restore does it, 50k a batch) plus the index build.
+- load_s: bulk load (`Store.bulk_load` as a restore does it, 50k a batch) plus the index build;
+- with --rebuild (--rebuild-only: nothing else after the load), "rebuild": one writer thread
+  adding memories one at a time while the main thread searches (`Store.search`, user0), first
+  idle for 10 s, then while the index is rebuilt in the background: writes/s, write and search
+  p50/p99, the rebuild's duration and how many searches were refused meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -50,6 +56,7 @@ from bench.bench_server import free_port, wait_idle
 from bench.common import latencies, machine, real_questions, timer
 from memvault.config import load_settings
 from memvault.embed.local import LocalEmbedder
+from memvault.errors import IndexBuilding
 from memvault.memory import Memory, text_hash
 from memvault.store import MemoryRecord, Store, parse_filters, utc_now
 
@@ -103,6 +110,87 @@ def measure(memory: Memory, store: Store, key: str, matrix: np.ndarray, ids: lis
         "query_embed_p50_ms": embed["p50_ms"],
         "recall_queries": len(queries),
     }
+
+
+def first_index(store: Any, key: str, query: np.ndarray) -> None:
+    """The first search after the load, waiting for the index build it starts (a server's
+    wide searches are refused with IndexBuilding meanwhile)."""
+    node = parse_filters({"user_id": "user0"})
+    with contextlib.suppress(IndexBuilding):  # a namespace small enough is answered exactly
+        store.search(query, key, node, 10)
+    store._searchers.wait_for_build(key)
+    store.search(query, key, node, 10)
+
+
+def under_writes(store: Any, key: str, matrix: np.ndarray, queries: np.ndarray,
+                 done: Any) -> dict[str, Any]:
+    """One writer thread adding memories one at a time while this thread searches, until
+    `done(searches)` says so."""
+    stop, writes = threading.Event(), []
+    node = parse_filters({"user_id": "user0"})
+
+    def writer() -> None:
+        rng = np.random.default_rng(len(writes))
+        while not stop.is_set():
+            text = f"written during the bench {uuid.uuid4()}"
+            now = utc_now()
+            record = MemoryRecord(id=str(uuid.uuid4()), memory=text, hash=text_hash(text),
+                                  created_at=now, updated_at=now, role="user", user_id="user0")
+            started = time.perf_counter()
+            store.add([record], matrix[rng.integers(len(matrix))][None, :], key, None)
+            writes.append(time.perf_counter() - started)
+
+    thread = threading.Thread(target=writer)
+    started = time.perf_counter()
+    thread.start()
+    searches: list[float] = []
+    refused = 0
+    while not done(searches):
+        query = queries[len(searches) % len(queries)]
+        begun = time.perf_counter()
+        try:
+            store.search(query, key, node, 10)
+        except IndexBuilding:
+            refused += 1
+        searches.append(time.perf_counter() - begun)
+    stop.set()
+    thread.join()
+    elapsed = time.perf_counter() - started
+
+    def ms(values: list[float], q: float) -> float:
+        return float(np.percentile(values, q) * 1000) if values else float("nan")
+
+    return {"seconds": elapsed, "writes": len(writes), "writes_per_s": len(writes) / elapsed,
+            "write_p50_ms": ms(writes, 50), "write_p99_ms": ms(writes, 99),
+            "searches": len(searches), "search_p50_ms": ms(searches, 50),
+            "search_p99_ms": ms(searches, 99), "searches_refused": refused}
+
+
+def rebuild_phase(store: Any, key: str, matrix: np.ndarray, queries: np.ndarray
+                  ) -> dict[str, Any]:
+    """Writes and searches idle, then while the index is rebuilt in the background. The
+    rebuild starts after one change instead of max(50,000, 5%); the overlay keeps its real
+    bound (twice the real trigger), so what is measured is what a server sees."""
+    from memvault.store.sqlite import ann
+    from memvault.store.sqlite.ann_builder import BuildState
+
+    idle_started = time.perf_counter()
+    idle = under_writes(store, key, matrix, queries,
+                        lambda s: time.perf_counter() - idle_started > 10)
+    trigger = max(ann.REBUILD_MIN_CHANGES, int(ann.REBUILD_FRACTION * len(matrix)))
+    saved = ann.REBUILD_MIN_CHANGES, ann.REBUILD_FRACTION, ann.OVERLAY_BOUND
+    ann.REBUILD_MIN_CHANGES, ann.REBUILD_FRACTION = 1, 0.0
+    ann.OVERLAY_BOUND = saved[2] * trigger
+    builder = store._searchers.builder
+    try:
+        during = under_writes(store, key, matrix, queries, lambda s: bool(s) and (
+            builder.status(key).state is not BuildState.BUILDING))
+    finally:
+        ann.REBUILD_MIN_CHANGES, ann.REBUILD_FRACTION, ann.OVERLAY_BOUND = saved
+    status = builder.status(key)
+    return {"idle": idle, "during_rebuild": during, "rebuild_s": status.last_duration_s,
+            "rebuild_state": status.state.value, "builds": status.builds,
+            "failures": status.failures, "conditions": load_conditions()}
 
 
 def env_for(root: Path, url: str, threshold: int | None) -> dict[str, str]:
@@ -166,7 +254,7 @@ def serve_rss(root: Path, env: dict[str, str], questions: list[str]) -> dict[str
 
 def sqlite_phase(root: Path, embedder: LocalEmbedder, texts: list[str], ids: list[str],
                  matrix: np.ndarray, queries: np.ndarray, questions: list[str],
-                 threshold: int | None) -> dict[str, Any]:
+                 threshold: int | None, rebuild: str | None = None) -> dict[str, Any]:
     url = f"sqlite:///{root / 'm.db'}"
     flags: dict[str, Any] = {"data_dir": root, "database_url": url}
     if threshold is not None:
@@ -182,13 +270,20 @@ def sqlite_phase(root: Path, embedder: LocalEmbedder, texts: list[str], ids: lis
             store.bulk_load(records, {key: matrix[done : done + len(records)]})
             done += len(records)
     with timer() as index:
-        store.search(queries[0], key, parse_filters({"user_id": "user0"}), 10)
+        first_index(store, key, queries[0])
     print(f"sqlite: bulk load {bulk['seconds']:.0f} s, first search (index) "
           f"{index['seconds']:.0f} s ({load_conditions()})", flush=True)
+    loaded = {"load_s": bulk["seconds"] + index["seconds"], "bulk_load_s": bulk["seconds"],
+              "index_build_s": index["seconds"],
+              "searcher": type(store._searchers.searcher(key)).__name__}  # type: ignore
+    if rebuild is not None:
+        loaded["rebuild"] = rebuild_phase(store, key, matrix, queries)
+        print(json.dumps(loaded), flush=True)
+        if rebuild == "only":
+            memory.close()
+            return loaded
     result = measure(memory, store, key, matrix, ids, queries, questions)
-    result.update(load_s=bulk["seconds"] + index["seconds"], bulk_load_s=bulk["seconds"],
-                  index_build_s=index["seconds"],
-                  searcher=type(store._searcher(key)).__name__)  # type: ignore[attr-defined]
+    result.update(loaded)
     memory.close()
     env = env_for(root, url, threshold)
     result.update(cold_start(env, questions[0]), cold_start_empty_store_s=empty)
@@ -245,6 +340,10 @@ def main() -> None:
                         help="MEMVAULT_ANN_THRESHOLD for the SQLite run (default: the setting's)")
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="also measure writes and searches while the index is rebuilt")
+    parser.add_argument("--rebuild-only", action="store_true",
+                        help="after the SQLite load, measure only the rebuild phase")
     args = parser.parse_args()
     embedder = LocalEmbedder()
     real_texts, convs = corpus_texts(args.real)
@@ -268,8 +367,9 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix=f"memvault-scale-{name}-"))
         try:
             if name == "sqlite":
+                rebuild = "only" if args.rebuild_only else "too" if args.rebuild else None
                 result = sqlite_phase(root, embedder, texts[:size], ids[:size], matrix[:size],
-                                      queries, questions, args.threshold)
+                                      queries, questions, args.threshold, rebuild)
             else:
                 result = postgres_phase(root, embedder, texts[:size], ids[:size], matrix[:size],
                                         queries, questions)

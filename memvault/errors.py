@@ -39,6 +39,12 @@ class StoreUnavailable(StoreError):
     code = "datastore_unavailable"
 
 
+class IndexBuilding(StoreUnavailable):
+    """A search needs a vector index that is still being built (HTTP 503): retry shortly."""
+
+    code = "index_building"
+
+
 class SchemaError(StoreError):
     """The database is not a memvault store, or was written by a newer memvault."""
 

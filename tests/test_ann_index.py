@@ -15,9 +15,10 @@ import pytest
 from memvault.config import load_settings
 from memvault.errors import StoreError
 from memvault.store import open_store, parse_filters
-from memvault.store.sqlite import ann
+from memvault.store.sqlite import ann, ann_builder
 from tests.ann_world import (
     DIMS,
+    finish_builds,
     make_world,
     recall,
     search_ids,
@@ -74,7 +75,7 @@ def test_a_restart_maps_the_index_instead_of_rebuilding(tmp_path: Path,
     def no_build(*args: object, **kwargs: object) -> None:
         raise AssertionError("a trusted index was rebuilt")
 
-    monkeypatch.setattr(ann, "build", no_build)
+    monkeypatch.setattr(ann_builder, "build", no_build)
     store = world.open()
     assert recall(store, world, QUERIES[:10]) >= 0.95
     assert world.header() == before
@@ -151,6 +152,7 @@ def test_many_changes_since_the_build_trigger_a_rebuild(tmp_path: Path,
     recs = [record(f"later {i}") for i in range(20)]
     store.add(recs, extra, world.ident.key, None)
     assert search_ids(store, world, extra[3], k=1) == [recs[3].id]
+    finish_builds(store, world)
     header = world.header()
     assert header is not None and header.count == 1520 and header.seq == 1520
 

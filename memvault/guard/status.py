@@ -102,6 +102,11 @@ def memory_status(memory: Any, checks: list[dict[str, Any]], guard: Any = None
     if unqueryable > 0:
         checks.append({"name": "vectors", "state": WARNING,
                        "message": f"{unqueryable} memories have no vector from {active}"})
+    section["embedders"]["index_builds"] = builds = store.index_builds()
+    for build in builds:
+        if build["state"] == "failed":
+            checks.append({"name": "vector_index", "state": WARNING, "message": "the vector index "
+                           f"of {build['embedder']} could not be built: {build['last_error']}"})
     if total == 0:
         checks.append({"name": "contents", "state": WARNING, "message": "the store is empty"})
     section["guard"] = _guard_check(memory, checks, guard)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class StoreCollector(Collector):
         dims = embedders[active].dims if active in embedders else 0
         info.add_metric([meta.store_id, meta.backend, active or "", str(dims)], 1)
         yield info
+        yield from index_build_metrics(store.index_builds())
         yield self._probe()
 
     def _probe(self) -> Metric:
@@ -69,3 +70,23 @@ class StoreCollector(Collector):
             log.warning("metrics: embedder check failed: %s: %s", type(exc).__name__, exc)
             probe.add_metric([], 0)
         return probe
+
+
+def index_build_metrics(builds: list[dict[str, Any]]) -> Iterator[Metric]:
+    """This process's vector index builds (SQLite's approximate index, built in the background)."""
+    running = GaugeMetricFamily("memvault_vector_index_building",
+                                "1 while this process builds the embedder's vector index",
+                                labels=["embedder"])
+    runs = CounterMetricFamily("memvault_vector_index_builds",
+                               "Vector index builds of this process by result (built, failed)",
+                               labels=["embedder", "result"])
+    last = GaugeMetricFamily("memvault_vector_index_build_last_duration_seconds",
+                             "How long the last completed vector index build took",
+                             labels=["embedder"])
+    for build in builds:
+        running.add_metric([build["embedder"]], 1 if build["state"] == "building" else 0)
+        runs.add_metric([build["embedder"], "built"], build["builds"])
+        runs.add_metric([build["embedder"], "failed"], build["failures"])
+        if build["last_duration_s"] is not None:
+            last.add_metric([build["embedder"]], build["last_duration_s"])
+    yield from (running, runs, last)

@@ -278,9 +278,16 @@ class Store(ABC):
         yield
 
     def show_index_builds(self, progress: Progress) -> None:
-        """Draw a search index build a search has to wait for on `progress` (only SQLite's
-        approximate index is built on demand; other backends ignore it)."""
+        """Make searches that need a search index build wait for it, drawn on `progress` (a
+        one-shot command; otherwise such a search is answered meanwhile where it can be, or
+        refused with IndexBuilding). Only SQLite's approximate index is built on demand; other
+        backends ignore it."""
         return None
+
+    def index_builds(self) -> list[dict[str, Any]]:
+        """The vector index builds of this process, one report per embedder (SQLite builds its
+        approximate index in the background; other backends report none)."""
+        return []
 
     def build_search_indexes(self) -> None:
         """Build the ANN indexes a deferred bulk_load left out (no-op when there are none)."""

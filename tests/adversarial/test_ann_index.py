@@ -179,3 +179,56 @@ def test_kill_9_while_adding_leaves_the_old_index_and_no_leftovers(tmp_path: Pat
     assert served_by_index(store, world)
     header = world.header()
     assert header is not None and json.loads(world.part("json").read_text())["seq"] == header.seq
+
+
+@pytest.mark.parametrize("where", ["in a batch", "between renames"])
+@pytest.mark.parametrize("case", ["rebuild", "first build"])
+def test_kill_9_in_a_background_build_leaves_nothing_trusted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, where: str) -> None:
+    world = make_world(tmp_path)
+    monkeypatch.setattr(ann, "REBUILD_MIN_CHANGES", 10)
+    monkeypatch.setattr(ann, "REBUILD_FRACTION", 0.0)
+    store = world.open()
+    later = vectors(20, DIMS, seed=13)
+    recs = [record(f"written before the kill {i}") for i in range(20)]
+    store.add(recs, later, world.ident.key, None)  # 20 changes: the next search rebuilds
+    store.close()
+    if case == "first build":
+        for part in (*DATA_PARTS, "json"):
+            world.part(part).unlink()
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("m.db.vindex-*")}
+    patch, progress = (("ann_file.os.replace = dying", "None") if where == "between renames"
+                       else ("", "Dies()"))
+    done = _child(world, f"""
+        import numpy as np
+        from memvault.store.sqlite import SQLiteStore, ann
+        ann.REBUILD_MIN_CHANGES, ann.REBUILD_FRACTION = 10, 0.0
+        real = os.replace
+        def dying(src, dst):
+            real(src, dst)
+            os.kill(os.getpid(), signal.SIGKILL)
+        class Dies:
+            def task(self, description, total):
+                return lambda n: os.kill(os.getpid(), signal.SIGKILL)
+        {patch}
+        # as a server opens it: builds run behind its searches
+        store = SQLiteStore(db, ann_threshold=500, progress={progress})
+        try:
+            store.search(np.ones(16, dtype=np.float32) / 4, key, None, 3)
+        except Exception as exc:  # no index yet: told to retry
+            print(type(exc).__name__)
+        store._searchers.wait_for_build(key)
+        raise SystemExit("the build was not killed")
+    """)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+    header = world.header()
+    after = {p.name: p.read_bytes() for p in tmp_path.glob("m.db.vindex-*")}
+    if header is not None and after != before:  # a new part in place: its header disagrees
+        assert any(checksum(world.part(p)) != header.files[p][1] for p in DATA_PARTS)
+    assert header is None or header.seq == 1500  # never the half-built one's
+    store = world.open()  # the next open builds again and answers right
+    assert search_ids(store, world, later[7], k=1) == [recs[7].id]
+    header = world.header()
+    assert header is not None and header.seq == 1520
+    assert not list(tmp_path.glob("m.db.vindex-*.tmp*"))  # the killed build's leftovers
+    store.close()

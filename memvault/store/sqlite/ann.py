@@ -17,15 +17,14 @@ import math
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from memvault.errors import StoreError, StoreUnavailable
-from memvault.progress import Progress
+from memvault.errors import StoreError
 from memvault.store.records import ENTITY_KEYS, JournalEntry
-from memvault.store.sqlite.ann_build import build, build_lock, usearch_index
+from memvault.store.sqlite.ann_build import usearch_index
 from memvault.store.sqlite.ann_file import (
     AnnHeader,
     StoreState,
@@ -35,6 +34,7 @@ from memvault.store.sqlite.ann_file import (
     stem_for,
 )
 from memvault.store.sqlite.index_sync import CATCH_UP_LIMIT, catch_up, sync_state
+from memvault.store.sqlite.stored_vectors import StoredVectors, top_hits
 from memvault.store.vector_index import VectorIndex
 
 log = logging.getLogger("memvault.store.sqlite")
@@ -51,7 +51,19 @@ CACHED_ROWS = 50_000  # vectors of small namespaces kept in memory (~75 MB at 38
 # Changes since the build kept in the overlay before the index is rebuilt.
 REBUILD_MIN_CHANGES = 50_000
 REBUILD_FRACTION = 0.05
-_CHUNK = 500
+# While the rebuild runs (minutes at 1M) the overlay keeps following writes, up to this many
+# times the changes that started it: at 1M x 384 dims 100,000 rows, 150 MB of RAM (serve stays
+# under 1.2x the raw vectors) and ~8 ms of exact scan per search (numpy scans 1M in 76 ms).
+# Beyond that searches stop being served from the index until the build is in (searchers).
+OVERLAY_BOUND = 2
+
+
+class Synced(Enum):
+    """How far `AnnIndex.sync` got."""
+
+    CAUGHT_UP = "caught up"
+    TOO_MANY_CHANGES = "too many changes since the build"
+    STALE = "the vectors were rewritten or the journal went back"
 
 
 def store_state(conn: sqlite3.Connection, embedder_key: str, header_seq: int) -> StoreState:
@@ -63,29 +75,9 @@ def store_state(conn: sqlite3.Connection, embedder_key: str, header_seq: int) ->
                       seq_ts=ts[0] if ts else None)
 
 
-def keep_up(current: AnnIndex | None, conn: sqlite3.Connection, db_path: Path, embedder_key: str,
-            dims: Callable[[], int | None], threshold: int | None, loaded: int | None,
-            progress: Progress | None, journal: Journal) -> AnnIndex | None:
-    """The approximate index to search now: `current` caught up with the journal (or rebuilt),
-    else a trusted or new one once an exact index of `loaded` vectors (None: not loaded) reaches
-    `threshold`, else None: exact search."""
-    ann = current
-    if ann is None and threshold is not None and (loaded is None or loaded >= threshold):
-        size = dims()
-        if size is not None:
-            ann = AnnIndex.open(conn, db_path, embedder_key, size, threshold, progress)
-    if ann is not None and not ann.sync(journal):
-        ann = AnnIndex.open(conn, db_path, embedder_key, ann.dims, 0, progress,
-                            min_seq=sync_state(conn)[0])
-        if ann is not None and not ann.sync(journal):
-            raise StoreError(f"the vector index of {db_path} cannot keep up with the journal",
-                             hint="search again; it is rebuilt")
-    return ann
-
-
 class AnnIndex:
-    """One embedder's approximate index as this process serves it. Not thread-safe: the store's
-    lock is held around every call, and `conn` is the store's connection."""
+    """One embedder's approximate index as this process serves it. Not thread-safe: once served,
+    the store's lock is held around every call, and `conn` is the store's connection."""
 
     def __init__(self, conn: sqlite3.Connection, stem: Path, header: AnnHeader) -> None:
         graph = usearch_index().restore(str(part_path(stem, "hnsw")), view=True)
@@ -97,6 +89,7 @@ class AnnIndex:
         if len(self.ids) != header.count or len(self.codes) != header.count:
             raise StoreError(f"{stem.name}: {len(self.ids)} ids for {header.count} vectors")
         self.conn = conn
+        self.stored = StoredVectors(conn, header.embedder_key, header.dims)
         self.stem = stem
         self.header = header
         self.dims = header.dims
@@ -111,11 +104,10 @@ class AnnIndex:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, conn: sqlite3.Connection, db_path: Path, embedder_key: str, dims: int,
-             threshold: int, progress: Progress | None = None, min_seq: int = 0
+    def open(cls, conn: sqlite3.Connection, db_path: Path, embedder_key: str, threshold: int
              ) -> AnnIndex | None:
-        """The trusted index on disk, else a fresh build when the store holds at least
-        `threshold` vectors, else None (the store is small: exact search serves it)."""
+        """The trusted index on disk, or None (none is, or a threshold raised above its size
+        turns it off): building one is `ann_builder`'s, off the store's lock."""
         try:
             usearch_index()  # a dependency; a broken install says so here
         except ImportError as exc:
@@ -123,30 +115,15 @@ class AnnIndex:
                 f"the vector index of {db_path} needs the usearch package: {exc}",
                 hint="pip install usearch, or raise MEMVAULT_ANN_THRESHOLD above the store's "
                      "size for exact search") from exc
-        stem = stem_for(db_path, embedder_key)
-        served = cls._trusted(conn, stem, embedder_key, min_seq)
-        if served is not None:  # a threshold raised above the store's size turns it off
-            return served if served.header.count >= threshold else None
-        count = conn.execute("SELECT COUNT(*) FROM vectors WHERE embedder_key = ?",
-                             (embedder_key,)).fetchone()[0]
-        if count < threshold:
-            return None
-        with build_lock(stem):
-            served = cls._trusted(conn, stem, embedder_key, min_seq, quiet=True)
-            if served is not None:  # another process built it while we waited
-                return served
-            log.warning("building the vector index of %s (%d vectors): searches wait for it",
-                        db_path, count)
-            build(db_path, stem, embedder_key, dims, progress)
-            served = cls._trusted(conn, stem, embedder_key, 0)
-        if served is None:
-            raise StoreError(f"the vector index just built at {stem} does not verify",
-                             hint="check the disk (free space, errors) and search again")
-        return served
+        served = cls.trusted(conn, stem_for(db_path, embedder_key), embedder_key, 0)
+        return served if served is not None and served.header.count >= threshold else None
 
     @classmethod
-    def _trusted(cls, conn: sqlite3.Connection, stem: Path, embedder_key: str, min_seq: int,
-                 quiet: bool = False) -> AnnIndex | None:
+    def trusted(cls, conn: sqlite3.Connection, stem: Path, embedder_key: str, min_seq: int,
+                quiet: bool = False, serve_on: sqlite3.Connection | None = None
+                ) -> AnnIndex | None:
+        """The index at `stem` if `check` trusts it against the store `conn` reads and it was
+        built at `min_seq` or later; it then searches through `serve_on` (default `conn`)."""
         header = read_header(stem)
         if header is None:
             if not quiet and part_path(stem, "hnsw").exists():
@@ -155,12 +132,10 @@ class AnnIndex:
             return None
         reason = check(stem, header, store_state(conn, embedder_key, header.seq))
         if reason is None and header.seq < min_seq:
-            log.info("vector index %s: rebuilt with the changes since seq %d", stem.name,
-                     header.seq)
-            return None
+            return None  # older than the one served: a build makes a newer one
         if reason is None:
             try:
-                return cls(conn, stem, header)
+                return cls(serve_on or conn, stem, header)
             except (StoreError, OSError, ValueError, RuntimeError) as exc:
                 reason = f"it cannot be mapped: {exc}"
         if not quiet:
@@ -170,26 +145,37 @@ class AnnIndex:
 
     # ------------------------------------------------------------------ keeping up
 
-    def sync(self, journal: Journal) -> bool:
-        """Catch up with the journal; False when the index must be rebuilt instead."""
-        seq, version = sync_state(self.conn, self.header.embedder_key)
+    def soft_limit(self) -> int:
+        """Changes since the build beyond which a rebuild starts."""
+        return int(max(REBUILD_MIN_CHANGES, REBUILD_FRACTION * self.header.count))
+
+    def hard_limit(self) -> int:
+        """Changes the overlay may hold while a rebuild runs (see OVERLAY_BOUND)."""
+        return OVERLAY_BOUND * self.soft_limit()
+
+    def sync(self, journal: Journal, limit: int, conn: sqlite3.Connection | None = None
+             ) -> Synced:
+        """Catch up with the journal, stopping once more than `limit` changes are held. `conn`
+        reads the store (default: the served connection; a builder catches up on its own)."""
+        conn = conn or self.conn
+        seq, version = sync_state(conn, self.header.embedder_key)
         if version != self.header.vectors_version or seq < self.overlay.seq:
-            return False
+            return Synced.STALE
         while self.overlay.seq < seq:
+            if self.changes() > limit:
+                return Synced.TOO_MANY_CHANGES
             entries = journal(self.overlay.seq, CATCH_UP_LIMIT)
             if not entries:  # the seq moved without entries (a restore's advance_seq)
                 self.overlay.seq = seq
                 break
-            catch_up(self.conn, self.overlay, self.header.embedder_key, entries)
+            catch_up(conn, self.overlay, self.header.embedder_key, entries)
             for entry in entries:
                 if entry.op == "DELETE":
                     self.deleted += 1
                     self.gone.add(entry.memory_id)
                 else:
                     self.gone.discard(entry.memory_id)
-            if self.changes() > max(REBUILD_MIN_CHANGES, REBUILD_FRACTION * self.header.count):
-                return False
-        return True
+        return Synced.TOO_MANY_CHANGES if self.changes() > limit else Synced.CAUGHT_UP
 
     def changes(self) -> int:
         return len(self.overlay) + self.deleted
@@ -225,7 +211,7 @@ class AnnIndex:
             ids = [i.decode() for i in self.ids[keys]]
             ids = [i for i in ids if i not in self.overlay and i not in self.gone
                    and (allowed is None or i in allowed) and not (excluded and i in excluded)]
-            found, matrix = self._vectors(ids)
+            found, matrix = self.stored.of(ids)
             if len(found) >= top_k or count >= self.header.count:
                 break
             if count >= MAX_CANDIDATES:  # the filter is more selective than estimated
@@ -257,7 +243,7 @@ class AnnIndex:
         """Exact search over the rows the filter leaves: read from the store, or a cached read
         of the namespace plus the overlay (newer) minus the memories deleted since."""
         if allowed is not None:
-            found, matrix = self._vectors([i for i in allowed if not (excluded and i in excluded)])
+            found, matrix = self.stored.of([i for i in allowed if not (excluded and i in excluded)])
         else:
             found, matrix = self._namespace(pinned)
         if self.overlay or self.gone or excluded:
@@ -267,9 +253,7 @@ class AnnIndex:
             scores = np.where(keep, matrix @ query, -np.inf)
         else:
             scores = matrix @ query
-        k = min(top_k, len(found))
-        top = np.argpartition(-scores, k - 1)[:k] if 0 < k < len(found) else np.arange(k)
-        hits = [(found[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
+        hits = top_hits(found, scores, top_k)
         hits += self.overlay.search(query, pinned, top_k, None, allowed, excluded)
         hits = [h for h in hits if threshold is None or h[1] >= threshold]
         hits.sort(key=lambda hit: -hit[1])
@@ -283,39 +267,9 @@ class AnnIndex:
         if cached is not None:
             self._blocks.move_to_end(key)
             return cached
-        keys = [k for k in ENTITY_KEYS if k in pinned]
-        where = " AND ".join(f"m.{k} = ?" for k in keys) or "1"
-        rows = self._read(
-            # CROSS JOIN keeps SQLite on the namespace index of memories first
-            "SELECT v.memory_id, v.vector FROM memories m CROSS JOIN vectors v "
-            f"ON v.memory_id = m.id AND v.embedder_key = ? WHERE {where}",
-            (self.header.embedder_key, *(pinned[k] for k in keys)))
-        block = ([r[0] for r in rows], self._matrix(rows))
-        if len(rows) <= CACHED_ROWS:
+        block = self.stored.namespace(pinned)
+        if len(block[0]) <= CACHED_ROWS:
             self._blocks[key] = block
             while sum(len(b[0]) for b in self._blocks.values()) > CACHED_ROWS:
                 self._blocks.popitem(last=False)
         return block
-
-    def _vectors(self, ids: list[str]) -> tuple[list[str], np.ndarray]:
-        """The stored float32 vectors of those ids that still exist, in the order found."""
-        rows: list[tuple[Any, ...]] = []
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            rows += self._read(
-                "SELECT memory_id, vector FROM vectors WHERE embedder_key = ? "
-                f"AND memory_id IN ({','.join('?' * len(chunk))})",
-                (self.header.embedder_key, *chunk))
-        return [r[0] for r in rows], self._matrix(rows)
-
-    def _matrix(self, rows: list[tuple[Any, ...]]) -> np.ndarray:
-        if not rows:
-            return np.zeros((0, self.dims), dtype=np.float32)
-        return np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(
-            len(rows), self.dims)
-
-    def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        try:
-            return self.conn.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"SQLite read for vector search failed: {exc}") from exc

@@ -51,7 +51,12 @@ def usearch_index() -> Any:
 @contextmanager
 def build_lock(stem: Path) -> Iterator[None]:
     with stem.with_name(f"{stem.name}.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("vector index %s: another process is building it; waiting for it",
+                     stem.name)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -104,6 +109,7 @@ def build(db_path: Path, stem: Path, embedder_key: str, dims: int,
                                hint="check the file is readable; the search retries") from exc
     finally:
         conn.close()
+    advance(0)  # a last word before anything is written: a cancelled build stops here
     counts = np.bincount(codes[: len(ids)], minlength=len(namespaces))
     header = AnnHeader(
         store_id=store_id, embedder_key=embedder_key,

@@ -99,3 +99,12 @@ def catch_up(conn: sqlite3.Connection, index: VectorIndex, embedder_key: str,
                          np.frombuffer(row[4], dtype=np.float32))
     if entries:
         index.seq = entries[-1].seq
+
+
+JOURNAL_SQL = ("SELECT seq, op, memory_id, before, after, ts, actor FROM journal "
+               "WHERE seq > ? ORDER BY seq LIMIT ?")
+
+
+def read_journal(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[JournalEntry]:
+    """The journal after `after_seq` as `conn` reads it (a builder's own connection)."""
+    return [JournalEntry.from_row(r) for r in conn.execute(JOURNAL_SQL, (after_seq, limit))]

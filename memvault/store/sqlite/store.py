@@ -37,8 +37,9 @@ from memvault.store.records import (
     StoreMeta,
     utc_now,
 )
-from memvault.store.sqlite.index_sync import sync_state
+from memvault.store.sqlite.index_sync import JOURNAL_SQL, sync_state
 from memvault.store.sqlite.keyword import KeywordRanking
+from memvault.store.sqlite.probe import refuse_non_sqlite
 from memvault.store.sqlite.rows import (
     INSERT,
     SELECT,
@@ -78,14 +79,7 @@ class SQLiteStore(Store):
                                        self.keywords)
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
-        if self.path.exists() and self.path.is_file():
-            with self.path.open("rb") as handle:
-                header = handle.read(16)
-            if header and header != b"SQLite format 3\x00":
-                raise SchemaError(
-                    f"{self.path} is not a SQLite database",
-                    hint="point MEMVAULT_DATABASE_URL at a memvault store or at a new file path",
-                )
+        refuse_non_sqlite(self.path)  # never opened from Python: see probe.py
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
@@ -150,6 +144,7 @@ class SQLiteStore(Store):
                 cur.execute(f"PRAGMA user_version = {target}")
 
     def close(self) -> None:
+        self._searchers.close()  # stops index builds first: they read the file on their own
         with self._lock, self._keyword_lock:
             self._conn.close()
             self._keyword_conn.close()
@@ -425,6 +420,9 @@ class SQLiteStore(Store):
     def show_index_builds(self, progress: Progress) -> None:
         self._searchers.show_builds(progress)
 
+    def index_builds(self) -> list[dict[str, Any]]:
+        return [status.report() for status in self._searchers.builds()]
+
     def get(self, memory_id: str) -> MemoryRecord | None:
         rows = self._read(f"{SELECT} WHERE m.id = ?", (memory_id,))
         return row_to_record(rows[0]) if rows else None
@@ -468,8 +466,18 @@ class SQLiteStore(Store):
         threshold: float | None = None,
         include_expired: bool = True,
     ) -> list[tuple[str, float]]:
+        while True:
+            with self._lock:
+                index = self._searchers.searcher(embedder_key)
+                if index is not None:
+                    return self._search_in(index, query, node, top_k, threshold,
+                                           include_expired)
+            # an index build this search needs is running: waited for off the lock
+            self._searchers.wait_for_build(embedder_key)
+
+    def _search_in(self, index: Any, query: np.ndarray, node: Node | None, top_k: int,
+                   threshold: float | None, include_expired: bool) -> list[tuple[str, float]]:
         with self._lock:
-            index = self._searchers.searcher(embedder_key)
             if query.shape != (index.dims,):
                 raise InvalidInput(
                     f"query vector has shape {query.shape}, the index holds {index.dims} dims"
@@ -527,10 +535,7 @@ class SQLiteStore(Store):
         return [JournalEntry.from_row(r) for r in rows]
 
     def journal(self, after_seq: int = 0, limit: int = 10_000) -> list[JournalEntry]:
-        rows = self._read(
-            "SELECT seq, op, memory_id, before, after, ts, actor FROM journal "
-            "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
-        return [JournalEntry.from_row(r) for r in rows]
+        return [JournalEntry.from_row(r) for r in self._read(JOURNAL_SQL, (after_seq, limit))]
 
     def last_seq(self) -> int:
         with self._lock:
