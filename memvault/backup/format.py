@@ -265,23 +265,21 @@ class SnapshotData:
         return out
 
     def counts(self) -> dict[str, int]:
-        """Memories per namespace, recomputed from user_id/agent_id/run_id of every line."""
-        triples = Counter((r.get("user_id"), r.get("agent_id"), r.get("run_id"))
-                          for r in self.rows)
-        counts: Counter[str] = Counter()
-        for triple, count in triples.items():
-            counts[namespace_key(*triple)] += count
-        return dict(sorted(counts.items()))
+        return namespace_counts(self.rows)
 
 
-def parse_memories(raw: bytes) -> list[dict[str, Any]]:
+def parse_memories(raw: bytes, first_line: int = 1, *, whole: bool = True
+                   ) -> list[dict[str, Any]]:
     """All JSON lines in one C-speed parse (lines never hold a raw newline, so they can be
-    joined into one array); a fault names the line."""
-    body = raw[:-1] if raw.endswith(b"\n") else raw
+    joined into one array); a fault names the line. `raw` is the whole file (its final
+    newline dropped) or, with `whole=False`, complete lines from `first_line` on."""
+    body = raw[:-1] if whole and raw.endswith(b"\n") else raw
     try:
         rows = jsonlines.loads_lines(body)
     except jsonlines.LineError as exc:
-        raise BackupCorrupt(f"{MEMORIES_FILE} {exc}", file=MEMORIES_FILE) from None
+        where = f"line {exc.line + first_line - 1}"
+        raise BackupCorrupt(f"{MEMORIES_FILE} {str(exc).replace(f'line {exc.line}', where, 1)}",
+                            file=MEMORIES_FILE) from None
     try:  # every line an object with a string id and text
         bad = next((i for i, r in enumerate(rows)
                     if type(r["id"]) is not str or type(r["memory"]) is not str), None)
@@ -289,61 +287,130 @@ def parse_memories(raw: bytes) -> list[dict[str, Any]]:
         bad = next(i for i, r in enumerate(rows) if not isinstance(r, dict)
                    or "id" not in r or "memory" not in r)
     if bad is not None:
-        raise BackupCorrupt(f"{MEMORIES_FILE} line {bad + 1} is not a memory",
+        raise BackupCorrupt(f"{MEMORIES_FILE} line {bad + first_line} is not a memory",
                             file=MEMORIES_FILE)
     return rows
 
 
-def read_snapshot(dest: Destination, manifest: Manifest, cipher: Cipher | None,
-                  load_vectors: bool = True, *, folder: str | None = None) -> SnapshotData:
-    """Read every file of a snapshot, checking checksums, sizes, framing, shapes and counts
-    against the manifest. Raises BackupCorrupt naming the file and the fault. Without
-    `load_vectors` the vectors are read and checked but not kept (validation). `folder` is
-    where the catalog found the snapshot (default: where its manifest says it is written)."""
-    _check_encryption(manifest, cipher)
-    where = folder or manifest_folder(manifest)
+def iter_memories(chunks: Iterable[bytes], batch_bytes: int = 1 << 22
+                  ) -> Iterator[list[dict[str, Any]]]:
+    """The memories file's rows in batches of at most about `batch_bytes` of lines as its
+    chunks arrive, each checked as parse_memories checks the whole file."""
+    pending, first = b"", 1
+    for chunk in chunks:
+        pending += chunk
+        start = 0
+        while len(pending) - start >= batch_bytes:
+            cut = pending.rfind(b"\n", start, start + batch_bytes)
+            if cut < 0:  # one line longer than a batch: it is a batch of its own
+                cut = pending.find(b"\n", start + batch_bytes)
+                if cut < 0:
+                    break
+            rows = parse_memories(pending[start:cut], first, whole=False)
+            start, first = cut + 1, first + len(rows)
+            yield rows
+        pending = pending[start:]
+    if pending:
+        yield parse_memories(pending, first)
 
-    def plain(name: str) -> Iterator[bytes]:
-        info = manifest.files.get(name)
+
+@dataclass(frozen=True)
+class SnapshotSummary:
+    """What validating a snapshot needs of it, read without holding its rows or vectors."""
+
+    counts: dict[str, int]
+    ids: set[str]
+    vectors: dict[str, list[str]]  # embedder key -> the memory ids of its vectors
+
+
+def namespace_counts(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Memories per namespace, recomputed from user_id/agent_id/run_id of every line."""
+    triples = Counter((r.get("user_id"), r.get("agent_id"), r.get("run_id")) for r in rows)
+    counts: Counter[str] = Counter()
+    for triple, count in triples.items():
+        counts[namespace_key(*triple)] += count
+    return dict(sorted(counts.items()))
+
+
+class _SnapshotFiles:
+    """The files of one snapshot, each read with its checksum, size and framing checked."""
+
+    def __init__(self, dest: Destination, manifest: Manifest, cipher: Cipher | None,
+                 folder: str | None) -> None:
+        _check_encryption(manifest, cipher)
+        self.dest, self.manifest, self.cipher = dest, manifest, cipher
+        self.where = folder or manifest_folder(manifest)
+
+    def plain(self, name: str) -> Iterator[bytes]:
+        info = self.manifest.files.get(name)
         if info is None:
-            raise BackupCorrupt(f"the manifest of {manifest.id} does not list {name}", file=name)
-        key = snapshot_key(where, name)
-        return read_plain(dest.iter_chunks(key), key, cipher, info, manifest.encrypted, name,
-                          require_checksum=manifest.format_version >= 2)
+            raise BackupCorrupt(f"the manifest of {self.manifest.id} does not list {name}",
+                                file=name)
+        key = snapshot_key(self.where, name)
+        return read_plain(self.dest.iter_chunks(key), key, self.cipher, info,
+                          self.manifest.encrypted, name,
+                          require_checksum=self.manifest.format_version >= 2)
 
-    def read_vectors(entry: EmbedderEntry) -> tuple[list[str], np.ndarray]:
+    def vectors(self, entry: EmbedderEntry, keep: bool) -> tuple[list[str], np.ndarray]:
         raw = b""
-        if load_vectors:
-            raw = b"".join(plain(entry.vectors_file))
+        if keep:
+            raw = b"".join(self.plain(entry.vectors_file))
             size = len(raw)
         else:
-            size = sum(len(chunk) for chunk in plain(entry.vectors_file))
+            size = sum(len(chunk) for chunk in self.plain(entry.vectors_file))
         if size != entry.count * entry.dims * 4:
             raise BackupCorrupt(f"{entry.vectors_file} holds {size} bytes, expected "
                                 f"{entry.count} x {entry.dims} float32", file=entry.vectors_file)
-        ids = b"".join(plain(entry.ids_file)).decode("utf-8").split("\n")
+        ids = b"".join(self.plain(entry.ids_file)).decode("utf-8").split("\n")
         ids = [i for i in ids if i]
         if len(ids) != entry.count:
             raise BackupCorrupt(f"{entry.ids_file} lists {len(ids)} ids, expected {entry.count}",
                                 file=entry.ids_file)
         return ids, np.frombuffer(raw, dtype="<f4").reshape(-1, entry.dims)
 
+    def check_counts(self, counts: dict[str, int], rows: int) -> None:
+        if counts != self.manifest.counts:
+            raise BackupCorrupt(f"{MEMORIES_FILE} holds {rows} memories whose counts per "
+                                "namespace differ from the manifest's", file=MEMORIES_FILE)
+
+
+def read_snapshot(dest: Destination, manifest: Manifest, cipher: Cipher | None,
+                  load_vectors: bool = True, *, folder: str | None = None) -> SnapshotData:
+    """Read every file of a snapshot, checking checksums, sizes, framing, shapes and counts
+    against the manifest. Raises BackupCorrupt naming the file and the fault. Without
+    `load_vectors` the vectors are read and checked but not kept. `folder` is where the
+    catalog found the snapshot (default: where its manifest says it is written)."""
+    files = _SnapshotFiles(dest, manifest, cipher, folder)
     # Vector files (decompression and hashing release the GIL) are read in a second thread
     # while this one parses the memories.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backup-read") as pool:
-        futures = [(entry.key, pool.submit(read_vectors, entry)) for entry in manifest.embedders]
+        futures = [(entry.key, pool.submit(files.vectors, entry, load_vectors))
+                   for entry in manifest.embedders]
         try:
-            data = SnapshotData(parse_memories(b"".join(plain(MEMORIES_FILE))), {})
-            if data.counts() != manifest.counts:
-                raise BackupCorrupt(f"{MEMORIES_FILE} holds {len(data.rows)} memories whose "
-                                    "counts per namespace differ from the manifest's",
-                                    file=MEMORIES_FILE)
+            data = SnapshotData(parse_memories(b"".join(files.plain(MEMORIES_FILE))), {})
+            files.check_counts(data.counts(), len(data.rows))
             for key, future in futures:
                 data.vectors[key] = future.result()
         finally:
             for _, future in futures:
                 future.cancel()
     return data
+
+
+def check_snapshot(dest: Destination, manifest: Manifest, cipher: Cipher | None, *,
+                   folder: str | None = None, batch_bytes: int = 1 << 22) -> SnapshotSummary:
+    """Every check of read_snapshot, with the memories read as a stream and nothing kept but
+    their ids and counts: validating a backup of a million memories holds its ids (~100 MB),
+    not its rows (~2.5 GB as Python objects)."""
+    files = _SnapshotFiles(dest, manifest, cipher, folder)
+    counts: Counter[str] = Counter()
+    ids: set[str] = set()
+    for rows in iter_memories(files.plain(MEMORIES_FILE), batch_bytes):
+        counts.update(namespace_counts(rows))
+        ids.update(row["id"] for row in rows)
+    files.check_counts(dict(sorted(counts.items())), sum(counts.values()))
+    vectors = {entry.key: files.vectors(entry, False)[0] for entry in manifest.embedders}
+    return SnapshotSummary(dict(sorted(counts.items())), ids, vectors)
 
 
 def _check_encryption(manifest: Manifest, cipher: Cipher | None) -> None:

@@ -191,7 +191,7 @@ def _frames(chunks: Iterable[bytes], key: str, require_checksum: bool) -> Iterat
     decompressor: Any = None
     head = b""  # the start of a frame whose header was not checked yet
     frames = 0
-    for chunk in chunks:
+    for chunk in _slices(chunks):
         data = chunk
         while data:
             if decompressor is None:
@@ -217,6 +217,18 @@ def _frames(chunks: Iterable[bytes], key: str, require_checksum: bool) -> Iterat
         raise BackupCorrupt(f"{key} is truncated: the zstd frame is incomplete", file=key)
     if frames == 0:
         raise BackupCorrupt(f"{key} holds no zstd frame (empty or truncated)", file=key)
+
+
+def _slices(chunks: Iterable[bytes], size: int = 1 << 16) -> Iterator[bytes]:
+    """`chunks` cut to at most `size` bytes: zstd turns each input into all the output it
+    holds at once, so a stored chunk of megabytes would become ten times that in memory."""
+    for chunk in chunks:
+        if len(chunk) <= size:
+            yield chunk
+        else:
+            view = memoryview(chunk)
+            for start in range(0, len(chunk), size):
+                yield bytes(view[start : start + size])
 
 
 def _open_frame(head: bytes, key: str, require_checksum: bool) -> Any:

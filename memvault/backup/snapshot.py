@@ -31,8 +31,8 @@ from memvault.backup.format import (
     Manifest,
     StagedFile,
     Validity,
+    check_snapshot,
     manifest_folder,
-    read_snapshot,
     record_lines,
     snapshot_key,
     vector_files,
@@ -284,17 +284,16 @@ def judge(dest: Destination, manifest: Manifest, vector_counts: dict[str, int],
     """Why this copy is not valid (empty list = valid): a full read-back, then plausibility."""
     reasons: list[str] = []
     try:
-        data = read_snapshot(dest, manifest, cipher, load_vectors=False)
+        summary = check_snapshot(dest, manifest, cipher)
     except BackupCorrupt as exc:
         reasons.append(f"read-back failed: {exc}")
     else:
-        read_vectors = {key: len(ids) for key, (ids, _) in data.vectors.items()}
+        read_vectors = {key: len(ids) for key, ids in summary.vectors.items()}
         if read_vectors != vector_counts:
             reasons.append(f"vectors read back {read_vectors} differ from the store's "
                            f"{vector_counts} at seq {manifest.seq}")
-        known = {row["id"] for row in data.rows}
-        for key, (ids, _) in data.vectors.items():
-            if not known.issuperset(ids):
+        for key, ids in summary.vectors.items():
+            if not summary.ids.issuperset(ids):
                 reasons.append(f"vectors of {key} name memories that are not in the backup")
     held = previous is not None and previous.lineage_id == manifest.lineage_id and previous.total
     if manifest.total == 0 and (manifest.seq > 0 or held):

@@ -11,7 +11,7 @@ from memvault.backup.coverage import entry_lineage, entry_seq, folder_seq, linea
 from memvault.backup.crypto import Cipher
 from memvault.backup.destinations import Destination
 from memvault.backup.errors import BackupError
-from memvault.backup.format import INCOMPLETE, MANIFEST, UNREADABLE, read_snapshot, snapshot_key
+from memvault.backup.format import INCOMPLETE, MANIFEST, UNREADABLE, check_snapshot, snapshot_key
 from memvault.backup.head import read_head, read_journal_floor, read_marker
 from memvault.backup.journal import follow_chain, list_segments
 from memvault.backup.layout import DESTINATION_MARKER, head_key, retention_key
@@ -71,7 +71,7 @@ def verify_entry(entry: BackupEntry, read_data: bool, cipher: Cipher | None) -> 
                                 "unexpected file not listed in the manifest"))
     if read_data and not faults:
         try:
-            read_snapshot(dest, manifest, cipher, folder=entry.folder)
+            check_snapshot(dest, manifest, cipher, folder=entry.folder)
         except BackupError as exc:
             faults.append(Fault(dest.url, entry.id, getattr(exc, "file", None), exc.message))
     return faults
