@@ -29,6 +29,20 @@ def quantize(vectors: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(vectors * _CODE_SCALE), -127, 127).astype(np.int8)
 
 
+def best_hits(ids: list[str], scores: np.ndarray, top_k: int, threshold: float | None = None
+              ) -> list[tuple[str, float]]:
+    """The best `top_k` (id, score) pairs, best first; a score below `threshold` or -inf (a
+    masked row) is left out."""
+    if threshold is not None:
+        scores = np.where(scores >= threshold, scores, -np.inf)
+    k = min(top_k, len(ids))
+    if k <= 0:
+        return []
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return [(ids[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
+
+
 def candidate_count(top_k: int, rows: int) -> int:
     return min(rows, max(2 * top_k, top_k + 64))
 
@@ -165,14 +179,7 @@ class VectorIndex:
             return []
         scores = np.concatenate(scored) if len(scored) > 1 else scored[0]
         ids = [i for lst in id_lists for i in lst] if len(id_lists) > 1 else id_lists[0]
-        if threshold is not None:
-            scores = np.where(scores >= threshold, scores, -np.inf)
-        k = min(top_k, len(ids))
-        if k <= 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(ids[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
+        return best_hits(ids, scores, top_k, threshold)
 
     def _matching(self, pinned: dict[str, str]) -> Iterable[tuple[Triple, _Block]]:
         keys = ("user_id", "agent_id", "run_id")

@@ -34,8 +34,8 @@ from memvault.store.sqlite.ann_file import (
     stem_for,
 )
 from memvault.store.sqlite.index_sync import CATCH_UP_LIMIT, catch_up, sync_state
-from memvault.store.sqlite.stored_vectors import StoredVectors, top_hits
-from memvault.store.vector_index import VectorIndex
+from memvault.store.sqlite.stored_vectors import StoredVectors
+from memvault.store.vector_index import VectorIndex, best_hits
 
 log = logging.getLogger("memvault.store.sqlite")
 
@@ -253,9 +253,8 @@ class AnnIndex:
             scores = np.where(keep, matrix @ query, -np.inf)
         else:
             scores = matrix @ query
-        hits = top_hits(found, scores, top_k)
-        hits += self.overlay.search(query, pinned, top_k, None, allowed, excluded)
-        hits = [h for h in hits if threshold is None or h[1] >= threshold]
+        hits = best_hits(found, scores, top_k, threshold)
+        hits += self.overlay.search(query, pinned, top_k, threshold, allowed, excluded)
         hits.sort(key=lambda hit: -hit[1])
         return hits[:top_k]
 

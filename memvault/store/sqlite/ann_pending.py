@@ -18,7 +18,8 @@ import numpy as np
 from memvault.errors import IndexBuilding, StoreError
 from memvault.store.sqlite import ann
 from memvault.store.sqlite.ann_builder import FAILED_COOLDOWN_S, BuildState, BuildStatus
-from memvault.store.sqlite.stored_vectors import StoredVectors, top_hits
+from memvault.store.sqlite.stored_vectors import StoredVectors
+from memvault.store.vector_index import best_hits
 
 
 class PendingIndex:
@@ -58,9 +59,7 @@ class PendingIndex:
         if excluded:
             keep = np.fromiter((i not in excluded for i in found), dtype=bool, count=len(found))
             scores = np.where(keep, scores, -np.inf)
-        hits = [h for h in top_hits(found, scores, top_k) if threshold is None or h[1] >= threshold]
-        hits.sort(key=lambda hit: -hit[1])
-        return hits
+        return best_hits(found, scores, top_k, threshold)
 
     def unavailable(self) -> StoreError:
         status = self._status

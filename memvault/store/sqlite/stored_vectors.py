@@ -66,10 +66,3 @@ class StoredVectors:
             return self.conn.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"SQLite read for vector search failed: {exc}") from exc
-
-
-def top_hits(found: list[str], scores: np.ndarray, top_k: int) -> list[tuple[str, float]]:
-    """The best `top_k` (id, score) pairs, unordered; -inf scores (masked rows) left out."""
-    k = min(top_k, len(found))
-    top = np.argpartition(-scores, k - 1)[:k] if 0 < k < len(found) else np.arange(k)
-    return [(found[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
