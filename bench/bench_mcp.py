@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,9 +24,8 @@ import httpx
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 
-from bench.bench_server import free_port, load_store, start_server, wait_idle
+from bench.bench_server import served_store
 from bench.common import real_questions, report, show
-from memvault.embed.local import LocalEmbedder
 
 USER = "user0"
 WARMUP = 10
@@ -83,22 +79,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200, help="rounds (REST, MCP, list)")
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="mv-bench-mcp-"))
-    process = None
-    try:
-        loaded = load_store(root, args.memories, LocalEmbedder(threads=1), namespaces=1)
-        print(f"loaded {args.memories} memories in one namespace in {loaded['load_s']:.1f} s")
-        port = free_port()
-        process = start_server(root, port)
-        wait_idle(process.pid)  # startup work (e.g. the first scheduled backup) is done
+    with served_store("mv-bench-mcp-", args.memories) as (url, _, load_s):
         load_before = os.getloadavg()
-        results = anyio.run(measure, f"http://127.0.0.1:{port}", real_questions(), args.queries)
+        results = anyio.run(measure, url, real_questions(), args.queries)
         load_after = os.getloadavg()
-    finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=30)
-        shutil.rmtree(root, ignore_errors=True)
 
     rest, search = results["rest_search"], results["mcp_search"]
     listing = results["mcp_tools_list"]
@@ -119,7 +103,7 @@ def main() -> None:
     print("targets:", ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in targets.items()))
     path = report("bench_mcp", {
         "memories": args.memories, "namespaces": 1, "queries": args.queries,
-        "load_s": loaded["load_s"], **results, "mcp_minus_rest_p50_ms": gap,
+        "load_s": load_s, **results, "mcp_minus_rest_p50_ms": gap,
         "mcp_over_rest_p50": ratio,
         "loadavg_before": load_before, "loadavg_after": load_after, "targets": targets})
     print(f"results: {path}")

@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.bench_mcp import summary
-from bench.bench_server import free_port, load_store, start_server, wait_idle
+from bench.bench_server import served_store
 from bench.common import real_questions, report, show
 from memvault.client import MemoryClient
-from memvault.embed.local import LocalEmbedder
 
 USER = "user0"
 WARMUP = 10
@@ -76,23 +73,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200, help="rounds (both clients)")
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="mv-bench-platform-"))
-    process = None
-    try:
-        loaded = load_store(root, args.memories, LocalEmbedder(threads=1), namespaces=1)
-        print(f"loaded {args.memories} memories in one namespace in {loaded['load_s']:.1f} s")
-        port = free_port()
-        process = start_server(root, port, admin_key=ADMIN)
-        wait_idle(process.pid)  # startup work (e.g. the first scheduled backup) is done
+    with served_store("mv-bench-platform-", args.memories, admin_key=ADMIN) as (url, root, load_s):
         load_before = os.getloadavg()
-        results = measure(f"http://127.0.0.1:{port}", real_questions(), args.queries,
-                          root / "mem0-home")
+        results = measure(url, real_questions(), args.queries, root / "mem0-home")
         load_after = os.getloadavg()
-    finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=30)
-        shutil.rmtree(root, ignore_errors=True)
 
     ours, theirs = results["memvault_client_search"], results["mem0_client_search"]
     gap = theirs["p50_ms"] - ours["p50_ms"]
@@ -110,7 +94,7 @@ def main() -> None:
     print("targets:", ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in targets.items()))
     path = report("bench_platform", {
         "memories": args.memories, "namespaces": 1, "queries": args.queries,
-        "load_s": loaded["load_s"], **results, "mem0_minus_memvault_p50_ms": gap,
+        "load_s": load_s, **results, "mem0_minus_memvault_p50_ms": gap,
         "loadavg_before": load_before, "loadavg_after": load_after, "targets": targets})
     print(f"results: {path}")
 

@@ -23,7 +23,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,27 @@ def start_server(root: Path, port: int, admin_key: str | None = None
         time.sleep(0.2)
     process.terminate()
     raise RuntimeError("server did not become ready in 120 s")
+
+
+@contextmanager
+def served_store(prefix: str, memories: int, admin_key: str | None = None
+                 ) -> Iterator[tuple[str, Path, float]]:
+    """A `memvault serve` over a fresh store of `memories` in one namespace, its startup work
+    done: (its URL, its data folder, seconds the load took). Stopped and removed on exit."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    process = None
+    try:
+        loaded = load_store(root, memories, LocalEmbedder(threads=1), namespaces=1)
+        print(f"loaded {memories} memories in one namespace in {loaded['load_s']:.1f} s")
+        port = free_port()
+        process = start_server(root, port, admin_key=admin_key)
+        wait_idle(process.pid)  # startup work (e.g. the first scheduled backup) is done
+        yield f"http://127.0.0.1:{port}", root, loaded["load_s"]
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def cpu_seconds(pid: int) -> float:
