@@ -137,6 +137,13 @@ def bm25(terms: list[str], documents: list[str], total: int, mean_length: float,
     return scores
 
 
+def still_fresh(counted_at: int, seq: int, total: int) -> bool:
+    """Whether a statistic counted at journal position `counted_at` still stands at `seq`:
+    the journal has moved by at most 1% of the store's `total` memories, and not back (a
+    restore rewrites history)."""
+    return 0 <= seq - counted_at <= total // 100
+
+
 class CorpusFigures:
     """Memories in the store and their mean token count (BM25's length figures), recounted
     once the journal moved by more than 1% of the store since the last count: a small store
@@ -156,7 +163,7 @@ class CorpusFigures:
     def get(self, seq: int) -> tuple[int, float]:
         """The figures as of journal position `seq` (the store's last_seq)."""
         cached = self._figures
-        if cached is not None and 0 <= seq - cached[0] <= cached[1] // 100:
+        if cached is not None and still_fresh(cached[0], seq, cached[1]):
             return cached[1], cached[2]
         if cached is not None and seq > cached[0] and cached[1] >= self.BACKGROUND_FROM:
             self._recount_later(seq)
@@ -203,7 +210,7 @@ class TermCounts:
 
     def get(self, terms: list[str], total: int, seq: int) -> dict[str, int]:
         known = {t: n for t, (at, n) in ((t, self._counts.get(t, (-1, 0))) for t in terms)
-                 if at >= 0 and 0 <= seq - at <= total // 100}
+                 if at >= 0 and still_fresh(at, seq, total)}
         missing = [t for t in terms if t not in known]
         if missing:
             counted = self._count(missing)

@@ -15,6 +15,7 @@ from memvault.store.keywords import (
     KeywordStatistics,
     KeywordTokenizer,
     idf,
+    still_fresh,
     tsquery,
 )
 from memvault.store.postgres.schema import KEYWORD_INDEX_NAME, KEYWORD_VECTOR, SCHEMA
@@ -60,7 +61,7 @@ class CommonStems:
         self._at: int | None = None  # journal seq of the last read
 
     def get(self, seq: int, total: int) -> dict[str, int]:
-        if self._at is not None and 0 <= seq - self._at <= total // 100:
+        if self._at is not None and still_fresh(self._at, seq, total):
             return self._stems
         rows = self._read(COMMON_STEMS_SQL, [SCHEMA, KEYWORD_INDEX_NAME, SCHEMA])
         stems: dict[str, int] = {}
