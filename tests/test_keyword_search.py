@@ -6,6 +6,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,14 @@ from memvault.config import Settings, load_settings
 from memvault.embed.local import LocalEmbedder
 from memvault.errors import InvalidInput
 from memvault.memory import Memory, text_hash
-from memvault.store import MemoryRecord, Store, open_store, parse_filters, utc_now
+from memvault.store import (
+    SCHEMA_VERSION,
+    MemoryRecord,
+    Store,
+    open_store,
+    parse_filters,
+    utc_now,
+)
 from memvault.store.keywords import CorpusFigures
 
 ALICE = parse_filters({"user_id": "alice"})
@@ -123,10 +131,45 @@ def _downgrade_to_schema_2(settings: Settings, backend: str) -> None:
         return
     assert settings.database_url is not None
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute("DROP INDEX memvault.memories_keywords")
+        _drop_postings(conn)
         conn.execute("DROP INDEX memvault.memories_namespace_created")
         conn.execute("ALTER TABLE memvault.memories DROP COLUMN keywords")
         conn.execute("UPDATE memvault.meta SET value = '2' WHERE key = 'schema_version'")
+
+
+def _drop_postings(conn: psycopg.Connection[Any]) -> None:
+    for name in ("insert", "delete", "update"):
+        conn.execute(f"DROP TRIGGER keyword_postings_{name} ON memvault.memories")
+        conn.execute(f"DROP FUNCTION memvault.keyword_postings_{name}")
+    conn.execute("DROP TABLE memvault.keyword_postings")
+
+
+def test_postgres_migration_to_postings_keeps_every_memory_findable(
+        pg_url: str, tmp_path: Any, local_embedder: LocalEmbedder) -> None:
+    """A store of schema 3 (its keyword index a GIN index over each memory's tsvector) gets
+    its postings written at open and the GIN index dropped."""
+    pg_settings = load_settings({"data_dir": tmp_path, "database_url": pg_url})
+    with Memory(pg_settings, embedder=local_embedder) as memory:
+        memory.add("Alice plays the cello on Sundays", user_id="alice", infer=False)
+        memory.add("Alice tunes her cello", user_id="alice", infer=False)
+    assert pg_settings.database_url is not None
+    with psycopg.connect(pg_settings.database_url, autocommit=True) as conn:
+        _drop_postings(conn)
+        conn.execute("CREATE INDEX memories_keywords ON memvault.memories "
+                     "USING gin (to_tsvector('simple', keywords))")
+        conn.execute("UPDATE memvault.meta SET value = '3' WHERE key = 'schema_version'")
+    store = open_store(pg_settings)
+    try:
+        assert store.meta().schema_version == SCHEMA_VERSION
+        assert sorted(found(store, "cello")) == ["Alice plays the cello on Sundays",
+                                                 "Alice tunes her cello"]
+        table, wanted = _postings(pg_settings.database_url)
+        assert table == wanted and len(table) == 7
+        with psycopg.connect(pg_settings.database_url) as conn:
+            assert conn.execute("SELECT to_regclass('memvault.memories_keywords')").fetchone() \
+                == (None,)
+    finally:
+        store.close()
 
 
 def test_migration_backfills_the_index(settings: Settings, backend: str,
@@ -136,7 +179,7 @@ def test_migration_backfills_the_index(settings: Settings, backend: str,
     _downgrade_to_schema_2(settings, backend)
     store = open_store(settings)
     try:
-        assert store.meta().schema_version == 3
+        assert store.meta().schema_version == SCHEMA_VERSION
         assert found(store, "cellist playing cello") == ["Alice plays the cello on Sundays"]
         store.add([record("Alice bought a new cello bow")],
                   np.ones((1, 384), dtype=np.float32), memory.embedder_identity().key, None)
@@ -201,6 +244,12 @@ def test_neighbours_are_the_memories_around_one_in_its_namespace(memory: Memory)
     assert near[ids[1]] == (ids[0], ids[2])
     assert near[ids[2]] == (ids[1], None)
     assert near[other] == (None, None)
+    # two steps: the map around one memory, to the namespace's first turn and no further
+    assert memory.store.neighbours([ids[0]], 2) == {ids[0]: (None, ids[1]),
+                                                   ids[1]: (ids[0], ids[2])}
+    assert memory.store.neighbours([ids[1], other], 2) == {
+        ids[0]: (None, ids[1]), ids[1]: (ids[0], ids[2]), ids[2]: (ids[1], None),
+        other: (None, None)}
     # hybrid search lifts a turn next to a strong match: details say by how much
     result = memory.search("second", user_id="alice", explain=True, threshold=None)["results"]
     by_id = {r["id"]: r["score_details"] for r in result}
@@ -307,22 +356,48 @@ def test_a_small_store_counts_its_keyword_figures_exactly_every_time() -> None:
     assert figures.get(0) == (30, pytest.approx(50 / 30))  # the journal went back: recount
 
 
-def test_postgres_reads_a_very_common_stems_count_from_its_statistics(pg_url: str) -> None:
-    """Counting a stem held by most of a large store builds its whole GIN bitmap; the planner
-    statistics already say how many memories hold it, well enough for BM25's weight and the
-    match budget. Rare stems are still counted exactly, so results are unchanged."""
+def _postings(url: str) -> tuple[list[tuple[str, str, int, int]], list[tuple[str, str, int, int]]]:
+    """(the keyword postings table, the postings the memories rows call for)."""
+    with psycopg.connect(url) as conn:
+        table = conn.execute("SELECT stem, memory_id, tf, length FROM memvault.keyword_postings "
+                             "ORDER BY 1, 2").fetchall()
+        rows = conn.execute("SELECT id, keywords FROM memvault.memories").fetchall()
+    wanted = sorted((stem, memory_id, n, len(keywords.split()))
+                    for memory_id, keywords in rows if keywords
+                    for stem, n in Counter(keywords.split()).items())
+    return table, wanted
+
+
+def test_postgres_postings_follow_every_write(pg_url: str) -> None:
+    """The postings a keyword search ranks by are written by triggers in the writing
+    statement's transaction: store writes, an operator's SQL, and a large bulk load (which
+    rebuilds their key) all leave exactly the postings the rows call for."""
     from memvault.store.postgres import PostgresStore
-    from memvault.store.postgres.keyword import COMMON_FROM, CommonStems
 
     store = PostgresStore(pg_url)
     try:
-        store.bulk_load([record(f"common note {n}") for n in range(COMMON_FROM + 4_000)]
-                        + [record(f"zebra common {n}") for n in range(30)], {})
-        total = COMMON_FROM + 4_030  # a load this large is analyzed at its end
-        common = CommonStems(store._read).get(store.last_seq(), total)
-        assert set(common) >= {"common", "note"} and "zebra" not in common
-        assert abs(common["common"] - total) < 0.15 * total
-        got = found(store, "zebra commons")
-        assert len(got) == 10 and all(text.startswith("zebra common") for text in got)
+        first, second, third = (record(t) for t in (
+            "Alice sails sails and sails", "Bob bakes sourdough bread", "Carol climbs"))
+        store.bulk_load([first, second, third], {})
+        store.update(third.evolve(metadata={"mood": "calm"}), None, "k", None,
+                     fields={"metadata"})
+        store.delete([first.id], None)
+        table, wanted = _postings(pg_url)
+        assert table == wanted and ("sourdough", second.id, 1, 4) in table
+        assert not any(memory_id == first.id for _, memory_id, _, _ in table)
+        with psycopg.connect(pg_url) as conn:
+            conn.execute("UPDATE memvault.memories SET keywords = 'zither zither' "
+                         "WHERE id = %s", (third.id,))
+            conn.execute("DELETE FROM memvault.memories WHERE id = %s", (second.id,))
+        table, wanted = _postings(pg_url)
+        assert table == wanted == [("zither", third.id, 2, 2)]
+        store.bulk_load([record(f"note {n} about kayaks") for n in range(10_000)], {})
+        with psycopg.connect(pg_url) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_constraint "
+                                "WHERE conname = 'keyword_postings_pkey'").fetchone() == (1,)
+        table, wanted = _postings(pg_url)
+        assert table == wanted and len(table) == 1 + 10_000 * 3
+        assert len(found(store, "kayaks")) == 10
+        assert found(store, "zither")[0] == "Carol climbs"
     finally:
         store.close()

@@ -17,7 +17,7 @@ LoCoMo development split says so (bench/bench_locomo.py, BENCHMARKS.md):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
@@ -108,19 +108,6 @@ def dated(scored: list[Scored], made: Mapping[str, date | None],
             item = replace(item, score=item.score + weight, date_match=True)
         out.append(item)
     return _ranked(out)
-
-
-def around(neighbours: Callable[[list[str]], Neighbours], ids: list[str],
-           reach: int = REACH) -> dict[str, tuple[str | None, str | None]]:
-    """The neighbour map of `ids` out to `reach` steps (each step one store read)."""
-    near: dict[str, tuple[str | None, str | None]] = {}
-    wanted = list(ids)
-    for _ in range(reach):
-        near.update(neighbours(wanted))
-        wanted = [n for pair in near.values() for n in pair if n is not None and n not in near]
-        if not wanted:
-            break
-    return near
 
 
 def smooth(

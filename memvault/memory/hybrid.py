@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from memvault.memory.fusion import LEADERS, Scored, around, dated, fuse, smooth
+from memvault.memory.fusion import LEADERS, REACH, Scored, dated, fuse, smooth
 from memvault.memory.query_dates import made_on, mentioned_dates
 from memvault.store import Store
 from memvault.store.filters import Node, evaluate
@@ -26,7 +26,7 @@ def hybrid_ranking(store: Store, query: str, vector_hits: list[tuple[str, float]
         scored = dated(scored, {i: made_on(r.created_at) for i, r in records.items()},
                        mentions)
     leaders = max(LEADERS, top_k)
-    near = around(store.neighbours, [s.memory_id for s in scored[:leaders]])
+    near = store.neighbours([s.memory_id for s in scored[:leaders]], REACH)
     return in_scope(store, smooth(scored, near, leaders=leaders), top_k, node,
                     include_expired)
 

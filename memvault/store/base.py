@@ -47,7 +47,7 @@ def entity_summaries(read: Callable[[str], list[tuple[Any, ...]]]) -> list[dict[
 
 # 3: a keyword (full-text) index over each memory's normalized tokens (store/keywords.py).
 # 2: namespace keys escape '%' and '/' inside ids (rows of version 1 stores are re-keyed).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def legacy_key_condition(position: str) -> str:
@@ -343,9 +343,11 @@ class Store(ABC):
         index. A query without a single indexable word finds nothing."""
 
     @abstractmethod
-    def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+    def neighbours(self, ids: list[str], reach: int = 1
+                   ) -> dict[str, tuple[str | None, str | None]]:
         """For each id, the memory created just before and just after it in its namespace
-        (ordered by created_at, then id): the turns around it in a conversation."""
+        (ordered by created_at, then id): the turns around it in a conversation; with `reach`
+        n, also for the memories up to n - 1 steps from one."""
 
     @abstractmethod
     def history(self, memory_id: str) -> list[JournalEntry]: ...
@@ -370,3 +372,14 @@ class Store(ABC):
     def total(self) -> int:
         return sum(self.counts().values())
 
+
+
+def chain_neighbours(memory_id: str, before: list[str], after: list[str], reach: int
+                     ) -> dict[str, tuple[str | None, str | None]]:
+    """The neighbour map out to `reach` steps around one memory, from the `reach` memories
+    before it (nearest first) and after it in its namespace; a shorter list ends there."""
+    chain = [*reversed(before), memory_id, *after]
+    at = len(before)
+    return {chain[j]: (chain[j - 1] if j > 0 else None,
+                       chain[j + 1] if j + 1 < len(chain) else None)
+            for j in range(max(0, at - reach + 1), min(len(chain), at + reach))}

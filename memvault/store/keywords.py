@@ -93,13 +93,6 @@ def bounded_terms(terms: list[str], documents: dict[str, int],
     return kept
 
 
-def tsquery(terms: list[str]) -> str:
-    """A PostgreSQL tsquery text matching any of the stems (each quoted: letters and digits
-    only, so quoting is belt and braces)."""
-    return " | ".join("'" + term.replace("'", "''").replace("\\", "\\\\") + "'"
-                      for term in terms)
-
-
 # BM25's term-frequency saturation and length normalization. A memory is a sentence or two,
 # so a long one is rarely long for want of focus: the LoCoMo development split ranks best with
 # a third of the usual length normalization (b 0.75 -> 0.3: +1.5 points R@5 fused; see
@@ -236,18 +229,15 @@ class KeywordQuery:
 
 class KeywordStatistics:
     """The store-wide BM25 figures both backends' keyword rankings read, kept as
-    CorpusFigures and TermCounts say; `estimates` (journal seq, memories) -> {stem: memories}
-    names stems whose counts are known without counting them."""
+    CorpusFigures and TermCounts say."""
 
     def __init__(self, keywords: KeywordTokenizer, last_seq: Callable[[], int],
                  figures: Callable[[], tuple[int, float]],
-                 frequency: Callable[[list[str]], dict[str, int]],
-                 estimates: Callable[[int, int], dict[str, int]] | None = None) -> None:
+                 frequency: Callable[[list[str]], dict[str, int]]) -> None:
         self.keywords = keywords
         self._last_seq = last_seq
         self._figures = CorpusFigures(figures)
         self._counts = TermCounts(frequency)
-        self._estimates = estimates
 
     def query(self, text: str) -> KeywordQuery | None:
         """None when no stem of `text` is in the index (nothing to rank)."""
@@ -256,8 +246,6 @@ class KeywordStatistics:
             return None
         seq = self._last_seq()
         total, mean_length = self._figures.get(seq)
-        known = self._estimates(seq, total) if self._estimates is not None else {}
-        frequency = self._counts.get([t for t in terms if t not in known], total, seq)
-        frequency.update({t: known[t] for t in terms if t in known})
+        frequency = self._counts.get(terms, total, seq)
         kept = bounded_terms(terms, frequency)
         return KeywordQuery(kept, total, mean_length, frequency) if kept else None

@@ -1,6 +1,6 @@
-"""Keyword search on PostgreSQL: the GIN index finds the memories holding a query stem and
-the same statement ranks them by BM25 with the store's figures (FTS5's IDF, the length
-normalization of store/keywords.py), so both backends score alike and only the top_k ids and
+"""Keyword search on PostgreSQL: the keyword postings (postings.py) of the query stems are
+scored by BM25 with the store's figures (FTS5's IDF, the length normalization of
+store/keywords.py) in one statement, so both backends score alike and only the top_k ids and
 scores leave the server."""
 
 from __future__ import annotations
@@ -15,93 +15,70 @@ from memvault.store.keywords import (
     KeywordStatistics,
     KeywordTokenizer,
     idf,
-    still_fresh,
-    tsquery,
 )
-from memvault.store.postgres.schema import KEYWORD_INDEX_NAME, KEYWORD_VECTOR, SCHEMA
+from memvault.store.postgres.postings import TABLE
 
 Read = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+# A keyword search ranks this many times the rows it needs before checking their scope.
+SCOPE_FACTOR = 4
+_B = LENGTH_NORMALIZATION
+# BM25 of a memory: (k1 + 1) times the sum over the query stems it holds of idf * tf /
+# (tf + k1 * (1 - b + b * length / mean length)), from the postings alone.
+_SCORE = (f"sum(w.idf * p.tf / (p.tf + {K1}::float8 * ({1 - _B}::float8 + {_B}::float8 * "
+          f"p.length / %s::float8))) * {K1 + 1}::float8")
+_STEMS = "unnest(%s::text[], %s::float8[]) AS w(stem, idf)"
 
 
-def ranking_sql(terms: int, where: str) -> str:
-    """BM25 of each match as (k1 + 1) times the sum over the query stems of idf * tf /
-    (tf + k1 * (1 - b + b * length / mean length)); tf counted in the token array. OFFSET 0
-    keeps each LATERAL computed once per row (inlined, the split ran once per use)."""
-    counts = ", ".join(f"cardinality(array_positions(x.w, %s::text))::float8 AS f{i}"
-                       for i in range(terms))
-    score = " + ".join(f"%s::float8 * t.f{i} / (t.f{i} + t.norm)" for i in range(terms))
-    b = LENGTH_NORMALIZATION
-    return (
-        f"SELECT m.id, ({score}) * {K1 + 1}::float8 AS score FROM memories m "
-        "CROSS JOIN LATERAL (SELECT string_to_array(m.keywords, ' ') AS w OFFSET 0) x "
-        f"CROSS JOIN LATERAL (SELECT {K1}::float8 * ({1 - b}::float8 + {b}::float8 * "
-        f"cardinality(x.w) / %s::float8) AS norm, {counts} OFFSET 0) t "
-        f"WHERE {KEYWORD_VECTOR} @@ to_tsquery('simple', %s) AND {where} "
-        "ORDER BY score DESC, m.id LIMIT %s")
-
-
-# A stem the planner's statistics put in more memories than this is not counted: its count
-# would stop past MATCH_BUDGET anyway, and the GIN bitmap of a stem held by 300k memories is
-# built whole before the first row (30-60 ms at a million).
-COMMON_FROM = 2 * MATCH_BUDGET
-COMMON_STEMS_SQL = (
-    "SELECT s.most_common_elems::text::text[], s.most_common_elem_freqs, c.reltuples "
-    "FROM pg_stats s CROSS JOIN pg_class c WHERE s.schemaname = %s AND s.tablename = %s "
-    "AND c.oid = (%s || '.memories')::regclass")
-
-
-class CommonStems:
-    """The stems in more than COMMON_FROM memories, with ANALYZE's estimate of how many
-    (pg_stats' most common elements of the keyword index), read again once the journal moved
-    by 1% of the store. Empty until the store was analyzed: then every stem is counted."""
-
-    def __init__(self, read: Read) -> None:
-        self._read = read
-        self._stems: dict[str, int] = {}
-        self._at: int | None = None  # journal seq of the last read
-
-    def get(self, seq: int, total: int) -> dict[str, int]:
-        if self._at is not None and still_fresh(self._at, seq, total):
-            return self._stems
-        rows = self._read(COMMON_STEMS_SQL, [SCHEMA, KEYWORD_INDEX_NAME, SCHEMA])
-        stems: dict[str, int] = {}
-        for elements, freqs, tuples in rows:
-            if not elements or not freqs or not tuples or tuples < 0:
-                continue
-            for stem, share in zip(elements, freqs, strict=False):
-                if share * tuples > COMMON_FROM:
-                    stems[stem] = int(share * tuples)
-        self._stems, self._at = stems, seq
-        return stems
+def ranking_sql(where: str | None) -> str:
+    """The best matches by BM25: store-wide when `where` is None (the postings alone), else
+    joined to their rows to keep the ones in scope."""
+    join, scope = ("", "") if where is None else (
+        " JOIN memories m ON m.id = p.memory_id", f" WHERE {where}")
+    return (f"SELECT p.memory_id, {_SCORE} AS score FROM {_STEMS} "
+            f"JOIN {TABLE} p ON p.stem = w.stem{join}{scope} "
+            "GROUP BY p.memory_id ORDER BY score DESC, p.memory_id LIMIT %s")
 
 
 class KeywordRanking:
     def __init__(self, read: Read, last_seq: Callable[[], int],
                  keywords: KeywordTokenizer) -> None:
         self._read = read
-        self._statistics = KeywordStatistics(keywords, last_seq, self._count, self._frequency,
-                                             CommonStems(read).get)
+        self._statistics = KeywordStatistics(keywords, last_seq, self._count, self._frequency)
 
     def ids(self, query: str, where: str, params: list[Any], top_k: int
             ) -> list[tuple[str, float]]:
-        """The top_k memories in scope (`where`, `params`) holding a query stem, by BM25."""
+        """The top_k memories in scope (`where`, `params`) holding a query stem, by BM25.
+        The postings are ranked alone first and the best few checked against the scope:
+        joining each of a median 2,400 matches to its row (100k memories) costs several times
+        the ranking, while in a namespace holding most of the matches the first few ranked are
+        in scope. When the scope holds too small a share for that, the joined query ranks the
+        matches in scope only."""
         plan = self._statistics.query(query) if top_k > 0 else None
         if plan is None:
             return []
         weights = idf(plan.terms, plan.total, plan.frequency)
-        ranked = list(weights)
-        rows = self._read(ranking_sql(len(ranked), where), [
-            *(weights[t] for t in ranked), plan.mean_length, *ranked, tsquery(ranked),
-            *params, top_k])
+        stems = [plan.mean_length, list(weights), list(weights.values())]
+        ranked = [(row[0], float(row[1])) for row in
+                  self._read(ranking_sql(None), [*stems, SCOPE_FACTOR * top_k])]
+        # The first top_k and a quarter are checked alone: in the usual case that is all.
+        kept: list[tuple[str, float]] = []
+        for part in (ranked[:top_k + top_k // 4], ranked[top_k + top_k // 4:]):
+            if part and len(kept) < top_k:
+                in_scope = {row[0] for row in self._read(
+                    f"SELECT m.id FROM memories m WHERE m.id = ANY(%s) AND {where}",
+                    [[memory_id for memory_id, _ in part], *params])}
+                kept += [hit for hit in part if hit[0] in in_scope]
+        if len(kept) >= top_k or len(ranked) < SCOPE_FACTOR * top_k:
+            return kept[:top_k]
+        rows = self._read(ranking_sql(where), [*stems, *params, top_k])
         return [(row[0], float(row[1])) for row in rows]
 
     def _frequency(self, terms: list[str]) -> dict[str, int]:
-        """Memories holding each stem, each count stopping past the budget (GIN bitmap,
-        LIMIT)."""
+        """Memories holding each stem, each count stopping past the budget (a range of the
+        postings' primary key)."""
         counts = self._read("SELECT " + ", ".join(
-            f"(SELECT count(*) FROM (SELECT 1 FROM memories m WHERE {KEYWORD_VECTOR} "
-            "@@ to_tsquery('simple', %s) LIMIT %s) c)" for _ in terms),
-            [v for term in terms for v in (tsquery([term]), MATCH_BUDGET + 1)])[0]
+            f"(SELECT count(*) FROM (SELECT 1 FROM {TABLE} WHERE stem = %s LIMIT %s) c)"
+            for _ in terms), [v for term in terms for v in (term, MATCH_BUDGET + 1)])[0]
         return {term: int(n) for term, n in zip(terms, counts, strict=True)}
 
     def _count(self) -> tuple[int, float]:

@@ -27,6 +27,7 @@ from memvault.store.base import (
 )
 from memvault.store.filter_sql import PostgresDialect
 from memvault.store.keywords import KeywordTokenizer
+from memvault.store.postgres import postings
 from memvault.store.postgres.connections import PostgresTarget
 from memvault.store.records import MemoryRecord, utc_now
 
@@ -106,12 +107,10 @@ MIGRATIONS: dict[int, list[str]] = {
         # neighbours(): the memories around one in its namespace, in creation order
         f"CREATE INDEX IF NOT EXISTS memories_namespace_created ON {SCHEMA}.memories "
         "(namespace, created_at, id)"],
+    # What keyword searches rank by: each memory's stems with their counts (postings.py),
+    # kept by triggers; backfilled by postings.backfill.
+    4: postings.migration(SCHEMA),
 }
-
-KEYWORD_VECTOR = "to_tsvector('simple', m.keywords)"
-KEYWORD_INDEX_NAME = "memories_keywords"
-KEYWORD_INDEX = (f"CREATE INDEX IF NOT EXISTS {KEYWORD_INDEX_NAME} ON {SCHEMA}.memories "
-                 "USING gin (to_tsvector('simple', keywords))")
 
 COLUMNS = (
     "id", "memory", "hash", "metadata", "user_id", "agent_id", "run_id", "actor_id", "role",
@@ -162,6 +161,8 @@ def migrate(conn: psycopg.Connection[Any], target: PostgresTarget) -> None:
                 rekey_namespaces(conn, target)
             if version_to == 3:
                 add_keywords(conn, target)
+            if version_to == 4:
+                postings.backfill(conn, SCHEMA, target)
             if version_to == 1:
                 identity = read_server_identity(conn, target)
                 initial = {
@@ -188,15 +189,14 @@ def migrate(conn: psycopg.Connection[Any], target: PostgresTarget) -> None:
 
 
 def add_keywords(conn: psycopg.Connection[Any], target: PostgresTarget) -> None:
-    """Give every stored memory its index tokens, then build the keyword index."""
+    """Give every stored memory its index tokens (postings.backfill indexes them)."""
     tokenizer = KeywordTokenizer()
     rows = conn.execute(f"SELECT id, memory FROM {SCHEMA}.memories").fetchall()
     with conn.cursor() as cur:
         cur.executemany(f"UPDATE {SCHEMA}.memories SET keywords = %s WHERE id = %s",
                         [(tokenizer.document(text), memory_id) for memory_id, text in rows])
-    conn.execute(KEYWORD_INDEX)
     if rows:
-        log.info("built the keyword index of %d memories in %s", len(rows), target.describe())
+        log.info("tokenized the %d memories in %s", len(rows), target.describe())
 
 
 def rekey_namespaces(conn: psycopg.Connection[Any], target: PostgresTarget) -> None:

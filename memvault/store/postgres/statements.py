@@ -8,14 +8,16 @@ from typing import Any
 import numpy as np
 from psycopg import sql
 
-# The memory created just before and just after each given one in its namespace.
+# The `reach` memories created just before (nearest first) and just after each given one in
+# its namespace: the neighbour map out to `reach` steps in one statement.
 NEIGHBOURS_SQL = (
-    "SELECT m.id, (SELECT p.id FROM memories p WHERE p.namespace = m.namespace AND "
+    "SELECT m.id, "
+    "ARRAY(SELECT p.id FROM memories p WHERE p.namespace = m.namespace AND "
     "(p.created_at, p.id) < (m.created_at, m.id) "
-    "ORDER BY p.created_at DESC, p.id DESC LIMIT 1), "
-    "(SELECT n.id FROM memories n WHERE n.namespace = m.namespace AND "
+    "ORDER BY p.created_at DESC, p.id DESC LIMIT %s), "
+    "ARRAY(SELECT n.id FROM memories n WHERE n.namespace = m.namespace AND "
     "(n.created_at, n.id) > (m.created_at, m.id) "
-    "ORDER BY n.created_at, n.id LIMIT 1) "
+    "ORDER BY n.created_at, n.id LIMIT %s) "
     "FROM memories m WHERE m.id = ANY(%s)")
 
 

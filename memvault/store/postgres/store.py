@@ -20,6 +20,7 @@ from memvault.errors import InvalidInput, StoreError
 from memvault.store.base import (
     AddOutcome,
     Store,
+    chain_neighbours,
     check_bulk_vectors,
     entity_summaries,
     merge_update,
@@ -27,7 +28,7 @@ from memvault.store.base import (
 )
 from memvault.store.filter_sql import PostgresDialect, compile_sql
 from memvault.store.keywords import KeywordTokenizer
-from memvault.store.postgres import hnsw
+from memvault.store.postgres import hnsw, postings
 from memvault.store.postgres.codec import register_vector
 from memvault.store.postgres.connections import (
     PostgresTarget,
@@ -361,6 +362,7 @@ class PostgresStore(Store):
                         sql.Identifier(hnsw.index_name(key))))
                 for name in VECTOR_FKS:
                     cur.execute(f"ALTER TABLE vectors DROP CONSTRAINT {name}")
+                postings.drop_primary_key(cur)
             copy_memories(cur, records, self.keywords)
             for key, matrix in vectors.items():
                 copy_vectors(cur, ids, key, matrix, "vectors")
@@ -373,6 +375,7 @@ class PostgresStore(Store):
             if rebuild:
                 for fk in VECTOR_FKS.values():
                     cur.execute(f"ALTER TABLE vectors ADD {fk}")
+                postings.restore_primary_key(cur)
             phases["copy_s"] = time.perf_counter() - started
             if rebuild and not self._deferring_index:
                 for key in vectors:
@@ -504,11 +507,15 @@ class PostgresStore(Store):
         where, params = self._where(node, include_expired)
         return self._keyword.ids(query, where, params, top_k)
 
-    def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
-        if not ids:
-            return {}
-        rows = self._read(NEIGHBOURS_SQL, [list(ids)])
-        return {row[0]: (row[1], row[2]) for row in rows}
+    def neighbours(self, ids: list[str], reach: int = 1
+                   ) -> dict[str, tuple[str | None, str | None]]:
+        near: dict[str, tuple[str | None, str | None]] = {}
+        if ids:
+            # Chains that overlap agree: the order they come from is total.
+            for memory_id, before, after in self._read(NEIGHBOURS_SQL,
+                                                       [reach, reach, list(ids)]):
+                near.update(chain_neighbours(memory_id, before, after, reach))
+        return near
 
     def search_statement(
         self,

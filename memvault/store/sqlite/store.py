@@ -507,7 +507,19 @@ class SQLiteStore(Store):
             "+ 1) FILTER (WHERE keywords <> ''), 0) FROM memories")[0]
         return int(row[0]), float(row[1])
 
-    def neighbours(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+    def neighbours(self, ids: list[str], reach: int = 1
+                   ) -> dict[str, tuple[str | None, str | None]]:
+        near: dict[str, tuple[str | None, str | None]] = {}
+        wanted = list(ids)
+        for _ in range(reach):
+            near.update(self._adjacent(wanted))
+            wanted = [n for pair in near.values() for n in pair
+                      if n is not None and n not in near]
+            if not wanted:
+                break
+        return near
+
+    def _adjacent(self, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
         found: dict[str, tuple[str | None, str | None]] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
