@@ -40,7 +40,6 @@ from memvault.memory.fusion import (
     REACH,
     VECTOR_WEIGHT,
     SearchMode,
-    around,
     dated,
     fuse,
     smooth,
@@ -149,7 +148,7 @@ def tune(memory: Memory, qs: list[dict[str, Any]], turns: dict[str, set[str]]
         lists.append((q["question"], store.search_ids(vector, key, node, 100, None, True),
                       store.keyword_ids(q["question"], node, 100, True)))
     made = {i: made_on(r.created_at) for i, r in store.records(list(turns)).items()}
-    near = around(store.neighbours, list(turns), reach=1)
+    near = store.neighbours(list(turns))
 
     def rrf(v: list[tuple[str, float]], k: list[tuple[str, float]], c: int) -> list[str]:
         score: dict[str, float] = {}

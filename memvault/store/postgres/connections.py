@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
 
 from memvault.config import redact_url
 from memvault.errors import InvalidInput, SchemaError, StoreError, StoreUnavailable
@@ -97,6 +99,18 @@ class PostgresTarget:
             f"{doing}: {cause}",
             hint=hint,
         )
+
+
+def check_pooled(conn: psycopg.Connection[Any]) -> None:
+    """Before a pooled connection is handed out: a server that closed it (a restart, a
+    terminated backend) has left something to read on its socket, and only then is the
+    connection pinged (raising if it is dead, so the pool replaces it). A ping on every
+    checkout cost a round trip each, six per hybrid search."""
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        ConnectionPool.check_connection(conn)
 
 
 def connect_kwargs(timeout: float) -> dict[str, Any]:

@@ -39,6 +39,16 @@ def ranking_sql(where: str | None) -> str:
             "GROUP BY p.memory_id ORDER BY score DESC, p.memory_id LIMIT %s")
 
 
+def checked_ranking_sql(where: str) -> str:
+    """The store-wide ranking, the first few of it (a parameter) marked in scope or not and
+    the others left unchecked (NULL), in one round trip."""
+    return (f"WITH ranked AS MATERIALIZED ({ranking_sql(None)}) "
+            "SELECT r.memory_id, r.score, CASE WHEN r.n <= %s THEN EXISTS ("
+            f"SELECT 1 FROM memories m WHERE m.id = r.memory_id AND {where}) END "
+            "FROM (SELECT ranked.*, row_number() OVER (ORDER BY ranked.score DESC, "
+            "ranked.memory_id) AS n FROM ranked) r ORDER BY r.n")
+
+
 class KeywordRanking:
     def __init__(self, read: Read, last_seq: Callable[[], int],
                  keywords: KeywordTokenizer) -> None:
@@ -58,16 +68,16 @@ class KeywordRanking:
             return []
         weights = idf(plan.terms, plan.total, plan.frequency)
         stems = [plan.mean_length, list(weights), list(weights.values())]
-        ranked = [(row[0], float(row[1])) for row in
-                  self._read(ranking_sql(None), [*stems, SCOPE_FACTOR * top_k])]
-        # The first top_k and a quarter are checked alone: in the usual case that is all.
-        kept: list[tuple[str, float]] = []
-        for part in (ranked[:top_k + top_k // 4], ranked[top_k + top_k // 4:]):
-            if part and len(kept) < top_k:
-                in_scope = {row[0] for row in self._read(
-                    f"SELECT m.id FROM memories m WHERE m.id = ANY(%s) AND {where}",
-                    [[memory_id for memory_id, _ in part], *params])}
-                kept += [hit for hit in part if hit[0] in in_scope]
+        # The first top_k and a quarter are checked with the ranking: usually that is all.
+        ranked = self._read(checked_ranking_sql(where), [
+            *stems, SCOPE_FACTOR * top_k, top_k + top_k // 4, *params])
+        kept = [(row[0], float(row[1])) for row in ranked if row[2]]
+        unchecked = [row[0] for row in ranked if row[2] is None]
+        if len(kept) < top_k and unchecked:
+            in_scope = {row[0] for row in self._read(
+                f"SELECT m.id FROM memories m WHERE m.id = ANY(%s) AND {where}",
+                [unchecked, *params])}
+            kept += [(row[0], float(row[1])) for row in ranked if row[0] in in_scope]
         if len(kept) >= top_k or len(ranked) < SCOPE_FACTOR * top_k:
             return kept[:top_k]
         rows = self._read(ranking_sql(where), [*stems, *params, top_k])

@@ -33,6 +33,7 @@ from memvault.store.postgres.codec import register_vector
 from memvault.store.postgres.connections import (
     PostgresTarget,
     TimedConnection,
+    check_pooled,
     connect_kwargs,
     driver_errors,
     no_deadline,
@@ -103,7 +104,7 @@ class PostgresStore(Store):
             kwargs=connect_kwargs(self.timeout),
             connection_class=TimedConnection,
             configure=self._configure,
-            check=ConnectionPool.check_connection,
+            check=check_pooled,
             timeout=self.timeout,
             # Give up a background reconnection attempt soon: the next request starts a fresh
             # one at once, so a database that comes back is used without long backoff waits.
