@@ -363,6 +363,11 @@ class PostgresStore(Store):
                         sql.Identifier(hnsw.index_name(key))))
                 for name in VECTOR_FKS:
                     cur.execute(f"ALTER TABLE vectors DROP CONSTRAINT {name}")
+            # Into an empty store the postings' key is built once after the COPY; into a
+            # large one (a restore's later batches) the key is kept, not built again whole.
+            fresh_postings = len(records) >= hnsw.BULK_REINDEX_MIN_ROWS and cur.execute(
+                "SELECT NOT EXISTS (SELECT 1 FROM memories)").fetchone() == (True,)
+            if fresh_postings:
                 postings.drop_primary_key(cur)
             copy_memories(cur, records, self.keywords)
             for key, matrix in vectors.items():
@@ -376,6 +381,7 @@ class PostgresStore(Store):
             if rebuild:
                 for fk in VECTOR_FKS.values():
                     cur.execute(f"ALTER TABLE vectors ADD {fk}")
+            if fresh_postings:
                 postings.restore_primary_key(cur)
             phases["copy_s"] = time.perf_counter() - started
             if rebuild and not self._deferring_index:
@@ -387,6 +393,9 @@ class PostgresStore(Store):
                 # every vector instead of walking the index.
                 cur.execute("ANALYZE memories")
                 cur.execute("ANALYZE vectors")
+        if rebuild:
+            with self._connection(long=True) as conn:
+                postings.settle(conn)
         phases["total_s"] = time.perf_counter() - started
         # Kept for operators' logs and the bench: where a large restore spends its time.
         self.last_bulk_load = {"rows": len(records), "index_rebuilt": "index_s" in phases,
