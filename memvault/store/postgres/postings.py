@@ -97,11 +97,3 @@ def drop_primary_key(cur: psycopg.Cursor[Any]) -> None:
 
 def restore_primary_key(cur: psycopg.Cursor[Any]) -> None:
     cur.execute(f"ALTER TABLE {TABLE} ADD {PRIMARY_KEY}")
-
-
-def settle(conn: psycopg.Connection[Any]) -> None:
-    """After a bulk load, outside its transaction: a keyword search reads the postings from
-    their key alone only on pages VACUUM marked all-visible (until autovacuum gets there,
-    every posting is also fetched from the table: twice the search time), and ANALYZE
-    counts the common stems."""
-    conn.execute(f"VACUUM (ANALYZE) {TABLE}")
