@@ -26,7 +26,7 @@ from memvault.store import (
     parse_filters,
     utc_now,
 )
-from memvault.store.keywords import CorpusFigures
+from memvault.store.keywords import CorpusFigures, idf
 
 ALICE = parse_filters({"user_id": "alice"})
 
@@ -403,5 +403,54 @@ def test_postgres_postings_follow_every_write(pg_url: str) -> None:
         assert table == wanted and len(table) == 1 + 10_000 * 3 + 10_000 * 3
         assert len(found(store, "kayaks")) == 10
         assert found(store, "zither")[0] == "Carol climbs"
+    finally:
+        store.close()
+
+
+def test_postgres_keyword_ranking_in_scope_equals_the_joined_ranking(pg_url: str) -> None:
+    """Whichever way a scope is served (the first few of the store-wide ranking checked,
+    all of it checked, or a ranking joined to the rows in scope), the result is the exact
+    BM25 ranking of the matches in scope."""
+    from memvault.store.postgres import PostgresStore
+    from memvault.store.postgres.keyword import ranking_sql
+
+    store = PostgresStore(pg_url)
+    try:
+        # BM25 of one stem held once ranks shorter memories first: "most" holds the ten best
+        # matches, "some" the next ten, "most" again the next fifty, "few" the five last.
+        groups = [("most", 10, 2), ("some", 10, 4), ("most", 50, 6), ("few", 5, 8)]
+        words = iter(range(10_000))
+        store.bulk_load([record(" ".join(["kayak", *(f"w{next(words)}" for _ in range(n - 1))]),
+                                user=user) for user, count, n in groups for _ in range(count)],
+                        {})
+        shares = {"most": 60, "some": 10, "few": 5}
+        statements: list[str] = []
+        read = store._keyword._read
+
+        def counted(query: str, params: Any) -> list[tuple[Any, ...]]:
+            if query.startswith("WITH ranked"):
+                statements.append("checked")
+            elif "JOIN memories m ON m.id = p.memory_id" in query:
+                statements.append("joined")
+            return read(query, params)
+
+        store._keyword._read = counted  # type: ignore[method-assign]
+        paths = {}
+        for user in shares:
+            node = parse_filters({"user_id": user})
+            statements.clear()
+            got = store.keyword_ids("kayaks", node, 10)
+            paths[user] = list(statements)
+            where, params = store._where(node, True)
+            plan = store._keyword._statistics.query("kayaks")
+            assert plan is not None
+            weights = idf(plan.terms, plan.total, plan.frequency)
+            reference = store._read(ranking_sql(where), [
+                plan.mean_length, list(weights), list(weights.values()), *params, 10])
+            assert [i for i, _ in got] == [row[0] for row in reference], user
+            assert len(got) == min(10, shares[user])
+        # the three ways: the first few checked; all 40 checked; the joined ranking
+        assert [paths[u].count("checked") for u in shares] == [1, 2, 2], paths
+        assert [paths[u].count("joined") for u in shares] == [0, 0, 1], paths
     finally:
         store.close()

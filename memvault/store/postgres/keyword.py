@@ -40,13 +40,13 @@ def ranking_sql(where: str | None) -> str:
 
 
 def checked_ranking_sql(where: str) -> str:
-    """The store-wide ranking, the first few of it (a parameter) marked in scope or not and
-    the others left unchecked (NULL), in one round trip."""
+    """The first few (a parameter) of the store-wide ranking, each marked in scope or not,
+    and how many the ranking holds, in one round trip."""
     return (f"WITH ranked AS MATERIALIZED ({ranking_sql(None)}) "
-            "SELECT r.memory_id, r.score, CASE WHEN r.n <= %s THEN EXISTS ("
-            f"SELECT 1 FROM memories m WHERE m.id = r.memory_id AND {where}) END "
-            "FROM (SELECT ranked.*, row_number() OVER (ORDER BY ranked.score DESC, "
-            "ranked.memory_id) AS n FROM ranked) r ORDER BY r.n")
+            "SELECT r.memory_id, r.score, EXISTS (SELECT 1 FROM memories m "
+            f"WHERE m.id = r.memory_id AND {where}), r.total FROM ("
+            "SELECT ranked.*, row_number() OVER (ORDER BY ranked.score DESC, ranked.memory_id) "
+            "AS n, count(*) OVER () AS total FROM ranked) r WHERE r.n <= %s ORDER BY r.n")
 
 
 class KeywordRanking:
@@ -68,18 +68,19 @@ class KeywordRanking:
             return []
         weights = idf(plan.terms, plan.total, plan.frequency)
         stems = [plan.mean_length, list(weights), list(weights.values())]
-        # The first top_k and a quarter are checked with the ranking: usually that is all.
-        ranked = self._read(checked_ranking_sql(where), [
-            *stems, SCOPE_FACTOR * top_k, top_k + top_k // 4, *params])
-        kept = [(row[0], float(row[1])) for row in ranked if row[2]]
-        unchecked = [row[0] for row in ranked if row[2] is None]
-        if len(kept) < top_k and unchecked:
-            in_scope = {row[0] for row in self._read(
-                f"SELECT m.id FROM memories m WHERE m.id = ANY(%s) AND {where}",
-                [unchecked, *params])}
-            kept += [(row[0], float(row[1])) for row in ranked if row[0] in in_scope]
-        if len(kept) >= top_k or len(ranked) < SCOPE_FACTOR * top_k:
-            return kept[:top_k]
+        ranked = SCOPE_FACTOR * top_k
+        # The first top_k and a quarter are checked first: usually that is all.
+        for checked in (top_k + top_k // 4, ranked):
+            rows = self._read(checked_ranking_sql(where),
+                              [*stems, ranked, *params, checked])
+            kept = [(row[0], float(row[1])) for row in rows if row[2]]
+            total = int(rows[0][3]) if rows else 0
+            if len(kept) >= top_k:
+                return kept[:top_k]
+            if total <= checked:
+                break  # every ranked match was checked
+        if total < ranked:
+            return kept  # the ranking held every match in the store
         rows = self._read(ranking_sql(where), [*stems, *params, top_k])
         return [(row[0], float(row[1])) for row in rows]
 
