@@ -63,9 +63,6 @@ def migration(schema: str) -> list[str]:
             length INTEGER NOT NULL,
             {PRIMARY_KEY}
         )""",
-        # Common stems are told apart from the ones a search ranks by their counts, which
-        # stop at the match budget: the planner needs more than the default 100 values.
-        f"ALTER TABLE {schema}.{TABLE} ALTER COLUMN stem SET STATISTICS 1000",
     ]
     for event, body in bodies.items():
         statements += [
@@ -82,9 +79,12 @@ def migration(schema: str) -> list[str]:
 
 
 def backfill(conn: psycopg.Connection[Any], schema: str, target: PostgresTarget) -> None:
-    """The postings of every stored memory (none yet, or all of them again)."""
+    """The postings of every stored memory (none yet, or all of them again), the key built
+    once after them."""
     conn.execute(f"DELETE FROM {schema}.{TABLE}")
+    conn.execute(f"ALTER TABLE {schema}.{TABLE} DROP CONSTRAINT {TABLE}_pkey")
     rows = conn.execute(_postings_of(schema, f"{schema}.memories")).rowcount
+    conn.execute(f"ALTER TABLE {schema}.{TABLE} ADD {PRIMARY_KEY}")
     conn.execute(f"ANALYZE {schema}.{TABLE}")
     if rows > 0:
         log.info("wrote %d keyword postings in %s", rows, target.describe())
