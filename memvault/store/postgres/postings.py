@@ -40,7 +40,7 @@ def _drop_postings_of(schema: str, rows: str) -> str:
 
 
 def migration(schema: str) -> list[str]:
-    """The table, its triggers and its statistics; idempotent like every migration after
+    """The table and its triggers; idempotent like every migration after
     the first. The backfill is `backfill`. Rows whose (id, keywords) an UPDATE left alone
     (a namespace rekey, a metadata edit) keep their postings."""
     changed_old = ("(SELECT id, keywords FROM old_rows EXCEPT "
