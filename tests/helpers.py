@@ -52,3 +52,21 @@ def backup_folder(destination: str | Path, backup_id: str) -> Path:
     root = Path(destination)
     entry = next(e for e in list_backups(LocalDestination(root)) if e.id == backup_id)
     return root / entry.folder
+
+
+def keyword_postings(url: str) -> tuple[list[tuple[str, str, int, int]],
+                                        list[tuple[str, str, int, int]]]:
+    """PostgreSQL: (the keyword postings table, the postings the memories rows call for),
+    each sorted (stem, memory id, count, length)."""
+    from collections import Counter
+
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        table = conn.execute("SELECT stem, memory_id, tf, length FROM memvault.keyword_postings "
+                             "ORDER BY 1, 2").fetchall()
+        rows = conn.execute("SELECT id, keywords FROM memvault.memories").fetchall()
+    wanted = sorted((stem, memory_id, n, len(keywords.split()))
+                    for memory_id, keywords in rows if keywords
+                    for stem, n in Counter(keywords.split()).items())
+    return table, wanted

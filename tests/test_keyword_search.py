@@ -6,7 +6,6 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from memvault.store import (
     utc_now,
 )
 from memvault.store.keywords import CorpusFigures, idf
+from tests.helpers import keyword_postings
 
 ALICE = parse_filters({"user_id": "alice"})
 
@@ -163,7 +163,7 @@ def test_postgres_migration_to_postings_keeps_every_memory_findable(
         assert store.meta().schema_version == SCHEMA_VERSION
         assert sorted(found(store, "cello")) == ["Alice plays the cello on Sundays",
                                                  "Alice tunes her cello"]
-        table, wanted = _postings(pg_settings.database_url)
+        table, wanted = keyword_postings(pg_settings.database_url)
         assert table == wanted and len(table) == 7
         with psycopg.connect(pg_settings.database_url) as conn:
             assert conn.execute("SELECT to_regclass('memvault.memories_keywords')").fetchone() \
@@ -356,18 +356,6 @@ def test_a_small_store_counts_its_keyword_figures_exactly_every_time() -> None:
     assert figures.get(0) == (30, pytest.approx(50 / 30))  # the journal went back: recount
 
 
-def _postings(url: str) -> tuple[list[tuple[str, str, int, int]], list[tuple[str, str, int, int]]]:
-    """(the keyword postings table, the postings the memories rows call for)."""
-    with psycopg.connect(url) as conn:
-        table = conn.execute("SELECT stem, memory_id, tf, length FROM memvault.keyword_postings "
-                             "ORDER BY 1, 2").fetchall()
-        rows = conn.execute("SELECT id, keywords FROM memvault.memories").fetchall()
-    wanted = sorted((stem, memory_id, n, len(keywords.split()))
-                    for memory_id, keywords in rows if keywords
-                    for stem, n in Counter(keywords.split()).items())
-    return table, wanted
-
-
 def test_postgres_postings_follow_every_write(pg_url: str) -> None:
     """The postings a keyword search ranks by are written by triggers in the writing
     statement's transaction: store writes, an operator's SQL, and a large bulk load (which
@@ -387,19 +375,19 @@ def test_postgres_postings_follow_every_write(pg_url: str) -> None:
         store.update(third.evolve(metadata={"mood": "calm"}), None, "k", None,
                      fields={"metadata"})
         store.delete([first.id], None)
-        table, wanted = _postings(pg_url)
+        table, wanted = keyword_postings(pg_url)
         assert table == wanted and ("sourdough", second.id, 1, 4) in table
         assert not any(memory_id == first.id for _, memory_id, _, _ in table)
         with psycopg.connect(pg_url) as conn:
             conn.execute("UPDATE memvault.memories SET keywords = 'zither zither' "
                          "WHERE id = %s", (third.id,))
             conn.execute("DELETE FROM memvault.memories WHERE id = %s", (second.id,))
-        table, wanted = _postings(pg_url)
+        table, wanted = keyword_postings(pg_url)
         assert table == wanted and ("zither", third.id, 2, 2) in table
         assert len(table) == 1 + 10_000 * 3
         # into a store holding memories: the key is kept and written row by row
         store.bulk_load([record(f"kayaks and zithers {n}") for n in range(10_000)], {})
-        table, wanted = _postings(pg_url)
+        table, wanted = keyword_postings(pg_url)
         assert table == wanted and len(table) == 1 + 10_000 * 3 + 10_000 * 3
         assert len(found(store, "kayaks")) == 10
         assert found(store, "zither")[0] == "Carol climbs"

@@ -6,26 +6,18 @@ exactly what the stored rows call for, and a search must never show another scop
 from __future__ import annotations
 
 import threading
-from collections import Counter
 
-import psycopg
 import pytest
 
 from memvault.errors import InvalidInput
 from memvault.memory import text_hash
 from memvault.store import parse_filters
-from tests.helpers import prepared, record, vectors
+from tests.helpers import keyword_postings, prepared, record, vectors
 
 
 def consistent(url: str) -> int:
     """Assert the postings equal what the memories rows call for; how many there are."""
-    with psycopg.connect(url) as conn:
-        table = conn.execute("SELECT stem, memory_id, tf, length FROM memvault.keyword_postings "
-                             "ORDER BY 1, 2").fetchall()
-        rows = conn.execute("SELECT id, keywords FROM memvault.memories").fetchall()
-    wanted = sorted((stem, memory_id, n, len(keywords.split()))
-                    for memory_id, keywords in rows if keywords
-                    for stem, n in Counter(keywords.split()).items())
+    table, wanted = keyword_postings(url)
     assert table == wanted
     return len(table)
 
