@@ -147,6 +147,30 @@ def test_top_k_beyond_ef_search_and_threshold(
     assert len(hits) == min(150, int((scores >= 0.8).sum()))
 
 
+def test_a_hybrid_searchs_candidates_walk_half_as_deep_never_short_of_top_k(
+    filled: tuple[PostgresStore, str, np.ndarray, list[str]],
+) -> None:
+    """The rule: half the configured ef_search for candidates, at least top_k, at most
+    pgvector's 1,000; and the walk still finds what the full one finds on this store."""
+    from memvault.store.postgres.hnsw import walk_depth
+
+    assert walk_depth(200, 50, candidates=True) == 100
+    assert walk_depth(200, 50, candidates=False) == 200
+    assert walk_depth(200, 150, candidates=True) == 150
+    assert walk_depth(1000, 5000, candidates=False) == 1000
+    assert walk_depth(1, 1, candidates=True) == 1
+    store, key, vecs, ids = filled  # ef_search 100: candidates walk at 50
+    found = total = 0
+    for query in clustered(20, seed=5):
+        hits = store.search_ids(query, key, None, 10, candidates=True)
+        assert len(hits) == 10 and [s for _, s in hits] == sorted((s for _, s in hits),
+                                                                   reverse=True)
+        found += len({ids[i] for i in _exact(vecs, query, 10)} & {i for i, _ in hits})
+        total += 10
+    assert found / total >= 0.85
+    assert len(store.search_ids(vecs[5], key, None, 80, candidates=True)) == 80  # > 50
+
+
 def test_large_bulk_load_rebuilds_the_index(
     pg_store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -504,7 +504,8 @@ class Memory:
             self.store.keyword_ids, query, node, wanted, show_expired)
         try:
             vector = self._embed([query])[0]
-            vector_hits = self.store.search_ids(vector, key, node, wanted, None, show_expired)
+            vector_hits = self.store.search_ids(vector, key, node, wanted, None, show_expired,
+                                                candidates=True)
         except BaseException:
             wait([keyword])  # never leave it running; the embedder's or store's error wins
             raise

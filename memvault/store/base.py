@@ -330,9 +330,13 @@ class Store(ABC):
         top_k: int,
         threshold: float | None = None,
         include_expired: bool = True,
+        *,
+        candidates: bool = False,
     ) -> list[tuple[str, float]]:
         """`search` as memory ids and scores: a search that ranks many candidates reads the
-        rows of the few it returns only."""
+        rows of the few it returns only. `candidates`: the hits are fused with other evidence
+        and ranked again (hybrid search), so a backend may search less exhaustively
+        (PostgreSQL walks its graph half as deep)."""
 
     @abstractmethod
     def keyword_ids(

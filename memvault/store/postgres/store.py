@@ -490,18 +490,19 @@ class PostgresStore(Store):
         top_k: int,
         threshold: float | None = None,
         include_expired: bool = True,
+        *,
+        candidates: bool = False,
     ) -> list[tuple[str, float]]:
         if top_k <= 0:
             self.search_statement(query, embedder_key, node, 1)  # still check the query
             return []
         statement, params = self.search_statement(query, embedder_key, node, top_k, None,
                                                   include_expired)
+        depth = hnsw.walk_depth(self.ef_search, top_k, candidates=candidates)
         with self._connection() as conn:
-            if top_k > self.ef_search:
-                # HNSW yields at most ef_search candidates per pass: widen it for this query.
+            if depth != self.ef_search:
                 with conn.transaction():
-                    conn.execute("SELECT set_config('hnsw.ef_search', %s, true)",
-                                 (str(min(top_k, 1000)),))
+                    conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(depth),))
                     rows = conn.execute(statement, params).fetchall()
             else:
                 rows = conn.execute(statement, params).fetchall()

@@ -465,6 +465,8 @@ class SQLiteStore(Store):
         top_k: int,
         threshold: float | None = None,
         include_expired: bool = True,
+        *,
+        candidates: bool = False,  # exact or approximate, SQLite's search is cheap enough
     ) -> list[tuple[str, float]]:
         while True:
             with self._lock:
