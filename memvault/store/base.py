@@ -45,6 +45,7 @@ def entity_summaries(read: Callable[[str], list[tuple[Any, ...]]]) -> list[dict[
     return result
 
 
+# 4: PostgreSQL's keyword postings, kept by triggers, replace its GIN index (postgres/postings.py).
 # 3: a keyword (full-text) index over each memory's normalized tokens (store/keywords.py).
 # 2: namespace keys escape '%' and '/' inside ids (rows of version 1 stores are re-keyed).
 SCHEMA_VERSION = 4
@@ -375,7 +376,6 @@ class Store(ABC):
 
     def total(self) -> int:
         return sum(self.counts().values())
-
 
 
 def chain_neighbours(memory_id: str, before: list[str], after: list[str], reach: int

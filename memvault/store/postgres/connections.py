@@ -108,8 +108,10 @@ def check_pooled(conn: psycopg.Connection[Any]) -> None:
     checkout cost a round trip each, six per hybrid search."""
     if conn.closed:
         raise psycopg.OperationalError("the connection is closed")
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if readable:
+    # poll, not select: a server holding many files has sockets numbered past select's 1024
+    waiting = select.poll()
+    waiting.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    if waiting.poll(0):
         ConnectionPool.check_connection(conn)
 
 

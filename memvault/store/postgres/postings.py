@@ -82,18 +82,20 @@ def backfill(conn: psycopg.Connection[Any], schema: str, target: PostgresTarget)
     """The postings of every stored memory (none yet, or all of them again), the key built
     once after them."""
     conn.execute(f"DELETE FROM {schema}.{TABLE}")
-    conn.execute(f"ALTER TABLE {schema}.{TABLE} DROP CONSTRAINT {TABLE}_pkey")
+    drop_primary_key(conn, schema)
     rows = conn.execute(_postings_of(schema, f"{schema}.memories")).rowcount
-    conn.execute(f"ALTER TABLE {schema}.{TABLE} ADD {PRIMARY_KEY}")
+    restore_primary_key(conn, schema)
     conn.execute(f"ANALYZE {schema}.{TABLE}")
     if rows > 0:
         log.info("wrote %d keyword postings in %s", rows, target.describe())
 
 
-def drop_primary_key(cur: psycopg.Cursor[Any]) -> None:
-    """Before a large bulk load: the key is built once, sorted, by restore_primary_key."""
-    cur.execute(f"ALTER TABLE {TABLE} DROP CONSTRAINT {TABLE}_pkey")
+def drop_primary_key(db: psycopg.Connection[Any] | psycopg.Cursor[Any], schema: str) -> None:
+    """Before writing many postings at once: the key is built once, sorted, by
+    restore_primary_key, instead of row by row."""
+    db.execute(f"ALTER TABLE {schema}.{TABLE} DROP CONSTRAINT {TABLE}_pkey")
 
 
-def restore_primary_key(cur: psycopg.Cursor[Any]) -> None:
-    cur.execute(f"ALTER TABLE {TABLE} ADD {PRIMARY_KEY}")
+def restore_primary_key(db: psycopg.Connection[Any] | psycopg.Cursor[Any], schema: str
+                        ) -> None:
+    db.execute(f"ALTER TABLE {schema}.{TABLE} ADD {PRIMARY_KEY}")

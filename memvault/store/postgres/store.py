@@ -368,7 +368,7 @@ class PostgresStore(Store):
             fresh_postings = len(records) >= hnsw.BULK_REINDEX_MIN_ROWS and cur.execute(
                 "SELECT NOT EXISTS (SELECT 1 FROM memories)").fetchone() == (True,)
             if fresh_postings:
-                postings.drop_primary_key(cur)
+                postings.drop_primary_key(cur, SCHEMA)
             copy_memories(cur, records, self.keywords)
             for key, matrix in vectors.items():
                 copy_vectors(cur, ids, key, matrix, "vectors")
@@ -382,7 +382,7 @@ class PostgresStore(Store):
                 for fk in VECTOR_FKS.values():
                     cur.execute(f"ALTER TABLE vectors ADD {fk}")
             if fresh_postings:
-                postings.restore_primary_key(cur)
+                postings.restore_primary_key(cur, SCHEMA)
             phases["copy_s"] = time.perf_counter() - started
             if rebuild and not self._deferring_index:
                 for key in vectors:
@@ -398,9 +398,16 @@ class PostgresStore(Store):
             # read its postings from their key alone (until then each one is also fetched
             # from the table: twice the time), and autovacuum has nothing left to do in the
             # first minutes of searches.
+            # The load is committed: a VACUUM that fails loses nothing (autovacuum does the
+            # same later), so it is logged, not raised as a failed load.
             started_vacuum = time.perf_counter()
-            with self._connection(long=True) as conn:
-                conn.execute(f"VACUUM (ANALYZE) memories, vectors, {postings.TABLE}")
+            try:
+                with self._connection(long=True) as conn:
+                    conn.execute(f"VACUUM (ANALYZE) memories, vectors, {postings.TABLE}")
+            except StoreError as exc:
+                log.warning("the %d memories are loaded, but VACUUM after the load failed "
+                            "(keyword searches are slower until autovacuum runs): %s",
+                            len(records), exc)
             phases["vacuum_s"] = time.perf_counter() - started_vacuum
         phases["total_s"] = time.perf_counter() - started
         # Kept for operators' logs and the bench: where a large restore spends its time.
