@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memvault.errors import InvalidInput
+from memvault.memory import Memory
 from memvault.store import Store, evaluate, parse_filters
-from memvault.store.filters import Bool, Cond, entity_constraints
+from memvault.store.filters import NO_ENTITY, Bool, Cond, entity_constraints
 from tests.helpers import prepared, record, vectors
 
 WORDS = ["apple", "Apple", "ÉCOLE", "école", "straße", "Zebra", "a b", "", "10", "o'hara"]
@@ -139,6 +140,27 @@ def test_parse_shapes() -> None:
         "AND", (Cond("k", "gte", 1), Cond("k", "lt", 5)))
     node = parse_filters({"user_id": "a", "OR": [{"x": 1}, {"y": 2}]})
     assert entity_constraints(node) == {"user_id": "a"}
+
+
+def test_entity_constraints_see_through_nested_ands() -> None:
+    both = Bool("AND", (Cond("user_id", "eq", "u"), Cond("agent_id", "eq", "a")))
+    assert entity_constraints(Bool("AND", (both, Cond("k", "eq", 1)))) == {
+        "user_id": "u", "agent_id": "a"}
+    twice = Bool("AND", (Cond("user_id", "eq", "u"), Bool("AND", (Cond("user_id", "eq", "v"),))))
+    assert entity_constraints(twice) == {"user_id": NO_ENTITY}
+    assert entity_constraints(Bool("OR", (both,))) == {}
+    assert entity_constraints(Bool("NOT", (Cond("user_id", "eq", "u"),))) == {}
+
+
+def test_search_by_two_ids_and_a_filter(memory: Memory) -> None:
+    """Memory.search nests the ids' AND inside the filter's: the scope is still seen (it was
+    refused as naming no id)."""
+    memory.add("I keep bees on the roof", user_id="u", agent_id="a", metadata={"k": 1},
+               infer=False)
+    memory.add("I keep bees in the garden", user_id="u", agent_id="b", metadata={"k": 1},
+               infer=False)
+    hits = memory.search("bees", user_id="u", agent_id="a", filters={"k": 1})["results"]
+    assert [h["memory"] for h in hits] == ["I keep bees on the roof"]
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,9 @@ MAX_DEPTH = 16
 MAX_CONDITIONS = 2000
 MAX_FILTER_VALUES = 100_000
 INT64 = 2**63
+# What entity_constraints pins when a filter asks one key for two different ids: no row holds
+# it (ids cannot contain NUL), so nothing matches.
+NO_ENTITY = "\x00conflict"
 
 
 @dataclass(frozen=True)
@@ -190,28 +193,36 @@ def _check_text(value: str) -> None:
 
 
 def entity_constraints(node: Node | None) -> dict[str, str]:
-    """The user/agent/run ids a filter pins with top-level equality (used to pick index blocks)."""
-    if node is None:
-        return {}
-    items = node.items if isinstance(node, Bool) and node.op == "AND" else (node,)
+    """The user/agent/run ids a filter pins with equality in its top-level AND, nested ANDs
+    included (a search narrows by them first: the SQLite index block, the PostgreSQL scope
+    columns of `vectors`). Two different values pinned for one key give NO_ENTITY."""
     pinned: dict[str, str] = {}
-    for item in items:
+    for item in _conjuncts(node):
         if isinstance(item, Cond) and item.key in ENTITY_KEYS and item.op == "eq":
             if item.key in pinned and pinned[item.key] != item.value:
-                pinned[item.key] = "\x00conflict"  # matches nothing
+                pinned[item.key] = NO_ENTITY
             else:
                 pinned[item.key] = item.value
     return pinned
 
 
+def _conjuncts(node: Node | None) -> list[Node]:
+    """The conditions a filter ANDs together, nested ANDs pulled up."""
+    found: list[Node] = []
+    pending = [] if node is None else [node]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Bool) and item.op == "AND":
+            pending.extend(reversed(item.items))
+        else:
+            found.append(item)
+    return found
+
+
 def only_entity_constraints(node: Node | None) -> bool:
     """True when the filter is nothing but entity equalities (no SQL needed to apply it)."""
-    if node is None:
-        return True
-    items = node.items if isinstance(node, Bool) and node.op == "AND" else (node,)
-    return all(
-        isinstance(i, Cond) and i.key in ENTITY_KEYS and i.op == "eq" for i in items
-    )
+    return all(isinstance(i, Cond) and i.key in ENTITY_KEYS and i.op == "eq"
+               for i in _conjuncts(node))
 
 
 # ---------------------------------------------------------------- Python reference evaluator
