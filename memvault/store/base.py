@@ -48,7 +48,7 @@ def entity_summaries(read: Callable[[str], list[tuple[Any, ...]]]) -> list[dict[
 # 4: PostgreSQL's keyword postings, kept by triggers, replace its GIN index (postgres/postings.py).
 # 3: a keyword (full-text) index over each memory's normalized tokens (store/keywords.py).
 # 2: namespace keys escape '%' and '/' inside ids (rows of version 1 stores are re-keyed).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def legacy_key_condition(position: str) -> str:

@@ -27,7 +27,7 @@ from memvault.store.base import (
 )
 from memvault.store.filter_sql import PostgresDialect
 from memvault.store.keywords import KeywordTokenizer
-from memvault.store.postgres import postings
+from memvault.store.postgres import postings, scope
 from memvault.store.postgres.connections import PostgresTarget
 from memvault.store.records import MemoryRecord, utc_now
 
@@ -110,6 +110,9 @@ MIGRATIONS: dict[int, list[str]] = {
     # What keyword searches rank by: each memory's stems with their counts (postings.py),
     # kept by triggers; backfilled by postings.backfill.
     4: postings.migration(SCHEMA),
+    # Each vector's scope and binary code beside it, for searches in a small scope (scope.py);
+    # backfilled by scope.backfill.
+    5: scope.migration(SCHEMA),
 }
 
 COLUMNS = (
@@ -163,6 +166,8 @@ def migrate(conn: psycopg.Connection[Any], target: PostgresTarget) -> None:
                 add_keywords(conn, target)
             if version_to == 4:
                 postings.backfill(conn, SCHEMA, target)
+            if version_to == 5:
+                scope.backfill(conn, SCHEMA, target)
             if version_to == 1:
                 identity = read_server_identity(conn, target)
                 initial = {
@@ -273,8 +278,9 @@ def enable_pgvector(conn: psycopg.Connection[Any], target: PostgresTarget) -> Pg
     iterative_scan = True
     dialect = PostgresDialect()
     parts = tuple(int(p) for p in str(version).split(".")[:2] if p.isdigit())
-    if parts < (0, 5):
-        raise StoreError(f"pgvector {version} has no HNSW index; memvault needs >= 0.5",
+    if parts < (0, 7):
+        raise StoreError(f"pgvector {version} has no binary quantization; memvault needs "
+                         ">= 0.7 (>= 0.8 recommended)",
                          hint="upgrade pgvector (ALTER EXTENSION vector UPDATE)")
     if parts < (0, 8):
         log.warning("pgvector %s has no iterative index scans: filtered searches may return "

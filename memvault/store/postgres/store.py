@@ -53,7 +53,8 @@ from memvault.store.postgres.schema import (
     row_to_record,
 )
 from memvault.store.postgres.snapshot import PostgresSnapshot
-from memvault.store.postgres.statements import NEIGHBOURS_SQL, vector_search_sql
+from memvault.store.postgres.statements import NEIGHBOURS_SQL
+from memvault.store.postgres.vector_search import VectorSearch
 from memvault.store.records import (
     JournalEntry,
     MemoryRecord,
@@ -93,7 +94,8 @@ class PostgresStore(Store):
         # BM25 statistics of the store: (journal seq, memories, mean tokens); see
         # _store_statistics.
         self.server: dict[str, Any] = {}
-        self._embedder_dims: dict[str, int] = {}
+        self._vectors = VectorSearch(self._connection, self._where, self.embedders,
+                                     self.ef_search)
         self.last_bulk_load: dict[str, Any] = {}
         self._deferring_index = False
         self._bootstrap()
@@ -500,30 +502,8 @@ class PostgresStore(Store):
         *,
         candidates: bool = False,
     ) -> list[tuple[str, float]]:
-        if top_k <= 0:
-            self.search_statement(query, embedder_key, node, 1)  # still check the query
-            return []
-        statement, params = self.search_statement(query, embedder_key, node, top_k, None,
-                                                  include_expired)
-        depth = hnsw.walk_depth(self.ef_search, top_k, candidates=candidates)
-        with self._connection() as conn:
-            if depth != self.ef_search:
-                with conn.transaction():
-                    conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(depth),))
-                    rows = conn.execute(statement, params).fetchall()
-            else:
-                rows = conn.execute(statement, params).fetchall()
-            if len(rows) < top_k and (node is not None or not include_expired):
-                # A selective filter can exhaust the index walk (hnsw.max_scan_tuples) before
-                # top_k rows pass it. Then the matching set is small: rank it exactly, so a
-                # user with few memories among millions still finds them, as on SQLite.
-                statement, params = self.search_statement(
-                    query, embedder_key, node, top_k, None, include_expired, exact=True)
-                rows = conn.execute(statement, params).fetchall()
-        hits = [(row[0], 1.0 - float(row[-1])) for row in rows]
-        if threshold is not None:
-            hits = [(memory_id, score) for memory_id, score in hits if score >= threshold]
-        return hits
+        return self._vectors.ids(query, embedder_key, node, top_k, threshold, include_expired,
+                                 candidates)
 
     def keyword_ids(
         self, query: str, node: Any, top_k: int, include_expired: bool = True,
@@ -552,28 +532,10 @@ class PostgresStore(Store):
         *,
         exact: bool = False,
     ) -> tuple[str, list[Any]]:
-        """The SQL of one search and its parameters (tests EXPLAIN it to see the index used).
-        `exact` orders by an expression the HNSW index cannot serve: a full ranking."""
-        dims = self._dims(embedder_key)
-        query = np.asarray(query, dtype=np.float32)
-        if query.shape != (dims,):
-            raise InvalidInput(
-                f"query vector has shape {query.shape}, the index holds {dims} dims"
-            )
-        filtered = node is not None or not include_expired
-        where, params = self._where(node, include_expired) if filtered else ("1=1", [])
-        return vector_search_sql(query, dims, embedder_key, where, params, top_k, threshold,
-                                 filtered=filtered, exact=exact)
-
-    def _dims(self, embedder_key: str) -> int:
-        # A key's dimension never changes once registered, so remembering it cannot go stale.
-        dims = self._embedder_dims.get(embedder_key)
-        if dims is None:
-            identity = self.embedders().get(embedder_key)
-            if identity is None:
-                raise StoreError(f"embedder {embedder_key} is not registered in this store")
-            dims = self._embedder_dims[embedder_key] = identity.dims
-        return dims
+        """The SQL of one graph walk and its parameters (tests EXPLAIN it to see the index
+        used). `exact` orders by an expression the HNSW index cannot serve: a full ranking."""
+        return self._vectors.statement(query, embedder_key, node, top_k, threshold,
+                                       include_expired, exact=exact)
 
     def history(self, memory_id: str) -> list[JournalEntry]:
         rows = self._read(

@@ -63,6 +63,7 @@ MIGRATIONS: dict[int, str] = {
     2: "",  # data only: rekey_namespaces
     3: "",  # keyword index: add_keyword_index (its triggers hold ';' inside BEGIN ... END)
     4: "",  # PostgreSQL's keyword postings; FTS5 keeps its own
+    5: "",  # PostgreSQL's scope columns of vectors; the SQLite index has its blocks
 }
 
 # The full-text index reads the token string of each memory (store/keywords.py) through
