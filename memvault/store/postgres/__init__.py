@@ -8,7 +8,9 @@ Design, and why:
   each registered embedder gets its own partial expression index
   `USING hnsw ((vector::vector(DIMS)) vector_cosine_ops) WHERE embedder_key = 'KEY'`; searches
   spell the same expression and the key as a literal so the planner can use that index.
-- Filtered searches use pgvector's iterative scan; when a selective filter still comes up
+- A search pinned to a small user, agent or run ranks that scope's binary codes from its own
+  index and re-scores the closest with their vectors (scope.py, vector_search.py); other
+  filtered searches use pgvector's iterative scan; when a selective filter still comes up
   short of top_k (the walk hit hnsw.max_scan_tuples), the matching rows are ranked exactly.
 - No in-process state that can go stale: reads and searches go to the database, so two
   processes on one database always agree.

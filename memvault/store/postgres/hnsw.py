@@ -17,7 +17,6 @@ import psycopg
 from psycopg import sql
 
 from memvault.embed.base import EmbedderIdentity
-from memvault.store.postgres.schema import SCHEMA
 
 log = logging.getLogger("memvault.store.postgres")
 
@@ -78,7 +77,8 @@ def build_index(cur: psycopg.Cursor[Any], key: str, dims: int) -> None:
     cur.execute(index_sql(key, dims, if_not_exists=False))
 
 
-def build_missing(conn: psycopg.Connection[Any], embedders: dict[str, EmbedderIdentity]) -> None:
+def build_missing(conn: psycopg.Connection[Any], schema: str,
+                  embedders: dict[str, EmbedderIdentity]) -> None:
     """Build every missing (or invalid) HNSW index without blocking writes (CONCURRENTLY),
     then refresh planner statistics so searches use them."""
     for key, identity in embedders.items():
@@ -86,7 +86,7 @@ def build_missing(conn: psycopg.Connection[Any], embedders: dict[str, EmbedderId
         row = conn.execute(
             "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relname = %s", (SCHEMA, name)).fetchone()
+            "WHERE n.nspname = %s AND c.relname = %s", (schema, name)).fetchone()
         if row is not None and row[0]:
             continue
         if row is not None:  # left invalid by an interrupted concurrent build

@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 
+from memvault.store.postgres import hnsw
 from memvault.store.postgres.connections import PostgresTarget
 from memvault.store.records import ENTITY_KEYS
 
@@ -81,7 +82,11 @@ def backfill(conn: psycopg.Connection[Any], schema: str, target: PostgresTarget)
     for statement in index_statements(schema):
         conn.execute(statement)
     if graphs:
-        conn.execute("SET LOCAL maintenance_work_mem = '1GB'")
+        # the largest dimension of the graphs to build sizes the memory for all of them
+        row = conn.execute(
+            f"SELECT max((identity->>'dims')::int) FROM {schema}.embedders").fetchone()
+        dims = int(row[0]) if row and row[0] else 0
+        conn.execute(f"SET LOCAL maintenance_work_mem = '{hnsw.work_mem_mb(rows, dims)}MB'")
         for definition in graphs:
             conn.execute(definition)
     conn.execute(f"ANALYZE {schema}.vectors")

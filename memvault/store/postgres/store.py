@@ -437,7 +437,7 @@ class PostgresStore(Store):
         """Build every missing (or invalid) HNSW index without blocking writes (CONCURRENTLY),
         then refresh planner statistics so searches use them."""
         with self._connection(long=True) as conn:
-            hnsw.build_missing(conn, self.embedders())
+            hnsw.build_missing(conn, SCHEMA, self.embedders())
 
     def advance_seq(self, seq: int) -> None:
         with self._write() as (cur, last):
