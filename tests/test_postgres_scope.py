@@ -159,8 +159,16 @@ def test_postgres_migration_to_scope_columns(pg_url: str, tmp_path: Any,
     with psycopg.connect(pg_url) as conn:
         indexes = {row[0] for row in conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE tablename = 'vectors'").fetchall()}
+        # the rewritten table was vacuumed: a scope index is read without fetching rows
+        key = conn.execute("SELECT key FROM memvault.embedders").fetchone()
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET enable_bitmapscan = off")
+        plan = "\n".join(row[0] for row in conn.execute(
+            "EXPLAIN (ANALYZE) SELECT count(*) FROM memvault.vectors "
+            "WHERE embedder_key = %s AND user_id = 'alice'", key).fetchall())
     assert sum("USING hnsw" in d for d in indexes) == 1
     assert sum("vectors_scope_" in d for d in indexes) == 3
+    assert "Index Only Scan using vectors_scope_user" in plan and "Heap Fetches: 0" in plan
     with Memory(settings, embedder=local_embedder) as memory:
         hits = memory.search("who plays an instrument", user_id="alice")["results"]
         assert [h["memory"] for h in hits] == ["Alice plays the cello on Sundays"]

@@ -191,6 +191,8 @@ def migrate(conn: psycopg.Connection[Any], target: PostgresTarget) -> None:
             )
             log.info("migrated the store in %s to schema version %d",
                      target.describe(), version_to)
+    if version < 5:  # the backfill rewrote vectors
+        scope.vacuum(conn, SCHEMA, target)
 
 
 def add_keywords(conn: psycopg.Connection[Any], target: PostgresTarget) -> None:

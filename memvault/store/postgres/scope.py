@@ -95,6 +95,19 @@ def backfill(conn: psycopg.Connection[Any], schema: str, target: PostgresTarget)
                  target.describe(), time.perf_counter() - started)
 
 
+def vacuum(conn: psycopg.Connection[Any], schema: str, target: PostgresTarget) -> None:
+    """After the backfill committed (outside any transaction): the rewritten table's pages
+    are marked all-visible, or every index-only scan of a scope index also fetches each row
+    (a 1% user at 1M memories: 18 ms instead of 6) until autovacuum, which a rewrite does not
+    prompt, happens by. A failure loses nothing and is logged."""
+    try:
+        conn.execute(f"VACUUM (ANALYZE) {schema}.vectors")
+    except psycopg.Error as exc:
+        log.warning("the scope columns of the vectors in %s are written, but VACUUM after "
+                    "them failed (searches in a small scope are slower until autovacuum "
+                    "runs): %s", target.describe(), exc)
+
+
 def index_statements(schema: str) -> list[str]:
     """The scope index of each entity key: only rows that have that key."""
     return [f"CREATE INDEX IF NOT EXISTS {index_name(key)} ON {schema}.vectors "
