@@ -139,6 +139,7 @@ class Runtime:
         from memvault.backup.clock import seed_backup_metrics
 
         try:
+            self.memory.store.prime_keyword_statistics()
             if self.elector is not None:
                 self.elector.start()
                 self._started.append("elector")

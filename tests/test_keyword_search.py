@@ -348,6 +348,32 @@ def test_a_large_store_recounts_its_keyword_figures_beside_the_searches(
     assert figures.get(9_002)[0] == 104_000
 
 
+def test_primed_figures_are_counted_once_in_the_background() -> None:
+    """A server primes the figures as it starts: the count runs beside it, a search that
+    arrives meanwhile waits for that count instead of starting its own, and priming again
+    once figures exist counts nothing."""
+    gate, calls = threading.Event(), []
+
+    def count() -> tuple[int, float]:
+        calls.append(threading.current_thread().name)
+        assert gate.wait(10)
+        return 1_000_000, 30_000_000.0
+
+    figures = CorpusFigures(count)
+    figures.prime(7)
+    answer: list[tuple[int, float]] = []
+    searcher = threading.Thread(target=lambda: answer.append(figures.get(7)))
+    searcher.start()
+    searcher.join(0.2)
+    assert searcher.is_alive() and not answer  # waiting for the primed count
+    gate.set()
+    searcher.join(10)
+    assert answer == [(1_000_000, 30.0)]
+    figures.prime(8)
+    assert figures.get(8) == (1_000_000, 30.0)
+    assert calls == ["memvault-keyword-figures"]
+
+
 def test_a_small_store_counts_its_keyword_figures_exactly_every_time() -> None:
     calls = []
     figures = CorpusFigures(lambda: (calls.append(1), (len(calls) * 10, 50.0))[1])

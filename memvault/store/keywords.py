@@ -142,8 +142,10 @@ class CorpusFigures:
     once the journal moved by more than 1% of the store since the last count: a small store
     always, 100k memories every 1,000 writes. A count reads every memory (1.7 s at a million
     on PostgreSQL), so a large store's recount runs in a background thread while searches go
-    on with the figures it replaces (1% of writes barely moves them); the first count, a
-    small store's and one after the journal went back (a restore) are made in the caller."""
+    on with the figures it replaces (1% of writes barely moves them); a small store's count
+    and one after the journal went back (a restore) are made in the caller. The first count is
+    started in the background by `prime` when a server starts, and a search arriving during it
+    waits for it rather than counting again; without `prime`, the first search counts."""
 
     BACKGROUND_FROM = 50_000  # memories
 
@@ -152,10 +154,20 @@ class CorpusFigures:
         self._figures: tuple[int, int, float] | None = None  # (seq, total, mean length)
         self._lock = threading.Lock()
         self._recounting = False
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def prime(self, seq: int) -> None:
+        """Count in the background now if nothing was counted yet."""
+        if self._figures is None:
+            self._recount_later(seq)
 
     def get(self, seq: int) -> tuple[int, float]:
         """The figures as of journal position `seq` (the store's last_seq)."""
         cached = self._figures
+        if cached is None and not self._idle.is_set():
+            self._idle.wait()  # the first count, started by prime
+            cached = self._figures
         if cached is not None and still_fresh(cached[0], seq, cached[1]):
             return cached[1], cached[2]
         if cached is not None and seq > cached[0] and cached[1] >= self.BACKGROUND_FROM:
@@ -173,6 +185,7 @@ class CorpusFigures:
             if self._recounting:
                 return
             self._recounting = True
+            self._idle.clear()
         threading.Thread(target=self._recount_quietly, args=(seq,), daemon=True,
                          name="memvault-keyword-figures").start()
 
@@ -185,6 +198,7 @@ class CorpusFigures:
         finally:
             with self._lock:
                 self._recounting = False
+                self._idle.set()
 
 
 class TermCounts:
@@ -238,6 +252,10 @@ class KeywordStatistics:
         self._last_seq = last_seq
         self._figures = CorpusFigures(figures)
         self._counts = TermCounts(frequency)
+
+    def prime(self) -> None:
+        """Start counting the store-wide figures in the background (a server's start)."""
+        self._figures.prime(self._last_seq())
 
     def query(self, text: str) -> KeywordQuery | None:
         """None when no stem of `text` is in the index (nothing to rank)."""

@@ -55,6 +55,9 @@ class KeywordRanking:
         self._read = read
         self._statistics = KeywordStatistics(keywords, last_seq, self._count, self._frequency)
 
+    def prime(self) -> None:
+        self._statistics.prime()
+
     def ids(self, query: str, where: str, params: list[Any], top_k: int
             ) -> list[tuple[str, float]]:
         """The top_k memories in scope (`where`, `params`) holding a query stem, by BM25.

@@ -505,6 +505,9 @@ class PostgresStore(Store):
         return self._vectors.ids(query, embedder_key, node, top_k, threshold, include_expired,
                                  candidates)
 
+    def prime_keyword_statistics(self) -> None:
+        self._keyword.prime()
+
     def keyword_ids(
         self, query: str, node: Any, top_k: int, include_expired: bool = True,
     ) -> list[tuple[str, float]]:

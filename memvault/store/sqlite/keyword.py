@@ -21,6 +21,9 @@ class KeywordRanking:
         self._read = read  # on the keyword search's own connection
         self._statistics = KeywordStatistics(keywords, last_seq, figures, self._frequency)
 
+    def prime(self) -> None:
+        self._statistics.prime()
+
     def ids(self, query: str, where: str, params: list[Any], top_k: int
             ) -> list[tuple[str, float]]:
         """The top_k memories in scope (`where`, `params`) holding a query stem, by BM25."""

@@ -497,6 +497,9 @@ class SQLiteStore(Store):
             return index.search(query, entity_constraints(node), top_k, threshold, allowed,
                                 excluded)
 
+    def prime_keyword_statistics(self) -> None:
+        self._keyword.prime()
+
     def keyword_ids(
         self, query: str, node: Node | None, top_k: int, include_expired: bool = True,
     ) -> list[tuple[str, float]]:
