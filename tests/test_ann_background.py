@@ -289,3 +289,31 @@ def test_closing_the_store_stops_its_build_and_commits_nothing(
     assert world.header() is None and not world.part("hnsw").exists()
     assert not list(tmp_path.glob("m.db.vindex-*.tmp*"))
     assert any("stopped: the store closed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_restored_store_builds_its_index_at_once(tmp_path: Path) -> None:
+    """What a restore calls after loading starts the build without waiting for a search: a
+    server's beside its requests, a one-shot command's before it returns (the store is left
+    with a trusted index for the server that opens it next)."""
+    world = make_world(tmp_path)
+    drop_index(world)
+    held = HeldBuild()
+    store = serving(world, held)
+    in_thread(store.build_search_indexes)  # returns while the build runs
+    assert held.started.wait(30)
+    assert [b["state"] for b in store.index_builds()] == [BuildState.BUILDING.value]
+    held.release.set()
+    finish_builds(store, world)
+    assert world.header() is not None
+    store.close()
+    drop_index(world)
+    store = world.open()  # waits, as `memvault restore` does
+    store.build_search_indexes()
+    assert world.header() is not None
+    assert [(b["state"], b["builds"]) for b in store.index_builds()] == [("idle", 1)]
+    store.close()
+    small = SQLiteStore(world.path, ann_threshold=len(world.ids) + 1)
+    drop_index(world)
+    small.build_search_indexes()  # below the threshold: nothing to build
+    assert small.index_builds() == [] and world.header() is None
+    small.close()

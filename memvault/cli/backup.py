@@ -276,6 +276,10 @@ def restore(
                 # taken (the newest of the store's own lineage now).
                 which = plan.manifest.id
             with progress_bars(not as_json) as progress:
+                # A large SQLite store's approximate index is built before the command ends
+                # (its bar drawn here), so the server it is restored for searches at full
+                # speed from its first request.
+                store.show_index_builds(progress)
                 # The planned lineage: the safety snapshot may have made the store's own
                 # lineage one the destinations hold.
                 report = run_restore(store, settings, embedder, which, at, yes=yes,

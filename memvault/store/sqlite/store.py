@@ -423,6 +423,23 @@ class SQLiteStore(Store):
     def index_builds(self) -> list[dict[str, Any]]:
         return [status.report() for status in self._searchers.builds()]
 
+    def build_search_indexes(self) -> None:
+        """Start building the approximate index of each embedder large enough for one now (a
+        restore just loaded its vectors) rather than at the first search; after
+        show_index_builds (a one-shot command) wait for it, so the store is left with a
+        trusted index."""
+        threshold = self._searchers.ann_threshold
+        if threshold is None:
+            return
+        for key, count in self.vector_counts().items():
+            if count < threshold:
+                continue
+            while True:
+                with self._lock:
+                    if self._searchers.searcher(key) is not None:
+                        break
+                self._searchers.wait_for_build(key)
+
     def get(self, memory_id: str) -> MemoryRecord | None:
         rows = self._read(f"{SELECT} WHERE m.id = ?", (memory_id,))
         return row_to_record(rows[0]) if rows else None
