@@ -58,6 +58,18 @@ def pg_url(pg_server: Any) -> Iterator[str]:
     pg_server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);")
 
 
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[Any]:
+    """A PostgresStore on a fresh database (test_postgres_hnsw overrides its ef_search)."""
+    from memvault.store.postgres import PostgresStore
+
+    opened = PostgresStore(pg_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

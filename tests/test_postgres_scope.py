@@ -3,7 +3,6 @@ writes, and a search in a small scope (ranked by codes) returns what exact ranki
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -32,14 +31,6 @@ def vector_scopes(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]
     wanted = [(*row[:5], "".join("1" if x > 0 else "0" for x in row[5])) for row in rows]
     return stored, wanted
 
-
-@pytest.fixture
-def pg_store(pg_url: str) -> Iterator[PostgresStore]:
-    store = PostgresStore(pg_url)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def test_scope_and_code_follow_every_write(pg_store: PostgresStore, pg_url: str) -> None:

@@ -5,8 +5,6 @@ memory outside its filter, and no ordinary write can make the copy disagree with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import psycopg
 import pytest
@@ -14,15 +12,6 @@ import pytest
 from memvault.store import parse_filters
 from memvault.store.postgres import PostgresStore
 from tests.helpers import identity, record
-
-
-@pytest.fixture
-def pg_store(pg_url: str) -> Iterator[PostgresStore]:
-    store = PostgresStore(pg_url)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def _tenants(store: PostgresStore) -> tuple[str, list[str], list[str]]:
