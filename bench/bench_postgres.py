@@ -346,8 +346,8 @@ def main() -> None:
         sample = queries[:50]
 
         def pg_exact(i: int) -> None:
-            statement, params = store.search_statement(sample[i % len(sample)], identity.key,
-                                                       None, 10)
+            statement, params = store.vector_search.statement(
+                sample[i % len(sample)], identity.key, None, 10)
             with store._connection(long=True) as conn, conn.transaction():
                 conn.execute("SET LOCAL enable_indexscan = off")
                 conn.execute(statement, params).fetchall()

@@ -87,7 +87,7 @@ def test_search_plan_uses_the_hnsw_index(
     filled: tuple[PostgresStore, str, np.ndarray, list[str]],
 ) -> None:
     store, key, vecs, _ = filled
-    statement, params = store.search_statement(vecs[0], key, None, 10)
+    statement, params = store.vector_search.statement(vecs[0], key, None, 10)
     with store._connection() as conn:
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + statement, params))
     assert store.hnsw_index_name(key) in plan, plan
@@ -179,7 +179,7 @@ def test_large_bulk_load_rebuilds_the_index(
     vecs = clustered(5000, seed=4)
     recs = [record(f"bulk {i}") for i in range(5000)]
     assert pg_store.bulk_load(recs, {ident.key: vecs}) == 5000
-    statement, params = pg_store.search_statement(vecs[0], ident.key, None, 10)
+    statement, params = pg_store.vector_search.statement(vecs[0], ident.key, None, 10)
     with pg_store._connection() as conn:  # no ANALYZE here: bulk_load must leave fresh stats
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + statement, params))
     assert pg_store.hnsw_index_name(ident.key) in plan
@@ -205,7 +205,7 @@ def test_selective_filter_beyond_the_index_walk_falls_back_to_exact(pg_url: str)
     # (a user this small is ranked exactly from the user index: the test below).
     node = parse_filters({"rare": True})
     query = clustered(1, seed=6)[0]
-    statement, params = store.search_statement(query, ident.key, node, 10)
+    statement, params = store.vector_search.statement(query, ident.key, node, 10)
     with store._connection() as conn, conn.transaction():
         conn.execute("SET LOCAL enable_bitmapscan = off")  # make the planner walk the graph
         conn.execute("SET LOCAL enable_indexscan = on")
@@ -216,7 +216,7 @@ def test_selective_filter_beyond_the_index_walk_falls_back_to_exact(pg_url: str)
     assert len(hits) == 10
     assert [h.id for h, _ in hits] == [recs[i].id for i in _exact(vecs, query, 10, allowed)]
     assert len(walked) < 10  # the graph walk alone falls short: the fallback is needed
-    exact_sql, exact_params = store.search_statement(query, ident.key, node, 10, exact=True)
+    exact_sql, exact_params = store.vector_search.statement(query, ident.key, node, 10, exact=True)
     with store._connection() as conn:
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + exact_sql, exact_params))
     assert store.hnsw_index_name(ident.key) not in plan
@@ -247,7 +247,7 @@ def test_deferred_index_restore_is_exact_first_then_indexed(pg_store: PostgresSt
     pg_store.add([record("written meanwhile")], clustered(1, seed=10), ident.key, None)
     pg_store.build_search_indexes()
     assert index_state() == (True,)
-    statement, params = pg_store.search_statement(query, ident.key, None, 10)
+    statement, params = pg_store.vector_search.statement(query, ident.key, None, 10)
     with pg_store._connection() as conn:
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + statement, params))
     assert name in plan
@@ -269,7 +269,7 @@ def test_a_user_with_few_memories_is_ranked_exactly_from_the_user_index(pg_url: 
     query = clustered(1, seed=8)[0]
     plans = {}
     for user in ("few", "many"):
-        statement, params = store.search_statement(query, ident.key,
+        statement, params = store.vector_search.statement(query, ident.key,
                                                    parse_filters({"user_id": user}), 10)
         with store._connection() as conn:
             plans[user] = "\n".join(r[0] for r in conn.execute("EXPLAIN " + statement, params))

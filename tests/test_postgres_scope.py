@@ -77,7 +77,7 @@ def test_a_large_bulk_load_fills_every_scope(pg_store: PostgresStore, pg_url: st
 
 
 def _exact(store: PostgresStore, query: np.ndarray, key: str, node: Any) -> list[str]:
-    statement, params = store.search_statement(query, key, node, 10, exact=True)
+    statement, params = store.vector_search.statement(query, key, node, 10, exact=True)
     with psycopg.connect(store.url) as conn:
         conn.execute("SET search_path TO memvault, public")
         register_vector(conn)

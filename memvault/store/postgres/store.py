@@ -94,7 +94,7 @@ class PostgresStore(Store):
         # BM25 statistics of the store: (journal seq, memories, mean tokens); see
         # _store_statistics.
         self.server: dict[str, Any] = {}
-        self._vectors = VectorSearch(self._connection, self._where, self.embedders,
+        self.vector_search = VectorSearch(self._connection, self._where, self.embedders,
                                      self.ef_search)
         self.last_bulk_load: dict[str, Any] = {}
         self._deferring_index = False
@@ -502,7 +502,7 @@ class PostgresStore(Store):
         *,
         candidates: bool = False,
     ) -> list[tuple[str, float]]:
-        return self._vectors.ids(query, embedder_key, node, top_k, threshold, include_expired,
+        return self.vector_search.ids(query, embedder_key, node, top_k, threshold, include_expired,
                                  candidates)
 
     def prime_keyword_statistics(self) -> None:
@@ -523,22 +523,6 @@ class PostgresStore(Store):
                                                        [reach, reach, list(ids)]):
                 near.update(chain_neighbours(memory_id, before, after, reach))
         return near
-
-    def search_statement(
-        self,
-        query: np.ndarray,
-        embedder_key: str,
-        node: Any,
-        top_k: int,
-        threshold: float | None = None,
-        include_expired: bool = True,
-        *,
-        exact: bool = False,
-    ) -> tuple[str, list[Any]]:
-        """The SQL of one graph walk and its parameters (tests EXPLAIN it to see the index
-        used). `exact` orders by an expression the HNSW index cannot serve: a full ranking."""
-        return self._vectors.statement(query, embedder_key, node, top_k, threshold,
-                                       include_expired, exact=exact)
 
     def history(self, memory_id: str) -> list[JournalEntry]:
         rows = self._read(
