@@ -163,3 +163,24 @@ def test_postgres_migration_to_scope_columns(pg_url: str, tmp_path: Any,
     with Memory(settings, embedder=local_embedder) as memory:
         hits = memory.search("who plays an instrument", user_id="alice")["results"]
         assert [h["memory"] for h in hits] == ["Alice plays the cello on Sundays"]
+
+
+def test_scope_sizes_stop_past_the_limit_and_are_kept_a_while(
+        pg_store: PostgresStore, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vector_search, "SMALL_SCOPE", 5)
+    ident = identity("sizes", 8)
+    pg_store.register_embedder(ident)
+    rng = np.random.default_rng(6)
+    pg_store.bulk_load([record(f"n{i}", user_id="big" if i < 9 else "small") for i in range(12)],
+                       {ident.key: rng.standard_normal((12, 8))})
+    now = [0.0]
+    sizes = vector_search.ScopeSizes(
+        lambda: psycopg.connect(pg_url, options="-c search_path=memvault"),
+        clock=lambda: now[0])
+    assert sizes.size(ident.key, "user_id", "big") == 6  # counting stops past the limit
+    assert sizes.size(ident.key, "user_id", "small") == 3
+    pg_store.add([record("n12", user_id="small")], rng.standard_normal((1, 8)), ident.key, None)
+    assert sizes.size(ident.key, "user_id", "small") == 3  # remembered...
+    now[0] = vector_search.SIZE_TTL_S + 1
+    assert sizes.size(ident.key, "user_id", "small") == 4  # ...for SIZE_TTL_S
+    assert sizes.size(ident.key, "agent_id", "none") == 0

@@ -14,6 +14,7 @@ memories it keeps and checking the whole filter on them:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -71,6 +72,7 @@ class ScopeSizes:
         self._connection = connection
         self._clock = clock
         self._sizes: OrderedDict[tuple[str, str, str], tuple[int, float]] = OrderedDict()
+        self._lock = threading.Lock()  # requests share it
 
     def size(self, embedder_key: str, key: str, value: str) -> int:
         now = self._clock()
@@ -82,10 +84,11 @@ class ScopeSizes:
                 f"SELECT count(*) FROM (SELECT 1 FROM vectors WHERE embedder_key = %s AND "
                 f"{key} = %s LIMIT %s) s", (embedder_key, value, SMALL_SCOPE + 1)).fetchone()
         counted = int(row[0]) if row else 0
-        self._sizes[(embedder_key, key, value)] = (counted, now)
-        self._sizes.move_to_end((embedder_key, key, value))
-        while len(self._sizes) > SIZES_KEPT:
-            self._sizes.popitem(last=False)
+        with self._lock:
+            self._sizes[(embedder_key, key, value)] = (counted, now)
+            self._sizes.move_to_end((embedder_key, key, value))
+            while len(self._sizes) > SIZES_KEPT:
+                self._sizes.popitem(last=False)
         return counted
 
 
