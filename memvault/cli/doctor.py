@@ -50,6 +50,7 @@ def diagnose(flags: dict[str, Any]) -> dict[str, Any]:
     checks += clock_checks(settings)
     checks += alerting_checks(settings)
     checks += disk_checks(settings)
+    checks += scope_checks(settings)
     worst = max([report["exit_code"], *(c["state"] for c in checks)])
     for check in checks:
         check["status"] = State(check.pop("state")).name
@@ -60,6 +61,28 @@ def diagnose(flags: dict[str, Any]) -> dict[str, Any]:
     report["status"] = State(worst).name
     report["exit_code"] = int(worst)
     return report
+
+
+def scope_checks(settings: Any) -> list[dict[str, Any]]:
+    """PostgreSQL: each vector's copy of its memory's user/agent/run agrees with the memory."""
+    from memvault.store import open_store
+
+    store = open_store(settings)
+    try:
+        if store.backend != "postgres":
+            return []  # SQLite keeps no copy
+        stale = store.stale_scope_copies()
+    finally:
+        store.close()
+    if not stale:
+        return [{"name": "scope_copies", "state": OK,
+                 "message": "every vector carries its memory's user/agent/run"}]
+    return [{"name": "scope_copies", "state": CRITICAL,
+             "message": f"{stale} vectors carry another user/agent/run than their memory: "
+                        "searches in a small scope miss those memories",
+             "hint": "enable the table's triggers if they were disabled (ALTER TABLE "
+                     "memvault.vectors ENABLE TRIGGER USER), then copy each memory's own "
+                     "back: UPDATE memvault.vectors SET memory_id = memory_id"}]
 
 
 def backup_checks(settings: Any, memories: int) -> list[dict[str, Any]]:

@@ -294,6 +294,13 @@ class Store(ABC):
         """Build the ANN indexes a deferred bulk_load left out (no-op when there are none)."""
         return None
 
+    def stale_scope_copies(self) -> int:
+        """Vectors whose copy of their memory's user/agent/run (PostgreSQL keeps one beside
+        each vector, by triggers) disagrees with the memory: a search in a small scope would
+        miss those memories. Only disabled triggers can part them; 0 where a backend keeps
+        no copy. Reads every vector (`memvault doctor`, not a request)."""
+        return 0
+
     # -- reads
     @abstractmethod
     def get(self, memory_id: str) -> MemoryRecord | None: ...

@@ -5,6 +5,10 @@ memory outside its filter, and no ordinary write can make the copy disagree with
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import psycopg
 import pytest
@@ -62,3 +66,44 @@ def test_a_corrupt_scope_copy_never_widens_a_search(pg_store: PostgresStore,
     hits = pg_store.search(rng.standard_normal(16), key, parse_filters({"user_id": "victim"}),
                            60)
     assert {r.user_id for r, _ in hits} <= {"victim"}
+
+
+def test_doctor_finds_a_corrupt_scope_copy_and_its_fix_works(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy parted from its memories (triggers off) makes small-scope searches miss
+    memories: `memvault doctor` says so, CRITICAL, and the fix it names restores them."""
+    from typer.testing import CliRunner
+
+    from memvault.cli import app
+
+    store = PostgresStore(pg_url)
+    try:
+        key, victim, _ = _tenants(store)
+    finally:
+        store.close()
+    monkeypatch.setenv("MEMVAULT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MEMVAULT_DATABASE_URL", pg_url)
+
+    def scope_check() -> tuple[int, dict]:
+        result = CliRunner().invoke(app, ["doctor", "--json"])
+        report = json.loads(result.stdout)
+        return result.exit_code, next(c for c in report["checks"] if c["name"] == "scope_copies")
+
+    assert scope_check()[1]["status"] == "OK"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE memvault.vectors DISABLE TRIGGER vectors_scope")
+        conn.execute("UPDATE memvault.vectors SET user_id = 'nobody' WHERE memory_id = ANY(%s)",
+                     (victim[:7],))
+    code, check = scope_check()
+    assert code == 2 and check["status"] == "CRITICAL" and check["message"].startswith("7 ")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for statement in re.findall(r"(ALTER TABLE [^)]*USER|UPDATE [^)]*memory_id)",
+                                    check["hint"]):
+            conn.execute(statement)
+    assert scope_check()[1]["status"] == "OK"
+    store = PostgresStore(pg_url)
+    try:
+        hits = store.search_ids(np.ones(16), key, parse_filters({"user_id": "victim"}), 30)
+        assert {i for i, _ in hits} == set(victim)
+    finally:
+        store.close()

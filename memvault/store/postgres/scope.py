@@ -108,6 +108,13 @@ def vacuum(conn: psycopg.Connection[Any], schema: str, target: PostgresTarget) -
                     "runs): %s", target.describe(), exc)
 
 
+def stale_sql(schema: str) -> str:
+    """How many vectors carry another scope than their memory."""
+    differs = " OR ".join(f"v.{key} IS DISTINCT FROM m.{key}" for key in ENTITY_KEYS)
+    return (f"SELECT count(*) FROM {schema}.vectors v JOIN {schema}.memories m "
+            f"ON m.id = v.memory_id WHERE {differs}")
+
+
 def index_statements(schema: str) -> list[str]:
     """The scope index of each entity key: only rows that have that key."""
     return [f"CREATE INDEX IF NOT EXISTS {index_name(key)} ON {schema}.vectors "

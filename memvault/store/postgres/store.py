@@ -28,7 +28,7 @@ from memvault.store.base import (
 )
 from memvault.store.filter_sql import PostgresDialect, compile_sql
 from memvault.store.keywords import KeywordTokenizer
-from memvault.store.postgres import hnsw, postings
+from memvault.store.postgres import hnsw, postings, scope
 from memvault.store.postgres.codec import register_vector
 from memvault.store.postgres.connections import (
     PostgresTarget,
@@ -438,6 +438,11 @@ class PostgresStore(Store):
         then refresh planner statistics so searches use them."""
         with self._connection(long=True) as conn:
             hnsw.build_missing(conn, SCHEMA, self.embedders())
+
+    def stale_scope_copies(self) -> int:
+        with self._connection(long=True) as conn:
+            row = conn.execute(scope.stale_sql(SCHEMA)).fetchone()
+        return int(row[0]) if row else 0
 
     def advance_seq(self, seq: int) -> None:
         with self._write() as (cur, last):
