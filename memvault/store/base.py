@@ -45,6 +45,7 @@ def entity_summaries(read: Callable[[str], list[tuple[Any, ...]]]) -> list[dict[
     return result
 
 
+# 5: PostgreSQL keeps each vector's user/agent/run and binary code beside it (postgres/scope.py).
 # 4: PostgreSQL's keyword postings, kept by triggers, replace its GIN index (postgres/postings.py).
 # 3: a keyword (full-text) index over each memory's normalized tokens (store/keywords.py).
 # 2: namespace keys escape '%' and '/' inside ids (rows of version 1 stores are re-keyed).

@@ -107,3 +107,21 @@ def test_doctor_finds_a_corrupt_scope_copy_and_its_fix_works(
         assert {i for i, _ in hits} == set(victim)
     finally:
         store.close()
+
+
+def test_doctor_says_why_it_could_not_count_the_copies(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database that is not there: doctor still finishes (CRITICAL store), and the copies'
+    check says it could not count them instead of breaking the report."""
+    from typer.testing import CliRunner
+
+    from memvault.cli import app
+
+    monkeypatch.setenv("MEMVAULT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MEMVAULT_DATABASE_URL", "postgresql://u:p@127.0.0.1:9/nowhere")
+    monkeypatch.setenv("MEMVAULT_DB_TIMEOUT", "1")
+    result = CliRunner().invoke(app, ["doctor", "--json"])
+    assert result.exit_code == 2, result.stdout
+    report = json.loads(result.stdout)
+    check = next(c for c in report["checks"] if c["name"] == "scope_copies")
+    assert check["status"] == "WARNING" and "could not be counted" in check["message"]

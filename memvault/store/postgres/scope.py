@@ -65,12 +65,10 @@ def backfill(conn: psycopg.Connection[Any], schema: str, target: PostgresTarget)
     indexes are dropped first and built again after: each rewritten row would otherwise be
     inserted into the graph one at a time."""
     started = time.perf_counter()
-    graphs = [row[0] for row in conn.execute(
-        "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 'vectors' "
-        "AND indexdef LIKE '%%USING hnsw%%'", (schema,))]
-    for name, in conn.execute(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = 'vectors' "
-            "AND indexdef LIKE '%%USING hnsw%%'", (schema,)).fetchall():
+    graphs = conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s AND "
+        "tablename = 'vectors' AND indexdef LIKE '%%USING hnsw%%'", (schema,)).fetchall()
+    for name, _ in graphs:
         conn.execute(f"DROP INDEX {schema}.{name}")
     rows = conn.execute(
         f"UPDATE {schema}.vectors v SET " + ", ".join(f"{k} = m.{k}" for k in ENTITY_KEYS)
@@ -87,7 +85,7 @@ def backfill(conn: psycopg.Connection[Any], schema: str, target: PostgresTarget)
             f"SELECT max((identity->>'dims')::int) FROM {schema}.embedders").fetchone()
         dims = int(row[0]) if row and row[0] else 0
         conn.execute(f"SET LOCAL maintenance_work_mem = '{hnsw.work_mem_mb(rows, dims)}MB'")
-        for definition in graphs:
+        for _, definition in graphs:
             conn.execute(definition)
     conn.execute(f"ANALYZE {schema}.vectors")
     if rows > 0:

@@ -91,11 +91,9 @@ class PostgresStore(Store):
         self.dialect = PostgresDialect()
         self.keywords = KeywordTokenizer()
         self._keyword = KeywordRanking(self._read, self.last_seq, self.keywords)
-        # BM25 statistics of the store: (journal seq, memories, mean tokens); see
-        # _store_statistics.
         self.server: dict[str, Any] = {}
         self.vector_search = VectorSearch(self._connection, self._where, self.embedders,
-                                     self.ef_search)
+                                          self.ef_search)
         self.last_bulk_load: dict[str, Any] = {}
         self._deferring_index = False
         self._bootstrap()
@@ -507,8 +505,8 @@ class PostgresStore(Store):
         *,
         candidates: bool = False,
     ) -> list[tuple[str, float]]:
-        return self.vector_search.ids(query, embedder_key, node, top_k, threshold, include_expired,
-                                 candidates)
+        return self.vector_search.ids(query, embedder_key, node, top_k, threshold,
+                                      include_expired, candidates)
 
     def prime_keyword_statistics(self) -> None:
         self._keyword.prime()

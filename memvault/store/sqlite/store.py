@@ -7,10 +7,10 @@ import logging
 import sqlite3
 import threading
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -54,6 +54,7 @@ from memvault.store.sqlite.snapshot import SQLiteSnapshot
 from memvault.store.writer_lock import file_identity
 
 log = logging.getLogger("memvault.store.sqlite")
+T = TypeVar("T")
 
 
 class SQLiteStore(Store):
@@ -434,11 +435,7 @@ class SQLiteStore(Store):
         for key, count in self.vector_counts().items():
             if count < threshold:
                 continue
-            while True:
-                with self._lock:
-                    if self._searchers.searcher(key) is not None:
-                        break
-                self._searchers.wait_for_build(key)
+            self._with_searcher(key, lambda index: None)
 
     def get(self, memory_id: str) -> MemoryRecord | None:
         rows = self._read(f"{SELECT} WHERE m.id = ?", (memory_id,))
@@ -485,13 +482,17 @@ class SQLiteStore(Store):
         *,
         candidates: bool = False,  # exact or approximate, SQLite's search is cheap enough
     ) -> list[tuple[str, float]]:
+        return self._with_searcher(embedder_key, lambda index: self._search_in(
+            index, query, node, top_k, threshold, include_expired))
+
+    def _with_searcher(self, embedder_key: str, use: Callable[[Any], T]) -> T:
+        """`use` of the searcher of one embedder, under the store's lock; an index build the
+        searcher needs first is waited for off the lock."""
         while True:
             with self._lock:
                 index = self._searchers.searcher(embedder_key)
                 if index is not None:
-                    return self._search_in(index, query, node, top_k, threshold,
-                                           include_expired)
-            # an index build this search needs is running: waited for off the lock
+                    return use(index)
             self._searchers.wait_for_build(embedder_key)
 
     def _search_in(self, index: Any, query: np.ndarray, node: Node | None, top_k: int,
